@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The one definition of what the BPF program hands to the daemon. Rust gets
+ * the same layout from the skeleton's generated `types` module.
+ */
+#ifndef EXECWATCH_EXECVE_H
+#define EXECWATCH_EXECVE_H
+
+/* Limits, as an enum so that they reach BTF and the Rust skeleton types. */
+enum event_limits {
+	EVENT_COMM_LEN = 16,
+	/* Bytes of the file name as passed to exec (PATH_MAX, NUL included). */
+	FILENAME_MAX_LEN = 4096,
+	/* Bytes of the executable's path, stored as components leaf first. */
+	EXE_PATH_MAX_LEN = 4096,
+	/* Longest path component the kernel allows (NAME_MAX + NUL). */
+	EXE_COMPONENT_MAX = 256,
+	/* Deepest path walked; deeper paths set EVENT_FLAG_EXE_TRUNCATED. */
+	EXE_PATH_MAX_DEPTH = 64,
+	/* Hard upper bound of --max-args-bytes; a power of two. */
+	ARGS_MAX_LIMIT = 128 * 1024,
+	/* Default of --max-args-bytes. */
+	ARGS_DEFAULT_LIMIT = 16 * 1024,
+	/* Failed execs read argv one pointer at a time; at most this many. */
+	FAILED_ARGV_MAX = 1024,
+	/*
+	 * Variable part of a record: filename, then exe path, then argument
+	 * bytes. The argument region has ARGS_MAX_LIMIT of slack so a failed
+	 * exec can read one whole string at any offset below the limit.
+	 */
+	EVENT_DATA_MAX = FILENAME_MAX_LEN + EXE_PATH_MAX_LEN +
+			 EXE_COMPONENT_MAX + 2 * ARGS_MAX_LIMIT,
+};
+
+/* Record kinds; the daemon rejects any other. */
+enum event_kind {
+	EVENT_KIND_EXEC = 1,
+};
+
+/* Bits of event.flags. */
+enum event_flag {
+	EVENT_FLAG_ARGS_TRUNCATED = 1 << 0,
+	EVENT_FLAG_FILENAME_TRUNCATED = 1 << 1,
+	EVENT_FLAG_EXE_TRUNCATED = 1 << 2,
+	EVENT_FLAG_ARGS_READ_FAILED = 1 << 3,
+	EVENT_FLAG_EXE_READ_FAILED = 1 << 4,
+	EVENT_FLAG_CALLER_COMM_MISSING = 1 << 5,
+	/* Failed exec seen at execveat (else execve); success does not say. */
+	EVENT_FLAG_SYSCALL_EXECVEAT = 1 << 6,
+};
+
+/* Indexes of the per-CPU `stats` counters. */
+enum stat_index {
+	/* Exec hooks that ran and passed the filters: delivered + lost. */
+	STAT_SEEN = 0,
+	/* Records written into the ring buffer. */
+	STAT_SUBMITTED,
+	/* Records dropped: ring buffer full. */
+	STAT_LOST_RINGBUF_FULL,
+	/* Records dropped: scratch buffer unavailable (should never happen). */
+	STAT_LOST_NO_SCRATCH,
+	/* Delivered with a degraded field: a read of user/kernel memory failed. */
+	STAT_ARGS_READ_FAILED,
+	STAT_FILENAME_READ_FAILED,
+	STAT_EXE_READ_FAILED,
+	STAT_CALLER_COMM_MISSING,
+	/* Delivered with a forced reader wakeup (ring buffer past threshold). */
+	STAT_WAKEUPS_FORCED,
+	STAT_MAX,
+};
+
+/*
+ * Fixed header of every record. Followed in the ring buffer by
+ * filename_len + exe_len + args_len bytes of data.
+ */
+struct event {
+	__u64 seq;       /* global, from 0; a gap means records were lost */
+	__u64 boot_ns;   /* bpf_ktime_get_boot_ns() */
+	__u64 cgroup_id; /* cgroup v2 id of the process */
+	__u32 kind;      /* enum event_kind */
+	__u32 flags;     /* enum event_flag bits */
+	__s32 retval;    /* 0, or -errno of a failed exec */
+	__u32 pid;       /* tgid */
+	__u32 tid;       /* thread that called exec (old tid on success) */
+	__u32 ppid;      /* tgid of the real parent */
+	__u32 uid;
+	__u32 gid;
+	__u32 euid;
+	__u32 egid;
+	__u32 auid;      /* loginuid; (u32)-1 when unset */
+	__u32 sessionid; /* audit session id; (u32)-1 when unset */
+	__u32 pidns_ino; /* pid namespace of the process */
+	__u32 ns_pid;    /* pid inside that namespace */
+	__u32 mntns_ino;
+	__u32 argc;      /* total argument count */
+	__u32 args_size; /* total bytes of the argument area (NULs included) */
+	__u32 args_len;  /* argument bytes in this record */
+	__s32 dirfd;     /* execveat dirfd (failed execveat only) */
+	__u32 at_flags;  /* execveat flags (failed execveat only) */
+	__u16 filename_len; /* bytes, NUL included */
+	__u16 exe_len;      /* bytes: components leaf first, each NUL-ended */
+	char comm[EVENT_COMM_LEN];        /* after exec */
+	char caller_comm[EVENT_COMM_LEN]; /* before exec */
+};
+
+#endif /* EXECWATCH_EXECVE_H */

@@ -1,0 +1,179 @@
+//! Owns the BPF skeleton: configures it before load, loads, attaches, and
+//! reads the kernel-side counters.
+
+use std::mem::MaybeUninit;
+
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{ErrorKind, MapCore, MapFlags, OpenObject};
+
+#[allow(clippy::all, clippy::pedantic, unused_imports)]
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/execve.skel.rs"));
+}
+
+pub use skel::types;
+use skel::{ExecveSkel, ExecveSkelBuilder};
+
+/// Bytes of the fixed record header (`struct event`).
+pub const HEADER_LEN: usize = std::mem::size_of::<types::event>();
+/// Hard upper bound of `max_args_bytes`.
+pub const ARGS_MAX_LIMIT: u32 = types::event_limits::ARGS_MAX_LIMIT.0;
+/// Default of `max_args_bytes`.
+pub const ARGS_DEFAULT_LIMIT: u32 = types::event_limits::ARGS_DEFAULT_LIMIT.0;
+/// Largest record the BPF side can write.
+pub const RECORD_MAX_LEN: usize = HEADER_LEN + types::event_limits::EVENT_DATA_MAX.0 as usize;
+
+/// What the loader sets in the program before load.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Bytes of argv captured per exec (at most [`ARGS_MAX_LIMIT`]).
+    pub max_args_bytes: u32,
+    /// Ring buffer size in bytes: a power of two, a multiple of the page size.
+    pub ring_buffer_bytes: u32,
+    /// The BPF side wakes the reader once this many bytes are waiting.
+    pub wakeup_bytes: u64,
+    /// Attach the failed-exec hooks.
+    pub capture_failed: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let ring_buffer_bytes = 8 << 20;
+        Config {
+            max_args_bytes: ARGS_DEFAULT_LIMIT,
+            ring_buffer_bytes,
+            wakeup_bytes: u64::from(ring_buffer_bytes / 4),
+            capture_failed: true,
+        }
+    }
+}
+
+/// Why the program could not be loaded or attached.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "permission denied loading BPF programs: run execwatch as root, \
+         or with CAP_BPF and CAP_PERFMON"
+    )]
+    PermissionDenied,
+    #[error("{what} failed: {source} (run with --verbose to see libbpf's log)")]
+    Libbpf {
+        what: &'static str,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+}
+
+impl LoadError {
+    fn from_libbpf(what: &'static str, source: libbpf_rs::Error) -> Self {
+        if source.kind() == ErrorKind::PermissionDenied {
+            LoadError::PermissionDenied
+        } else {
+            LoadError::Libbpf { what, source }
+        }
+    }
+}
+
+/// Kernel-side counters, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelStats {
+    /// Execs that reached a hook: submitted + lost.
+    pub seen: u64,
+    pub submitted: u64,
+    pub lost_ringbuf_full: u64,
+    pub lost_no_scratch: u64,
+    pub args_read_failed: u64,
+    pub filename_read_failed: u64,
+    pub exe_read_failed: u64,
+    pub caller_comm_missing: u64,
+    pub wakeups_forced: u64,
+}
+
+impl KernelStats {
+    pub fn lost(&self) -> u64 {
+        self.lost_ringbuf_full + self.lost_no_scratch
+    }
+}
+
+/// The loaded and attached BPF program.
+pub struct BpfLoader<'obj> {
+    skel: ExecveSkel<'obj>,
+}
+
+impl<'obj> BpfLoader<'obj> {
+    /// Open, configure, load and attach. `object` backs the skeleton.
+    pub fn load(
+        config: &Config,
+        object: &'obj mut MaybeUninit<OpenObject>,
+    ) -> Result<Self, LoadError> {
+        let mut open = ExecveSkelBuilder::default()
+            .open(object)
+            .map_err(|e| LoadError::from_libbpf("opening the BPF object", e))?;
+
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .expect("the BPF object has const volatile globals, so a rodata map");
+        rodata.max_args_bytes = config.max_args_bytes.min(ARGS_MAX_LIMIT);
+        rodata.wakeup_bytes = config.wakeup_bytes;
+
+        let cpus = libbpf_rs::num_possible_cpus()
+            .map_err(|e| LoadError::from_libbpf("counting possible CPUs", e))?;
+        open.maps
+            .scratch
+            .set_max_entries(u32::try_from(cpus).unwrap_or(u32::MAX))
+            .map_err(|e| LoadError::from_libbpf("sizing the scratch map", e))?;
+        open.maps
+            .events
+            .set_max_entries(config.ring_buffer_bytes)
+            .map_err(|e| LoadError::from_libbpf("sizing the ring buffer", e))?;
+
+        if !config.capture_failed {
+            open.progs.exec_failed.set_autoload(false);
+        }
+
+        let mut skel = open
+            .load()
+            .map_err(|e| LoadError::from_libbpf("loading the BPF program", e))?;
+        skel.attach()
+            .map_err(|e| LoadError::from_libbpf("attaching the BPF programs", e))?;
+        Ok(BpfLoader { skel })
+    }
+
+    /// The ring buffer map the records arrive in.
+    pub fn events_map(&self) -> &libbpf_rs::Map<'obj> {
+        &self.skel.maps.events
+    }
+
+    /// Detach every program: no new records arrive after this.
+    pub fn detach(&mut self) {
+        self.skel.links = Default::default();
+    }
+
+    /// Sum the per-CPU counters.
+    pub fn stats(&self) -> Result<KernelStats, libbpf_rs::Error> {
+        let map = &self.skel.maps.stats;
+        let read = |idx: types::stat_index| -> Result<u64, libbpf_rs::Error> {
+            let key = idx.0.to_ne_bytes();
+            let per_cpu = map.lookup_percpu(&key, MapFlags::ANY)?.unwrap_or_default();
+            Ok(per_cpu
+                .iter()
+                .filter_map(|v| v.get(..8))
+                .map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
+                .sum())
+        };
+        use types::stat_index as S;
+        Ok(KernelStats {
+            seen: read(S::STAT_SEEN)?,
+            submitted: read(S::STAT_SUBMITTED)?,
+            lost_ringbuf_full: read(S::STAT_LOST_RINGBUF_FULL)?,
+            lost_no_scratch: read(S::STAT_LOST_NO_SCRATCH)?,
+            args_read_failed: read(S::STAT_ARGS_READ_FAILED)?,
+            filename_read_failed: read(S::STAT_FILENAME_READ_FAILED)?,
+            exe_read_failed: read(S::STAT_EXE_READ_FAILED)?,
+            caller_comm_missing: read(S::STAT_CALLER_COMM_MISSING)?,
+            wakeups_forced: read(S::STAT_WAKEUPS_FORCED)?,
+        })
+    }
+}

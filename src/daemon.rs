@@ -1,0 +1,181 @@
+//! The daemon loop: poll the ring buffer, decode, write, watch the counters,
+//! and on a stop signal detach, drain what is left and summarise.
+
+use std::cell::RefCell;
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use libbpf_rs::RingBufferBuilder;
+use tracing::{info, warn};
+
+use crate::bpf_loader::{BpfLoader, KernelStats};
+use crate::decode::ExecEvent;
+use crate::output::EventSink;
+
+/// Timing of the loop.
+#[derive(Debug, Clone)]
+pub struct LoopOptions {
+    /// Longest time a record waits in the ring buffer when the BPF side does
+    /// not force a wakeup: the delivery latency bound.
+    pub poll_interval: Duration,
+    /// How often the kernel counters are read (and losses reported).
+    pub stats_interval: Duration,
+}
+
+impl Default for LoopOptions {
+    fn default() -> Self {
+        LoopOptions {
+            poll_interval: Duration::from_millis(100),
+            stats_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What a run delivered and lost.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub events: u64,
+    pub decode_errors: u64,
+    pub kernel: KernelStats,
+}
+
+/// Decode errors logged one by one before only the count is kept.
+const DECODE_ERRORS_LOGGED: u64 = 10;
+
+struct Consumer<W: Write> {
+    sink: EventSink<W>,
+    event: ExecEvent,
+    events: u64,
+    decode_errors: u64,
+    io_error: Option<io::Error>,
+}
+
+impl<W: Write> Consumer<W> {
+    fn on_record(&mut self, record: &[u8]) -> i32 {
+        match self.event.decode_from(record) {
+            Ok(()) => {
+                self.events += 1;
+                if let Err(e) = self.sink.write_event(&self.event) {
+                    self.io_error = Some(e);
+                    return -1; // stop consuming: the output is gone
+                }
+            }
+            Err(e) => {
+                self.decode_errors += 1;
+                if self.decode_errors <= DECODE_ERRORS_LOGGED {
+                    warn!(error = %e, record_len = record.len(), "malformed record skipped");
+                }
+            }
+        }
+        0
+    }
+}
+
+fn report_losses(prev: &KernelStats, now: &KernelStats) {
+    if now.lost() > prev.lost() {
+        warn!(
+            lost_new = now.lost() - prev.lost(),
+            lost_total = now.lost(),
+            lost_ringbuf_full = now.lost_ringbuf_full,
+            lost_no_scratch = now.lost_no_scratch,
+            "exec events lost: the ring buffer was full (raise --ring-buffer-size, or the output is too slow)"
+        );
+    }
+}
+
+/// Run until `stop` is set, then drain and return the summary. The writer's
+/// errors end the run with an error.
+pub fn run<W: Write>(
+    loader: &mut BpfLoader<'_>,
+    sink: EventSink<W>,
+    stop: &AtomicBool,
+    opts: &LoopOptions,
+) -> Result<Summary> {
+    let consumer = RefCell::new(Consumer {
+        sink,
+        event: ExecEvent::default(),
+        events: 0,
+        decode_errors: 0,
+        io_error: None,
+    });
+    let mut builder = RingBufferBuilder::new();
+    builder
+        .add(loader.events_map(), |record: &[u8]| {
+            consumer.borrow_mut().on_record(record)
+        })
+        .context("setting up the ring buffer reader")?;
+    let ring = builder
+        .build()
+        .context("setting up the ring buffer reader")?;
+
+    let mut last_stats = loader.stats().context("reading BPF counters")?;
+    let mut last_stats_at = Instant::now();
+    let mut result = Ok(());
+
+    while !stop.load(Ordering::Relaxed) {
+        // Records written without a wakeup are only seen by consume(); poll()
+        // returns early when the BPF side forces a wakeup.
+        if let Err(e) = ring.poll(opts.poll_interval).and_then(|()| ring.consume()) {
+            if e.kind() != libbpf_rs::ErrorKind::Interrupted && consumer.borrow().io_error.is_none()
+            {
+                result = Err(anyhow::Error::new(e).context("reading the ring buffer"));
+                break;
+            }
+        }
+        let mut c = consumer.borrow_mut();
+        if let Some(e) = c.io_error.take() {
+            result = Err(anyhow::Error::new(e).context("writing events"));
+            break;
+        }
+        if let Err(e) = c.sink.flush() {
+            result = Err(anyhow::Error::new(e).context("writing events"));
+            break;
+        }
+        if last_stats_at.elapsed() >= opts.stats_interval {
+            last_stats_at = Instant::now();
+            c.sink.clock_mut().refresh();
+            let now = loader.stats().context("reading BPF counters")?;
+            report_losses(&last_stats, &now);
+            last_stats = now;
+        }
+    }
+
+    // Stop new records, then drain everything already in the buffer.
+    loader.detach();
+    if result.is_ok() {
+        let drained = ring.consume();
+        let mut c = consumer.borrow_mut();
+        if let Some(e) = c.io_error.take() {
+            result = Err(anyhow::Error::new(e).context("writing events"));
+        } else if let Err(e) = drained {
+            result = Err(anyhow::Error::new(e).context("draining the ring buffer"));
+        } else if let Err(e) = c.sink.flush() {
+            result = Err(anyhow::Error::new(e).context("writing events"));
+        }
+    }
+    drop(ring);
+
+    let kernel = loader.stats().context("reading BPF counters")?;
+    report_losses(&last_stats, &kernel);
+    let c = consumer.into_inner();
+    let summary = Summary {
+        events: c.events,
+        decode_errors: c.decode_errors,
+        kernel,
+    };
+    info!(
+        events = summary.events,
+        seen = kernel.seen,
+        lost_total = kernel.lost(),
+        lost_ringbuf_full = kernel.lost_ringbuf_full,
+        lost_no_scratch = kernel.lost_no_scratch,
+        decode_errors = summary.decode_errors,
+        args_read_failed = kernel.args_read_failed,
+        exe_read_failed = kernel.exe_read_failed,
+        wakeups_forced = kernel.wakeups_forced,
+        "summary"
+    );
+    result.map(|()| summary)
+}

@@ -1,0 +1,416 @@
+//! Raw ring-buffer record -> owned [`ExecEvent`], with every length checked.
+
+use crate::bpf_loader::{types, HEADER_LEN};
+
+// SAFETY: `types::event` is the skeleton's `#[repr(C)]` copy of `struct
+// event`: integers and integer arrays only, so every bit pattern is valid.
+unsafe impl plain::Plain for types::event {}
+
+/// Why a record was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is shorter than the {HEADER_LEN}-byte header")]
+    Short(usize),
+    #[error("record kind {0} is unknown")]
+    UnknownKind(u32),
+    #[error(
+        "record declares {declared} data bytes (filename {filename}, exe {exe}, args {args}) \
+         but carries {available}"
+    )]
+    Lengths {
+        filename: u32,
+        exe: u32,
+        args: u32,
+        declared: usize,
+        available: usize,
+    },
+}
+
+/// Which syscall a failed exec came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Syscall {
+    Execve,
+    Execveat,
+}
+
+impl Syscall {
+    pub fn name(self) -> &'static str {
+        match self {
+            Syscall::Execve => "execve",
+            Syscall::Execveat => "execveat",
+        }
+    }
+}
+
+/// One exec, owned. Buffers are reused by [`ExecEvent::decode_from`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecEvent {
+    pub seq: u64,
+    /// CLOCK_BOOTTIME nanoseconds of the exec.
+    pub boot_ns: u64,
+    pub cgroup_id: u64,
+    /// `None` on success, the errno of a failed exec.
+    pub errno: Option<i32>,
+    /// Set on failed execs only; a successful record does not say.
+    pub syscall: Option<Syscall>,
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub euid: u32,
+    pub egid: u32,
+    /// loginuid, `None` when unset.
+    pub auid: Option<u32>,
+    /// audit session id, `None` when unset.
+    pub session_id: Option<u32>,
+    pub pidns_ino: u32,
+    pub ns_pid: u32,
+    pub mntns_ino: u32,
+    /// Total argument count, including arguments not captured.
+    pub argc: u32,
+    /// Total bytes of the argument area (NULs included).
+    pub args_size: u32,
+    /// execveat's dirfd and flags, on a failed execveat.
+    pub dirfd: i32,
+    pub at_flags: u32,
+    pub args_truncated: bool,
+    pub filename_truncated: bool,
+    pub exe_truncated: bool,
+    pub args_read_failed: bool,
+    pub exe_read_failed: bool,
+    /// comm after exec.
+    pub comm: Vec<u8>,
+    /// comm before exec; empty when the kernel side missed it.
+    pub caller_comm: Vec<u8>,
+    /// The file name as passed to exec.
+    pub filename: Vec<u8>,
+    /// Path of what ran, from the root of its mount namespace; empty on failure.
+    pub executable: Vec<u8>,
+    args_bytes: Vec<u8>,
+    arg_ends: Vec<usize>,
+}
+
+impl ExecEvent {
+    /// Decode a record into a new event.
+    pub fn decode(record: &[u8]) -> Result<ExecEvent, DecodeError> {
+        let mut ev = ExecEvent::default();
+        ev.decode_from(record)?;
+        Ok(ev)
+    }
+
+    /// Decode a record into `self`, reusing its buffers. On error `self` is
+    /// left in an unspecified but valid state.
+    pub fn decode_from(&mut self, record: &[u8]) -> Result<(), DecodeError> {
+        let header_bytes = record
+            .get(..HEADER_LEN)
+            .ok_or(DecodeError::Short(record.len()))?;
+        let mut h = types::event::default();
+        plain::copy_from_bytes(&mut h, header_bytes)
+            .map_err(|_| DecodeError::Short(record.len()))?;
+        if h.kind != types::event_kind::EVENT_KIND_EXEC.0 {
+            return Err(DecodeError::UnknownKind(h.kind));
+        }
+        let data = &record[HEADER_LEN..];
+        let (fl, el, al) = (
+            usize::from(h.filename_len),
+            usize::from(h.exe_len),
+            h.args_len as usize,
+        );
+        let declared = fl + el + al;
+        if declared > data.len() {
+            return Err(DecodeError::Lengths {
+                filename: fl as u32,
+                exe: el as u32,
+                args: h.args_len,
+                declared,
+                available: data.len(),
+            });
+        }
+        let (filename, rest) = data.split_at(fl);
+        let (exe, rest) = rest.split_at(el);
+        let args = &rest[..al];
+
+        let flag = |f: types::event_flag| h.flags & f.0 != 0;
+        use types::event_flag as F;
+
+        self.seq = h.seq;
+        self.boot_ns = h.boot_ns;
+        self.cgroup_id = h.cgroup_id;
+        self.errno = (h.retval < 0).then(|| h.retval.saturating_neg());
+        self.syscall = match (self.errno, flag(F::EVENT_FLAG_SYSCALL_EXECVEAT)) {
+            (None, _) => None,
+            (Some(_), true) => Some(Syscall::Execveat),
+            (Some(_), false) => Some(Syscall::Execve),
+        };
+        self.pid = h.pid;
+        self.tid = h.tid;
+        self.ppid = h.ppid;
+        self.uid = h.uid;
+        self.gid = h.gid;
+        self.euid = h.euid;
+        self.egid = h.egid;
+        self.auid = (h.auid != u32::MAX).then_some(h.auid);
+        self.session_id = (h.sessionid != u32::MAX).then_some(h.sessionid);
+        self.pidns_ino = h.pidns_ino;
+        self.ns_pid = h.ns_pid;
+        self.mntns_ino = h.mntns_ino;
+        self.argc = h.argc;
+        self.args_size = h.args_size;
+        self.dirfd = h.dirfd;
+        self.at_flags = h.at_flags;
+        self.args_truncated = flag(F::EVENT_FLAG_ARGS_TRUNCATED);
+        self.filename_truncated = flag(F::EVENT_FLAG_FILENAME_TRUNCATED);
+        self.exe_truncated = flag(F::EVENT_FLAG_EXE_TRUNCATED);
+        self.args_read_failed = flag(F::EVENT_FLAG_ARGS_READ_FAILED);
+        self.exe_read_failed = flag(F::EVENT_FLAG_EXE_READ_FAILED);
+
+        set_cstr(&mut self.comm, &h.comm);
+        if flag(F::EVENT_FLAG_CALLER_COMM_MISSING) {
+            self.caller_comm.clear();
+        } else {
+            set_cstr(&mut self.caller_comm, &h.caller_comm);
+        }
+        self.filename.clear();
+        self.filename.extend_from_slice(until_nul(filename));
+        assemble_path(&mut self.executable, exe, self.exe_truncated);
+        self.split_args(args);
+        Ok(())
+    }
+
+    /// Captured arguments, in order. Empty arguments are kept.
+    pub fn args(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        let mut start = 0;
+        self.arg_ends.iter().map(move |&end| {
+            let arg = &self.args_bytes[start..end];
+            start = end + 1;
+            arg
+        })
+    }
+
+    /// Number of captured arguments (at most `argc`).
+    pub fn captured_args(&self) -> usize {
+        self.arg_ends.len()
+    }
+
+    pub fn succeeded(&self) -> bool {
+        self.errno.is_none()
+    }
+
+    /// Set the arguments (for building events in tests and benchmarks).
+    pub fn set_args<'a>(&mut self, args: impl IntoIterator<Item = &'a [u8]>) {
+        self.args_bytes.clear();
+        self.arg_ends.clear();
+        for a in args {
+            self.args_bytes.extend_from_slice(a);
+            self.arg_ends.push(self.args_bytes.len());
+            self.args_bytes.push(0);
+        }
+    }
+
+    /// Split the NUL-separated argument area. At most `argc` pieces; a last
+    /// piece without its NUL (truncated capture) is kept as it is.
+    fn split_args(&mut self, area: &[u8]) {
+        self.args_bytes.clear();
+        self.arg_ends.clear();
+        self.args_bytes.extend_from_slice(area);
+        let max = self.argc as usize;
+        let mut start = 0;
+        while start < area.len() && self.arg_ends.len() < max {
+            let end = area[start..]
+                .iter()
+                .position(|&b| b == 0)
+                .map_or(area.len(), |p| start + p);
+            self.arg_ends.push(end);
+            start = end + 1;
+        }
+        // The area ends at the last NUL; a partial piece keeps no NUL.
+        if let Some(&last) = self.arg_ends.last() {
+            self.args_bytes.truncate(last + 1);
+        }
+    }
+}
+
+/// Bytes before the first NUL (all of them if there is none).
+fn until_nul(b: &[u8]) -> &[u8] {
+    b.iter().position(|&c| c == 0).map_or(b, |p| &b[..p])
+}
+
+fn set_cstr(dst: &mut Vec<u8>, src: &[i8]) {
+    dst.clear();
+    dst.extend(src.iter().map(|&c| c as u8).take_while(|&c| c != 0));
+}
+
+/// Components arrive leaf first, each NUL-ended; build `/a/b/leaf`. A path cut
+/// short at the top (too deep) gets no leading `/`, so it cannot pass for an
+/// absolute one.
+fn assemble_path(dst: &mut Vec<u8>, components: &[u8], truncated: bool) {
+    dst.clear();
+    if components.is_empty() {
+        return;
+    }
+    let body = components.strip_suffix(&[0]).unwrap_or(components);
+    for (i, c) in body.rsplit(|&b| b == 0).enumerate() {
+        if i > 0 || !truncated {
+            dst.push(b'/');
+        }
+        dst.extend_from_slice(c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A well-formed record with the given data parts.
+    fn record(filename: &[u8], exe: &[u8], args: &[u8], argc: u32, flags: u32) -> Vec<u8> {
+        let mut h = types::event {
+            seq: 7,
+            boot_ns: 1_000,
+            kind: types::event_kind::EVENT_KIND_EXEC.0,
+            flags,
+            pid: 10,
+            tid: 11,
+            auid: u32::MAX,
+            sessionid: 3,
+            argc,
+            args_size: args.len() as u32,
+            args_len: args.len() as u32,
+            filename_len: filename.len() as u16,
+            exe_len: exe.len() as u16,
+            ..Default::default()
+        };
+        for (d, s) in h.comm.iter_mut().zip(b"ls") {
+            *d = *s as i8;
+        }
+        for (d, s) in h.caller_comm.iter_mut().zip(b"bash") {
+            *d = *s as i8;
+        }
+        // SAFETY: `types::event` is plain old data (see the Plain impl).
+        let mut out = unsafe { plain::as_bytes(&h) }.to_vec();
+        out.extend_from_slice(filename);
+        out.extend_from_slice(exe);
+        out.extend_from_slice(args);
+        out
+    }
+
+    #[test]
+    fn decodes_a_full_record() {
+        let r = record(b"ls\0", b"ls\0bin\0usr\0", b"ls\0-l\0\0x y\0", 4, 0);
+        let ev = ExecEvent::decode(&r).unwrap();
+        assert_eq!(ev.seq, 7);
+        assert_eq!(ev.pid, 10);
+        assert_eq!(ev.tid, 11);
+        assert_eq!(ev.auid, None);
+        assert_eq!(ev.session_id, Some(3));
+        assert_eq!(ev.comm, b"ls");
+        assert_eq!(ev.caller_comm, b"bash");
+        assert_eq!(ev.filename, b"ls");
+        assert_eq!(ev.executable, b"/usr/bin/ls");
+        let args: Vec<&[u8]> = ev.args().collect();
+        assert_eq!(args, [&b"ls"[..], b"-l", b"", b"x y"]);
+        assert!(ev.succeeded());
+        assert!(!ev.args_truncated);
+    }
+
+    #[test]
+    fn keeps_a_trailing_empty_argument() {
+        let r = record(b"a\0", b"", b"a\0\0", 2, 0);
+        let ev = ExecEvent::decode(&r).unwrap();
+        assert_eq!(ev.args().collect::<Vec<_>>(), [&b"a"[..], b""]);
+    }
+
+    #[test]
+    fn truncated_argument_area_keeps_the_partial_argument() {
+        let f = types::event_flag::EVENT_FLAG_ARGS_TRUNCATED.0;
+        let r = record(b"x\0", b"", b"x\0abc", 5, f);
+        let ev = ExecEvent::decode(&r).unwrap();
+        assert!(ev.args_truncated);
+        assert_eq!(ev.args().collect::<Vec<_>>(), [&b"x"[..], b"abc"]);
+        assert_eq!(ev.argc, 5);
+    }
+
+    #[test]
+    fn never_more_pieces_than_argc() {
+        let r = record(b"x\0", b"", b"a\0b\0c\0", 2, 0);
+        let ev = ExecEvent::decode(&r).unwrap();
+        assert_eq!(ev.captured_args(), 2);
+    }
+
+    #[test]
+    fn path_too_deep_is_not_absolute() {
+        let f = types::event_flag::EVENT_FLAG_EXE_TRUNCATED.0;
+        let r = record(b"x\0", b"c\0b\0", b"", 0, f);
+        assert_eq!(ExecEvent::decode(&r).unwrap().executable, b"b/c");
+    }
+
+    #[test]
+    fn failure_carries_errno_and_syscall() {
+        let f = types::event_flag::EVENT_FLAG_SYSCALL_EXECVEAT.0;
+        let mut r = record(b"/nope\0", b"", b"", 0, f);
+        let off = std::mem::offset_of!(types::event, retval);
+        r[off..off + 4].copy_from_slice(&(-2i32).to_ne_bytes());
+        let ev = ExecEvent::decode(&r).unwrap();
+        assert_eq!(ev.errno, Some(2));
+        assert_eq!(ev.syscall, Some(Syscall::Execveat));
+    }
+
+    #[test]
+    fn rejects_short_records() {
+        for len in [0, 1, HEADER_LEN - 1] {
+            assert_eq!(
+                ExecEvent::decode(&vec![0u8; len]),
+                Err(DecodeError::Short(len))
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_lengths_past_the_record() {
+        let mut r = record(b"ls\0", b"", b"ls\0", 1, 0);
+        r.pop();
+        assert!(matches!(
+            ExecEvent::decode(&r),
+            Err(DecodeError::Lengths { .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_unknown_kind() {
+        let mut r = record(b"ls\0", b"", b"", 0, 0);
+        let off = std::mem::offset_of!(types::event, kind);
+        r[off..off + 4].copy_from_slice(&99u32.to_ne_bytes());
+        assert_eq!(ExecEvent::decode(&r), Err(DecodeError::UnknownKind(99)));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        // A cheap deterministic generator; the fuzz target goes further.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut ev = ExecEvent::default();
+        for i in 0..20_000 {
+            let len = (i * 7) % (HEADER_LEN * 3);
+            let mut buf = Vec::with_capacity(len);
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                buf.push(x as u8);
+            }
+            if buf.len() >= HEADER_LEN && i % 2 == 0 {
+                // Valid kind so decoding goes past the header checks.
+                let off = std::mem::offset_of!(types::event, kind);
+                buf[off..off + 4].copy_from_slice(&1u32.to_ne_bytes());
+            }
+            let _ = ev.decode_from(&buf);
+        }
+    }
+
+    #[test]
+    fn oversized_record_is_accepted_and_extra_ignored() {
+        let mut r = record(b"ls\0", b"", b"ls\0", 1, 0);
+        r.extend_from_slice(&[0xAA; 64]);
+        let ev = ExecEvent::decode(&r).unwrap();
+        assert_eq!(ev.args().collect::<Vec<_>>(), [&b"ls"[..]]);
+    }
+}

@@ -1,0 +1,188 @@
+//! execwatch command line: parse flags, set up logging, run, exit code.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use execwatch::bpf_loader::{self, BpfLoader, ARGS_MAX_LIMIT};
+use execwatch::daemon::{self, LoopOptions};
+use execwatch::output::{EventSink, Format};
+use execwatch::preflight;
+use tracing::info;
+
+/// Record every program execution on this host.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Output format of exec events (written to stdout).
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+
+    /// Bytes of argv captured per exec (suffixes K, KiB, M, MiB; at most 128KiB).
+    #[arg(long, value_parser = parse_args_bytes, default_value = "16KiB")]
+    max_args_bytes: u32,
+
+    /// Ring buffer size (a power of two, 64KiB to 1GiB).
+    #[arg(long, value_parser = parse_ring_size, default_value = "8MiB")]
+    ring_buffer_size: u32,
+
+    /// Longest time, in milliseconds, an exec waits before it is written.
+    #[arg(long, value_name = "MS", default_value = "100",
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    poll_interval: u64,
+
+    /// Seconds between reads of the loss counters.
+    #[arg(long, value_name = "SECS", default_value = "1",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    stats_interval: u64,
+
+    /// Do not record failed execs (no hook on the execve/execveat syscalls).
+    #[arg(long)]
+    no_failed: bool,
+
+    /// Log libbpf's messages and debug details to stderr.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+/// Parse `123`, `16K`, `16KiB`, `8M`, `8MiB` (binary units).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (examples: 65536, 64KiB, 8MiB)"))?;
+    let mult = match unit {
+        "" | "B" => 1,
+        "K" | "k" | "KiB" | "KB" => 1 << 10,
+        "M" | "MiB" | "MB" => 1 << 20,
+        "G" | "GiB" | "GB" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "unknown unit `{unit}` (use K, KiB, M, MiB, G or GiB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
+fn parse_args_bytes(s: &str) -> Result<u32, String> {
+    let n = parse_size(s)?;
+    if n == 0 || n > u64::from(ARGS_MAX_LIMIT) {
+        return Err(format!(
+            "must be between 1 and {ARGS_MAX_LIMIT} bytes (128KiB)"
+        ));
+    }
+    Ok(n as u32)
+}
+
+fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let n = parse_size(s)?;
+    if !(64 << 10..=1 << 30).contains(&n) || !n.is_power_of_two() {
+        return Err("must be a power of two between 64KiB and 1GiB".into());
+    }
+    Ok(n as u32)
+}
+
+fn init_logging(format: Format, verbose: bool) {
+    let filter = if verbose { "debug" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EXECWATCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_target(false);
+    match format {
+        Format::Json => builder.json().flatten_event(true).init(),
+        Format::Text => builder.init(),
+    }
+}
+
+fn libbpf_print(level: libbpf_rs::PrintLevel, msg: String) {
+    let msg = msg.trim_end();
+    match level {
+        libbpf_rs::PrintLevel::Warn => tracing::debug!(target: "libbpf", "{msg}"),
+        _ => tracing::trace!(target: "libbpf", "{msg}"),
+    }
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    preflight::check_host()?;
+    libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, libbpf_print)));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+
+    let config = bpf_loader::Config {
+        max_args_bytes: cli.max_args_bytes,
+        ring_buffer_bytes: cli.ring_buffer_size,
+        wakeup_bytes: u64::from(cli.ring_buffer_size / 4),
+        capture_failed: !cli.no_failed,
+    };
+    let mut object = MaybeUninit::uninit();
+    let mut loader = BpfLoader::load(&config, &mut object)?;
+    info!(
+        max_args_bytes = config.max_args_bytes,
+        ring_buffer_bytes = config.ring_buffer_bytes,
+        poll_interval_ms = cli.poll_interval,
+        failed_execs = config.capture_failed,
+        "execwatch attached"
+    );
+
+    let sink = EventSink::new(cli.format, io::stdout().lock());
+    let opts = LoopOptions {
+        poll_interval: Duration::from_millis(cli.poll_interval),
+        stats_interval: Duration::from_secs(cli.stats_interval),
+    };
+    daemon::run(&mut loader, sink, &stop, &opts)?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.format, cli.verbose);
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("execwatch: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("16K"), Ok(16384));
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert!(parse_size("8X").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
+        assert!(parse_args_bytes("0").is_err());
+        assert!(parse_args_bytes("129K").is_err());
+        assert_eq!(parse_args_bytes("128KiB"), Ok(131072));
+        assert!(parse_ring_size("100K").is_err());
+        assert!(parse_ring_size("32K").is_err());
+        assert_eq!(parse_ring_size("64KiB"), Ok(65536));
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

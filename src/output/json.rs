@@ -1,0 +1,285 @@
+//! One ECS JSON object per exec. Field names are documented in docs/schema.md.
+
+use super::clock::{write_rfc3339, Clock};
+use super::escape::{json_base64, json_escape, json_string};
+use crate::decode::ExecEvent;
+
+/// ECS version the field names follow.
+pub const ECS_VERSION: &str = "8.11.0";
+
+/// Writes nested JSON objects into a buffer, keeping track of commas.
+struct Obj<'a> {
+    out: &'a mut Vec<u8>,
+    need_comma: bool,
+}
+
+impl<'a> Obj<'a> {
+    fn open(out: &'a mut Vec<u8>) -> Obj<'a> {
+        out.push(b'{');
+        Obj {
+            out,
+            need_comma: false,
+        }
+    }
+
+    fn key(&mut self, k: &str) -> &mut Vec<u8> {
+        if self.need_comma {
+            self.out.push(b',');
+        }
+        self.need_comma = true;
+        self.out.push(b'"');
+        self.out.extend_from_slice(k.as_bytes());
+        self.out.extend_from_slice(b"\":");
+        self.out
+    }
+
+    fn str(&mut self, k: &str, v: &[u8]) {
+        json_string(self.key(k), v);
+    }
+
+    fn num(&mut self, k: &str, v: u64) {
+        let mut buf = itoa::Buffer::new();
+        self.key(k).extend_from_slice(buf.format(v).as_bytes());
+    }
+
+    fn int(&mut self, k: &str, v: i64) {
+        let mut buf = itoa::Buffer::new();
+        self.key(k).extend_from_slice(buf.format(v).as_bytes());
+    }
+
+    /// ECS ids are keywords: the number as a string.
+    fn id(&mut self, k: &str, v: u32) {
+        let mut buf = itoa::Buffer::new();
+        let out = self.key(k);
+        out.push(b'"');
+        out.extend_from_slice(buf.format(v).as_bytes());
+        out.push(b'"');
+    }
+
+    fn bool(&mut self, k: &str, v: bool) {
+        let lit: &[u8] = if v { b"true" } else { b"false" };
+        self.key(k).extend_from_slice(lit);
+    }
+
+    fn raw(&mut self, k: &str, v: &[u8]) {
+        self.key(k).extend_from_slice(v);
+    }
+
+    fn obj(&mut self, k: &str) -> Obj<'_> {
+        let out = self.key(k);
+        Obj::open(out)
+    }
+
+    fn close(self) {
+        self.out.push(b'}');
+    }
+}
+
+fn is_utf8(b: &[u8]) -> bool {
+    std::str::from_utf8(b).is_ok()
+}
+
+/// Append one JSON line (with its newline) for `ev`.
+pub fn write_event(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
+    let mut root = Obj::open(out);
+    {
+        let ts = root.key("@timestamp");
+        ts.push(b'"');
+        write_rfc3339(ts, clock.unix_ns(ev.boot_ns));
+        ts.push(b'"');
+    }
+
+    {
+        let mut e = root.obj("event");
+        e.str("kind", b"event");
+        e.raw("category", br#"["process"]"#);
+        e.raw("type", br#"["start"]"#);
+        e.str("action", b"exec");
+        e.str(
+            "outcome",
+            if ev.succeeded() {
+                b"success"
+            } else {
+                b"failure"
+            },
+        );
+        e.num("sequence", ev.seq);
+        e.close();
+    }
+
+    if let Some(errno) = ev.errno {
+        let mut e = root.obj("error");
+        let err = nix::errno::Errno::from_raw(errno);
+        if err == nix::errno::Errno::UnknownErrno {
+            e.str("code", itoa::Buffer::new().format(errno).as_bytes());
+        } else {
+            e.str("code", format!("{err:?}").as_bytes());
+        }
+        e.str("message", err.desc().as_bytes());
+        e.close();
+    }
+
+    {
+        let mut p = root.obj("process");
+        p.num("pid", u64::from(ev.pid));
+        {
+            let mut t = p.obj("thread");
+            t.num("id", u64::from(ev.tid));
+            t.close();
+        }
+        {
+            let mut pp = p.obj("parent");
+            pp.num("pid", u64::from(ev.ppid));
+            pp.close();
+        }
+        p.str("name", &ev.comm);
+        if !ev.executable.is_empty() {
+            p.str("executable", &ev.executable);
+        }
+        {
+            let a = p.key("args");
+            a.push(b'[');
+            for (i, arg) in ev.args().enumerate() {
+                if i > 0 {
+                    a.push(b',');
+                }
+                json_string(a, arg);
+            }
+            a.push(b']');
+        }
+        p.num("args_count", u64::from(ev.argc));
+        {
+            let cl = p.key("command_line");
+            cl.push(b'"');
+            for (i, arg) in ev.args().enumerate() {
+                if i > 0 {
+                    cl.push(b' ');
+                }
+                json_escape(cl, arg);
+            }
+            cl.push(b'"');
+        }
+        p.close();
+    }
+
+    {
+        let mut u = root.obj("user");
+        u.id("id", ev.uid);
+        {
+            let mut eff = u.obj("effective");
+            eff.id("id", ev.euid);
+            {
+                let mut g = eff.obj("group");
+                g.id("id", ev.egid);
+                g.close();
+            }
+            eff.close();
+        }
+        if let Some(auid) = ev.auid {
+            let mut a = u.obj("audit");
+            a.id("id", auid);
+            a.close();
+        }
+        u.close();
+    }
+    {
+        let mut g = root.obj("group");
+        g.id("id", ev.gid);
+        g.close();
+    }
+
+    {
+        let mut x = root.obj("execwatch");
+        if !ev.caller_comm.is_empty() {
+            let mut c = x.obj("caller");
+            c.str("name", &ev.caller_comm);
+            c.close();
+        }
+        x.str("filename", &ev.filename);
+        if let Some(sc) = ev.syscall {
+            x.str("syscall", sc.name().as_bytes());
+            if sc == crate::decode::Syscall::Execveat {
+                x.int("dirfd", i64::from(ev.dirfd));
+                x.num("at_flags", u64::from(ev.at_flags));
+            }
+        }
+        if let Some(s) = ev.session_id {
+            let mut a = x.obj("audit");
+            a.num("session_id", u64::from(s));
+            a.close();
+        }
+        x.num("args_bytes", u64::from(ev.args_size));
+        x.bool("args_truncated", ev.args_truncated);
+        if ev.filename_truncated {
+            x.bool("filename_truncated", true);
+        }
+        if ev.exe_truncated {
+            x.bool("executable_truncated", true);
+        }
+        if ev.args_read_failed {
+            x.bool("args_read_failed", true);
+        }
+        if ev.exe_read_failed {
+            x.bool("executable_read_failed", true);
+        }
+        {
+            let mut c = x.obj("cgroup");
+            c.num("id", ev.cgroup_id);
+            c.close();
+        }
+        {
+            let mut n = x.obj("pid_ns");
+            n.num("inode", u64::from(ev.pidns_ino));
+            n.num("pid", u64::from(ev.ns_pid));
+            n.close();
+        }
+        {
+            let mut n = x.obj("mnt_ns");
+            n.num("inode", u64::from(ev.mntns_ino));
+            n.close();
+        }
+        write_raw_fields(&mut x, ev);
+        x.close();
+    }
+    {
+        let mut e = root.obj("ecs");
+        e.str("version", ECS_VERSION.as_bytes());
+        e.close();
+    }
+    root.close();
+    out.push(b'\n');
+}
+
+/// Fields that are not valid UTF-8 appear above with U+FFFD in place of the
+/// bad bytes; their exact bytes follow here as base64, so nothing is lost and
+/// a consumer can tell a real U+FFFD from a replaced byte.
+fn write_raw_fields(x: &mut Obj<'_>, ev: &ExecEvent) {
+    let args_ok = ev.args().all(is_utf8);
+    let bad = [
+        ("name", &ev.comm),
+        ("executable", &ev.executable),
+        ("filename", &ev.filename),
+        ("caller_name", &ev.caller_comm),
+    ];
+    if args_ok && bad.iter().all(|(_, v)| is_utf8(v)) {
+        return;
+    }
+    let mut r = x.obj("raw");
+    for (k, v) in bad {
+        if !is_utf8(v) {
+            json_base64(r.key(k), v);
+        }
+    }
+    if !args_ok {
+        let a = r.key("args");
+        a.push(b'[');
+        for (i, arg) in ev.args().enumerate() {
+            if i > 0 {
+                a.push(b',');
+            }
+            json_base64(a, arg);
+        }
+        a.push(b']');
+    }
+    r.close();
+}

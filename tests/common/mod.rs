@@ -1,0 +1,221 @@
+//! Shared test harness: runs the real daemon against the real kernel.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_execwatch");
+
+/// Fail (never skip) when not root: these tests load BPF programs.
+pub fn require_root() {
+    if !nix::unistd::geteuid().is_root() {
+        panic!(
+            "this test loads BPF programs into the kernel and must run as root \
+             (it runs as uid {}): run it as root, e.g. `sudo scripts/test`",
+            nix::unistd::geteuid()
+        );
+    }
+}
+
+/// A marker unique to this test run, to find our own execs among the host's.
+pub fn marker(name: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "execwatch-test-{}-{}-{}",
+        name,
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub struct Daemon {
+    child: Child,
+    events: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<String>>,
+    stdout_done: Option<thread::JoinHandle<()>>,
+    stderr_done: Option<thread::JoinHandle<()>>,
+}
+
+pub struct Stopped {
+    pub status: ExitStatus,
+    pub events: Vec<Value>,
+    pub stderr: String,
+}
+
+impl Stopped {
+    /// The final `summary` diagnostic (JSON on stderr).
+    pub fn summary(&self) -> Value {
+        self.stderr
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["message"] == "summary")
+            .unwrap_or_else(|| panic!("no summary line in stderr:\n{}", self.stderr))
+    }
+}
+
+impl Daemon {
+    /// Start `execwatch --format json ARGS` and wait until it is attached.
+    pub fn start(args: &[&str]) -> Daemon {
+        require_root();
+        let mut child = Command::new(BIN)
+            .arg("--format")
+            .arg("json")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn execwatch");
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+
+        let out = child.stdout.take().unwrap();
+        let ev = Arc::clone(&events);
+        let stdout_done = thread::spawn(move || {
+            for line in BufReader::new(out).split(b'\n') {
+                let line = line.expect("read stdout");
+                let v: Value = serde_json::from_slice(&line).unwrap_or_else(|e| {
+                    panic!(
+                        "stdout line is not JSON ({e}): {}",
+                        String::from_utf8_lossy(&line)
+                    )
+                });
+                ev.lock().unwrap().push(v);
+            }
+        });
+        let err = child.stderr.take().unwrap();
+        let se = Arc::clone(&stderr);
+        let stderr_done = thread::spawn(move || {
+            let mut r = BufReader::new(err);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match r.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if line.contains("execwatch attached") {
+                            let _ = ready_tx.send(());
+                        }
+                        se.lock().unwrap().push_str(&line);
+                    }
+                }
+            }
+        });
+        let mut d = Daemon {
+            child,
+            events,
+            stderr,
+            stdout_done: Some(stdout_done),
+            stderr_done: Some(stderr_done),
+        };
+        if ready_rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = d.child.kill();
+            let stopped = d.stop_now();
+            panic!("execwatch did not attach; stderr:\n{}", stopped.stderr);
+        }
+        d
+    }
+
+    /// Events seen so far that satisfy `pred`.
+    pub fn matching(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| pred(v))
+            .cloned()
+            .collect()
+    }
+
+    /// Wait until at least `n` events satisfy `pred`; panics after `timeout`.
+    pub fn wait_for(
+        &self,
+        n: usize,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found = self.matching(&pred);
+            if found.len() >= n {
+                return found;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "waited {timeout:?} for {n} matching events, saw {}; stderr:\n{}",
+                    found.len(),
+                    self.stderr.lock().unwrap()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then wait for exit and collect everything.
+    pub fn stop(mut self) -> Stopped {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("signal execwatch");
+        self.stop_now()
+    }
+
+    fn stop_now(&mut self) -> Stopped {
+        let status = self.child.wait().expect("wait execwatch");
+        self.stdout_done
+            .take()
+            .unwrap()
+            .join()
+            .expect("stdout reader");
+        self.stderr_done
+            .take()
+            .unwrap()
+            .join()
+            .expect("stderr reader");
+        Stopped {
+            status,
+            events: std::mem::take(&mut *self.events.lock().unwrap()),
+            stderr: std::mem::take(&mut *self.stderr.lock().unwrap()),
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.stdout_done.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Events whose argv contains `marker`.
+pub fn has_arg(v: &Value, marker: &str) -> bool {
+    v["process"]["args"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(marker)))
+}
+
+/// Run a command to completion, ignoring its output.
+pub fn run_quiet(cmd: &mut Command) -> ExitStatus {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run command")
+}
+
+/// Read all of a reader to a string (for child stderr).
+pub fn read_all(mut r: impl Read) -> String {
+    let mut s = String::new();
+    let _ = r.read_to_string(&mut s);
+    s
+}
