@@ -501,3 +501,16 @@ fn is_cgroup2(p: &std::path::Path) -> bool {
         .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
         .unwrap_or(false)
 }
+
+#[test]
+fn no_failed_skips_failures_but_keeps_successes() {
+    let d = Daemon::start(&["--no-failed"]);
+    let m = marker("nofail");
+    assert!(Command::new(format!("/nonexistent/{m}")).arg(&m).status().is_err());
+    assert!(run_quiet(Command::new("/bin/true").arg(&m)).success());
+    d.wait_for(1, WAIT, |v| has_arg(v, &m));
+    let stopped = d.stop();
+    let ours: Vec<&Value> = stopped.events.iter().filter(|v| has_arg(v, &m)).collect();
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    assert_eq!(ours[0]["event"]["outcome"], "success");
+}
