@@ -506,7 +506,10 @@ fn is_cgroup2(p: &std::path::Path) -> bool {
 fn no_failed_skips_failures_but_keeps_successes() {
     let d = Daemon::start(&["--no-failed"]);
     let m = marker("nofail");
-    assert!(Command::new(format!("/nonexistent/{m}")).arg(&m).status().is_err());
+    assert!(Command::new(format!("/nonexistent/{m}"))
+        .arg(&m)
+        .status()
+        .is_err());
     assert!(run_quiet(Command::new("/bin/true").arg(&m)).success());
     d.wait_for(1, WAIT, |v| has_arg(v, &m));
     let stopped = d.stop();

@@ -6,12 +6,18 @@ mod common;
 use std::process::{Command, Output};
 
 fn run(args: &[&str]) -> Output {
-    Command::new(common::BIN).args(args).output().expect("run execwatch")
+    Command::new(common::BIN)
+        .args(args)
+        .output()
+        .expect("run execwatch")
 }
 
 fn assert_no_panic(o: &Output) {
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -19,7 +25,10 @@ fn unknown_flag_is_a_usage_error() {
     let o = run(&["--no-such-flag"]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("unexpected argument '--no-such-flag'"), "{err}");
+    assert!(
+        err.contains("unexpected argument '--no-such-flag'"),
+        "{err}"
+    );
     assert!(err.contains("Usage:"), "{err}");
     assert_no_panic(&o);
 }
@@ -47,7 +56,14 @@ fn without_privileges_it_says_so_in_one_line() {
     // Needs root to drop to an unprivileged user with no capabilities.
     common::require_root();
     let o = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--",
+        ])
         .arg(common::BIN)
         .output()
         .expect("setpriv (util-linux) is installed by scripts/install-deps");
@@ -55,8 +71,14 @@ fn without_privileges_it_says_so_in_one_line() {
     let err = String::from_utf8_lossy(&o.stderr);
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 1, "{err}");
-    assert!(lines[0].starts_with("execwatch: error: insufficient privileges"), "{err}");
-    assert!(lines[0].contains("CAP_BPF") && lines[0].contains("root"), "{err}");
+    assert!(
+        lines[0].starts_with("execwatch: error: insufficient privileges"),
+        "{err}"
+    );
+    assert!(
+        lines[0].contains("CAP_BPF") && lines[0].contains("root"),
+        "{err}"
+    );
     assert_no_panic(&o);
 }
 
@@ -65,7 +87,13 @@ fn help_lists_every_flag() {
     let o = run(&["--help"]);
     assert!(o.status.success());
     let out = String::from_utf8_lossy(&o.stdout);
-    for flag in ["--format", "--max-args-bytes", "--ring-buffer-size", "--poll-interval", "--no-failed"] {
+    for flag in [
+        "--format",
+        "--max-args-bytes",
+        "--ring-buffer-size",
+        "--poll-interval",
+        "--no-failed",
+    ] {
         assert!(out.contains(flag), "{flag} missing from --help");
     }
 }
