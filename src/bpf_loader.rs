@@ -32,8 +32,33 @@ pub struct Config {
     pub ring_buffer_bytes: u32,
     /// The BPF side wakes the reader once this many bytes are waiting.
     pub wakeup_bytes: u64,
-    /// Attach the failed-exec hooks.
-    pub capture_failed: bool,
+    /// How failed execs are captured.
+    pub failed_execs: FailedExecs,
+}
+
+/// Hook for failed execs (successful ones always use sched_process_exec).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailedExecs {
+    /// `tracepoints` when tracefs is mounted or can be mounted (kernel 5.15+),
+    /// else `sys-exit`.
+    Auto,
+    /// syscalls:sys_exit_execve/execveat: runs for exec syscalls only.
+    Tracepoints,
+    /// tp_btf/sys_exit: needs no tracefs, runs (briefly) for every syscall.
+    SysExit,
+    /// Do not record failed execs.
+    Off,
+}
+
+impl FailedExecs {
+    pub fn name(self) -> &'static str {
+        match self {
+            FailedExecs::Auto => "auto",
+            FailedExecs::Tracepoints => "tracepoints",
+            FailedExecs::SysExit => "sys-exit",
+            FailedExecs::Off => "off",
+        }
+    }
 }
 
 impl Default for Config {
@@ -43,7 +68,7 @@ impl Default for Config {
             max_args_bytes: ARGS_DEFAULT_LIMIT,
             ring_buffer_bytes,
             wakeup_bytes: u64::from(ring_buffer_bytes / 4),
-            capture_failed: true,
+            failed_execs: FailedExecs::Auto,
         }
     }
 }
@@ -52,11 +77,16 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(
-        "permission denied loading BPF programs: run execwatch as root, \
-         or with CAP_BPF and CAP_PERFMON"
+        "the kernel refused the BPF program (EPERM/EACCES): the verifier rejected it, or a \
+         security policy (lockdown, an LSM, missing CAP_BPF/CAP_PERFMON) forbids it; \
+         run with --verbose to see libbpf's log"
     )]
-    PermissionDenied,
-    #[error("{what} failed: {source} (run with --verbose to see libbpf's log)")]
+    Refused,
+    #[error("--failed-execs tracepoints: {0}")]
+    Tracefs(#[from] crate::tracefs::TracefsError),
+    #[error("--failed-execs tracepoints needs Linux 5.15 or newer (bpf_task_pt_regs)")]
+    TracepointsNeedNewerKernel,
+    #[error("{what} failed (run with --verbose to see libbpf's log)")]
     Libbpf {
         what: &'static str,
         #[source]
@@ -67,7 +97,7 @@ pub enum LoadError {
 impl LoadError {
     fn from_libbpf(what: &'static str, source: libbpf_rs::Error) -> Self {
         if source.kind() == ErrorKind::PermissionDenied {
-            LoadError::PermissionDenied
+            LoadError::Refused
         } else {
             LoadError::Libbpf { what, source }
         }
@@ -98,6 +128,51 @@ impl KernelStats {
 /// The loaded and attached BPF program.
 pub struct BpfLoader<'obj> {
     skel: ExecveSkel<'obj>,
+    failed_execs: FailedExecs,
+}
+
+/// Kernel with bpf_task_pt_regs, which the tracepoint programs use.
+const TASK_PT_REGS_KERNEL: (u32, u32) = (5, 15);
+
+fn kernel_version() -> Option<(u32, u32)> {
+    let uts = nix::sys::utsname::uname().ok()?;
+    crate::preflight::parse_release(&uts.release().to_string_lossy())
+}
+
+/// Pick the failed-exec hook; for `Auto`, prefer the syscall tracepoints and
+/// say why when falling back.
+fn resolve_failed_execs(wanted: FailedExecs) -> Result<FailedExecs, LoadError> {
+    let new_enough = kernel_version().is_none_or(|v| v >= TASK_PT_REGS_KERNEL);
+    match wanted {
+        FailedExecs::Off | FailedExecs::SysExit => Ok(wanted),
+        FailedExecs::Tracepoints => {
+            if !new_enough {
+                return Err(LoadError::TracepointsNeedNewerKernel);
+            }
+            if crate::tracefs::ensure_syscall_exit_events()? {
+                tracing::info!("mounted tracefs at /sys/kernel/tracing for the execve/execveat exit tracepoints");
+            }
+            Ok(FailedExecs::Tracepoints)
+        }
+        FailedExecs::Auto => {
+            if !new_enough {
+                tracing::info!("failed execs: using sys_exit (kernel older than 5.15)");
+                return Ok(FailedExecs::SysExit);
+            }
+            match crate::tracefs::ensure_syscall_exit_events() {
+                Ok(mounted) => {
+                    if mounted {
+                        tracing::info!("mounted tracefs at /sys/kernel/tracing for the execve/execveat exit tracepoints");
+                    }
+                    Ok(FailedExecs::Tracepoints)
+                }
+                Err(e) => {
+                    tracing::info!(reason = %e, "failed execs: using sys_exit, the syscall tracepoints are unavailable");
+                    Ok(FailedExecs::SysExit)
+                }
+            }
+        }
+    }
 }
 
 impl<'obj> BpfLoader<'obj> {
@@ -129,8 +204,13 @@ impl<'obj> BpfLoader<'obj> {
             .set_max_entries(config.ring_buffer_bytes)
             .map_err(|e| LoadError::from_libbpf("sizing the ring buffer", e))?;
 
-        if !config.capture_failed {
+        let failed_execs = resolve_failed_execs(config.failed_execs)?;
+        if failed_execs != FailedExecs::SysExit {
             open.progs.exec_failed.set_autoload(false);
+        }
+        if failed_execs != FailedExecs::Tracepoints {
+            open.progs.exec_failed_execve.set_autoload(false);
+            open.progs.exec_failed_execveat.set_autoload(false);
         }
 
         let mut skel = open
@@ -138,7 +218,12 @@ impl<'obj> BpfLoader<'obj> {
             .map_err(|e| LoadError::from_libbpf("loading the BPF program", e))?;
         skel.attach()
             .map_err(|e| LoadError::from_libbpf("attaching the BPF programs", e))?;
-        Ok(BpfLoader { skel })
+        Ok(BpfLoader { skel, failed_execs })
+    }
+
+    /// The failed-exec hook in use (never `Auto`).
+    pub fn failed_execs(&self) -> FailedExecs {
+        self.failed_execs
     }
 
     /// The ring buffer map the records arrive in.

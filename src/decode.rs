@@ -217,10 +217,7 @@ impl ExecEvent {
         let max = self.argc as usize;
         let mut start = 0;
         while start < area.len() && self.arg_ends.len() < max {
-            let end = area[start..]
-                .iter()
-                .position(|&b| b == 0)
-                .map_or(area.len(), |p| start + p);
+            let end = memchr::memchr(0, &area[start..]).map_or(area.len(), |p| start + p);
             self.arg_ends.push(end);
             start = end + 1;
         }
@@ -233,7 +230,7 @@ impl ExecEvent {
 
 /// Bytes before the first NUL (all of them if there is none).
 fn until_nul(b: &[u8]) -> &[u8] {
-    b.iter().position(|&c| c == 0).map_or(b, |p| &b[..p])
+    memchr::memchr(0, b).map_or(b, |p| &b[..p])
 }
 
 fn set_cstr(dst: &mut Vec<u8>, src: &[i8]) {

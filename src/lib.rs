@@ -5,3 +5,4 @@ pub mod daemon;
 pub mod decode;
 pub mod output;
 pub mod preflight;
+pub mod tracefs;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use execwatch::bpf_loader::{self, BpfLoader, ARGS_MAX_LIMIT};
+use execwatch::bpf_loader::{self, BpfLoader, FailedExecs, ARGS_MAX_LIMIT};
 use execwatch::daemon::{self, LoopOptions};
 use execwatch::output::{EventSink, Format};
 use execwatch::preflight;
@@ -41,9 +41,10 @@ struct Cli {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     stats_interval: u64,
 
-    /// Do not record failed execs (no hook on the execve/execveat syscalls).
-    #[arg(long)]
-    no_failed: bool,
+    /// Hook for failed execs: auto picks tracepoints (mounting tracefs if
+    /// needed), else sys-exit.
+    #[arg(long, value_enum, default_value = "auto")]
+    failed_execs: FailedExecs,
 
     /// Log libbpf's messages and debug details to stderr.
     #[arg(short, long)]
@@ -127,7 +128,7 @@ fn run(cli: &Cli) -> Result<()> {
         max_args_bytes: cli.max_args_bytes,
         ring_buffer_bytes: cli.ring_buffer_size,
         wakeup_bytes: u64::from(cli.ring_buffer_size / 4),
-        capture_failed: !cli.no_failed,
+        failed_execs: cli.failed_execs,
     };
     let mut object = MaybeUninit::uninit();
     let mut loader = BpfLoader::load(&config, &mut object)?;
@@ -135,7 +136,7 @@ fn run(cli: &Cli) -> Result<()> {
         max_args_bytes = config.max_args_bytes,
         ring_buffer_bytes = config.ring_buffer_bytes,
         poll_interval_ms = cli.poll_interval,
-        failed_execs = config.capture_failed,
+        failed_execs = loader.failed_execs().name(),
         "execwatch attached"
     );
 

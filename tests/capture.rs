@@ -147,8 +147,17 @@ fn text_format_cannot_be_forged_by_argv() {
 }
 
 #[test]
-fn failed_execs_carry_errno() {
-    let d = Daemon::start(&[]);
+fn failed_execs_carry_errno_via_syscall_tracepoints() {
+    failed_execs_carry_errno(&["--failed-execs", "tracepoints"]);
+}
+
+#[test]
+fn failed_execs_carry_errno_via_sys_exit() {
+    failed_execs_carry_errno(&["--failed-execs", "sys-exit"]);
+}
+
+fn failed_execs_carry_errno(args: &[&str]) {
+    let d = Daemon::start(args);
     let m = marker("fail");
     // ENOENT
     let missing = format!("/nonexistent/{m}");
@@ -251,7 +260,13 @@ fn fexecve_and_execveat_are_captured_with_the_real_path() {
 
 #[test]
 fn failed_execveat_is_attributed_to_execveat() {
-    let d = Daemon::start(&[]);
+    for hook in ["tracepoints", "sys-exit"] {
+        failed_execveat(hook);
+    }
+}
+
+fn failed_execveat(hook: &str) {
+    let d = Daemon::start(&["--failed-execs", hook]);
     let m = marker("execveat-fail");
     let dir = std::fs::File::open("/").unwrap();
     use std::os::fd::AsFd;
@@ -503,8 +518,8 @@ fn is_cgroup2(p: &std::path::Path) -> bool {
 }
 
 #[test]
-fn no_failed_skips_failures_but_keeps_successes() {
-    let d = Daemon::start(&["--no-failed"]);
+fn failed_execs_off_skips_failures_but_keeps_successes() {
+    let d = Daemon::start(&["--failed-execs", "off"]);
     let m = marker("nofail");
     assert!(Command::new(format!("/nonexistent/{m}"))
         .arg(&m)

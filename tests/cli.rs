@@ -92,7 +92,7 @@ fn help_lists_every_flag() {
         "--max-args-bytes",
         "--ring-buffer-size",
         "--poll-interval",
-        "--no-failed",
+        "--failed-execs",
     ] {
         assert!(out.contains(flag), "{flag} missing from --help");
     }

@@ -60,12 +60,25 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
-/* comm of the caller, saved at begin_new_exec, keyed by the calling tid. */
+/*
+ * comm before exec, saved at task_rename for the exec record. A slot per
+ * pid modulo CALLER_SLOTS, tagged with the pid: an array lookup is a few
+ * instructions, where a hash update costs ~0.5 us. Two execs whose pids
+ * collide in the same microseconds can lose the caller's name (flagged,
+ * counted), never mix it up: the reader checks the tag before and after.
+ */
+#define CALLER_SLOTS 16384
+
+struct caller_comm {
+	__u32 pid;
+	char comm[EVENT_COMM_LEN];
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CALLER_SLOTS);
 	__type(key, __u32);
-	__type(value, char[EVENT_COMM_LEN]);
+	__type(value, struct caller_comm);
 } caller_comms SEC(".maps");
 
 static __always_inline void stat_inc(__u32 idx)
@@ -83,39 +96,48 @@ static __always_inline struct event_buf *scratch_get(void)
 	return bpf_map_lookup_elem(&scratch, &cpu);
 }
 
-/* Fields every record carries, read from the current task. */
+/*
+ * Fields every record carries. `task` is a trusted BTF pointer (tracepoint
+ * argument or bpf_get_current_task_btf), so plain loads work: the verifier
+ * turns them into fault-safe loads, far cheaper than a probe-read helper call
+ * per field. vmlinux.h marks the types for CO-RE, so offsets are relocated.
+ */
 static __always_inline void fill_task(struct event *ev, struct task_struct *task)
 {
-	const struct cred *cred = BPF_CORE_READ(task, cred);
-	struct pid *pid;
-	unsigned int level;
+	const struct cred *cred = task->cred;
+	struct pid *pid = task->group_leader->thread_pid;
+	unsigned int level = pid->level;
 	struct upid upid = {};
 
 	ev->kind = EVENT_KIND_EXEC;
 	ev->boot_ns = bpf_ktime_get_boot_ns();
 	ev->cgroup_id = bpf_get_current_cgroup_id();
-	ev->pid = BPF_CORE_READ(task, tgid);
-	ev->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	ev->uid = BPF_CORE_READ(cred, uid.val);
-	ev->gid = BPF_CORE_READ(cred, gid.val);
-	ev->euid = BPF_CORE_READ(cred, euid.val);
-	ev->egid = BPF_CORE_READ(cred, egid.val);
+	ev->pid = task->tgid;
+	ev->ppid = task->real_parent->tgid;
+	ev->uid = cred->uid.val;
+	ev->gid = cred->gid.val;
+	ev->euid = cred->euid.val;
+	ev->egid = cred->egid.val;
 	if (bpf_core_field_exists(task->loginuid)) {
-		ev->auid = BPF_CORE_READ(task, loginuid.val);
-		ev->sessionid = BPF_CORE_READ(task, sessionid);
+		ev->auid = task->loginuid.val;
+		ev->sessionid = task->sessionid;
 	} else {
 		ev->auid = (__u32)-1;
 		ev->sessionid = (__u32)-1;
 	}
-	ev->mntns_ino = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
+	ev->mntns_ino = task->nsproxy->mnt_ns->ns.inum;
 
-	/* The process's pid struct, and its number in the innermost pid ns. */
-	pid = BPF_CORE_READ(task, group_leader, thread_pid);
-	level = BPF_CORE_READ(pid, level);
-	bpf_core_read(&upid, sizeof(upid), &pid->numbers[level]);
-	ev->ns_pid = upid.nr;
-	ev->pidns_ino = BPF_CORE_READ(upid.ns, ns.inum);
-	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	/* The process's number in its innermost pid namespace. */
+	if (level == 0) {
+		/* host: a constant index, so plain loads */
+		ev->ns_pid = pid->numbers[0].nr;
+		ev->pidns_ino = pid->numbers[0].ns->ns.inum;
+	} else {
+		bpf_core_read(&upid, sizeof(upid), &pid->numbers[level]);
+		ev->ns_pid = upid.nr;
+		ev->pidns_ino = BPF_CORE_READ(upid.ns, ns.inum);
+	}
+	__builtin_memcpy(ev->comm, task->comm, EVENT_COMM_LEN);
 }
 
 /*
@@ -125,54 +147,83 @@ static __always_inline void fill_task(struct event *ev, struct task_struct *task
  */
 #define MEM_U32(x) (*(volatile __u32 *)&(x))
 
+/* Append one path component at data[base + written]; non-zero: stop. */
+static __always_inline int put_component(struct event_buf *buf, __u32 base,
+					 const unsigned char *name)
+{
+	__u32 len = MEM_U32(buf->ev.args_len);
+	long n;
+
+	if (len > EXE_PATH_MAX_LEN - EXE_COMPONENT_MAX) {
+		buf->ev.flags |= EVENT_FLAG_EXE_TRUNCATED;
+		return 1;
+	}
+	n = bpf_probe_read_kernel_str(&buf->data[base + len], EXE_COMPONENT_MAX,
+				      name);
+	if (n <= 0) {
+		buf->ev.flags |= EVENT_FLAG_EXE_READ_FAILED;
+		stat_inc(STAT_EXE_READ_FAILED);
+		return 1;
+	}
+	MEM_U32(buf->ev.args_len) = len + n;
+	return 0;
+}
+
 /*
- * Write the path of `file` as NUL-ended components, leaf first, from the
- * root of its mount namespace (bpf_d_path is not allowed at this hook).
- * Components go to data[base ...]; the length ends up in ev.exe_len.
+ * Write the path of `file` as NUL-ended components, leaf first, up to the
+ * root of its mount namespace (bpf_d_path is not allowed at this hook). The
+ * length ends up in ev.exe_len (ev.args_len is the running offset).
  */
 static __always_inline void write_exe_path(struct event_buf *buf, __u32 base,
 					   struct file *file)
 {
-	struct dentry *dentry = BPF_CORE_READ(file, f_path.dentry);
-	struct vfsmount *vfsmnt = BPF_CORE_READ(file, f_path.mnt);
-	struct mount *mnt = (void *)vfsmnt - bpf_core_field_offset(struct mount, mnt);
+	struct dentry *dentry = file->f_path.dentry;
+	struct vfsmount *vfsmnt = file->f_path.mnt;
+	struct dentry *root = vfsmnt->mnt_root;
+	struct mount *mnt;
+	struct dentry *d;
 	int i;
 
 	if (base > FILENAME_MAX_LEN)
 		base = FILENAME_MAX_LEN;
-	MEM_U32(buf->ev.args_len) = 0; /* scratch: bytes of path written */
-	for (i = 0; i < EXE_PATH_MAX_DEPTH; i++) {
-		struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
-		struct dentry *mnt_root = BPF_CORE_READ(mnt, mnt.mnt_root);
-		const unsigned char *name;
-		__u32 len;
-		long n;
+	MEM_U32(buf->ev.args_len) = 0;
 
-		if (dentry == mnt_root || dentry == parent) {
+	/* Inside the file's own mount the pointers are typed: plain loads. */
+	for (i = 0; i < EXE_PATH_MAX_DEPTH; i++) {
+		struct dentry *parent = dentry->d_parent;
+
+		if (dentry == root || dentry == parent)
+			break;
+		if (put_component(buf, base, dentry->d_name.name))
+			goto done;
+		dentry = parent;
+	}
+	if (i == EXE_PATH_MAX_DEPTH) {
+		buf->ev.flags |= EVENT_FLAG_EXE_TRUNCATED;
+		goto done;
+	}
+	if (dentry != root)
+		goto done; /* a disconnected dentry: nothing above it */
+
+	/* Parent mounts: container_of leaves no type, so probe reads. */
+	mnt = (void *)vfsmnt - bpf_core_field_offset(struct mount, mnt);
+	d = dentry;
+	for (i = 0; i < EXE_PATH_MAX_DEPTH; i++) {
+		struct dentry *mnt_root = BPF_CORE_READ(mnt, mnt.mnt_root);
+		struct dentry *parent = BPF_CORE_READ(d, d_parent);
+
+		if (d == mnt_root || d == parent) {
 			struct mount *mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
 
-			if (dentry != mnt_root || mnt_parent == mnt)
-				goto done; /* reached the root */
-			dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+			if (d != mnt_root || mnt_parent == mnt)
+				goto done; /* reached the namespace root */
+			d = BPF_CORE_READ(mnt, mnt_mountpoint);
 			mnt = mnt_parent;
 			continue;
 		}
-		len = MEM_U32(buf->ev.args_len);
-		if (len > EXE_PATH_MAX_LEN - EXE_COMPONENT_MAX) {
-			buf->ev.flags |= EVENT_FLAG_EXE_TRUNCATED;
+		if (put_component(buf, base, BPF_CORE_READ(d, d_name.name)))
 			goto done;
-		}
-		name = BPF_CORE_READ(dentry, d_name.name);
-		n = bpf_probe_read_kernel_str(
-			&buf->data[base + len],
-			EXE_COMPONENT_MAX, name);
-		if (n <= 0) {
-			buf->ev.flags |= EVENT_FLAG_EXE_READ_FAILED;
-			stat_inc(STAT_EXE_READ_FAILED);
-			goto done;
-		}
-		MEM_U32(buf->ev.args_len) = len + n;
-		dentry = parent;
+		d = parent;
 	}
 	buf->ev.flags |= EVENT_FLAG_EXE_TRUNCATED;
 done:
@@ -215,17 +266,25 @@ static __always_inline struct event_buf *begin_record(void)
 
 /*
  * exec renames the task (begin_new_exec -> __set_task_comm) after de_thread,
- * so current->pid is already the tgid here, as at sched_process_exec. Other
- * renames (prctl) leave an entry that the next exec's rename overwrites.
+ * while task->comm still holds the old name; current->pid is already the
+ * tgid, as at sched_process_exec. Renames outside exec (prctl) are skipped.
  */
 SEC("tp_btf/task_rename")
 int BPF_PROG(save_caller_comm, struct task_struct *task, const char *comm)
 {
-	__u32 pid = BPF_CORE_READ(task, pid);
-	char old[EVENT_COMM_LEN];
+	struct caller_comm *slot;
+	__u32 pid, idx;
 
-	BPF_CORE_READ_STR_INTO(&old, task, comm);
-	bpf_map_update_elem(&caller_comms, &pid, old, BPF_ANY);
+	if (!BPF_CORE_READ_BITFIELD(task, in_execve))
+		return 0;
+	pid = task->pid;
+	idx = pid & (CALLER_SLOTS - 1);
+	slot = bpf_map_lookup_elem(&caller_comms, &idx);
+	if (!slot)
+		return 0;
+	slot->pid = 0; /* a reader racing with this write sees no match */
+	__builtin_memcpy(slot->comm, task->comm, EVENT_COMM_LEN);
+	slot->pid = pid;
 	return 0;
 }
 
@@ -238,9 +297,11 @@ int BPF_PROG(exec_success, struct task_struct *task, pid_t old_pid,
 	struct mm_struct *mm;
 	unsigned long arg_start, arg_end;
 	__u32 off, len, limit;
-	__u32 pid = BPF_CORE_READ(task, pid);
+	struct caller_comm *saved;
+	__u32 pid = task->pid;
+	__u32 idx = pid & (CALLER_SLOTS - 1);
+	int got_caller = 0;
 	const char *filename;
-	char *saved;
 	long n;
 
 	if (!buf)
@@ -249,17 +310,20 @@ int BPF_PROG(exec_success, struct task_struct *task, pid_t old_pid,
 	fill_task(ev, task);
 	ev->tid = old_pid;
 
-	saved = bpf_map_lookup_elem(&caller_comms, &pid);
-	if (saved) {
-		__builtin_memcpy(ev->caller_comm, saved, EVENT_COMM_LEN);
-		bpf_map_delete_elem(&caller_comms, &pid);
-	} else {
+	saved = bpf_map_lookup_elem(&caller_comms, &idx);
+	if (saved && MEM_U32(saved->pid) == pid) {
+		__builtin_memcpy(ev->caller_comm, saved->comm, EVENT_COMM_LEN);
+		/* Still ours after the copy: not overwritten meanwhile. */
+		got_caller = MEM_U32(saved->pid) == pid;
+		saved->pid = 0;
+	}
+	if (!got_caller) {
 		__builtin_memset(ev->caller_comm, 0, EVENT_COMM_LEN);
 		ev->flags |= EVENT_FLAG_CALLER_COMM_MISSING;
 		stat_inc(STAT_CALLER_COMM_MISSING);
 	}
 
-	filename = BPF_CORE_READ(bprm, filename);
+	filename = bprm->filename;
 	n = bpf_probe_read_kernel_str(buf->data, FILENAME_MAX_LEN, filename);
 	if (n <= 0) {
 		buf->data[0] = 0;
@@ -269,13 +333,13 @@ int BPF_PROG(exec_success, struct task_struct *task, pid_t old_pid,
 	off = n;
 	ev->filename_len = n;
 
-	write_exe_path(buf, off, BPF_CORE_READ(bprm, file));
+	write_exe_path(buf, off, bprm->file);
 	off += ev->exe_len;
 
-	ev->argc = BPF_CORE_READ(bprm, argc);
-	mm = BPF_CORE_READ(task, mm);
-	arg_start = BPF_CORE_READ(mm, arg_start);
-	arg_end = BPF_CORE_READ(mm, arg_end);
+	ev->argc = bprm->argc;
+	mm = task->mm;
+	arg_start = mm->arg_start;
+	arg_end = mm->arg_end;
 	len = arg_end > arg_start ? arg_end - arg_start : 0;
 	ev->args_size = len;
 	limit = max_args_bytes;
@@ -397,15 +461,60 @@ static __always_inline void exec_failure(const char *filename_ptr,
 #error "execwatch: syscall numbers for this architecture are not known"
 #endif
 
+static __always_inline void failed_execve(struct pt_regs *regs, long ret)
+{
+	exec_failure((const char *)PT_REGS_PARM1_CORE_SYSCALL(regs),
+		     (const char *const *)PT_REGS_PARM2_CORE_SYSCALL(regs), ret, 0,
+		     0, 0);
+}
+
+static __always_inline void failed_execveat(struct pt_regs *regs, long ret)
+{
+	exec_failure((const char *)PT_REGS_PARM2_CORE_SYSCALL(regs),
+		     (const char *const *)PT_REGS_PARM3_CORE_SYSCALL(regs), ret,
+		     EVENT_FLAG_SYSCALL_EXECVEAT,
+		     (int)PT_REGS_PARM1_CORE_SYSCALL(regs),
+		     (__u32)PT_REGS_PARM5_CORE_SYSCALL(regs));
+}
+
 /*
- * Failed execs. sys_exit runs for every syscall, so the common case (a
- * non-negative return) leaves at the first test. The user registers still
- * hold the syscall's arguments.
+ * Failed execs, first choice: the execve/execveat exit tracepoints. The
+ * program runs for these two syscalls only. Needs tracefs (the loader
+ * mounts it) and bpf_task_pt_regs (5.15). The user registers still hold the
+ * syscall's arguments; compat tasks never reach these tracepoints.
+ */
+SEC("tp/syscalls/sys_exit_execve")
+int exec_failed_execve(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = ctx->ret;
+
+	if (ret < 0)
+		failed_execve((struct pt_regs *)bpf_task_pt_regs(
+				      bpf_get_current_task_btf()),
+			      ret);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_exit_execveat")
+int exec_failed_execveat(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = ctx->ret;
+
+	if (ret < 0)
+		failed_execveat((struct pt_regs *)bpf_task_pt_regs(
+					bpf_get_current_task_btf()),
+				ret);
+	return 0;
+}
+
+/*
+ * Failed execs, fallback without tracefs: the raw sys_exit tracepoint runs
+ * for every syscall, so the common case (a non-negative return) leaves at
+ * the first test.
  */
 SEC("tp_btf/sys_exit")
 int BPF_PROG(exec_failed, struct pt_regs *regs, long ret)
 {
-	struct task_struct *task;
 	long nr;
 
 	if (ret >= 0)
@@ -413,18 +522,11 @@ int BPF_PROG(exec_failed, struct pt_regs *regs, long ret)
 	nr = SYSCALL_NR(regs);
 	if (nr != NR_EXECVE && nr != NR_EXECVEAT)
 		return 0;
-	task = bpf_get_current_task_btf();
-	if (IS_COMPAT(task))
+	if (IS_COMPAT(bpf_get_current_task_btf()))
 		return 0;
 	if (nr == NR_EXECVE)
-		exec_failure((const char *)PT_REGS_PARM1_CORE_SYSCALL(regs),
-			     (const char *const *)PT_REGS_PARM2_CORE_SYSCALL(regs),
-			     ret, 0, 0, 0);
+		failed_execve(regs, ret);
 	else
-		exec_failure((const char *)PT_REGS_PARM2_CORE_SYSCALL(regs),
-			     (const char *const *)PT_REGS_PARM3_CORE_SYSCALL(regs),
-			     ret, EVENT_FLAG_SYSCALL_EXECVEAT,
-			     (int)PT_REGS_PARM1_CORE_SYSCALL(regs),
-			     (__u32)PT_REGS_PARM5_CORE_SYSCALL(regs));
+		failed_execveat(regs, ret);
 	return 0;
 }

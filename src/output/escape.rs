@@ -1,4 +1,112 @@
 //! Escaping of hostile bytes for the text and JSON outputs.
+//!
+//! Both escapers share one scanner: runs of plain ASCII are found eight bytes
+//! at a time and copied whole; everything else is decoded (UTF-8, with the
+//! same "maximal subpart" rule as `String::from_utf8_lossy` for bad bytes)
+//! and handed to the format's rules.
+
+/// A format's escaping rules.
+trait Rules {
+    /// Write the escape for an ASCII byte that is not plain (a control, DEL,
+    /// `"` or `\\`).
+    fn ascii(out: &mut Vec<u8>, b: u8);
+    /// Write `c` (not ASCII), escaped if the format needs it.
+    fn wide(out: &mut Vec<u8>, c: char, utf8: &[u8]);
+    /// Write a maximal invalid subsequence.
+    fn invalid(out: &mut Vec<u8>, bytes: &[u8]);
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// True when no byte of `w` is zero.
+#[inline(always)]
+fn no_zero_byte(v: u64) -> bool {
+    v.wrapping_sub(LO) & !v & HI == 0
+}
+
+/// True when all eight bytes are printable ASCII other than `"` and `\\`.
+#[inline(always)]
+fn plain_word(w: u64) -> bool {
+    w & HI == 0
+        && w.wrapping_sub(LO * 0x20) & !w & HI == 0
+        && no_zero_byte(w ^ (LO * u64::from(b'"')))
+        && no_zero_byte(w ^ (LO * u64::from(b'\\')))
+        && no_zero_byte(w ^ (LO * 0x7f))
+}
+
+#[inline(always)]
+fn plain_byte(b: u8) -> bool {
+    (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'
+}
+
+/// Decode one UTF-8 character at the start of `b` (b[0] >= 0x80).
+/// Err(n): the first n bytes are a maximal invalid subsequence.
+#[inline]
+fn decode_wide(b: &[u8]) -> Result<(char, usize), usize> {
+    let b0 = b[0];
+    let len = match b0 {
+        0xC2..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF4 => 4,
+        _ => return Err(1),
+    };
+    let mut cp = u32::from(b0) & (0x7f >> len);
+    for k in 1..len {
+        let Some(&c) = b.get(k) else { return Err(k) };
+        let in_range = match (k, b0) {
+            (1, 0xE0) => (0xA0..=0xBF).contains(&c), // no overlong
+            (1, 0xED) => (0x80..=0x9F).contains(&c), // no surrogates
+            (1, 0xF0) => (0x90..=0xBF).contains(&c), // no overlong
+            (1, 0xF4) => (0x80..=0x8F).contains(&c), // <= U+10FFFF
+            _ => c & 0xC0 == 0x80,
+        };
+        if !in_range {
+            return Err(k);
+        }
+        cp = (cp << 6) | u32::from(c & 0x3F);
+    }
+    char::from_u32(cp).map(|c| (c, len)).ok_or(1)
+}
+
+fn escape<R: Rules>(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(bytes.len());
+    let mut run = 0; // start of the pending verbatim run
+    let mut i = 0;
+    while i < bytes.len() {
+        while let Some(w) = bytes.get(i..i + 8) {
+            if !plain_word(u64::from_le_bytes(w.try_into().expect("8 bytes"))) {
+                break;
+            }
+            i += 8;
+        }
+        let Some(&b) = bytes.get(i) else { break };
+        if plain_byte(b) {
+            i += 1;
+            continue;
+        }
+        out.extend_from_slice(&bytes[run..i]);
+        if b < 0x80 {
+            R::ascii(out, b);
+            i += 1;
+        } else {
+            match decode_wide(&bytes[i..]) {
+                Ok((c, n)) => {
+                    R::wide(out, c, &bytes[i..i + n]);
+                    i += n;
+                }
+                Err(n) => {
+                    R::invalid(out, &bytes[i..i + n]);
+                    i += n;
+                }
+            }
+        }
+        run = i;
+    }
+    out.extend_from_slice(&bytes[run..]);
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Characters shown escaped in text output besides C0/C1 controls: they can
 /// reorder or hide text on a terminal (bidi overrides, zero-width marks,
@@ -11,51 +119,88 @@ fn is_deceptive(c: char) -> bool {
         | '\u{FEFF}')
 }
 
+struct Text;
+
+impl Rules for Text {
+    fn ascii(out: &mut Vec<u8>, b: u8) {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => Text::invalid(out, &[b]),
+        }
+    }
+
+    fn wide(out: &mut Vec<u8>, c: char, utf8: &[u8]) {
+        if c.is_control() || is_deceptive(c) {
+            out.extend_from_slice(format!("\\u{{{:04X}}}", c as u32).as_bytes());
+        } else {
+            out.extend_from_slice(utf8);
+        }
+    }
+
+    fn invalid(out: &mut Vec<u8>, bytes: &[u8]) {
+        for &b in bytes {
+            out.extend_from_slice(&[
+                b'\\',
+                b'x',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 15)],
+            ]);
+        }
+    }
+}
+
+struct Json;
+
+impl Rules for Json {
+    fn ascii(out: &mut Vec<u8>, b: u8) {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 15)],
+            ]),
+        }
+    }
+
+    fn wide(out: &mut Vec<u8>, c: char, utf8: &[u8]) {
+        match c {
+            '\u{2028}' => out.extend_from_slice(b"\\u2028"),
+            '\u{2029}' => out.extend_from_slice(b"\\u2029"),
+            _ => out.extend_from_slice(utf8),
+        }
+    }
+
+    fn invalid(out: &mut Vec<u8>, _bytes: &[u8]) {
+        out.extend_from_slice("\u{FFFD}".as_bytes());
+    }
+}
+
 /// Append `bytes` for a human, inside double quotes, so that no input can
 /// end the quoted string, split the line or move the cursor: `"` and `\` get
 /// a backslash, \n \r \t are spelled out, other controls and invalid bytes
-/// become `\xNN`, deceptive Unicode becomes `\u{NNNN}`.
+/// become `\xNN`, C1 controls and deceptive Unicode become `\u{NNNN}`.
 pub fn text_quoted(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
-    for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            match c {
-                '"' => out.extend_from_slice(b"\\\""),
-                '\\' => out.extend_from_slice(b"\\\\"),
-                '\n' => out.extend_from_slice(b"\\n"),
-                '\r' => out.extend_from_slice(b"\\r"),
-                '\t' => out.extend_from_slice(b"\\t"),
-                c if (c as u32) < 0x80 && c.is_ascii_control() => hex_byte(out, c as u8),
-                c if c.is_control() || is_deceptive(c) => {
-                    out.extend_from_slice(format!("\\u{{{:04X}}}", c as u32).as_bytes())
-                }
-                c => {
-                    let mut b = [0u8; 4];
-                    out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
-                }
-            }
-        }
-        for &b in chunk.invalid() {
-            hex_byte(out, b);
-        }
-    }
+    escape::<Text>(out, bytes);
     out.push(b'"');
 }
 
-fn hex_byte(out: &mut Vec<u8>, b: u8) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.extend_from_slice(&[
-        b'\\',
-        b'x',
-        HEX[usize::from(b >> 4)],
-        HEX[usize::from(b & 15)],
-    ]);
-}
-
-/// Append `bytes` as a JSON string. Invalid UTF-8 becomes U+FFFD (the caller
-/// says whether that happened and ships the raw bytes separately). Controls,
-/// DEL and U+2028/U+2029 are `\u` escapes, so the line stays one line for
-/// any JSON or JavaScript reader.
+/// Append `bytes` as a JSON string. Invalid UTF-8 becomes U+FFFD, as
+/// `String::from_utf8_lossy` does (the caller says whether that happened and
+/// ships the raw bytes separately). Controls, DEL and U+2028/U+2029 are `\u`
+/// escapes, so the line stays one line for any JSON or JavaScript reader.
 pub fn json_string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
     json_escape(out, bytes);
@@ -64,62 +209,7 @@ pub fn json_string(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// [`json_string`] without the quotes, for strings written in pieces.
 pub fn json_escape(out: &mut Vec<u8>, bytes: &[u8]) {
-    for chunk in bytes.utf8_chunks() {
-        let valid = chunk.valid().as_bytes();
-        let mut plain_from = 0;
-        let mut i = 0;
-        while i < valid.len() {
-            let b = valid[i];
-            let esc: Option<&[u8]> = match b {
-                b'"' => Some(b"\\\""),
-                b'\\' => Some(b"\\\\"),
-                b'\n' => Some(b"\\n"),
-                b'\r' => Some(b"\\r"),
-                b'\t' => Some(b"\\t"),
-                0x00..=0x1f | 0x7f => None,
-                // U+2028 / U+2029: E2 80 A8 / E2 80 A9
-                0xE2 if valid.get(i + 1) == Some(&0x80)
-                    && matches!(valid.get(i + 2), Some(0xA8 | 0xA9)) =>
-                {
-                    None
-                }
-                _ => {
-                    i += 1;
-                    continue;
-                }
-            };
-            out.extend_from_slice(&valid[plain_from..i]);
-            match esc {
-                Some(e) => {
-                    out.extend_from_slice(e);
-                    i += 1;
-                }
-                None if b == 0xE2 => {
-                    out.extend_from_slice(if valid[i + 2] == 0xA8 {
-                        b"\\u2028"
-                    } else {
-                        b"\\u2029"
-                    });
-                    i += 3;
-                }
-                None => {
-                    out.extend_from_slice(b"\\u00");
-                    hex_digits(out, b);
-                    i += 1;
-                }
-            }
-            plain_from = i;
-        }
-        out.extend_from_slice(&valid[plain_from..]);
-        if !chunk.invalid().is_empty() {
-            out.extend_from_slice("\u{FFFD}".as_bytes());
-        }
-    }
-}
-
-fn hex_digits(out: &mut Vec<u8>, b: u8) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+    escape::<Json>(out, bytes);
 }
 
 /// Standard base64 (RFC 4648, padded) of `bytes`, appended as a JSON string.
@@ -213,6 +303,65 @@ mod tests {
     fn json_replaces_invalid_utf8() {
         let back: String = serde_json::from_str(&json(b"a\xffb\xc3")).unwrap();
         assert_eq!(back, "a\u{FFFD}b\u{FFFD}");
+    }
+
+    /// Deterministic pseudo-random byte strings biased to tricky bytes.
+    fn samples() -> Vec<Vec<u8>> {
+        let pool: &[u8] = b"a\"\\\n\x1b\x7f\x00\xc3\xa9\xe2\x80\xa8\xed\xa0\x80\xf0\x9f\x98\x80\xf4\x90\xff\xc0\xe0 ";
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        (0..5000)
+            .map(|i| {
+                (0..(i % 40))
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        pool[(x % pool.len() as u64) as usize]
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn json_matches_from_utf8_lossy_on_arbitrary_bytes() {
+        for s in samples() {
+            let j = json(&s);
+            assert!(!j.contains('\n'), "{j}");
+            let back: String = serde_json::from_str(&j).unwrap_or_else(|e| panic!("{e}: {j}"));
+            assert_eq!(back, String::from_utf8_lossy(&s), "{s:x?}");
+        }
+    }
+
+    #[test]
+    fn text_never_emits_controls_on_arbitrary_bytes() {
+        for s in samples() {
+            let t = text(&s);
+            assert!(
+                !t.chars().any(|c| c.is_control() || is_deceptive(c)),
+                "{t:?}"
+            );
+            assert!(t.starts_with('"') && t.ends_with('"'));
+            // Quotes inside are always escaped: the string cannot end early.
+            let inner = &t[1..t.len() - 1];
+            let unescaped_quote = inner.char_indices().any(|(i, c)| {
+                c == '"' && inner[..i].chars().rev().take_while(|&p| p == '\\').count() % 2 == 0
+            });
+            assert!(!unescaped_quote, "{t}");
+        }
+    }
+
+    #[test]
+    fn long_plain_runs_are_copied_verbatim() {
+        let s = "abcdefghijklmnopqrstuvwxyz0123456789 -_./:=".repeat(10);
+        assert_eq!(json(s.as_bytes()), format!("\"{s}\""));
+        assert_eq!(text(s.as_bytes()), format!("\"{s}\""));
+        let mut with_quote = s.clone();
+        with_quote.insert(77, '"');
+        assert_eq!(
+            json(with_quote.as_bytes()),
+            format!("\"{}\"", with_quote.replace('"', "\\\""))
+        );
     }
 
     #[test]

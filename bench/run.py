@@ -1,0 +1,348 @@
+#!/usr/bin/env python3
+"""Exec-storm benchmark: execwatch against no tracer and bpftrace's execsnoop.bt.
+
+Each round starts a tracer, runs a fixed exec storm (static no-op, fixed argv),
+waits until the tracer has written what it got, reads its CPU time, peak RSS and
+the kernel's BPF run time, and stops it. Tracers alternate round by round and
+the report gives medians. Run as root via scripts/bench.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORK = os.path.join(ROOT, "target", "bench")
+EXECWATCH = os.path.join(ROOT, "target", "release", "execwatch")
+NOOP = os.path.join(WORK, "noop")
+STORM = os.path.join(WORK, "storm")
+TRACEFS = "/sys/kernel/tracing"
+BPFTOOL = shutil.which("bpftool") or "/usr/sbin/bpftool"
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def build():
+    os.makedirs(WORK, exist_ok=True)
+    subprocess.run(["gcc", "-O2", "-static", "-o", NOOP, os.path.join(ROOT, "bench", "noop.c")], check=True)
+    subprocess.run(["gcc", "-O2", "-o", STORM, os.path.join(ROOT, "bench", "storm.c")], check=True)
+
+
+def execsnoop_bt():
+    for p in ("/usr/sbin/execsnoop.bt", "/usr/share/bpftrace/tools/execsnoop.bt"):
+        if os.path.exists(p):
+            return p
+    return None
+
+
+def ensure_tracefs():
+    """bpftrace's execsnoop.bt attaches classic tracepoints, which need tracefs."""
+    if os.path.exists(os.path.join(TRACEFS, "events")):
+        return
+    log(f"mounting tracefs at {TRACEFS} (needed by bpftrace's execsnoop.bt only)")
+    subprocess.run(["mount", "-t", "tracefs", "nodev", TRACEFS], check=True)
+
+
+def cpu_ns(pid):
+    """On-CPU time (user + system) of all threads of pid, from schedstat."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def peak_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def rss_without_bpf_maps_kib(pid):
+    """Resident memory now, less BPF map mappings (the ring buffer is mapped
+    twice: its data pages appear two times in RSS)."""
+    total, current_is_map = 0, False
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if fields and "-" in fields[0] and len(fields) >= 5:
+                current_is_map = "bpf-map" in line or "bpf_ringbuf" in line
+            elif fields and fields[0] == "Rss:" and not current_is_map:
+                total += int(fields[1])
+    return total
+
+
+def bpf_run_ns():
+    """run_time_ns and run_cnt by program id (bpf_stats_enabled=1)."""
+    # An absolute path: a PATH search would add failed execs to the measurement.
+    out = subprocess.run([BPFTOOL, "-j", "prog", "show"], capture_output=True, text=True, check=True).stdout
+    return {p["id"]: (p.get("name", "?"), p.get("run_time_ns", 0), p.get("run_cnt", 0)) for p in json.loads(out)}
+
+
+def bpf_delta(before, after):
+    """{program name: (ns, runs)} of what ran between two snapshots."""
+    d = {}
+    for pid, (name, ns, cnt) in after.items():
+        b = before.get(pid, (name, 0, 0))
+        if cnt - b[2] > 0:
+            old = d.get(name, (0, 0))
+            d[name] = (old[0] + ns - b[1], old[1] + cnt - b[2])
+    return d
+
+
+class Tracer:
+    def __init__(self, name, kind, extra=(), output="file"):
+        self.name, self.kind, self.extra, self.output = name, kind, list(extra), output
+
+    def start(self, marker):
+        self.out_path = os.path.join(WORK, f"out-{self.name}.log")
+        self.err_path = os.path.join(WORK, f"err-{self.name}.log")
+        out = open(os.devnull, "wb") if self.output == "null" else open(self.out_path, "wb")
+        err = open(self.err_path, "wb")
+        if self.kind == "execwatch":
+            cmd = [EXECWATCH, "--format", "json"] + self.extra
+            ready = (self.err_path, "execwatch attached")
+        else:
+            ensure_tracefs()
+            cmd = [shutil.which("bpftrace"), execsnoop_bt()]
+            ready = (self.out_path, "PID")
+        self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        out.close()
+        err.close()
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"{self.name} exited at start: {open(self.err_path).read()}")
+            with open(ready[0], "rb") as f:
+                if ready[1].encode() in f.read():
+                    return
+            time.sleep(0.05)
+        raise SystemExit(f"{self.name} did not start")
+
+    def delivered(self, marker):
+        if self.output == "null":
+            return None
+        # The storm's own exec carries the marker too: count the no-op's only.
+        m = marker.encode()
+        with open(self.out_path, "rb") as f:
+            return sum(1 for line in f if m in line and b"storm" not in line)
+
+    def wait_delivered(self, marker, want):
+        """Wait until the tracer wrote all it will write (or 5 s)."""
+        if self.output == "null":
+            time.sleep(0.4)  # > poll interval: the daemon has drained
+            return
+        deadline = time.time() + 5
+        last, stable_since = -1, time.time()
+        while time.time() < deadline:
+            n = self.delivered(marker)
+            if n >= want:
+                return
+            if n != last:
+                last, stable_since = n, time.time()
+            elif time.time() - stable_since > 1.0:
+                return
+            time.sleep(0.05)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM if self.kind == "execwatch" else signal.SIGINT)
+        self.proc.wait(timeout=60)
+        with open(self.err_path, "rb") as f:
+            err = f.read().decode(errors="replace")
+        summary = {}
+        if self.kind == "execwatch":
+            for line in err.splitlines():
+                try:
+                    v = json.loads(line)
+                except ValueError:
+                    continue
+                if v.get("message") == "summary":
+                    summary = v
+        else:
+            out = open(self.out_path, "rb").read().decode(errors="replace")
+            lost = sum(int(n) for n in re.findall(r"Lost (\d+) events", out + err))
+            summary = {"lost_total": lost}
+        return summary
+
+
+def storm(workers, count, nargs, arglen, marker):
+    out = subprocess.run([STORM, str(workers), str(count), str(nargs), str(arglen), NOOP, marker],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return int(out[0]), float(out[1])
+
+
+def one_round(tracer, workers, count, nargs, arglen, seq):
+    marker = f"bench-{os.getpid()}-{seq}"
+    res = {}
+    if tracer is not None:
+        tracer.start(marker)
+    bpf0 = bpf_run_ns()
+    cpu0 = cpu_ns(tracer.proc.pid) if tracer else 0
+    execs, secs = storm(workers, count, nargs, arglen, marker)
+    progs = bpf_delta(bpf0, bpf_run_ns())
+    res.update(execs=execs, secs=secs, rate=execs / secs,
+               bpf_ns=sum(ns for ns, _ in progs.values()) / execs, progs=progs)
+    if tracer is not None:
+        tracer.wait_delivered(marker, execs)
+        res["cpu_ns"] = (cpu_ns(tracer.proc.pid) - cpu0) / execs
+        res["rss_kib"] = peak_rss_kib(tracer.proc.pid)
+        res["rss_nomap_kib"] = rss_without_bpf_maps_kib(tracer.proc.pid)
+        summary = tracer.stop()
+        res["delivered"] = tracer.delivered(marker)  # after the final drain
+        res["lost"] = summary.get("lost_total", 0)
+        if tracer.kind == "execwatch" and res["delivered"] is None:
+            res["delivered_total"] = summary.get("events")
+    return res
+
+
+def med(rows, key):
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def run_matrix(name, tracers, rounds, workers, count, nargs, arglen, seq):
+    """Alternate the tracers round by round; return {tracer: [results]}."""
+    results = {t: [] for t in tracers}
+    for r in range(rounds):
+        for tname, tracer in tracers.items():
+            seq[0] += 1
+            res = one_round(tracer, workers, count, nargs, arglen, seq[0])
+            results[tname].append(res)
+            log(f"{name} round {r + 1}/{rounds} {tname}: {res['rate']:.0f} exec/s"
+                + (f", cpu {res['cpu_ns'] / 1000:.2f} us/exec, bpf {res['bpf_ns'] / 1000:.2f} us/exec,"
+                   f" delivered {res['delivered']}, lost {res['lost']}" if tname != "none" else ""))
+    return results
+
+
+def fmt(v, scale=1.0, digits=2, suffix=""):
+    return "-" if v is None else f"{v / scale:.{digits}f}{suffix}"
+
+
+def table(results, execs, base_rate):
+    lines = ["| tracer | exec/s (median) | vs untraced | BPF time per exec | tracer CPU per exec | delivered / execs | lost | peak RSS | RSS less BPF maps |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for tname, rows in results.items():
+        rate = med(rows, "rate")
+        delivered = [r.get("delivered") if r.get("delivered") is not None else r.get("delivered_total") for r in rows]
+        dsum = sum(d for d in delivered if d is not None) if any(d is not None for d in delivered) else None
+        lost = sum(r.get("lost", 0) or 0 for r in rows)
+        lines.append(
+            f"| {tname} | {rate:.0f} | {rate / base_rate:.3f} | {fmt(med(rows, 'bpf_ns'), 1000, 2, ' us')} "
+            f"| {fmt(med(rows, 'cpu_ns'), 1000, 2, ' us')} "
+            f"| {'-' if tname == 'none' else (f'{dsum} / {execs * len(rows)}' if dsum is not None else '-')} "
+            f"| {'-' if tname == 'none' else lost} "
+            f"| {fmt(med(rows, 'rss_kib'), 1024, 1, ' MiB')} | {fmt(med(rows, 'rss_nomap_kib'), 1024, 1, ' MiB')} |")
+    return "\n".join(lines)
+
+
+def prog_table(rows, execs):
+    """Per-program BPF time of a tracer: medians over rounds."""
+    names = sorted({n for r in rows for n in r["progs"]})
+    lines = ["| program | runs per exec | ns per run | us per exec |", "|---|---|---|---|"]
+    for n in names:
+        per_run = statistics.median(r["progs"][n][0] / r["progs"][n][1] for r in rows if n in r["progs"])
+        runs = statistics.median(r["progs"][n][1] / execs for r in rows if n in r["progs"])
+        lines.append(f"| {n} | {runs:.2f} | {per_run:.0f} | {per_run * runs / 1000:.2f} |")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--count", type=int, default=1500, help="execs per worker per round")
+    ap.add_argument("--quick", action="store_true", help="main comparison only, 3 rounds")
+    ap.add_argument("--out", help="also write the markdown report here")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("bench/run.py loads BPF programs: run it as root (scripts/bench)")
+    if not os.path.exists(EXECWATCH):
+        raise SystemExit(f"{EXECWATCH} missing: cargo build --release")
+    build()
+    with open("/proc/sys/kernel/bpf_stats_enabled") as f:
+        stats_before = f.read().strip()
+    subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=1"], check=True)
+    seq = [0]
+    report = []
+    try:
+        rounds = 3 if args.quick else args.rounds
+        workers, count = 2, args.count
+        execs = workers * count
+        tracers = {"none": None,
+                   "execwatch (json to file)": Tracer("ew-file", "execwatch"),
+                   "execwatch (json to /dev/null)": Tracer("ew-null", "execwatch", output="null")}
+        if execsnoop_bt() and shutil.which("bpftrace"):
+            tracers["bpftrace execsnoop.bt"] = Tracer("bpftrace", "bpftrace")
+        else:
+            log("bpftrace or execsnoop.bt not installed: skipped (scripts/bench installs it)")
+        res = run_matrix("main", tracers, rounds, workers, count, 16, 64, seq)
+        base = med(res["none"], "rate")
+        report.append(f"### Main comparison: {workers} workers x {count} fork+exec, argv 16 x 64 B, {rounds} rounds\n")
+        report.append(table(res, execs, base))
+        for tname in tracers:
+            if tname != "none":
+                report.append(f"\nBPF programs of {tname}:\n")
+                report.append(prog_table(res[tname], execs))
+
+        if not args.quick:
+            report.append("\n### Cost by argv size (2 workers, execwatch json to file, 3 rounds)\n")
+            lines = ["| argv | exec/s untraced | exec/s traced | vs untraced | BPF time per exec | tracer CPU per exec | delivered / execs | lost |",
+                     "|---|---|---|---|---|---|---|---|"]
+            for nargs, arglen in ((1, 8), (16, 64), (64, 1024)):
+                r = run_matrix(f"argv {nargs}x{arglen}",
+                               {"none": None, "execwatch": Tracer("ew-argv", "execwatch", ["--max-args-bytes", "128KiB"])},
+                               3, workers, count, nargs, arglen, seq)
+                b, t = med(r["none"], "rate"), med(r["execwatch"], "rate")
+                d = sum(x["delivered"] for x in r["execwatch"])
+                lines.append(f"| {nargs} x {arglen} B | {b:.0f} | {t:.0f} | {t / b:.3f} | {fmt(med(r['execwatch'], 'bpf_ns'), 1000, 2, ' us')} "
+                             f"| {fmt(med(r['execwatch'], 'cpu_ns'), 1000, 2, ' us')} | {d} / {execs * 3} | {sum(x['lost'] for x in r['execwatch'])} |")
+            report.append("\n".join(lines))
+
+            report.append("\n### Ring buffer size (2 workers, argv 16 x 64 B, json to file, 3 rounds)\n")
+            lines = ["| ring buffer | exec/s | delivered / execs | lost | tracer CPU per exec | peak RSS | RSS less BPF maps |", "|---|---|---|---|---|---|---|"]
+            for size in ("64KiB", "256KiB", "1MiB", "8MiB"):
+                r = run_matrix(f"ring {size}", {"execwatch": Tracer("ew-ring", "execwatch", ["--ring-buffer-size", size])},
+                               3, workers, count, 16, 64, seq)["execwatch"]
+                lines.append(f"| {size} | {med(r, 'rate'):.0f} | {sum(x['delivered'] for x in r)} / {execs * 3} | {sum(x['lost'] for x in r)} "
+                             f"| {fmt(med(r, 'cpu_ns'), 1000, 2, ' us')} | {fmt(med(r, 'rss_kib'), 1024, 1, ' MiB')} | {fmt(med(r, 'rss_nomap_kib'), 1024, 1, ' MiB')} |")
+            report.append("\n".join(lines))
+
+            report.append("\n### Workers (argv 16 x 64 B, json to file, 3 rounds)\n")
+            lines = ["| workers | exec/s untraced | exec/s traced | vs untraced | BPF time per exec | tracer CPU per exec | lost |", "|---|---|---|---|---|---|---|"]
+            for w in (1, 2):
+                r = run_matrix(f"workers {w}", {"none": None, "execwatch": Tracer("ew-w", "execwatch")},
+                               3, w, execs // w, 16, 64, seq)
+                b, t = med(r["none"], "rate"), med(r["execwatch"], "rate")
+                lines.append(f"| {w} | {b:.0f} | {t:.0f} | {t / b:.3f} | {fmt(med(r['execwatch'], 'bpf_ns'), 1000, 2, ' us')} "
+                             f"| {fmt(med(r['execwatch'], 'cpu_ns'), 1000, 2, ' us')} | {sum(x['lost'] for x in r['execwatch'])} |")
+            report.append("\n".join(lines))
+    finally:
+        subprocess.run(["sysctl", "-q", f"kernel.bpf_stats_enabled={stats_before}"], check=False)
+
+    head = (f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.node()}: "
+            f"{os.cpu_count()} CPUs, kernel {platform.release()}, "
+            f"{subprocess.run([EXECWATCH, '--version'], capture_output=True, text=True).stdout.strip()}.\n")
+    text = head + "\n" + "\n".join(report) + "\n"
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()
