@@ -110,7 +110,9 @@ pub fn run<W: Write>(
         .build()
         .context("setting up the ring buffer reader")?;
 
-    let mut last_stats = loader.stats().context("reading BPF counters")?;
+    // The counters start at zero when the program loads: whatever was lost
+    // before this loop runs is reported by the first check.
+    let mut last_stats = KernelStats::default();
     let mut last_stats_at = Instant::now();
     let mut result = Ok(());
 

@@ -411,3 +411,119 @@ mod tests {
         assert_eq!(ev.args().collect::<Vec<_>>(), [&b"ls"[..]]);
     }
 }
+
+/// Property tests: the decoder's answer to arbitrary bytes is a value or an
+/// error, never a panic; well-formed records round-trip. `PROPTEST_CASES`
+/// raises the number of cases for a longer fuzzing run.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn header_bytes(h: &types::event) -> Vec<u8> {
+        // SAFETY: `types::event` is plain old data (see the Plain impl).
+        unsafe { plain::as_bytes(h) }.to_vec()
+    }
+
+    fn arb_header() -> impl Strategy<Value = types::event> {
+        (
+            any::<u64>(),
+            any::<u32>(),
+            any::<i32>(),
+            any::<u32>(),
+            any::<u32>(),
+            (any::<u16>(), any::<u16>(), any::<u32>()),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(seq, flags, retval, argc, args_size, (fl, el, al), kind_ok)| {
+                    let mut h = types::event {
+                        seq,
+                        flags,
+                        retval,
+                        argc,
+                        args_size,
+                        filename_len: fl % 600,
+                        exe_len: el % 600,
+                        args_len: al % 2000,
+                        kind: if kind_ok {
+                            types::event_kind::EVENT_KIND_EXEC.0
+                        } else {
+                            flags
+                        },
+                        ..Default::default()
+                    };
+                    for (i, c) in h.comm.iter_mut().enumerate() {
+                        *c = (seq >> (i % 8)) as i8;
+                    }
+                    h
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = ExecEvent::decode(&bytes);
+        }
+
+        #[test]
+        fn arbitrary_headers_and_data_never_panic(
+            h in arb_header(),
+            data in proptest::collection::vec(any::<u8>(), 0..3000),
+        ) {
+            let mut rec = header_bytes(&h);
+            rec.extend_from_slice(&data);
+            if let Ok(ev) = ExecEvent::decode(&rec) {
+                prop_assert!(ev.captured_args() <= ev.argc as usize);
+                prop_assert!(!ev.filename.contains(&0));
+                // Formatting a decoded event never panics either.
+                let clock = crate::output::clock::Clock::with_offset(0);
+                let mut out = Vec::new();
+                crate::output::json::write_event(&mut out, &ev, &clock);
+                let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+                prop_assert_eq!(v["event"]["sequence"].as_u64(), Some(ev.seq));
+                out.clear();
+                crate::output::text::write_event(&mut out, &ev, &clock);
+                prop_assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
+            }
+        }
+
+        #[test]
+        fn well_formed_records_round_trip(
+            args in proptest::collection::vec(proptest::collection::vec(1u8..=255, 0..40), 1..20),
+            comps in proptest::collection::vec(proptest::collection::vec(b'a'..=b'z', 1..12), 1..6),
+        ) {
+            let mut area = Vec::new();
+            for a in &args {
+                area.extend_from_slice(a);
+                area.push(0);
+            }
+            let mut exe = Vec::new();
+            for c in comps.iter().rev() {
+                exe.extend_from_slice(c);
+                exe.push(0);
+            }
+            let h = types::event {
+                kind: types::event_kind::EVENT_KIND_EXEC.0,
+                argc: args.len() as u32,
+                args_size: area.len() as u32,
+                args_len: area.len() as u32,
+                filename_len: 2,
+                exe_len: exe.len() as u16,
+                ..Default::default()
+            };
+            let mut rec = header_bytes(&h);
+            rec.extend_from_slice(b"f\0");
+            rec.extend_from_slice(&exe);
+            rec.extend_from_slice(&area);
+            let ev = ExecEvent::decode(&rec).unwrap();
+            let got: Vec<Vec<u8>> = ev.args().map(<[u8]>::to_vec).collect();
+            prop_assert_eq!(got, args);
+            let want_path: Vec<u8> = comps.iter().flat_map(|c| std::iter::once(b'/').chain(c.iter().copied())).collect();
+            prop_assert_eq!(ev.executable, want_path);
+        }
+    }
+}

@@ -159,6 +159,24 @@ impl Daemon {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait until stderr contains `needle`; panics after `timeout`.
+    pub fn wait_for_stderr(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.stderr.lock().unwrap().contains(needle) {
+            if Instant::now() > deadline {
+                panic!(
+                    "waited {timeout:?} for {needle:?} on stderr:\n{}",
+                    self.stderr.lock().unwrap()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGTERM, then wait for exit and collect everything.
     pub fn stop(mut self) -> Stopped {
         nix::sys::signal::kill(
