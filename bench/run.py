@@ -12,6 +12,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import re
 import shutil
 import signal
@@ -219,8 +220,11 @@ def med(rows, key):
 def run_matrix(name, tracers, rounds, workers, count, nargs, arglen, seq):
     """Alternate the tracers round by round; return {tracer: [results]}."""
     results = {t: [] for t in tracers}
+    order = list(tracers.items())
+    shuffle = random.Random(len(name) * 7919 + rounds)  # fixed seed: reproducible orders
     for r in range(rounds):
-        for tname, tracer in tracers.items():
+        shuffle.shuffle(order)  # no tracer always runs first (cold) or last
+        for tname, tracer in order:
             seq[0] += 1
             res = one_round(tracer, workers, count, nargs, arglen, seq[0])
             results[tname].append(res)

@@ -81,6 +81,7 @@ fn is_utf8(b: &[u8]) -> bool {
 
 /// Append one JSON line (with its newline) for `ev`.
 pub fn write_event(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
+    let command_line_truncated;
     let mut root = Obj::open(out);
     {
         let ts = root.key("@timestamp");
@@ -148,17 +149,7 @@ pub fn write_event(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
             a.push(b']');
         }
         p.num("args_count", u64::from(ev.argc));
-        {
-            let cl = p.key("command_line");
-            cl.push(b'"');
-            for (i, arg) in ev.args().enumerate() {
-                if i > 0 {
-                    cl.push(b' ');
-                }
-                json_escape(cl, arg);
-            }
-            cl.push(b'"');
-        }
+        command_line_truncated = write_command_line(p.key("command_line"), ev);
         p.close();
     }
 
@@ -210,6 +201,9 @@ pub fn write_event(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
         }
         x.num("args_bytes", u64::from(ev.args_size));
         x.bool("args_truncated", ev.args_truncated);
+        if command_line_truncated {
+            x.bool("command_line_truncated", true);
+        }
         if ev.filename_truncated {
             x.bool("filename_truncated", true);
         }
@@ -250,6 +244,47 @@ pub fn write_event(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
     out.push(b'\n');
 }
 
+/// `process.command_line` is for display and search: at most this many
+/// bytes of arguments (keyword fields are not indexed past ~1 KiB anyway);
+/// `process.args` carries them all.
+pub const COMMAND_LINE_MAX: usize = 4096;
+
+/// The arguments joined by spaces, cut at [`COMMAND_LINE_MAX`] bytes (on a
+/// UTF-8 boundary of the escaped output). Returns whether it was cut.
+fn write_command_line(out: &mut Vec<u8>, ev: &ExecEvent) -> bool {
+    out.push(b'"');
+    let mut budget = COMMAND_LINE_MAX;
+    let mut cut = false;
+    for (i, arg) in ev.args().enumerate() {
+        if i > 0 {
+            if budget == 0 {
+                cut = true;
+                break;
+            }
+            out.push(b' ');
+            budget -= 1;
+        }
+        let take = if arg.len() > budget {
+            cut = true;
+            // Do not split a UTF-8 sequence: back up to a char boundary.
+            let mut t = budget;
+            while t > 0 && t < arg.len() && (arg[t] & 0xC0) == 0x80 {
+                t -= 1;
+            }
+            t
+        } else {
+            arg.len()
+        };
+        json_escape(out, &arg[..take]);
+        budget -= take;
+        if cut {
+            break;
+        }
+    }
+    out.push(b'"');
+    cut
+}
+
 /// Fields that are not valid UTF-8 appear above with U+FFFD in place of the
 /// bad bytes; their exact bytes follow here as base64, so nothing is lost and
 /// a consumer can tell a real U+FFFD from a replaced byte.
@@ -282,4 +317,56 @@ fn write_raw_fields(x: &mut Obj<'_>, ev: &ExecEvent) {
         a.push(b']');
     }
     r.close();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(ev: &ExecEvent) -> serde_json::Value {
+        let mut out = Vec::new();
+        write_event(&mut out, ev, &Clock::with_offset(0));
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn command_line_is_capped_but_args_are_whole() {
+        let mut ev = ExecEvent::default();
+        let long = "é".repeat(3000); // 6000 bytes, two-byte characters
+        ev.set_args([&b"prog"[..], long.as_bytes(), b"tail"]);
+        ev.argc = 3;
+        let v = render(&ev);
+        let cl = v["process"]["command_line"].as_str().unwrap();
+        assert!(cl.len() <= COMMAND_LINE_MAX, "{}", cl.len());
+        assert!(cl.starts_with("prog éé"));
+        assert!(!cl.contains('\u{FFFD}'), "cut on a character boundary");
+        assert_eq!(v["execwatch"]["command_line_truncated"], true);
+        assert_eq!(v["process"]["args"][1].as_str().unwrap(), long);
+        assert_eq!(v["process"]["args"][2], "tail");
+    }
+
+    #[test]
+    fn short_command_line_is_whole_and_unflagged() {
+        let mut ev = ExecEvent::default();
+        ev.set_args([&b"ls"[..], b"-l", b""]);
+        ev.argc = 3;
+        let v = render(&ev);
+        assert_eq!(v["process"]["command_line"], "ls -l ");
+        assert!(v["execwatch"].get("command_line_truncated").is_none());
+        assert!(v["execwatch"].get("raw").is_none());
+    }
+
+    #[test]
+    fn ids_are_strings_and_counts_are_numbers() {
+        let mut ev = ExecEvent::default();
+        ev.uid = 1000;
+        ev.auid = Some(1000);
+        ev.pid = 42;
+        let v = render(&ev);
+        assert_eq!(v["user"]["id"], "1000");
+        assert_eq!(v["user"]["audit"]["id"], "1000");
+        assert_eq!(v["process"]["pid"], 42);
+        assert_eq!(v["@timestamp"], "1970-01-01T00:00:00.000000000Z");
+    }
 }
