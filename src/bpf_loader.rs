@@ -34,7 +34,30 @@ pub struct Config {
     pub wakeup_bytes: u64,
     /// How failed execs are captured.
     pub failed_execs: FailedExecs,
+    /// In-kernel filters.
+    pub filters: Filters,
 }
+
+/// Filters applied in the kernel before a record is made. Empty lists mean
+/// no filter.
+#[derive(Debug, Clone, Default)]
+pub struct Filters {
+    /// Only these real uids.
+    pub uids: Vec<u32>,
+    /// Only these task names (comm after exec; the caller's for a failed exec).
+    pub comms: Vec<String>,
+    /// Not these task names.
+    pub exclude_comms: Vec<String>,
+    /// Only processes in this cgroup v2 directory or below.
+    pub cgroup: Option<std::path::PathBuf>,
+    /// Only processes outside the initial pid namespace.
+    pub containers_only: bool,
+    /// Only failed execs (no success hooks at all).
+    pub failed_only: bool,
+}
+
+/// At most this many entries per filter list (the BPF maps' size).
+pub const FILTER_LIST_MAX: usize = 64;
 
 /// Hook for failed execs (successful ones always use sched_process_exec).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -69,6 +92,7 @@ impl Default for Config {
             ring_buffer_bytes,
             wakeup_bytes: u64::from(ring_buffer_bytes / 4),
             failed_execs: FailedExecs::Auto,
+            filters: Filters::default(),
         }
     }
 }
@@ -82,6 +106,16 @@ pub enum LoadError {
          run with --verbose to see libbpf's log"
     )]
     Refused,
+    #[error("--failed-only with --failed-execs off records nothing")]
+    NothingToRecord,
+    #[error("more than {FILTER_LIST_MAX} values for one filter")]
+    TooManyFilterValues,
+    #[error("--cgroup {path}: {source}")]
+    CgroupFilter {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("--failed-execs tracepoints: {0}")]
     Tracefs(#[from] crate::tracefs::TracefsError),
     #[error("--failed-execs tracepoints needs Linux 5.15 or newer (bpf_task_pt_regs)")]
@@ -117,6 +151,8 @@ pub struct KernelStats {
     pub exe_read_failed: u64,
     pub caller_comm_missing: u64,
     pub wakeups_forced: u64,
+    /// Execs the filters dropped before making a record.
+    pub filtered: u64,
 }
 
 impl KernelStats {
@@ -129,6 +165,41 @@ impl KernelStats {
 pub struct BpfLoader<'obj> {
     skel: ExecveSkel<'obj>,
     failed_execs: FailedExecs,
+}
+
+/// The comm as the kernel stores it: at most 15 bytes, NUL-padded.
+pub fn comm_key(name: &str) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    let b = name.as_bytes();
+    let n = b.len().min(15);
+    key[..n].copy_from_slice(&b[..n]);
+    key
+}
+
+fn fill_filter_maps(
+    skel: &ExecveSkel<'_>,
+    f: &Filters,
+    cgroup_dir: Option<&std::fs::File>,
+) -> Result<(), libbpf_rs::Error> {
+    let maps = &skel.maps;
+    for uid in &f.uids {
+        maps.uid_filter
+            .update(&uid.to_ne_bytes(), &[1], MapFlags::ANY)?;
+    }
+    for c in &f.comms {
+        maps.comm_filter.update(&comm_key(c), &[1], MapFlags::ANY)?;
+    }
+    for c in &f.exclude_comms {
+        maps.comm_exclude
+            .update(&comm_key(c), &[1], MapFlags::ANY)?;
+    }
+    if let Some(dir) = cgroup_dir {
+        use std::os::fd::AsRawFd;
+        let fd = u32::try_from(dir.as_raw_fd()).expect("fds are non-negative");
+        maps.cgroup_filter
+            .update(&0u32.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)?;
+    }
+    Ok(())
 }
 
 /// Kernel with bpf_task_pt_regs, which the tracepoint programs use.
@@ -192,6 +263,28 @@ impl<'obj> BpfLoader<'obj> {
             .expect("the BPF object has const volatile globals, so a rodata map");
         rodata.max_args_bytes = config.max_args_bytes.min(ARGS_MAX_LIMIT);
         rodata.wakeup_bytes = config.wakeup_bytes;
+        let f = &config.filters;
+        if [f.uids.len(), f.comms.len(), f.exclude_comms.len()]
+            .iter()
+            .any(|&n| n > FILTER_LIST_MAX)
+        {
+            return Err(LoadError::TooManyFilterValues);
+        }
+        rodata.filter_uids = u32::from(!f.uids.is_empty());
+        rodata.filter_comms = u32::from(!f.comms.is_empty());
+        rodata.exclude_comms = u32::from(!f.exclude_comms.is_empty());
+        rodata.filter_cgroup = u32::from(f.cgroup.is_some());
+        rodata.containers_only = u32::from(f.containers_only);
+        // Opened before load so that a bad path fails before any BPF work.
+        let cgroup_dir = match &f.cgroup {
+            Some(p) => Some(
+                std::fs::File::open(p).map_err(|source| LoadError::CgroupFilter {
+                    path: p.display().to_string(),
+                    source,
+                })?,
+            ),
+            None => None,
+        };
 
         let cpus = libbpf_rs::num_possible_cpus()
             .map_err(|e| LoadError::from_libbpf("counting possible CPUs", e))?;
@@ -204,6 +297,13 @@ impl<'obj> BpfLoader<'obj> {
             .set_max_entries(config.ring_buffer_bytes)
             .map_err(|e| LoadError::from_libbpf("sizing the ring buffer", e))?;
 
+        if f.failed_only && config.failed_execs == FailedExecs::Off {
+            return Err(LoadError::NothingToRecord);
+        }
+        if f.failed_only {
+            open.progs.exec_success.set_autoload(false);
+            open.progs.save_caller_comm.set_autoload(false);
+        }
         let failed_execs = resolve_failed_execs(config.failed_execs)?;
         if failed_execs != FailedExecs::SysExit {
             open.progs.exec_failed.set_autoload(false);
@@ -216,6 +316,8 @@ impl<'obj> BpfLoader<'obj> {
         let mut skel = open
             .load()
             .map_err(|e| LoadError::from_libbpf("loading the BPF program", e))?;
+        fill_filter_maps(&skel, f, cgroup_dir.as_ref())
+            .map_err(|e| LoadError::from_libbpf("filling the filter maps", e))?;
         skel.attach()
             .map_err(|e| LoadError::from_libbpf("attaching the BPF programs", e))?;
         Ok(BpfLoader { skel, failed_execs })
@@ -224,6 +326,26 @@ impl<'obj> BpfLoader<'obj> {
     /// The failed-exec hook in use (never `Auto`).
     pub fn failed_execs(&self) -> FailedExecs {
         self.failed_execs
+    }
+
+    /// Tell the BPF side the daemon knows these cgroups: their records stop
+    /// carrying the path.
+    pub fn mark_cgroups_known(&self, ids: &[u64]) -> Result<(), libbpf_rs::Error> {
+        for id in ids {
+            self.skel
+                .maps
+                .known_cgroups
+                .update(&id.to_ne_bytes(), &[1], MapFlags::ANY)?;
+        }
+        Ok(())
+    }
+
+    /// Undo [`Self::mark_cgroups_known`] (when the daemon's cache is emptied).
+    pub fn forget_cgroups(&self, ids: &[u64]) {
+        for id in ids {
+            // Absent keys are fine: the kernel set may have been full.
+            let _ = self.skel.maps.known_cgroups.delete(&id.to_ne_bytes());
+        }
     }
 
     /// The ring buffer map the records arrive in.
@@ -259,6 +381,7 @@ impl<'obj> BpfLoader<'obj> {
             exe_read_failed: read(S::STAT_EXE_READ_FAILED)?,
             caller_comm_missing: read(S::STAT_CALLER_COMM_MISSING)?,
             wakeups_forced: read(S::STAT_WAKEUPS_FORCED)?,
+            filtered: read(S::STAT_FILTERED)?,
         })
     }
 }

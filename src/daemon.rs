@@ -11,6 +11,7 @@ use libbpf_rs::RingBufferBuilder;
 use tracing::{info, warn};
 
 use crate::bpf_loader::{BpfLoader, KernelStats};
+use crate::cgroups::CgroupCache;
 use crate::decode::ExecEvent;
 use crate::output::EventSink;
 
@@ -47,6 +48,9 @@ const DECODE_ERRORS_LOGGED: u64 = 10;
 struct Consumer<W: Write> {
     sink: EventSink<W>,
     event: ExecEvent,
+    cgroups: CgroupCache,
+    /// execwatch's own pid namespace: "the host's" for the events.
+    own_pidns: Option<u64>,
     events: u64,
     decode_errors: u64,
     io_error: Option<io::Error>,
@@ -57,6 +61,11 @@ impl<W: Write> Consumer<W> {
         match self.event.decode_from(record) {
             Ok(()) => {
                 self.events += 1;
+                let ev = &mut self.event;
+                ev.cgroup = self
+                    .cgroups
+                    .resolve(ev.cgroup_id, ev.cgroup_path.as_deref());
+                ev.host_pid_ns = self.own_pidns.map(|ino| ino == u64::from(ev.pidns_ino));
                 if let Err(e) = self.sink.write_event(&self.event) {
                     self.io_error = Some(e);
                     return -1; // stop consuming: the output is gone
@@ -96,6 +105,10 @@ pub fn run<W: Write>(
     let consumer = RefCell::new(Consumer {
         sink,
         event: ExecEvent::default(),
+        cgroups: CgroupCache::default(),
+        own_pidns: std::fs::metadata("/proc/self/ns/pid")
+            .ok()
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m)),
         events: 0,
         decode_errors: 0,
         io_error: None,
@@ -134,6 +147,14 @@ pub fn run<W: Write>(
         if let Err(e) = c.sink.flush() {
             result = Err(anyhow::Error::new(e).context("writing events"));
             break;
+        }
+        if let Some(forget) = c.cgroups.trim() {
+            loader.forget_cgroups(&forget);
+        }
+        let new = c.cgroups.take_new();
+        // A full kernel set only means those records keep carrying the path.
+        if let Err(e) = loader.mark_cgroups_known(&new) {
+            tracing::debug!(error = %e, "known-cgroups map not updated");
         }
         if last_stats_at.elapsed() >= opts.stats_interval {
             last_stats_at = Instant::now();
@@ -177,6 +198,7 @@ pub fn run<W: Write>(
         args_read_failed = kernel.args_read_failed,
         exe_read_failed = kernel.exe_read_failed,
         wakeups_forced = kernel.wakeups_forced,
+        filtered = kernel.filtered,
         "summary"
     );
     result.map(|()| summary)

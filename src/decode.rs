@@ -14,12 +14,13 @@ pub enum DecodeError {
     #[error("record kind {0} is unknown")]
     UnknownKind(u32),
     #[error(
-        "record declares {declared} data bytes (filename {filename}, exe {exe}, args {args}) \
-         but carries {available}"
+        "record declares {declared} data bytes (filename {filename}, exe {exe}, cgroup {cgroup}, \
+         args {args}) but carries {available}"
     )]
     Lengths {
         filename: u32,
         exe: u32,
+        cgroup: u32,
         args: u32,
         declared: usize,
         available: usize,
@@ -87,6 +88,14 @@ pub struct ExecEvent {
     pub filename: Vec<u8>,
     /// Path of what ran, from the root of its mount namespace; empty on failure.
     pub executable: Vec<u8>,
+    /// The cgroup v2 path, in the first record of each cgroup only (the BPF
+    /// side stops sending it once the daemon knows the cgroup).
+    pub cgroup_path: Option<Vec<u8>>,
+    pub cgroup_truncated: bool,
+    /// Set by the daemon after decoding: who the cgroup belongs to.
+    pub cgroup: Option<std::sync::Arc<crate::cgroups::CgroupInfo>>,
+    /// Set by the daemon: whether the process is in execwatch's pid namespace.
+    pub host_pid_ns: Option<bool>,
     args_bytes: Vec<u8>,
     arg_ends: Vec<usize>,
 }
@@ -112,16 +121,18 @@ impl ExecEvent {
             return Err(DecodeError::UnknownKind(h.kind));
         }
         let data = &record[HEADER_LEN..];
-        let (fl, el, al) = (
+        let (fl, el, cl, al) = (
             usize::from(h.filename_len),
             usize::from(h.exe_len),
+            usize::from(h.cgroup_len),
             h.args_len as usize,
         );
-        let declared = fl + el + al;
+        let declared = fl + el + cl + al;
         if declared > data.len() {
             return Err(DecodeError::Lengths {
                 filename: fl as u32,
                 exe: el as u32,
+                cgroup: cl as u32,
                 args: h.args_len,
                 declared,
                 available: data.len(),
@@ -129,6 +140,7 @@ impl ExecEvent {
         }
         let (filename, rest) = data.split_at(fl);
         let (exe, rest) = rest.split_at(el);
+        let (cgroup, rest) = rest.split_at(cl);
         let args = &rest[..al];
 
         let flag = |f: types::event_flag| h.flags & f.0 != 0;
@@ -174,6 +186,18 @@ impl ExecEvent {
         self.filename.clear();
         self.filename.extend_from_slice(until_nul(filename));
         assemble_path(&mut self.executable, exe, self.exe_truncated);
+        self.cgroup_truncated = flag(F::EVENT_FLAG_CGROUP_TRUNCATED);
+        if flag(F::EVENT_FLAG_CGROUP_PATH) {
+            let path = self.cgroup_path.get_or_insert_with(Vec::new);
+            assemble_path(path, cgroup, self.cgroup_truncated);
+            if path.is_empty() && !self.cgroup_truncated {
+                path.push(b'/'); // the root cgroup has no components
+            }
+        } else {
+            self.cgroup_path = None;
+        }
+        self.cgroup = None;
+        self.host_pid_ns = None;
         self.split_args(args);
         Ok(())
     }
@@ -350,6 +374,29 @@ mod tests {
         let ev = ExecEvent::decode(&r).unwrap();
         assert_eq!(ev.errno, Some(2));
         assert_eq!(ev.syscall, Some(Syscall::Execveat));
+    }
+
+    #[test]
+    fn cgroup_path_sits_between_exe_and_args() {
+        let mut r = record(b"ls\0", b"ls\0bin\0", b"", 1, types::event_flag::EVENT_FLAG_CGROUP_PATH.0);
+        // Insert the cgroup region and fix the lengths in the header.
+        let cg = b"a.service\0system.slice\0";
+        let args = b"ls\0";
+        r.extend_from_slice(cg);
+        r.extend_from_slice(args);
+        let off = std::mem::offset_of!(types::event, cgroup_len);
+        r[off..off + 2].copy_from_slice(&(cg.len() as u16).to_ne_bytes());
+        let off = std::mem::offset_of!(types::event, args_len);
+        r[off..off + 4].copy_from_slice(&(args.len() as u32).to_ne_bytes());
+        let ev = ExecEvent::decode(&r).unwrap();
+        assert_eq!(ev.executable, b"/bin/ls");
+        assert_eq!(ev.cgroup_path.as_deref(), Some(&b"/system.slice/a.service"[..]));
+        assert_eq!(ev.args().collect::<Vec<_>>(), [&b"ls"[..]]);
+        // Without the flag there is no path, and the root cgroup is "/".
+        let r2 = record(b"ls\0", b"", b"", 0, types::event_flag::EVENT_FLAG_CGROUP_PATH.0);
+        assert_eq!(ExecEvent::decode(&r2).unwrap().cgroup_path.as_deref(), Some(&b"/"[..]));
+        let r3 = record(b"ls\0", b"", b"", 0, 0);
+        assert_eq!(ExecEvent::decode(&r3).unwrap().cgroup_path, None);
     }
 
     #[test]

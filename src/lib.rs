@@ -1,6 +1,7 @@
 //! execwatch: records every program execution on a Linux host.
 
 pub mod bpf_loader;
+pub mod cgroups;
 pub mod daemon;
 pub mod decode;
 pub mod output;

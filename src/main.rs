@@ -46,6 +46,31 @@ struct Cli {
     #[arg(long, value_enum, default_value = "auto")]
     failed_execs: FailedExecs,
 
+    /// Only execs by this real user (name or uid; repeatable).
+    #[arg(long = "uid", value_name = "USER", value_parser = parse_uid)]
+    uids: Vec<u32>,
+
+    /// Only programs with this name (comm, 15 bytes at most; repeatable).
+    #[arg(long = "comm", value_name = "NAME", value_parser = parse_comm)]
+    comms: Vec<String>,
+
+    /// Not programs with this name (repeatable).
+    #[arg(long = "exclude-comm", value_name = "NAME", value_parser = parse_comm)]
+    exclude_comms: Vec<String>,
+
+    /// Only processes in this cgroup v2 directory or below (a path from the
+    /// hierarchy's root, like /system.slice, or a full path under its mount).
+    #[arg(long, value_name = "PATH", value_parser = parse_cgroup)]
+    cgroup: Option<std::path::PathBuf>,
+
+    /// Only processes in a container (outside the initial pid namespace).
+    #[arg(long)]
+    containers_only: bool,
+
+    /// Only failed execs.
+    #[arg(long)]
+    failed_only: bool,
+
     /// Log libbpf's messages and debug details to stderr.
     #[arg(short, long)]
     verbose: bool,
@@ -92,6 +117,35 @@ fn parse_ring_size(s: &str) -> Result<u32, String> {
     Ok(n as u32)
 }
 
+fn parse_uid(s: &str) -> Result<u32, String> {
+    if let Ok(n) = s.parse::<u32>() {
+        return Ok(n);
+    }
+    match nix::unistd::User::from_name(s) {
+        Ok(Some(u)) => Ok(u.uid.as_raw()),
+        _ => Err(format!(
+            "no user named `{s}` (give a name or a numeric uid)"
+        )),
+    }
+}
+
+fn parse_comm(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("a program name cannot be empty".into());
+    }
+    if s.len() > 15 {
+        return Err(format!(
+            "`{s}` is longer than 15 bytes, the kernel keeps only `{}`: give that",
+            String::from_utf8_lossy(&s.as_bytes()[..15])
+        ));
+    }
+    Ok(s.to_string())
+}
+
+fn parse_cgroup(s: &str) -> Result<std::path::PathBuf, String> {
+    execwatch::cgroups::resolve_cgroup_arg(s)
+}
+
 fn init_logging(format: Format, verbose: bool) {
     let filter = if verbose { "debug" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("EXECWATCH_LOG")
@@ -129,6 +183,14 @@ fn run(cli: &Cli) -> Result<()> {
         ring_buffer_bytes: cli.ring_buffer_size,
         wakeup_bytes: u64::from(cli.ring_buffer_size / 4),
         failed_execs: cli.failed_execs,
+        filters: bpf_loader::Filters {
+            uids: cli.uids.clone(),
+            comms: cli.comms.clone(),
+            exclude_comms: cli.exclude_comms.clone(),
+            cgroup: cli.cgroup.clone(),
+            containers_only: cli.containers_only,
+            failed_only: cli.failed_only,
+        },
     };
     let mut object = MaybeUninit::uninit();
     let mut loader = BpfLoader::load(&config, &mut object)?;

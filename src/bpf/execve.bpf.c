@@ -28,6 +28,13 @@ const volatile __u32 max_args_bytes = ARGS_DEFAULT_LIMIT;
 /* Force a reader wakeup once this many bytes wait in the ring buffer. */
 const volatile __u64 wakeup_bytes = 1 << 20;
 
+/* Filters, applied before anything else: a filtered exec costs no record. */
+const volatile __u32 filter_uids = 0;     /* only uids in uid_filter */
+const volatile __u32 filter_comms = 0;    /* only comms in comm_filter */
+const volatile __u32 exclude_comms = 0;   /* not comms in comm_exclude */
+const volatile __u32 filter_cgroup = 0;   /* only under cgroup_filter[0] */
+const volatile __u32 containers_only = 0; /* only outside the initial pid ns */
+
 /* Next sequence number; taken before a record is reserved, so a drop leaves a gap. */
 __u64 next_seq = 0;
 
@@ -81,12 +88,81 @@ struct {
 	__type(value, struct caller_comm);
 } caller_comms SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u8);
+} uid_filter SEC(".maps");
+
+struct comm_key {
+	char comm[EVENT_COMM_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, struct comm_key);
+	__type(value, __u8);
+} comm_filter SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, struct comm_key);
+	__type(value, __u8);
+} comm_exclude SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} cgroup_filter SEC(".maps");
+
+/*
+ * cgroup ids whose path the daemon already has (it adds them). Records of
+ * other cgroups carry the path, walked here at exec time: a short-lived
+ * container's cgroup may be gone by the time the daemon could look.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u8);
+} known_cgroups SEC(".maps");
+
 static __always_inline void stat_inc(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
 
 	if (v)
 		*v += 1;
+}
+
+/* Non-zero when the filters drop this exec. Cheapest tests first. */
+static __always_inline int filtered_out(struct task_struct *task)
+{
+	if (containers_only && task->group_leader->thread_pid->level == 0)
+		return 1;
+	if (filter_uids) {
+		__u32 uid = task->cred->uid.val;
+
+		if (!bpf_map_lookup_elem(&uid_filter, &uid))
+			return 1;
+	}
+	if (filter_comms || exclude_comms) {
+		struct comm_key key = {};
+
+		bpf_get_current_comm(key.comm, sizeof(key.comm));
+		if (filter_comms && !bpf_map_lookup_elem(&comm_filter, &key))
+			return 1;
+		if (exclude_comms && bpf_map_lookup_elem(&comm_exclude, &key))
+			return 1;
+	}
+	if (filter_cgroup && bpf_current_task_under_cgroup(&cgroup_filter, 0) != 1)
+		return 1;
+	return 0;
 }
 
 static __always_inline struct event_buf *scratch_get(void)
@@ -147,27 +223,36 @@ static __always_inline void fill_task(struct event *ev, struct task_struct *task
  */
 #define MEM_U32(x) (*(volatile __u32 *)&(x))
 
-/* Append one path component at data[base + written]; non-zero: stop. */
+/*
+ * Append one path component at data[base + written] (the running length is
+ * in ev.args_len, see MEM_U32), at most `max` bytes in all. Non-zero: stop.
+ */
 static __always_inline int put_component(struct event_buf *buf, __u32 base,
-					 const unsigned char *name)
+					 const void *name, __u32 max,
+					 __u32 full_flag, __u32 fail_flag)
 {
 	__u32 len = MEM_U32(buf->ev.args_len);
 	long n;
 
-	if (len > EXE_PATH_MAX_LEN - EXE_COMPONENT_MAX) {
-		buf->ev.flags |= EVENT_FLAG_EXE_TRUNCATED;
+	if (len > max - EXE_COMPONENT_MAX) {
+		buf->ev.flags |= full_flag;
 		return 1;
 	}
 	n = bpf_probe_read_kernel_str(&buf->data[base + len], EXE_COMPONENT_MAX,
 				      name);
 	if (n <= 0) {
-		buf->ev.flags |= EVENT_FLAG_EXE_READ_FAILED;
-		stat_inc(STAT_EXE_READ_FAILED);
+		buf->ev.flags |= fail_flag;
+		if (fail_flag == EVENT_FLAG_EXE_READ_FAILED)
+			stat_inc(STAT_EXE_READ_FAILED);
 		return 1;
 	}
 	MEM_U32(buf->ev.args_len) = len + n;
 	return 0;
 }
+
+#define PUT_EXE_COMPONENT(buf, base, name)                                     \
+	put_component(buf, base, name, EXE_PATH_MAX_LEN,                       \
+		      EVENT_FLAG_EXE_TRUNCATED, EVENT_FLAG_EXE_READ_FAILED)
 
 /*
  * Write the path of `file` as NUL-ended components, leaf first, up to the
@@ -194,7 +279,7 @@ static __always_inline void write_exe_path(struct event_buf *buf, __u32 base,
 
 		if (dentry == root || dentry == parent)
 			break;
-		if (put_component(buf, base, dentry->d_name.name))
+		if (PUT_EXE_COMPONENT(buf, base, dentry->d_name.name))
 			goto done;
 		dentry = parent;
 	}
@@ -221,13 +306,59 @@ static __always_inline void write_exe_path(struct event_buf *buf, __u32 base,
 			mnt = mnt_parent;
 			continue;
 		}
-		if (put_component(buf, base, BPF_CORE_READ(d, d_name.name)))
+		if (PUT_EXE_COMPONENT(buf, base, BPF_CORE_READ(d, d_name.name)))
 			goto done;
 		d = parent;
 	}
 	buf->ev.flags |= EVENT_FLAG_EXE_TRUNCATED;
 done:
 	buf->ev.exe_len = MEM_U32(buf->ev.args_len);
+}
+
+/* kernfs_node.parent became __parent in 6.14. */
+struct kernfs_node___pre614 {
+	struct kernfs_node *parent;
+} __attribute__((preserve_access_index));
+
+static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
+{
+	if (bpf_core_field_exists(kn->__parent))
+		return BPF_CORE_READ(kn, __parent);
+	return BPF_CORE_READ((struct kernfs_node___pre614 *)kn, parent);
+}
+
+/*
+ * For a cgroup the daemon does not know yet, write the cgroup v2 path as
+ * components leaf first at data[base...]; sets ev.cgroup_len.
+ */
+static __always_inline void write_cgroup_path(struct event_buf *buf, __u32 base,
+					      struct task_struct *task)
+{
+	struct kernfs_node *kn;
+	int i;
+
+	buf->ev.cgroup_len = 0;
+	if (bpf_map_lookup_elem(&known_cgroups, &buf->ev.cgroup_id))
+		return;
+	buf->ev.flags |= EVENT_FLAG_CGROUP_PATH;
+	if (base > FILENAME_MAX_LEN + EXE_PATH_MAX_LEN)
+		base = FILENAME_MAX_LEN + EXE_PATH_MAX_LEN;
+	MEM_U32(buf->ev.args_len) = 0;
+	kn = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn);
+	for (i = 0; i < CGROUP_PATH_MAX_DEPTH; i++) {
+		struct kernfs_node *parent = kn_parent(kn);
+
+		if (!kn || !parent)
+			goto done; /* the root has no parent and no name */
+		if (put_component(buf, base, BPF_CORE_READ(kn, name),
+				  CGROUP_PATH_MAX_LEN, EVENT_FLAG_CGROUP_TRUNCATED,
+				  EVENT_FLAG_CGROUP_TRUNCATED))
+			goto done;
+		kn = parent;
+	}
+	buf->ev.flags |= EVENT_FLAG_CGROUP_TRUNCATED;
+done:
+	buf->ev.cgroup_len = MEM_U32(buf->ev.args_len);
 }
 
 /* Ring-buffer write with the wakeup policy: wake the reader only past a threshold. */
@@ -292,7 +423,7 @@ SEC("tp_btf/sched_process_exec")
 int BPF_PROG(exec_success, struct task_struct *task, pid_t old_pid,
 	     struct linux_binprm *bprm)
 {
-	struct event_buf *buf = begin_record();
+	struct event_buf *buf;
 	struct event *ev;
 	struct mm_struct *mm;
 	unsigned long arg_start, arg_end;
@@ -304,6 +435,11 @@ int BPF_PROG(exec_success, struct task_struct *task, pid_t old_pid,
 	const char *filename;
 	long n;
 
+	if (filtered_out(task)) {
+		stat_inc(STAT_FILTERED);
+		return 0;
+	}
+	buf = begin_record();
 	if (!buf)
 		return 0;
 	ev = &buf->ev;
@@ -335,6 +471,8 @@ int BPF_PROG(exec_success, struct task_struct *task, pid_t old_pid,
 
 	write_exe_path(buf, off, bprm->file);
 	off += ev->exe_len;
+	write_cgroup_path(buf, off, task);
+	off += ev->cgroup_len;
 
 	ev->argc = bprm->argc;
 	mm = task->mm;
@@ -349,8 +487,8 @@ int BPF_PROG(exec_success, struct task_struct *task, pid_t old_pid,
 	}
 	if (len > ARGS_MAX_LIMIT)
 		len = ARGS_MAX_LIMIT;
-	if (off > FILENAME_MAX_LEN + EXE_PATH_MAX_LEN)
-		off = FILENAME_MAX_LEN + EXE_PATH_MAX_LEN;
+	if (off > FILENAME_MAX_LEN + EXE_PATH_MAX_LEN + CGROUP_PATH_MAX_LEN)
+		off = FILENAME_MAX_LEN + EXE_PATH_MAX_LEN + CGROUP_PATH_MAX_LEN;
 	if (len && bpf_probe_read_user(&buf->data[off], len, (void *)arg_start)) {
 		len = 0;
 		ev->flags |= EVENT_FLAG_ARGS_READ_FAILED;
@@ -373,6 +511,10 @@ static __always_inline void exec_failure(const char *filename_ptr,
 	__u32 off, start, limit, i;
 	long n;
 
+	if (filtered_out(task)) {
+		stat_inc(STAT_FILTERED);
+		return;
+	}
 	buf = begin_record();
 	if (!buf)
 		return;
@@ -399,6 +541,10 @@ static __always_inline void exec_failure(const char *filename_ptr,
 	start = n;
 	if (start > FILENAME_MAX_LEN)
 		start = FILENAME_MAX_LEN;
+	write_cgroup_path(buf, start, task);
+	start += ev->cgroup_len;
+	if (start > FILENAME_MAX_LEN + CGROUP_PATH_MAX_LEN)
+		start = FILENAME_MAX_LEN + CGROUP_PATH_MAX_LEN;
 	limit = max_args_bytes;
 	if (limit > ARGS_MAX_LIMIT)
 		limit = ARGS_MAX_LIMIT;

@@ -23,12 +23,16 @@ enum event_limits {
 	ARGS_DEFAULT_LIMIT = 16 * 1024,
 	/* Failed execs read argv one pointer at a time; at most this many. */
 	FAILED_ARGV_MAX = 1024,
+	/* Bytes of the cgroup v2 path, components leaf first. */
+	CGROUP_PATH_MAX_LEN = 2048,
+	/* Deepest cgroup path walked. */
+	CGROUP_PATH_MAX_DEPTH = 32,
 	/*
-	 * Variable part of a record: filename, then exe path, then argument
-	 * bytes. The argument region has ARGS_MAX_LIMIT of slack so a failed
-	 * exec can read one whole string at any offset below the limit.
+	 * Variable part of a record: filename, exe path, cgroup path, then
+	 * argument bytes. The argument region has ARGS_MAX_LIMIT of slack so a
+	 * failed exec can read one whole string at any offset below the limit.
 	 */
-	EVENT_DATA_MAX = FILENAME_MAX_LEN + EXE_PATH_MAX_LEN +
+	EVENT_DATA_MAX = FILENAME_MAX_LEN + EXE_PATH_MAX_LEN + CGROUP_PATH_MAX_LEN +
 			 EXE_COMPONENT_MAX + 2 * ARGS_MAX_LIMIT,
 };
 
@@ -47,6 +51,9 @@ enum event_flag {
 	EVENT_FLAG_CALLER_COMM_MISSING = 1 << 5,
 	/* Failed exec seen at execveat (else execve); success does not say. */
 	EVENT_FLAG_SYSCALL_EXECVEAT = 1 << 6,
+	/* The cgroup path is in the record (first exec seen in this cgroup). */
+	EVENT_FLAG_CGROUP_PATH = 1 << 7,
+	EVENT_FLAG_CGROUP_TRUNCATED = 1 << 8,
 };
 
 /* Indexes of the per-CPU `stats` counters. */
@@ -66,12 +73,14 @@ enum stat_index {
 	STAT_CALLER_COMM_MISSING,
 	/* Delivered with a forced reader wakeup (ring buffer past threshold). */
 	STAT_WAKEUPS_FORCED,
+	/* Execs dropped by the filters before any record was made. */
+	STAT_FILTERED,
 	STAT_MAX,
 };
 
 /*
  * Fixed header of every record. Followed in the ring buffer by
- * filename_len + exe_len + args_len bytes of data.
+ * filename_len + exe_len + cgroup_len + args_len bytes of data.
  */
 struct event {
 	__u64 seq;       /* global, from 0; a gap means records were lost */
@@ -99,6 +108,8 @@ struct event {
 	__u32 at_flags;  /* execveat flags (failed execveat only) */
 	__u16 filename_len; /* bytes, NUL included */
 	__u16 exe_len;      /* bytes: components leaf first, each NUL-ended */
+	__u16 cgroup_len;   /* bytes, like exe_len; 0 once the daemon knows it */
+	__u16 reserved;
 	char comm[EVENT_COMM_LEN];        /* after exec */
 	char caller_comm[EVENT_COMM_LEN]; /* before exec */
 };

@@ -179,6 +179,27 @@ pub fn write_event(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
         g.close();
     }
 
+    if let Some(cg) = ev.cgroup.as_deref() {
+        if let Some(id) = &cg.container_id {
+            let mut c = root.obj("container");
+            c.str("id", id.as_bytes());
+            if let Some(rt) = cg.runtime {
+                c.str("runtime", rt.as_bytes());
+            }
+            c.close();
+        }
+        if let Some(uid) = &cg.pod_uid {
+            let mut o = root.obj("orchestrator");
+            o.str("type", b"kubernetes");
+            o.close();
+            let mut k = root.obj("kubernetes");
+            let mut pod = k.obj("pod");
+            pod.str("uid", uid.as_bytes());
+            pod.close();
+            k.close();
+        }
+    }
+
     {
         let mut x = root.obj("execwatch");
         if !ev.caller_comm.is_empty() {
@@ -219,12 +240,34 @@ pub fn write_event(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
         {
             let mut c = x.obj("cgroup");
             c.num("id", ev.cgroup_id);
+            match ev.cgroup.as_deref() {
+                Some(cg) => c.str("path", &cg.path),
+                None => c.bool("unresolved", true),
+            }
+            if ev.cgroup_truncated {
+                c.bool("path_truncated", true);
+            }
             c.close();
+        }
+        if let Some(cg) = ev.cgroup.as_deref() {
+            if cg.unit.is_some() || cg.slice.is_some() {
+                let mut sd = x.obj("systemd");
+                if let Some(u) = &cg.unit {
+                    sd.str("unit", u.as_bytes());
+                }
+                if let Some(sl) = &cg.slice {
+                    sd.str("slice", sl.as_bytes());
+                }
+                sd.close();
+            }
         }
         {
             let mut n = x.obj("pid_ns");
             n.num("inode", u64::from(ev.pidns_ino));
             n.num("pid", u64::from(ev.ns_pid));
+            if let Some(host) = ev.host_pid_ns {
+                n.bool("host", host);
+            }
             n.close();
         }
         {

@@ -69,7 +69,24 @@ pub fn write_event(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
         kv_num(out, "argc", u64::from(ev.argc));
         out.extend_from_slice(b" args-truncated");
     }
-    kv_num(out, "cgroup", ev.cgroup_id);
+    match ev.cgroup.as_deref() {
+        Some(cg) => {
+            if let Some(id) = &cg.container_id {
+                kv_str(out, "container", id.as_bytes());
+                if let Some(rt) = cg.runtime {
+                    kv_str(out, "runtime", rt.as_bytes());
+                }
+            }
+            if let Some(pod) = &cg.pod_uid {
+                kv_str(out, "pod", pod.as_bytes());
+            }
+            if let Some(unit) = &cg.unit {
+                kv_str(out, "unit", unit.as_bytes());
+            }
+            kv_str(out, "cgroup", &cg.path);
+        }
+        None => kv_num(out, "cgroup", ev.cgroup_id),
+    }
     if ev.ns_pid != ev.pid {
         kv_num(out, "nspid", u64::from(ev.ns_pid));
     }
