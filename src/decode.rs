@@ -378,7 +378,13 @@ mod tests {
 
     #[test]
     fn cgroup_path_sits_between_exe_and_args() {
-        let mut r = record(b"ls\0", b"ls\0bin\0", b"", 1, types::event_flag::EVENT_FLAG_CGROUP_PATH.0);
+        let mut r = record(
+            b"ls\0",
+            b"ls\0bin\0",
+            b"",
+            1,
+            types::event_flag::EVENT_FLAG_CGROUP_PATH.0,
+        );
         // Insert the cgroup region and fix the lengths in the header.
         let cg = b"a.service\0system.slice\0";
         let args = b"ls\0";
@@ -390,11 +396,23 @@ mod tests {
         r[off..off + 4].copy_from_slice(&(args.len() as u32).to_ne_bytes());
         let ev = ExecEvent::decode(&r).unwrap();
         assert_eq!(ev.executable, b"/bin/ls");
-        assert_eq!(ev.cgroup_path.as_deref(), Some(&b"/system.slice/a.service"[..]));
+        assert_eq!(
+            ev.cgroup_path.as_deref(),
+            Some(&b"/system.slice/a.service"[..])
+        );
         assert_eq!(ev.args().collect::<Vec<_>>(), [&b"ls"[..]]);
         // Without the flag there is no path, and the root cgroup is "/".
-        let r2 = record(b"ls\0", b"", b"", 0, types::event_flag::EVENT_FLAG_CGROUP_PATH.0);
-        assert_eq!(ExecEvent::decode(&r2).unwrap().cgroup_path.as_deref(), Some(&b"/"[..]));
+        let r2 = record(
+            b"ls\0",
+            b"",
+            b"",
+            0,
+            types::event_flag::EVENT_FLAG_CGROUP_PATH.0,
+        );
+        assert_eq!(
+            ExecEvent::decode(&r2).unwrap().cgroup_path.as_deref(),
+            Some(&b"/"[..])
+        );
         let r3 = record(b"ls\0", b"", b"", 0, 0);
         assert_eq!(ExecEvent::decode(&r3).unwrap().cgroup_path, None);
     }
