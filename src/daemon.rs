@@ -13,7 +13,9 @@ use tracing::{info, warn};
 use crate::bpf_loader::{BpfLoader, KernelStats};
 use crate::cgroups::CgroupCache;
 use crate::decode::ExecEvent;
+use crate::output::journald::message_ids::{LOST, SUMMARY};
 use crate::output::EventSink;
+use crate::sd_notify::Notifier;
 
 /// Timing of the loop.
 #[derive(Debug, Clone)]
@@ -85,6 +87,7 @@ impl<W: Write> Consumer<W> {
 fn report_losses(prev: &KernelStats, now: &KernelStats) {
     if now.lost() > prev.lost() {
         warn!(
+            message_id = LOST,
             lost_new = now.lost() - prev.lost(),
             lost_total = now.lost(),
             lost_ringbuf_full = now.lost_ringbuf_full,
@@ -101,6 +104,7 @@ pub fn run<W: Write>(
     sink: EventSink<W>,
     stop: &AtomicBool,
     opts: &LoopOptions,
+    notifier: &mut Notifier,
 ) -> Result<Summary> {
     let consumer = RefCell::new(Consumer {
         sink,
@@ -122,6 +126,12 @@ pub fn run<W: Write>(
     let ring = builder
         .build()
         .context("setting up the ring buffer reader")?;
+    // Attached and reading: an exec from now on is recorded.
+    notifier.ready("recording");
+    let poll_timeout = match notifier.watchdog_interval() {
+        Some(w) => opts.poll_interval.min(w / 2),
+        None => opts.poll_interval,
+    };
 
     // The counters start at zero when the program loads: whatever was lost
     // before this loop runs is reported by the first check.
@@ -132,7 +142,8 @@ pub fn run<W: Write>(
     while !stop.load(Ordering::Relaxed) {
         // Records written without a wakeup are only seen by consume(); poll()
         // returns early when the BPF side forces a wakeup.
-        if let Err(e) = ring.poll(opts.poll_interval).and_then(|()| ring.consume()) {
+        notifier.watchdog_tick();
+        if let Err(e) = ring.poll(poll_timeout).and_then(|()| ring.consume()) {
             if e.kind() != libbpf_rs::ErrorKind::Interrupted && consumer.borrow().io_error.is_none()
             {
                 result = Err(anyhow::Error::new(e).context("reading the ring buffer"));
@@ -161,11 +172,20 @@ pub fn run<W: Write>(
             c.sink.clock_mut().refresh();
             let now = loader.stats().context("reading BPF counters")?;
             report_losses(&last_stats, &now);
+            if notifier.enabled() {
+                notifier.status(&format!(
+                    "recording: {} events, {} lost, {} filtered",
+                    c.events,
+                    now.lost(),
+                    now.filtered
+                ));
+            }
             last_stats = now;
         }
     }
 
     // Stop new records, then drain everything already in the buffer.
+    notifier.stopping();
     loader.detach();
     if result.is_ok() {
         let drained = ring.consume();
@@ -189,6 +209,7 @@ pub fn run<W: Write>(
         kernel,
     };
     info!(
+        message_id = SUMMARY,
         events = summary.events,
         seen = kernel.seen,
         lost_total = kernel.lost(),

@@ -6,4 +6,5 @@ pub mod daemon;
 pub mod decode;
 pub mod output;
 pub mod preflight;
+pub mod sd_notify;
 pub mod tracefs;

@@ -11,17 +11,20 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use execwatch::bpf_loader::{self, BpfLoader, FailedExecs, ARGS_MAX_LIMIT};
 use execwatch::daemon::{self, LoopOptions};
-use execwatch::output::{EventSink, Format};
+use execwatch::output::{journald, EventSink, Format};
 use execwatch::preflight;
+use execwatch::sd_notify::Notifier;
 use tracing::info;
 
 /// Record every program execution on this host.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Output format of exec events (written to stdout).
-    #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    /// Output format of exec events: text and json go to stdout, journald
+    /// to the journal. Default: journald when stderr is the journal (a
+    /// systemd service), else text.
+    #[arg(long, value_enum)]
+    format: Option<Format>,
 
     /// Bytes of argv captured per exec (suffixes K, KiB, M, MiB; at most 128KiB).
     #[arg(long, value_parser = parse_args_bytes, default_value = "16KiB")]
@@ -146,18 +149,40 @@ fn parse_cgroup(s: &str) -> Result<std::path::PathBuf, String> {
     execwatch::cgroups::resolve_cgroup_arg(s)
 }
 
-fn init_logging(format: Format, verbose: bool) {
+/// Daemon diagnostics go where the events go: journal entries (with their
+/// MESSAGE_IDs) for journald, JSON lines on stderr for json, text otherwise.
+fn init_logging(format: Format, verbose: bool) -> Result<()> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let filter = if verbose { "debug" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("EXECWATCH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .with_target(false);
     match format {
-        Format::Json => builder.json().flatten_event(true).init(),
-        Format::Text => builder.init(),
+        Format::Journald => {
+            let layer = tracing_journald::layer()
+                .context("connecting to journald for diagnostics")?
+                .with_syslog_identifier("execwatch".into())
+                .with_field_prefix(None);
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(layer)
+                .init();
+        }
+        Format::Json => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(io::stderr)
+            .with_target(false)
+            .json()
+            .flatten_event(true)
+            .init(),
+        Format::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(io::stderr)
+            .with_target(false)
+            .init(),
     }
+    Ok(())
 }
 
 fn libbpf_print(level: libbpf_rs::PrintLevel, msg: String) {
@@ -168,7 +193,7 @@ fn libbpf_print(level: libbpf_rs::PrintLevel, msg: String) {
     }
 }
 
-fn run(cli: &Cli) -> Result<()> {
+fn run(cli: &Cli, format: Format) -> Result<()> {
     preflight::check_host()?;
     libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, libbpf_print)));
 
@@ -195,6 +220,7 @@ fn run(cli: &Cli) -> Result<()> {
     let mut object = MaybeUninit::uninit();
     let mut loader = BpfLoader::load(&config, &mut object)?;
     info!(
+        message_id = journald::message_ids::STARTED,
         max_args_bytes = config.max_args_bytes,
         ring_buffer_bytes = config.ring_buffer_bytes,
         poll_interval_ms = cli.poll_interval,
@@ -202,19 +228,30 @@ fn run(cli: &Cli) -> Result<()> {
         "execwatch attached"
     );
 
-    let sink = EventSink::new(cli.format, io::stdout().lock());
+    let sink = EventSink::new(format, io::stdout().lock()).context("opening the output")?;
     let opts = LoopOptions {
         poll_interval: Duration::from_millis(cli.poll_interval),
         stats_interval: Duration::from_secs(cli.stats_interval),
     };
-    daemon::run(&mut loader, sink, &stop, &opts)?;
+    let mut notifier = Notifier::from_env();
+    daemon::run(&mut loader, sink, &stop, &opts, &mut notifier)?;
     Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.format, cli.verbose);
-    match run(&cli) {
+    let format = cli.format.unwrap_or_else(|| {
+        if journald::stderr_is_journal() {
+            Format::Journald
+        } else {
+            Format::Text
+        }
+    });
+    if let Err(e) = init_logging(format, cli.verbose) {
+        eprintln!("execwatch: error: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    match run(&cli, format) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("execwatch: error: {e:#}");

@@ -2,6 +2,7 @@
 
 pub mod clock;
 pub mod escape;
+pub mod journald;
 pub mod json;
 pub mod text;
 
@@ -17,6 +18,8 @@ pub enum Format {
     Text,
     /// One ECS JSON object per line (docs/schema.md).
     Json,
+    /// One journal entry per exec over journald's native protocol.
+    Journald,
 }
 
 /// Formats events into a reused buffer and writes them in batches: the
@@ -26,19 +29,27 @@ pub struct EventSink<W: Write> {
     clock: Clock,
     buf: Vec<u8>,
     out: W,
+    /// Set for `Format::Journald`: entries go there, not to `out`.
+    journal: Option<journald::Journal>,
 }
 
 /// Flush to the writer once this much is buffered, even mid-batch.
 const FLUSH_AT: usize = 256 * 1024;
 
 impl<W: Write> EventSink<W> {
-    pub fn new(format: Format, out: W) -> Self {
-        EventSink {
+    /// For `Format::Journald` this connects to journald, which can fail.
+    pub fn new(format: Format, out: W) -> io::Result<Self> {
+        let journal = match format {
+            Format::Journald => Some(journald::Journal::connect()?),
+            _ => None,
+        };
+        Ok(EventSink {
             format,
             clock: Clock::new(),
             buf: Vec::with_capacity(FLUSH_AT + 64 * 1024),
             out,
-        }
+            journal,
+        })
     }
 
     pub fn clock_mut(&mut self) -> &mut Clock {
@@ -49,6 +60,16 @@ impl<W: Write> EventSink<W> {
         match self.format {
             Format::Text => text::write_event(&mut self.buf, ev, &self.clock),
             Format::Json => json::write_event(&mut self.buf, ev, &self.clock),
+            Format::Journald => {
+                // One datagram per entry: nothing to batch.
+                journald::write_event(&mut self.buf, ev, &self.clock);
+                let sent = match &self.journal {
+                    Some(j) => j.send(&self.buf),
+                    None => Ok(()),
+                };
+                self.buf.clear();
+                return sent;
+            }
         }
         if self.buf.len() >= FLUSH_AT {
             self.flush()?;

@@ -22,10 +22,17 @@ fn kv_str(out: &mut Vec<u8>, k: &str, v: &[u8]) {
 /// Append one line (with its newline) for `ev`.
 pub fn write_event(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
     write_rfc3339(out, clock.unix_ns(ev.boot_ns));
+    out.push(b' ');
+    write_message(out, ev);
+    out.push(b'\n');
+}
+
+/// The line without timestamp and newline (journald's MESSAGE).
+pub fn write_message(out: &mut Vec<u8>, ev: &ExecEvent) {
     match ev.errno {
-        None => out.extend_from_slice(b" exec"),
+        None => out.extend_from_slice(b"exec"),
         Some(e) => {
-            out.extend_from_slice(b" exec-failed error=");
+            out.extend_from_slice(b"exec-failed error=");
             let err = nix::errno::Errno::from_raw(e);
             if err == nix::errno::Errno::UnknownErrno {
                 out.extend_from_slice(itoa::Buffer::new().format(e).as_bytes());
@@ -90,5 +97,4 @@ pub fn write_event(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
     if ev.ns_pid != ev.pid {
         kv_num(out, "nspid", u64::from(ev.ns_pid));
     }
-    out.push(b'\n');
 }

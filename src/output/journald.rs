@@ -1,0 +1,284 @@
+//! journald's native protocol: one datagram per entry, binary-safe fields,
+//! sealed memfd for entries too large for a datagram.
+
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
+
+use super::clock::{write_rfc3339, Clock};
+use super::text;
+use crate::decode::ExecEvent;
+
+pub const SOCKET: &str = "/run/systemd/journal/socket";
+
+/// MESSAGE_IDs (journalctl MESSAGE_ID=...; catalog in deploy/systemd).
+pub mod message_ids {
+    /// A successful exec.
+    pub const EXEC: &str = "f09ad527e8ef47a6917d817cfe678f23";
+    /// A failed exec.
+    pub const EXEC_FAILED: &str = "9231b8bcd2bb4b2c92ef027577427ed7";
+    /// The daemon attached and records.
+    pub const STARTED: &str = "5084ea02f125437bae2cc1bbb89afe1e";
+    /// Exec events were lost.
+    pub const LOST: &str = "04873e0f8d5a4c0a99a421049e2f4091";
+    /// The daemon stopped: summary of what it delivered and lost.
+    pub const SUMMARY: &str = "128cd06b0fd1461899812fb2b650e3b7";
+}
+
+/// Most argv elements sent as fields; journald caps fields per entry.
+pub const ARGV_FIELDS_MAX: usize = 512;
+
+/// Append one field. Values with a newline use the binary form
+/// (`NAME\n<le64 length><bytes>\n`), so no value can start another field.
+pub fn field(buf: &mut Vec<u8>, name: &str, value: &[u8]) {
+    buf.extend_from_slice(name.as_bytes());
+    if value.contains(&b'\n') {
+        buf.push(b'\n');
+        buf.extend_from_slice(&(value.len() as u64).to_le_bytes());
+    } else {
+        buf.push(b'=');
+    }
+    buf.extend_from_slice(value);
+    buf.push(b'\n');
+}
+
+fn num(buf: &mut Vec<u8>, name: &str, v: u64) {
+    field(buf, name, itoa::Buffer::new().format(v).as_bytes());
+}
+
+/// Build the entry for one exec.
+pub fn write_event(buf: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
+    let mut msg = Vec::with_capacity(256);
+    text::write_message(&mut msg, ev);
+    field(buf, "MESSAGE", &msg);
+    let (id, prio) = if ev.succeeded() {
+        (message_ids::EXEC, "6")
+    } else {
+        (message_ids::EXEC_FAILED, "5")
+    };
+    field(buf, "MESSAGE_ID", id.as_bytes());
+    field(buf, "PRIORITY", prio.as_bytes());
+    field(buf, "SYSLOG_IDENTIFIER", b"execwatch");
+    let mut ts = Vec::with_capacity(32);
+    write_rfc3339(&mut ts, clock.unix_ns(ev.boot_ns));
+    field(buf, "EXECWATCH_TIMESTAMP", &ts);
+    num(buf, "EXECWATCH_SEQUENCE", ev.seq);
+    field(
+        buf,
+        "EXECWATCH_OUTCOME",
+        if ev.succeeded() {
+            b"success"
+        } else {
+            b"failure"
+        },
+    );
+    if let Some(e) = ev.errno {
+        let err = nix::errno::Errno::from_raw(e);
+        field(buf, "EXECWATCH_ERRNO", format!("{err:?}").as_bytes());
+        num(buf, "EXECWATCH_ERRNO_NUMBER", e.unsigned_abs().into());
+    }
+    if let Some(sc) = ev.syscall {
+        field(buf, "EXECWATCH_SYSCALL", sc.name().as_bytes());
+    }
+    num(buf, "EXECWATCH_PID", ev.pid.into());
+    num(buf, "EXECWATCH_TID", ev.tid.into());
+    num(buf, "EXECWATCH_PPID", ev.ppid.into());
+    num(buf, "EXECWATCH_UID", ev.uid.into());
+    num(buf, "EXECWATCH_GID", ev.gid.into());
+    num(buf, "EXECWATCH_EUID", ev.euid.into());
+    num(buf, "EXECWATCH_EGID", ev.egid.into());
+    if let Some(a) = ev.auid {
+        num(buf, "EXECWATCH_AUID", a.into());
+    }
+    if let Some(s) = ev.session_id {
+        num(buf, "EXECWATCH_SESSION_ID", s.into());
+    }
+    field(buf, "EXECWATCH_COMM", &ev.comm);
+    if !ev.caller_comm.is_empty() {
+        field(buf, "EXECWATCH_CALLER_COMM", &ev.caller_comm);
+    }
+    if !ev.executable.is_empty() {
+        field(buf, "EXECWATCH_EXE", &ev.executable);
+    }
+    field(buf, "EXECWATCH_FILENAME", &ev.filename);
+    num(buf, "EXECWATCH_ARGC", ev.argc.into());
+    num(buf, "EXECWATCH_ARGS_BYTES", ev.args_size.into());
+    let mut name = String::with_capacity(24);
+    for (i, arg) in ev.args().enumerate().take(ARGV_FIELDS_MAX) {
+        name.clear();
+        name.push_str("EXECWATCH_ARGV_");
+        name.push_str(itoa::Buffer::new().format(i));
+        field(buf, &name, arg);
+    }
+    let truncated = ev.args_truncated || ev.captured_args() > ARGV_FIELDS_MAX;
+    field(
+        buf,
+        "EXECWATCH_ARGS_TRUNCATED",
+        if truncated { b"1" } else { b"0" },
+    );
+    num(buf, "EXECWATCH_CGROUP_ID", ev.cgroup_id);
+    if let Some(cg) = ev.cgroup.as_deref() {
+        field(buf, "EXECWATCH_CGROUP_PATH", &cg.path);
+        if let Some(id) = &cg.container_id {
+            field(buf, "EXECWATCH_CONTAINER_ID", id.as_bytes());
+        }
+        if let Some(rt) = cg.runtime {
+            field(buf, "EXECWATCH_CONTAINER_RUNTIME", rt.as_bytes());
+        }
+        if let Some(pod) = &cg.pod_uid {
+            field(buf, "EXECWATCH_POD_UID", pod.as_bytes());
+        }
+        if let Some(u) = &cg.unit {
+            field(buf, "EXECWATCH_SYSTEMD_UNIT", u.as_bytes());
+        }
+        if let Some(s) = &cg.slice {
+            field(buf, "EXECWATCH_SYSTEMD_SLICE", s.as_bytes());
+        }
+    }
+    num(buf, "EXECWATCH_PIDNS_INODE", ev.pidns_ino.into());
+    num(buf, "EXECWATCH_PIDNS_PID", ev.ns_pid.into());
+    if let Some(host) = ev.host_pid_ns {
+        field(buf, "EXECWATCH_PIDNS_HOST", if host { b"1" } else { b"0" });
+    }
+    num(buf, "EXECWATCH_MNTNS_INODE", ev.mntns_ino.into());
+}
+
+/// A connection to journald's native socket.
+pub struct Journal {
+    sock: UnixDatagram,
+}
+
+impl Journal {
+    pub fn connect() -> io::Result<Journal> {
+        let sock = UnixDatagram::unbound()?;
+        sock.connect(SOCKET).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot reach journald at {SOCKET} ({e}): is systemd-journald running?"),
+            )
+        })?;
+        Ok(Journal { sock })
+    }
+
+    /// Send one entry; entries too large for a datagram go in a sealed memfd.
+    pub fn send(&self, entry: &[u8]) -> io::Result<()> {
+        match self.sock.send(entry) {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMSGSIZE) | Some(libc::ENOBUFS)) => {
+                self.send_memfd(entry)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn send_memfd(&self, entry: &[u8]) -> io::Result<()> {
+        use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+        use nix::sys::memfd::{memfd_create, MFdFlags};
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+
+        let fd = memfd_create(
+            c"execwatch-journal",
+            MFdFlags::MFD_ALLOW_SEALING | MFdFlags::MFD_CLOEXEC,
+        )?;
+        let mut file = std::fs::File::from(fd);
+        file.write_all(entry)?;
+        fcntl(
+            &file,
+            FcntlArg::F_ADD_SEALS(
+                SealFlag::F_SEAL_SHRINK
+                    | SealFlag::F_SEAL_GROW
+                    | SealFlag::F_SEAL_WRITE
+                    | SealFlag::F_SEAL_SEAL,
+            ),
+        )?;
+        let fds = [file.as_raw_fd()];
+        sendmsg::<()>(
+            self.sock.as_raw_fd(),
+            &[],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        )?;
+        Ok(())
+    }
+}
+
+/// Whether stderr is connected to the journal (systemd sets JOURNAL_STREAM
+/// to the `device:inode` of the stream it gave the service).
+pub fn stderr_is_journal() -> bool {
+    let Ok(v) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = v.split_once(':') else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    nix::sys::stat::fstat(std::io::stderr()).is_ok_and(|st| st.st_dev == dev && st.st_ino == ino)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parse the native protocol back into (name, value) pairs.
+    pub fn parse(mut b: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        while !b.is_empty() {
+            let nl = b.iter().position(|&c| c == b'\n').unwrap();
+            let line = &b[..nl];
+            if let Some(eq) = line.iter().position(|&c| c == b'=') {
+                out.push((
+                    String::from_utf8(line[..eq].to_vec()).unwrap(),
+                    line[eq + 1..].to_vec(),
+                ));
+                b = &b[nl + 1..];
+            } else {
+                let name = String::from_utf8(line.to_vec()).unwrap();
+                let len = u64::from_le_bytes(b[nl + 1..nl + 9].try_into().unwrap()) as usize;
+                let start = nl + 9;
+                out.push((name, b[start..start + len].to_vec()));
+                assert_eq!(b[start + len], b'\n');
+                b = &b[start + len + 1..];
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn values_with_newlines_use_the_binary_form() {
+        let mut buf = Vec::new();
+        field(&mut buf, "A", b"plain");
+        field(&mut buf, "B", b"two\nlines\nFORGED=1");
+        field(&mut buf, "C", b"\xff\x00bytes");
+        let f = parse(&buf);
+        assert_eq!(f.len(), 3, "a newline cannot start a forged field");
+        assert_eq!(f[1], ("B".into(), b"two\nlines\nFORGED=1".to_vec()));
+        assert_eq!(f[2].1, b"\xff\x00bytes");
+    }
+
+    #[test]
+    fn exec_entry_has_one_line_message_and_indexed_argv() {
+        let mut ev = ExecEvent::default();
+        ev.set_args([&b"sh"[..], b"-c", b"echo\nFORGED=1", b""]);
+        ev.argc = 4;
+        ev.comm = b"sh".to_vec();
+        ev.executable = b"/usr/bin/dash".to_vec();
+        let mut buf = Vec::new();
+        write_event(&mut buf, &ev, &Clock::with_offset(0));
+        let f = parse(&buf);
+        let get = |n: &str| f.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let msg = get("MESSAGE").unwrap();
+        assert!(!msg.contains(&b'\n'));
+        assert_eq!(get("MESSAGE_ID").unwrap(), message_ids::EXEC.as_bytes());
+        assert_eq!(get("EXECWATCH_ARGV_2").unwrap(), b"echo\nFORGED=1");
+        assert_eq!(get("EXECWATCH_ARGV_3").unwrap(), b"");
+        assert_eq!(get("EXECWATCH_ARGC").unwrap(), b"4");
+        assert!(get("FORGED").is_none());
+        assert!(
+            f.iter().all(|(k, _)| !k.starts_with('_')),
+            "no trusted fields"
+        );
+    }
+}

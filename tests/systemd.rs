@@ -1,0 +1,300 @@
+//! systemd integration for real: sd_notify over a real socket, and entries
+//! in a real journald read back with journalctl.
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::net::UnixDatagram;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{marker, run_quiet};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+/// Start a standalone systemd-journald when none is listening.
+fn ensure_journald() {
+    if UnixDatagram::unbound()
+        .unwrap()
+        .connect(JOURNAL_SOCKET)
+        .is_ok()
+    {
+        return;
+    }
+    std::fs::create_dir_all("/run/systemd/journal").unwrap();
+    let journald = [
+        "/lib/systemd/systemd-journald",
+        "/usr/lib/systemd/systemd-journald",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .expect("systemd-journald is installed (Debian package systemd)");
+    // --fork: setsid returns at once, journald lives on in its own session.
+    let started = Command::new("setsid")
+        .args(["--fork", journald])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("start systemd-journald");
+    assert!(started.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while UnixDatagram::unbound()
+        .unwrap()
+        .connect(JOURNAL_SOCKET)
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "systemd-journald did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Notified {
+    sock: UnixDatagram,
+    _dir: std::path::PathBuf,
+}
+
+impl Notified {
+    fn new(name: &str) -> Notified {
+        let dir =
+            std::env::temp_dir().join(format!("execwatch-notify-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = UnixDatagram::bind(dir.join("notify")).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Notified { sock, _dir: dir }
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self._dir.join("notify")
+    }
+
+    /// Messages received until `pred` holds for one of them, or timeout.
+    fn until(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.sock.recv(&mut buf) {
+                let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let done = pred(&m);
+                got.push(m);
+                if done {
+                    return got;
+                }
+            }
+        }
+        panic!("timed out; received: {got:?}");
+    }
+}
+
+fn spawn(args: &[&str], notify: &Notified, env: &[(&str, &str)]) -> Child {
+    common::require_root();
+    let mut cmd = Command::new(common::BIN);
+    cmd.args(args)
+        .env("NOTIFY_SOCKET", notify.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+#[test]
+fn sd_notify_ready_after_attach_status_watchdog_stopping() {
+    let n = Notified::new("sd");
+    let mut child = spawn(
+        &["--format", "json", "--stats-interval", "1"],
+        &n,
+        &[("WATCHDOG_USEC", "600000")],
+    );
+    let first = n.until(Duration::from_secs(60), |m| m.contains("READY=1"));
+    assert!(first.last().unwrap().contains("STATUS="), "{first:?}");
+    // READY means attached: an exec right now is recorded.
+    let m = marker("ready");
+    assert!(run_quiet(Command::new("/bin/true").arg(&m)).success());
+    let mut seen = n.until(Duration::from_secs(10), |m| m.contains("STATUS=recording:"));
+    seen.extend(n.until(Duration::from_secs(5), |m| m == "WATCHDOG=1"));
+    seen.extend(n.until(Duration::from_secs(5), |m| m == "WATCHDOG=1"));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    n.until(Duration::from_secs(10), |m| m.contains("STOPPING=1"));
+    assert!(child.wait().unwrap().success());
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(
+        out.lines().any(|l| l.contains(&m)),
+        "the exec right after READY is in the output"
+    );
+    let status = seen
+        .iter()
+        .find(|m| m.contains("STATUS=recording:"))
+        .unwrap();
+    assert!(
+        status.contains("events") && status.contains("lost"),
+        "{status}"
+    );
+}
+
+#[test]
+fn no_notify_socket_is_a_no_op() {
+    common::require_root();
+    let mut child = Command::new(common::BIN)
+        .args(["--format", "json"])
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// A journal field as bytes: journalctl gives non-printable values as arrays.
+fn bytes(v: &Value) -> Vec<u8> {
+    match v {
+        Value::String(s) => s.as_bytes().to_vec(),
+        Value::Array(a) => a.iter().map(|x| x.as_u64().unwrap() as u8).collect(),
+        other => panic!("not a journal field value: {other}"),
+    }
+}
+
+fn journal_entries(matches: &[String]) -> Vec<Value> {
+    let out = Command::new("journalctl")
+        .args(["-o", "json", "--no-pager", "--all"])
+        .args(matches)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn journald_entries_are_native_fields_and_cannot_be_forged() {
+    ensure_journald();
+    let n = Notified::new("journal");
+    let mut child = spawn(&["--format", "journald"], &n, &[]);
+    n.until(Duration::from_secs(60), |m| m.contains("READY=1"));
+    let m = marker("journal");
+    let hostile: [&[u8]; 4] = [
+        m.as_bytes(),
+        b"line\nFORGED_FIELD=1\nMESSAGE=forged",
+        b"\x1b[2J\x1b[31mred",
+        b"\xff\xfe",
+    ];
+    let mut cmd = Command::new("/bin/true");
+    for a in hostile {
+        cmd.arg(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(a));
+    }
+    let status = run_quiet(&mut cmd);
+    assert!(status.success());
+    let daemon_pid = child.id();
+    std::thread::sleep(Duration::from_millis(500));
+    kill(Pid::from_raw(daemon_pid as i32), Signal::SIGTERM).unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let entries = loop {
+        // Other tests' daemons record the same exec: take ours.
+        let e = journal_entries(&[
+            format!("EXECWATCH_ARGV_1={m}"),
+            format!("_PID={daemon_pid}"),
+        ]);
+        if !e.is_empty() || Instant::now() > deadline {
+            break e;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(entries.len(), 1, "one entry per exec: {entries:?}");
+    let e = &entries[0];
+    let msg = bytes(&e["MESSAGE"]);
+    assert!(
+        !msg.contains(&b'\n'),
+        "MESSAGE is one line: {:?}",
+        String::from_utf8_lossy(&msg)
+    );
+    assert!(String::from_utf8_lossy(&msg).contains(r"line\nFORGED_FIELD=1\nMESSAGE=forged"));
+    assert_eq!(e["MESSAGE_ID"], "f09ad527e8ef47a6917d817cfe678f23");
+    assert_eq!(e["SYSLOG_IDENTIFIER"], "execwatch");
+    assert_eq!(e["PRIORITY"], "6");
+    assert_eq!(e["EXECWATCH_OUTCOME"], "success");
+    assert_eq!(e["EXECWATCH_ARGC"], "5");
+    assert_eq!(bytes(&e["EXECWATCH_ARGV_2"]), hostile[1]);
+    assert_eq!(bytes(&e["EXECWATCH_ARGV_3"]), hostile[2]);
+    assert_eq!(bytes(&e["EXECWATCH_ARGV_4"]), hostile[3]);
+    assert!(e.get("FORGED_FIELD").is_none(), "no forged field: {e}");
+    let exe = std::fs::canonicalize("/bin/true").unwrap();
+    assert_eq!(e["EXECWATCH_EXE"], exe.to_str().unwrap());
+    assert_eq!(e["EXECWATCH_PPID"], std::process::id().to_string());
+    assert!(e.get("EXECWATCH_CGROUP_PATH").is_some());
+
+    // The daemon's own diagnostics are entries with their MESSAGE_IDs too.
+    let pid_match = format!("_PID={daemon_pid}");
+    let diag = journal_entries(&[pid_match, "SYSLOG_IDENTIFIER=execwatch".into()]);
+    let ids: Vec<&str> = diag
+        .iter()
+        .filter_map(|d| d["MESSAGE_ID"].as_str())
+        .collect();
+    assert!(
+        ids.contains(&"5084ea02f125437bae2cc1bbb89afe1e"),
+        "started: {ids:?}"
+    );
+    assert!(
+        ids.contains(&"128cd06b0fd1461899812fb2b650e3b7"),
+        "summary: {ids:?}"
+    );
+}
+
+#[test]
+fn journald_is_the_default_when_stderr_is_the_journal() {
+    ensure_journald();
+    // Give execwatch a stderr whose device:inode JOURNAL_STREAM names, as
+    // systemd does for a service whose output goes to the journal.
+    let n = Notified::new("stream");
+    let err_path = n._dir.join("stderr");
+    let err = std::fs::File::create(&err_path).unwrap();
+    let st = nix::sys::stat::fstat(&err).unwrap();
+    common::require_root();
+    let mut child = Command::new(common::BIN)
+        .env("NOTIFY_SOCKET", n.path())
+        .env("JOURNAL_STREAM", format!("{}:{}", st.st_dev, st.st_ino))
+        .stdout(Stdio::piped())
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    n.until(Duration::from_secs(60), |m| m.contains("READY=1"));
+    let m = marker("default");
+    assert!(run_quiet(Command::new("/bin/true").arg(&m)).success());
+    std::thread::sleep(Duration::from_millis(500));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(child.wait().unwrap().success());
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(out.is_empty(), "nothing on stdout in journald mode: {out}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while journal_entries(&[format!("EXECWATCH_ARGV_1={m}")]).is_empty() {
+        assert!(Instant::now() < deadline, "entry not in the journal");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
