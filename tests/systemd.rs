@@ -298,3 +298,78 @@ fn journald_is_the_default_when_stderr_is_the_journal() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+fn repo_file(rel: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+#[test]
+fn shipped_unit_verifies_and_scores_low_exposure() {
+    let unit = std::fs::read_to_string(repo_file("deploy/systemd/execwatch.service")).unwrap();
+    for want in [
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=on-failure",
+        "LogRateLimitIntervalSec=0",
+        "CapabilityBoundingSet=CAP_BPF CAP_PERFMON",
+    ] {
+        assert!(unit.contains(want), "unit lacks {want}");
+    }
+    // verify checks that ExecStart exists: point it at the built binary,
+    // nothing else changes.
+    let dir = std::env::temp_dir().join(format!("execwatch-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("execwatch.service");
+    std::fs::write(&copy, unit.replace("/usr/local/bin/execwatch", common::BIN)).unwrap();
+    let v = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let verify_out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
+    assert!(
+        v.status.success() && verify_out.trim().is_empty(),
+        "verify: {verify_out}"
+    );
+
+    let s = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&s.stdout);
+    let level: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for execwatch.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in: {text}"));
+    assert!(level <= 2.5, "exposure {level} > 2.5:\n{text}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn catalog_explains_every_message_id() {
+    use execwatch::output::journald::message_ids as ids;
+    let catalog = std::fs::read_to_string(repo_file("deploy/systemd/execwatch.catalog")).unwrap();
+    for id in [
+        ids::EXEC,
+        ids::EXEC_FAILED,
+        ids::STARTED,
+        ids::LOST,
+        ids::SUMMARY,
+    ] {
+        let entry = catalog
+            .split("\n-- ")
+            .find(|e| e.starts_with(id))
+            .unwrap_or_else(|| panic!("no catalog entry for {id}"));
+        assert!(entry.contains("\nSubject: "), "{id} has no Subject");
+    }
+}
