@@ -119,17 +119,25 @@ fn is_deceptive(c: char) -> bool {
         | '\u{FEFF}')
 }
 
+/// The backslash escapes both formats share.
+fn short_escape(b: u8) -> Option<&'static [u8]> {
+    match b {
+        b'"' => Some(b"\\\""),
+        b'\\' => Some(b"\\\\"),
+        b'\n' => Some(b"\\n"),
+        b'\r' => Some(b"\\r"),
+        b'\t' => Some(b"\\t"),
+        _ => None,
+    }
+}
+
 struct Text;
 
 impl Rules for Text {
     fn ascii(out: &mut Vec<u8>, b: u8) {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            _ => Text::invalid(out, &[b]),
+        match short_escape(b) {
+            Some(e) => out.extend_from_slice(e),
+            None => Text::invalid(out, &[b]),
         }
     }
 
@@ -157,13 +165,9 @@ struct Json;
 
 impl Rules for Json {
     fn ascii(out: &mut Vec<u8>, b: u8) {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            _ => out.extend_from_slice(&[
+        match short_escape(b) {
+            Some(e) => out.extend_from_slice(e),
+            None => out.extend_from_slice(&[
                 b'\\',
                 b'u',
                 b'0',
