@@ -117,6 +117,14 @@ fn sd_notify_ready_after_attach_status_watchdog_stopping() {
         &n,
         &[("WATCHDOG_USEC", "600000")],
     );
+    // Read stdout as it comes: a full pipe would block the daemon (and rightly
+    // starve the watchdog).
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        stdout.read_to_string(&mut out).unwrap();
+        out
+    });
     let first = n.until(Duration::from_secs(60), |m| m.contains("READY=1"));
     assert!(first.last().unwrap().contains("STATUS="), "{first:?}");
     // READY means attached: an exec right now is recorded.
@@ -128,13 +136,7 @@ fn sd_notify_ready_after_attach_status_watchdog_stopping() {
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     n.until(Duration::from_secs(10), |m| m.contains("STOPPING=1"));
     assert!(child.wait().unwrap().success());
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    let out = reader.join().unwrap();
     assert!(
         out.lines().any(|l| l.contains(&m)),
         "the exec right after READY is in the output"
