@@ -1,0 +1,145 @@
+//! One binary on every supported kernel: boot Debian's 6.1 and 6.12 kernels
+//! under qemu (TCG), tracefs not mounted, start execwatch from a minimal
+//! initramfs, run marked execs (success, failure, execveat) and check the
+//! JSON events on the serial console. About 10 s per kernel; ignored by a
+//! plain `cargo test`, run by scripts/test with `--ignored`.
+
+mod common;
+
+use std::process::Command;
+
+use serde_json::Value;
+
+struct Boot {
+    kernel: String,
+    tracefs_at_boot: String,
+    exit: String,
+    events: Vec<Value>,
+    diag: Vec<Value>,
+}
+
+fn boot(package_pattern: &str, ew_args: &str) -> Boot {
+    common::require_root();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/vm-boot");
+    let out = Command::new(script)
+        .arg(package_pattern)
+        .arg(common::BIN)
+        .env("EW_ARGS", ew_args)
+        .output()
+        .expect("run scripts/vm-boot (qemu-system-x86 and cpio come from scripts/install-deps)");
+    let console = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert!(
+        out.status.success(),
+        "vm-boot failed: {}\n{console}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line_after = |tag: &str| {
+        console
+            .lines()
+            // The firmware's escape codes may precede the first line.
+            .find_map(|l| l.split_once(tag).map(|(_, rest)| rest))
+            .unwrap_or_else(|| panic!("no {tag} on the console:\n{console}"))
+            .trim()
+            .to_string()
+    };
+    let section = |begin: &str, end: &str| -> Vec<Value> {
+        let start = console
+            .find(begin)
+            .unwrap_or_else(|| panic!("no {begin}:\n{console}"))
+            + begin.len();
+        let stop = console[start..].find(end).unwrap() + start;
+        console[start..stop]
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    };
+    Boot {
+        kernel: line_after("EW-KERNEL "),
+        tracefs_at_boot: line_after("EW-TRACEFS "),
+        exit: line_after("EW-EXIT "),
+        events: section("EW-EVENTS-BEGIN", "EW-EVENTS-END"),
+        diag: section("EW-DIAG-BEGIN", "EW-DIAG-END"),
+    }
+}
+
+fn check(b: &Boot, want_kernel: &str, want_hook: &str) {
+    assert!(b.kernel.starts_with(want_kernel), "booted {}", b.kernel);
+    assert_eq!(b.tracefs_at_boot, "absent", "the VM starts without tracefs");
+    assert_eq!(
+        b.exit, "0",
+        "execwatch exited 0 after SIGTERM; diag: {:?}",
+        b.diag
+    );
+    let attached = b
+        .diag
+        .iter()
+        .find(|d| d["message"] == "execwatch attached")
+        .expect("attached");
+    assert_eq!(attached["failed_execs"], want_hook);
+    let has = |marker: &str, name: &str| {
+        b.events
+            .iter()
+            .find(|e| {
+                e["process"]["args"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|a| a == marker)
+                    && e["process"]["name"] == name
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "no event for {marker} ({name}) on {}: {:?}",
+                    b.kernel, b.events
+                )
+            })
+            .clone()
+    };
+    let ok = has("ew-marker-success", "true");
+    assert_eq!(ok["event"]["outcome"], "success");
+    assert_eq!(ok["process"]["executable"], "/bin/busybox");
+    let fail = has("ew-marker-fail", "init");
+    assert_eq!(fail["error"]["code"], "ENOENT");
+    assert_eq!(fail["execwatch"]["filename"], "/nonexistent/ew-marker-fail");
+    let at = has("ew-marker-execveat", "true");
+    assert!(at["execwatch"]["filename"]
+        .as_str()
+        .unwrap()
+        .starts_with("/dev/fd/"));
+    assert_eq!(at["process"]["executable"], "/bin/busybox");
+    let summary = b
+        .diag
+        .iter()
+        .find(|d| d["message"] == "summary")
+        .expect("summary");
+    assert_eq!(summary["lost_total"], 0);
+    assert_eq!(summary["seen"], summary["events"]);
+}
+
+#[test]
+#[ignore = "boots kernels under qemu (slow): scripts/test runs it with --ignored"]
+fn debian_6_1_kernel() {
+    let b = boot("linux-image-6.1.0-*-cloud-amd64-unsigned", "");
+    check(&b, "6.1.", "tracepoints");
+    assert!(b.diag.iter().any(|d| d["message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("mounted tracefs"))));
+}
+
+#[test]
+#[ignore = "boots kernels under qemu (slow): scripts/test runs it with --ignored"]
+fn debian_6_1_kernel_without_tracefs_hooks() {
+    let b = boot(
+        "linux-image-6.1.0-*-cloud-amd64-unsigned",
+        "--failed-execs=sys-exit",
+    );
+    check(&b, "6.1.", "sys-exit");
+}
+
+#[test]
+#[ignore = "boots kernels under qemu (slow): scripts/test runs it with --ignored"]
+fn debian_6_12_kernel() {
+    let b = boot("linux-image-6.12.*-cloud-amd64-unsigned", "");
+    check(&b, "6.12.", "tracepoints");
+}
