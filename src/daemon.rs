@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -13,6 +14,7 @@ use tracing::{info, warn};
 use crate::bpf_loader::{BpfLoader, KernelStats};
 use crate::cgroups::CgroupCache;
 use crate::decode::ExecEvent;
+use crate::metrics::Metrics;
 use crate::output::journald::message_ids::{LOST, SUMMARY};
 use crate::output::EventSink;
 use crate::sd_notify::Notifier;
@@ -25,6 +27,8 @@ pub struct LoopOptions {
     pub poll_interval: Duration,
     /// How often the kernel counters are read (and losses reported).
     pub stats_interval: Duration,
+    /// Prometheus metrics to keep up to date, when served.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Default for LoopOptions {
@@ -32,6 +36,7 @@ impl Default for LoopOptions {
         LoopOptions {
             poll_interval: Duration::from_millis(100),
             stats_interval: Duration::from_secs(1),
+            metrics: None,
         }
     }
 }
@@ -53,6 +58,7 @@ struct Consumer<W: Write> {
     cgroups: CgroupCache,
     /// execwatch's own pid namespace: "the host's" for the events.
     own_pidns: Option<u64>,
+    metrics: Option<Arc<Metrics>>,
     events: u64,
     decode_errors: u64,
     io_error: Option<io::Error>,
@@ -68,6 +74,9 @@ impl<W: Write> Consumer<W> {
                     .cgroups
                     .resolve(ev.cgroup_id, ev.cgroup_path.as_deref());
                 ev.host_pid_ns = self.own_pidns.map(|ino| ino == u64::from(ev.pidns_ino));
+                if let Some(m) = &self.metrics {
+                    m.event(ev.succeeded());
+                }
                 if let Err(e) = self.sink.write_event(&self.event) {
                     self.io_error = Some(e);
                     return -1; // stop consuming: the output is gone
@@ -75,6 +84,9 @@ impl<W: Write> Consumer<W> {
             }
             Err(e) => {
                 self.decode_errors += 1;
+                if let Some(m) = &self.metrics {
+                    m.decode_error();
+                }
                 if self.decode_errors <= DECODE_ERRORS_LOGGED {
                     warn!(error = %e, record_len = record.len(), "malformed record skipped");
                 }
@@ -113,6 +125,7 @@ pub fn run<W: Write>(
         own_pidns: std::fs::metadata("/proc/self/ns/pid")
             .ok()
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m)),
+        metrics: opts.metrics.clone(),
         events: 0,
         decode_errors: 0,
         io_error: None,
@@ -172,6 +185,9 @@ pub fn run<W: Write>(
             c.sink.clock_mut().refresh();
             let now = loader.stats().context("reading BPF counters")?;
             report_losses(&last_stats, &now);
+            if let Some(m) = &opts.metrics {
+                m.kernel(&last_stats, &now);
+            }
             if notifier.enabled() {
                 notifier.status(&format!(
                     "recording: {} events, {} lost, {} filtered",
@@ -202,6 +218,9 @@ pub fn run<W: Write>(
 
     let kernel = loader.stats().context("reading BPF counters")?;
     report_losses(&last_stats, &kernel);
+    if let Some(m) = &opts.metrics {
+        m.kernel(&last_stats, &kernel);
+    }
     let c = consumer.into_inner();
     let summary = Summary {
         events: c.events,

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use execwatch::bpf_loader::{self, BpfLoader, FailedExecs, ARGS_MAX_LIMIT};
 use execwatch::daemon::{self, LoopOptions};
+use execwatch::metrics::{self, Metrics};
 use execwatch::output::{journald, EventSink, Format};
 use execwatch::preflight;
 use execwatch::sd_notify::Notifier;
@@ -74,6 +75,10 @@ struct Cli {
     #[arg(long)]
     failed_only: bool,
 
+    /// Serve Prometheus metrics (events, losses, ...) on HOST:PORT at /metrics.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_metrics_addr)]
+    metrics_addr: Option<String>,
+
     /// Log libbpf's messages and debug details to stderr.
     #[arg(short, long)]
     verbose: bool,
@@ -118,6 +123,16 @@ fn parse_ring_size(s: &str) -> Result<u32, String> {
         return Err("must be a power of two between 64KiB and 1GiB".into());
     }
     Ok(n as u32)
+}
+
+fn parse_metrics_addr(s: &str) -> Result<String, String> {
+    use std::net::ToSocketAddrs;
+    let resolves = s.to_socket_addrs().is_ok_and(|mut a| a.next().is_some());
+    if resolves {
+        Ok(s.to_string())
+    } else {
+        Err(format!("`{s}` is not HOST:PORT (example: 127.0.0.1:9464)"))
+    }
 }
 
 fn parse_uid(s: &str) -> Result<u32, String> {
@@ -229,9 +244,20 @@ fn run(cli: &Cli, format: Format) -> Result<()> {
     );
 
     let sink = EventSink::new(format, io::stdout().lock()).context("opening the output")?;
+    let metrics = match &cli.metrics_addr {
+        Some(addr) => {
+            let m = Metrics::new(config.ring_buffer_bytes);
+            metrics::serve(addr, std::sync::Arc::clone(&m))
+                .with_context(|| format!("serving metrics on {addr}"))?;
+            info!(addr = %addr, "serving Prometheus metrics at /metrics");
+            Some(m)
+        }
+        None => None,
+    };
     let opts = LoopOptions {
         poll_interval: Duration::from_millis(cli.poll_interval),
         stats_interval: Duration::from_secs(cli.stats_interval),
+        metrics,
     };
     let mut notifier = Notifier::from_env();
     daemon::run(&mut loader, sink, &stop, &opts, &mut notifier)?;
