@@ -1,0 +1,155 @@
+//! The container image, built without a registry (deploy/image/build), run
+//! rootful with podman: host pid and cgroup namespaces, only CAP_BPF and
+//! CAP_PERFMON, not privileged. It must see host execs and other containers'
+//! execs, with the right container ids. Needs podman; run by scripts/test
+//! with the other slow tests (`--ignored`).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{marker, run_quiet};
+use serde_json::Value;
+
+fn podman() -> Command {
+    let mut c = Command::new("podman");
+    c.env(
+        "CONTAINERS_CONF",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/image/containers.conf"),
+    );
+    c
+}
+
+#[test]
+#[ignore = "builds and runs a container image (slow): scripts/test runs it with --ignored"]
+fn image_runs_with_two_capabilities_and_attributes_containers() {
+    common::require_root();
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let tag = format!("localhost/execwatch:test-{}", std::process::id());
+    let built = Command::new(format!("{dir}/deploy/image/build"))
+        .env(
+            "CONTAINERS_CONF",
+            format!("{dir}/deploy/image/containers.conf"),
+        )
+        .args([common::BIN, &tag])
+        .output()
+        .expect("podman is installed by scripts/install-deps");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let seccomp =
+        std::env::temp_dir().join(format!("execwatch-seccomp-{}.json", std::process::id()));
+    let profile = Command::new(format!("{dir}/deploy/image/seccomp-profile"))
+        .output()
+        .unwrap();
+    assert!(profile.status.success());
+    std::fs::write(&seccomp, &profile.stdout).unwrap();
+
+    let name = format!("execwatch-test-{}", std::process::id());
+    let mut tracer = podman()
+        .args([
+            "run",
+            "--rm",
+            "--name",
+            &name,
+            "--pid=host",
+            "--cgroupns=host",
+        ])
+        .args(["--cap-drop=all", "--cap-add=BPF,PERFMON", "--read-only"])
+        .args(["--security-opt=no-new-privileges"])
+        .arg(format!("--security-opt=seccomp={}", seccomp.display()))
+        .args(["-v", "/sys/kernel/btf:/sys/kernel/btf:ro"])
+        .args([&tag, "--format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let err = tracer.stderr.take().unwrap();
+    let err_reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if line.contains("execwatch attached") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let out = tracer.stdout.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        BufReader::new(out)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
+            .collect::<Vec<_>>()
+    });
+    if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        let _ = tracer.kill();
+        panic!(
+            "the containerized execwatch did not attach:\n{}",
+            err_reader.join().unwrap()
+        );
+    }
+
+    // A host exec, and an exec in another container.
+    let host_marker = marker("image-host");
+    assert!(run_quiet(Command::new("/bin/true").arg(&host_marker)).success());
+    let ctr_marker = marker("image-ctr");
+    let cidfile = std::env::temp_dir().join(format!("execwatch-cid-{}", std::process::id()));
+    let _ = std::fs::remove_file(&cidfile);
+    let inner = podman()
+        .args(["run", "--rm", "--cidfile"])
+        .arg(&cidfile)
+        .args([&tag, "--version", &ctr_marker])
+        .output()
+        .unwrap();
+    // `--version` exits at once; what matters is the exec in the container.
+    assert!(
+        inner.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inner.stderr)
+    );
+    let cid = std::fs::read_to_string(&cidfile)
+        .unwrap()
+        .trim()
+        .to_string();
+    std::thread::sleep(Duration::from_secs(1));
+
+    assert!(podman()
+        .args(["kill", "--signal", "TERM", &name])
+        .status()
+        .unwrap()
+        .success());
+    assert!(tracer.wait().unwrap().success());
+    let events = out_reader.join().unwrap();
+    let stderr = err_reader.join().unwrap();
+    let _ = podman().args(["rmi", "-f", &tag]).output();
+    let _ = std::fs::remove_file(&seccomp);
+
+    // The podman command itself carries the marker too: match by program.
+    let find = |m: &str, name: &str| {
+        events
+            .iter()
+            .find(|e| common::has_arg(e, m) && e["process"]["name"] == name)
+            .unwrap_or_else(|| panic!("no event for {m}; stderr:\n{stderr}"))
+            .clone()
+    };
+    let host = find(&host_marker, "true");
+    assert!(host.get("container").is_none(), "{host}");
+    assert_eq!(
+        host["execwatch"]["pid_ns"]["host"], true,
+        "--pid=host: the host's pids"
+    );
+    let ctr = find(&ctr_marker, "execwatch");
+    assert_eq!(ctr["container"]["id"], cid.as_str(), "{ctr}");
+    assert_eq!(ctr["container"]["runtime"], "podman");
+    assert_eq!(ctr["process"]["executable"], "/usr/local/bin/execwatch");
+    assert_eq!(ctr["execwatch"]["pid_ns"]["host"], false);
+}
