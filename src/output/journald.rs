@@ -73,8 +73,7 @@ pub fn write_event(buf: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
         },
     );
     if let Some(e) = ev.errno {
-        let err = nix::errno::Errno::from_raw(e);
-        field(buf, "EXECWATCH_ERRNO", format!("{err:?}").as_bytes());
+        field(buf, "EXECWATCH_ERRNO", super::errno_name(e).as_bytes());
         num(buf, "EXECWATCH_ERRNO_NUMBER", e.unsigned_abs().into());
     }
     if let Some(sc) = ev.syscall {

@@ -110,13 +110,11 @@ pub fn write_event(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
 
     if let Some(errno) = ev.errno {
         let mut e = root.obj("error");
-        let err = nix::errno::Errno::from_raw(errno);
-        if err == nix::errno::Errno::UnknownErrno {
-            e.str("code", itoa::Buffer::new().format(errno).as_bytes());
-        } else {
-            e.str("code", format!("{err:?}").as_bytes());
-        }
-        e.str("message", err.desc().as_bytes());
+        e.str("code", super::errno_name(errno).as_bytes());
+        e.str(
+            "message",
+            nix::errno::Errno::from_raw(errno).desc().as_bytes(),
+        );
         e.close();
     }
 

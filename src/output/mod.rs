@@ -11,6 +11,27 @@ use std::io::{self, Write};
 use crate::decode::ExecEvent;
 use clock::Clock;
 
+/// errno name (`ENOENT`) of a failed exec, or the number when the name is
+/// unknown.
+pub fn errno_name(errno: i32) -> String {
+    let err = nix::errno::Errno::from_raw(errno);
+    if err == nix::errno::Errno::UnknownErrno {
+        errno.to_string()
+    } else {
+        format!("{err:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn errno_names() {
+        assert_eq!(super::errno_name(2), "ENOENT");
+        assert_eq!(super::errno_name(13), "EACCES");
+        assert_eq!(super::errno_name(9999), "9999");
+    }
+}
+
 /// Output format of exec events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {

@@ -33,12 +33,7 @@ pub fn write_message(out: &mut Vec<u8>, ev: &ExecEvent) {
         None => out.extend_from_slice(b"exec"),
         Some(e) => {
             out.extend_from_slice(b"exec-failed error=");
-            let err = nix::errno::Errno::from_raw(e);
-            if err == nix::errno::Errno::UnknownErrno {
-                out.extend_from_slice(itoa::Buffer::new().format(e).as_bytes());
-            } else {
-                out.extend_from_slice(format!("{err:?}").as_bytes());
-            }
+            out.extend_from_slice(super::errno_name(e).as_bytes());
         }
     }
     kv_num(out, "seq", ev.seq);
