@@ -183,7 +183,14 @@ pub fn run<W: Write>(
         if last_stats_at.elapsed() >= opts.stats_interval {
             last_stats_at = Instant::now();
             c.sink.clock_mut().refresh();
-            let now = loader.stats().context("reading BPF counters")?;
+            let now = match loader.stats() {
+                Ok(now) => now,
+                Err(e) => {
+                    // Still detach and drain below.
+                    result = Err(anyhow::Error::new(e).context("reading BPF counters"));
+                    break;
+                }
+            };
             report_losses(&last_stats, &now);
             if let Some(m) = &opts.metrics {
                 m.kernel(&last_stats, &now);
