@@ -186,7 +186,7 @@ pub fn run<W: Write>(
             let now = match loader.stats() {
                 Ok(now) => now,
                 Err(e) => {
-                    // Still detach and drain below.
+                    // Leave through the detach and summary below.
                     result = Err(anyhow::Error::new(e).context("reading BPF counters"));
                     break;
                 }
