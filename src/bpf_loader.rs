@@ -210,6 +210,17 @@ fn kernel_version() -> Option<(u32, u32)> {
     crate::preflight::parse_release(&uts.release().to_string_lossy())
 }
 
+/// The syscall exit tracepoints are there (tracefs mounted now if needed,
+/// and said so).
+fn syscall_exit_events() -> Result<(), crate::tracefs::TracefsError> {
+    if crate::tracefs::ensure_syscall_exit_events()? {
+        tracing::info!(
+            "mounted tracefs at /sys/kernel/tracing for the execve/execveat exit tracepoints"
+        );
+    }
+    Ok(())
+}
+
 /// Pick the failed-exec hook; for `Auto`, prefer the syscall tracepoints and
 /// say why when falling back.
 fn resolve_failed_execs(wanted: FailedExecs) -> Result<FailedExecs, LoadError> {
@@ -220,9 +231,7 @@ fn resolve_failed_execs(wanted: FailedExecs) -> Result<FailedExecs, LoadError> {
             if !new_enough {
                 return Err(LoadError::TracepointsNeedNewerKernel);
             }
-            if crate::tracefs::ensure_syscall_exit_events()? {
-                tracing::info!("mounted tracefs at /sys/kernel/tracing for the execve/execveat exit tracepoints");
-            }
+            syscall_exit_events()?;
             Ok(FailedExecs::Tracepoints)
         }
         FailedExecs::Auto => {
@@ -230,13 +239,8 @@ fn resolve_failed_execs(wanted: FailedExecs) -> Result<FailedExecs, LoadError> {
                 tracing::info!("failed execs: using sys_exit (kernel older than 5.15)");
                 return Ok(FailedExecs::SysExit);
             }
-            match crate::tracefs::ensure_syscall_exit_events() {
-                Ok(mounted) => {
-                    if mounted {
-                        tracing::info!("mounted tracefs at /sys/kernel/tracing for the execve/execveat exit tracepoints");
-                    }
-                    Ok(FailedExecs::Tracepoints)
-                }
+            match syscall_exit_events() {
+                Ok(()) => Ok(FailedExecs::Tracepoints),
                 Err(e) => {
                     tracing::info!(reason = %e, "failed execs: using sys_exit, the syscall tracepoints are unavailable");
                     Ok(FailedExecs::SysExit)
