@@ -2,6 +2,7 @@
 
 use super::clock::{write_rfc3339, Clock};
 use super::escape::{json_base64, json_escape, json_string};
+use super::write_args;
 use crate::decode::ExecEvent;
 
 /// ECS version the field names follow.
@@ -135,7 +136,7 @@ pub fn write_event(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
         if !ev.executable.is_empty() {
             p.str("executable", &ev.executable);
         }
-        write_args(p.key("args"), ev, json_string);
+        write_args(p.key("args"), ev, b',', json_string);
         p.num("args_count", u64::from(ev.argc));
         command_line_truncated = write_command_line(p.key("command_line"), ev);
         p.close();
@@ -275,18 +276,6 @@ pub fn write_event(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
     out.push(b'\n');
 }
 
-/// argv as a JSON array, each argument written by `item`.
-fn write_args(out: &mut Vec<u8>, ev: &ExecEvent, item: fn(&mut Vec<u8>, &[u8])) {
-    out.push(b'[');
-    for (i, arg) in ev.args().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        item(out, arg);
-    }
-    out.push(b']');
-}
-
 /// `process.command_line` is for display and search: at most this many
 /// bytes of arguments (keyword fields are not indexed past ~1 KiB anyway);
 /// `process.args` carries them all.
@@ -349,7 +338,7 @@ fn write_raw_fields(x: &mut Obj<'_>, ev: &ExecEvent) {
         }
     }
     if !args_ok {
-        write_args(r.key("args"), ev, json_base64);
+        write_args(r.key("args"), ev, b',', json_base64);
     }
     r.close();
 }

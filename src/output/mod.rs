@@ -11,6 +11,23 @@ use std::io::{self, Write};
 use crate::decode::ExecEvent;
 use clock::Clock;
 
+/// argv as `[a<sep>b<sep>c]`, each argument written by `item`.
+pub(crate) fn write_args(
+    out: &mut Vec<u8>,
+    ev: &ExecEvent,
+    sep: u8,
+    item: fn(&mut Vec<u8>, &[u8]),
+) {
+    out.push(b'[');
+    for (i, arg) in ev.args().enumerate() {
+        if i > 0 {
+            out.push(sep);
+        }
+        item(out, arg);
+    }
+    out.push(b']');
+}
+
 /// errno name (`ENOENT`) of a failed exec, or the number when the name is
 /// unknown.
 pub fn errno_name(errno: i32) -> String {

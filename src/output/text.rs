@@ -59,14 +59,8 @@ pub fn write_message(out: &mut Vec<u8>, ev: &ExecEvent) {
     if ev.filename != ev.executable {
         kv_str(out, "filename", &ev.filename);
     }
-    out.extend_from_slice(b" argv=[");
-    for (i, arg) in ev.args().enumerate() {
-        if i > 0 {
-            out.push(b' ');
-        }
-        text_quoted(out, arg);
-    }
-    out.push(b']');
+    out.extend_from_slice(b" argv=");
+    super::write_args(out, ev, b' ', text_quoted);
     if ev.args_truncated || ev.captured_args() != ev.argc as usize {
         kv_num(out, "argc", u64::from(ev.argc));
         out.extend_from_slice(b" args-truncated");
