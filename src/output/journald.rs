@@ -48,9 +48,11 @@ fn num(buf: &mut Vec<u8>, name: &str, v: u64) {
 
 /// Build the entry for one exec.
 pub fn write_event(buf: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
-    let mut msg = Vec::with_capacity(256);
-    text::write_message(&mut msg, ev);
-    field(buf, "MESSAGE", &msg);
+    // Written in place: the text line never holds a newline (every control
+    // character is escaped), so the plain `NAME=value` form is safe.
+    buf.extend_from_slice(b"MESSAGE=");
+    text::write_message(buf, ev);
+    buf.push(b'\n');
     let (id, prio) = if ev.succeeded() {
         (message_ids::EXEC, "6")
     } else {
@@ -59,9 +61,9 @@ pub fn write_event(buf: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
     field(buf, "MESSAGE_ID", id.as_bytes());
     field(buf, "PRIORITY", prio.as_bytes());
     field(buf, "SYSLOG_IDENTIFIER", b"execwatch");
-    let mut ts = Vec::with_capacity(32);
-    write_rfc3339(&mut ts, clock.unix_ns(ev.boot_ns));
-    field(buf, "EXECWATCH_TIMESTAMP", &ts);
+    buf.extend_from_slice(b"EXECWATCH_TIMESTAMP=");
+    write_rfc3339(buf, clock.unix_ns(ev.boot_ns));
+    buf.push(b'\n');
     num(buf, "EXECWATCH_SEQUENCE", ev.seq);
     field(
         buf,
