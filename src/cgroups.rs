@@ -17,6 +17,8 @@ pub struct CgroupInfo {
     pub unit: Option<String>,
     /// Innermost systemd slice.
     pub slice: Option<String>,
+    /// The kernel cut the path (too deep or too long): `path` is its tail.
+    pub path_truncated: bool,
 }
 
 fn is_hex64(s: &str) -> bool {
@@ -126,10 +128,18 @@ pub const CACHE_MAX: usize = 16384;
 impl CgroupCache {
     /// Attribution for an event: from the path it carries (first exec in a
     /// cgroup), else from the cache.
-    pub fn resolve(&mut self, id: u64, path: Option<&[u8]>) -> Option<Arc<CgroupInfo>> {
+    pub fn resolve(
+        &mut self,
+        id: u64,
+        path: Option<&[u8]>,
+        truncated: bool,
+    ) -> Option<Arc<CgroupInfo>> {
         match path {
             Some(p) => {
-                let info = Arc::new(parse(p));
+                let info = Arc::new(CgroupInfo {
+                    path_truncated: truncated,
+                    ..parse(p)
+                });
                 if self.known.insert(id, Arc::clone(&info)).is_none() {
                     self.new.push(id);
                 }
@@ -316,12 +326,14 @@ mod tests {
     #[test]
     fn cache_resolves_once_then_from_memory() {
         let mut c = CgroupCache::default();
-        let a = c.resolve(7, Some(b"/system.slice/a.service")).unwrap();
+        let a = c
+            .resolve(7, Some(b"/system.slice/a.service"), false)
+            .unwrap();
         assert_eq!(c.take_new(), vec![7]);
-        let b = c.resolve(7, None).unwrap();
+        let b = c.resolve(7, None, false).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
         assert!(c.take_new().is_empty());
-        assert_eq!(c.resolve(8, None), None, "unknown id: no guess");
+        assert_eq!(c.resolve(8, None, false), None, "unknown id: no guess");
         assert_eq!(c.trim(), None);
     }
 
@@ -329,7 +341,7 @@ mod tests {
     fn cache_is_bounded() {
         let mut c = CgroupCache::default();
         for id in 0..CACHE_MAX as u64 {
-            c.resolve(id, Some(b"/x.service"));
+            c.resolve(id, Some(b"/x.service"), false);
         }
         let forgotten = c.trim().unwrap();
         assert_eq!(forgotten.len(), CACHE_MAX);

@@ -70,9 +70,11 @@ impl<W: Write> Consumer<W> {
             Ok(()) => {
                 self.events += 1;
                 let ev = &mut self.event;
-                ev.cgroup = self
-                    .cgroups
-                    .resolve(ev.cgroup_id, ev.cgroup_path.as_deref());
+                ev.cgroup = self.cgroups.resolve(
+                    ev.cgroup_id,
+                    ev.cgroup_path.as_deref(),
+                    ev.cgroup_path_truncated,
+                );
                 ev.host_pid_ns = self.own_pidns.map(|ino| ino == u64::from(ev.pidns_ino));
                 if let Some(m) = &self.metrics {
                     m.event(ev.succeeded());

@@ -1,6 +1,7 @@
 //! Raw ring-buffer record -> owned [`ExecEvent`], with every length checked.
 
 use crate::bpf_loader::{types, HEADER_LEN};
+pub use crate::event::{ExecEvent, Syscall};
 
 // SAFETY: `types::event` is the skeleton's `#[repr(C)]` copy of `struct
 // event`: integers and integer arrays only, so every bit pattern is valid.
@@ -25,79 +26,6 @@ pub enum DecodeError {
         declared: usize,
         available: usize,
     },
-}
-
-/// Which syscall a failed exec came through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Syscall {
-    Execve,
-    Execveat,
-}
-
-impl Syscall {
-    pub fn name(self) -> &'static str {
-        match self {
-            Syscall::Execve => "execve",
-            Syscall::Execveat => "execveat",
-        }
-    }
-}
-
-/// One exec, owned. Buffers are reused by [`ExecEvent::decode_from`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExecEvent {
-    pub seq: u64,
-    /// CLOCK_BOOTTIME nanoseconds of the exec.
-    pub boot_ns: u64,
-    pub cgroup_id: u64,
-    /// `None` on success, the errno of a failed exec.
-    pub errno: Option<i32>,
-    /// Set on failed execs only; a successful record does not say.
-    pub syscall: Option<Syscall>,
-    pub pid: u32,
-    pub tid: u32,
-    pub ppid: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub euid: u32,
-    pub egid: u32,
-    /// loginuid, `None` when unset.
-    pub auid: Option<u32>,
-    /// audit session id, `None` when unset.
-    pub session_id: Option<u32>,
-    pub pidns_ino: u32,
-    pub ns_pid: u32,
-    pub mntns_ino: u32,
-    /// Total argument count, including arguments not captured.
-    pub argc: u32,
-    /// Total bytes of the argument area (NULs included).
-    pub args_size: u32,
-    /// execveat's dirfd and flags, on a failed execveat.
-    pub dirfd: i32,
-    pub at_flags: u32,
-    pub args_truncated: bool,
-    pub filename_truncated: bool,
-    pub exe_truncated: bool,
-    pub args_read_failed: bool,
-    pub exe_read_failed: bool,
-    /// comm after exec.
-    pub comm: Vec<u8>,
-    /// comm before exec; empty when the kernel side missed it.
-    pub caller_comm: Vec<u8>,
-    /// The file name as passed to exec.
-    pub filename: Vec<u8>,
-    /// Path of what ran, from the root of its mount namespace; empty on failure.
-    pub executable: Vec<u8>,
-    /// The cgroup v2 path, in the first record of each cgroup only (the BPF
-    /// side stops sending it once the daemon knows the cgroup).
-    pub cgroup_path: Option<Vec<u8>>,
-    pub cgroup_truncated: bool,
-    /// Set by the daemon after decoding: who the cgroup belongs to.
-    pub cgroup: Option<std::sync::Arc<crate::cgroups::CgroupInfo>>,
-    /// Set by the daemon: whether the process is in execwatch's pid namespace.
-    pub host_pid_ns: Option<bool>,
-    args_bytes: Vec<u8>,
-    arg_ends: Vec<usize>,
 }
 
 impl ExecEvent {
@@ -186,11 +114,11 @@ impl ExecEvent {
         self.filename.clear();
         self.filename.extend_from_slice(until_nul(filename));
         assemble_path(&mut self.executable, exe, self.exe_truncated);
-        self.cgroup_truncated = flag(F::EVENT_FLAG_CGROUP_TRUNCATED);
+        self.cgroup_path_truncated = flag(F::EVENT_FLAG_CGROUP_TRUNCATED);
         if flag(F::EVENT_FLAG_CGROUP_PATH) {
             let path = self.cgroup_path.get_or_insert_with(Vec::new);
-            assemble_path(path, cgroup, self.cgroup_truncated);
-            if path.is_empty() && !self.cgroup_truncated {
+            assemble_path(path, cgroup, self.cgroup_path_truncated);
+            if path.is_empty() && !self.cgroup_path_truncated {
                 path.push(b'/'); // the root cgroup has no components
             }
         } else {
@@ -200,55 +128,6 @@ impl ExecEvent {
         self.host_pid_ns = None;
         self.split_args(args);
         Ok(())
-    }
-
-    /// Captured arguments, in order. Empty arguments are kept.
-    pub fn args(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
-        let mut start = 0;
-        self.arg_ends.iter().map(move |&end| {
-            let arg = &self.args_bytes[start..end];
-            start = end + 1;
-            arg
-        })
-    }
-
-    /// Number of captured arguments (at most `argc`).
-    pub fn captured_args(&self) -> usize {
-        self.arg_ends.len()
-    }
-
-    pub fn succeeded(&self) -> bool {
-        self.errno.is_none()
-    }
-
-    /// Set the arguments (for building events in tests and benchmarks).
-    pub fn set_args<'a>(&mut self, args: impl IntoIterator<Item = &'a [u8]>) {
-        self.args_bytes.clear();
-        self.arg_ends.clear();
-        for a in args {
-            self.args_bytes.extend_from_slice(a);
-            self.arg_ends.push(self.args_bytes.len());
-            self.args_bytes.push(0);
-        }
-    }
-
-    /// Split the NUL-separated argument area. At most `argc` pieces; a last
-    /// piece without its NUL (truncated capture) is kept as it is.
-    fn split_args(&mut self, area: &[u8]) {
-        self.args_bytes.clear();
-        self.arg_ends.clear();
-        self.args_bytes.extend_from_slice(area);
-        let max = self.argc as usize;
-        let mut start = 0;
-        while start < area.len() && self.arg_ends.len() < max {
-            let end = memchr::memchr(0, &area[start..]).map_or(area.len(), |p| start + p);
-            self.arg_ends.push(end);
-            start = end + 1;
-        }
-        // The area ends at the last NUL; a partial piece keeps no NUL.
-        if let Some(&last) = self.arg_ends.last() {
-            self.args_bytes.truncate(last + 1);
-        }
     }
 }
 

@@ -4,6 +4,8 @@ pub mod bpf_loader;
 pub mod cgroups;
 pub mod daemon;
 pub mod decode;
+pub mod event;
+pub mod fields;
 pub mod metrics;
 pub mod output;
 pub mod preflight;

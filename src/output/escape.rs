@@ -1,9 +1,9 @@
 //! Escaping of hostile bytes for the text and JSON outputs.
 //!
 //! Both escapers share one scanner: runs of plain ASCII are found eight bytes
-//! at a time and copied whole; everything else is decoded (UTF-8, with the
-//! same "maximal subpart" rule as `String::from_utf8_lossy` for bad bytes)
-//! and handed to the format's rules.
+//! at a time and copied whole; everything else is decoded (`utf8_chunks`,
+//! the same "maximal subpart" rule as `String::from_utf8_lossy` for bad
+//! bytes) and handed to the format's rules.
 
 /// A format's escaping rules.
 trait Rules {
@@ -40,37 +40,21 @@ fn plain_byte(b: u8) -> bool {
     (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'
 }
 
-/// Decode one UTF-8 character at the start of `b` (b[0] >= 0x80).
-/// Err(n): the first n bytes are a maximal invalid subsequence.
-#[inline]
-fn decode_wide(b: &[u8]) -> Result<(char, usize), usize> {
-    let b0 = b[0];
-    let len = match b0 {
-        0xC2..=0xDF => 2,
-        0xE0..=0xEF => 3,
-        0xF0..=0xF4 => 4,
-        _ => return Err(1),
-    };
-    let mut cp = u32::from(b0) & (0x7f >> len);
-    for k in 1..len {
-        let Some(&c) = b.get(k) else { return Err(k) };
-        let in_range = match (k, b0) {
-            (1, 0xE0) => (0xA0..=0xBF).contains(&c), // no overlong
-            (1, 0xED) => (0x80..=0x9F).contains(&c), // no surrogates
-            (1, 0xF0) => (0x90..=0xBF).contains(&c), // no overlong
-            (1, 0xF4) => (0x80..=0x8F).contains(&c), // <= U+10FFFF
-            _ => c & 0xC0 == 0x80,
-        };
-        if !in_range {
-            return Err(k);
-        }
-        cp = (cp << 6) | u32::from(c & 0x3F);
-    }
-    char::from_u32(cp).map(|c| (c, len)).ok_or(1)
-}
-
+/// Escape `bytes` by the format's rules. The UTF-8 walk is the standard
+/// library's (`utf8_chunks`): invalid sequences come out in maximal
+/// subparts, as `String::from_utf8_lossy` sees them.
 fn escape<R: Rules>(out: &mut Vec<u8>, bytes: &[u8]) {
     out.reserve(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        escape_valid::<R>(out, chunk.valid());
+        if !chunk.invalid().is_empty() {
+            R::invalid(out, chunk.invalid());
+        }
+    }
+}
+
+fn escape_valid<R: Rules>(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
     let mut run = 0; // start of the pending verbatim run
     let mut i = 0;
     while i < bytes.len() {
@@ -89,17 +73,13 @@ fn escape<R: Rules>(out: &mut Vec<u8>, bytes: &[u8]) {
         if b < 0x80 {
             R::ascii(out, b);
             i += 1;
+        } else if let Some(c) = s.get(i..).and_then(|rest| rest.chars().next()) {
+            // `i` is on a character boundary: it only ever moves by whole characters.
+            let n = c.len_utf8();
+            R::wide(out, c, &bytes[i..i + n]);
+            i += n;
         } else {
-            match decode_wide(&bytes[i..]) {
-                Ok((c, n)) => {
-                    R::wide(out, c, &bytes[i..i + n]);
-                    i += n;
-                }
-                Err(n) => {
-                    R::invalid(out, &bytes[i..i + n]);
-                    i += n;
-                }
-            }
+            break;
         }
         run = i;
     }
@@ -218,25 +198,17 @@ pub fn json_escape(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// Standard base64 (RFC 4648, padded) of `bytes`, appended as a JSON string.
 pub fn json_base64(out: &mut Vec<u8>, bytes: &[u8]) {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    use base64::Engine;
     out.push(b'"');
-    for c in bytes.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        out.push(A[(n >> 18) as usize & 63]);
-        out.push(A[(n >> 12) as usize & 63]);
-        out.push(if c.len() > 1 {
-            A[(n >> 6) as usize & 63]
-        } else {
-            b'='
-        });
-        out.push(if c.len() > 2 {
-            A[n as usize & 63]
-        } else {
-            b'='
-        });
-    }
+    let start = out.len();
+    out.resize(
+        start + base64::encoded_len(bytes.len(), true).unwrap_or(0),
+        0,
+    );
+    let n = base64::engine::general_purpose::STANDARD
+        .encode_slice(bytes, &mut out[start..])
+        .unwrap_or(0);
+    out.truncate(start + n);
     out.push(b'"');
 }
 

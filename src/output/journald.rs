@@ -7,7 +7,8 @@ use std::os::unix::net::UnixDatagram;
 
 use super::clock::{write_rfc3339, Clock};
 use super::text;
-use crate::decode::ExecEvent;
+use crate::event::ExecEvent;
+use crate::fields::{Journald, Value, FIELDS};
 
 pub const SOCKET: &str = "/run/systemd/journal/socket";
 
@@ -25,8 +26,9 @@ pub mod message_ids {
     pub const SUMMARY: &str = "128cd06b0fd1461899812fb2b650e3b7";
 }
 
-/// Most argv elements sent as fields; journald caps fields per entry.
-pub const ARGV_FIELDS_MAX: usize = 512;
+/// Most elements of a list sent as numbered fields (journald caps the
+/// fields of an entry); `NAME_OMITTED` counts the rest.
+pub const LIST_FIELDS_MAX: usize = 512;
 
 /// Append one field. Values with a newline use the binary form
 /// (`NAME\n<le64 length><bytes>\n`), so no value can start another field.
@@ -42,16 +44,17 @@ pub fn field(buf: &mut Vec<u8>, name: &str, value: &[u8]) {
     buf.push(b'\n');
 }
 
-fn num(buf: &mut Vec<u8>, name: &str, v: u64) {
+fn num(buf: &mut Vec<u8>, name: &str, v: impl itoa::Integer) {
     field(buf, name, itoa::Buffer::new().format(v).as_bytes());
 }
 
-/// Build the entry for one exec.
+/// Build the entry for one exec: MESSAGE (the text line), MESSAGE_ID and
+/// PRIORITY, then one field per event field of [`FIELDS`].
 pub fn write_event(buf: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
     // Written in place: the text line never holds a newline (every control
     // character is escaped), so the plain `NAME=value` form is safe.
     buf.extend_from_slice(b"MESSAGE=");
-    text::write_message(buf, ev);
+    text::write_message(buf, ev, clock);
     buf.push(b'\n');
     let (id, prio) = if ev.succeeded() {
         (message_ids::EXEC, "6")
@@ -61,87 +64,68 @@ pub fn write_event(buf: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
     field(buf, "MESSAGE_ID", id.as_bytes());
     field(buf, "PRIORITY", prio.as_bytes());
     field(buf, "SYSLOG_IDENTIFIER", b"execwatch");
-    buf.extend_from_slice(b"EXECWATCH_TIMESTAMP=");
-    write_rfc3339(buf, clock.unix_ns(ev.boot_ns));
-    buf.push(b'\n');
-    num(buf, "EXECWATCH_SEQUENCE", ev.seq);
-    field(
-        buf,
-        "EXECWATCH_OUTCOME",
-        if ev.succeeded() {
-            b"success"
-        } else {
-            b"failure"
-        },
-    );
-    if let Some(e) = ev.errno {
-        field(buf, "EXECWATCH_ERRNO", super::errno_name(e).as_bytes());
-        num(buf, "EXECWATCH_ERRNO_NUMBER", e.unsigned_abs().into());
-    }
-    if let Some(sc) = ev.syscall {
-        field(buf, "EXECWATCH_SYSCALL", sc.name().as_bytes());
-    }
-    num(buf, "EXECWATCH_PID", ev.pid.into());
-    num(buf, "EXECWATCH_TID", ev.tid.into());
-    num(buf, "EXECWATCH_PPID", ev.ppid.into());
-    num(buf, "EXECWATCH_UID", ev.uid.into());
-    num(buf, "EXECWATCH_GID", ev.gid.into());
-    num(buf, "EXECWATCH_EUID", ev.euid.into());
-    num(buf, "EXECWATCH_EGID", ev.egid.into());
-    if let Some(a) = ev.auid {
-        num(buf, "EXECWATCH_AUID", a.into());
-    }
-    if let Some(s) = ev.session_id {
-        num(buf, "EXECWATCH_SESSION_ID", s.into());
-    }
-    field(buf, "EXECWATCH_COMM", &ev.comm);
-    if !ev.caller_comm.is_empty() {
-        field(buf, "EXECWATCH_CALLER_COMM", &ev.caller_comm);
-    }
-    if !ev.executable.is_empty() {
-        field(buf, "EXECWATCH_EXE", &ev.executable);
-    }
-    field(buf, "EXECWATCH_FILENAME", &ev.filename);
-    num(buf, "EXECWATCH_ARGC", ev.argc.into());
-    num(buf, "EXECWATCH_ARGS_BYTES", ev.args_size.into());
-    let mut name = String::with_capacity(24);
-    for (i, arg) in ev.args().enumerate().take(ARGV_FIELDS_MAX) {
-        name.clear();
-        name.push_str("EXECWATCH_ARGV_");
-        name.push_str(itoa::Buffer::new().format(i));
-        field(buf, &name, arg);
-    }
-    let truncated = ev.args_truncated || ev.captured_args() > ARGV_FIELDS_MAX;
-    field(
-        buf,
-        "EXECWATCH_ARGS_TRUNCATED",
-        if truncated { b"1" } else { b"0" },
-    );
-    num(buf, "EXECWATCH_CGROUP_ID", ev.cgroup_id);
-    if let Some(cg) = ev.cgroup.as_deref() {
-        field(buf, "EXECWATCH_CGROUP_PATH", &cg.path);
-        if let Some(id) = &cg.container_id {
-            field(buf, "EXECWATCH_CONTAINER_ID", id.as_bytes());
-        }
-        if let Some(rt) = cg.runtime {
-            field(buf, "EXECWATCH_CONTAINER_RUNTIME", rt.as_bytes());
-        }
-        if let Some(pod) = &cg.pod_uid {
-            field(buf, "EXECWATCH_POD_UID", pod.as_bytes());
-        }
-        if let Some(u) = &cg.unit {
-            field(buf, "EXECWATCH_SYSTEMD_UNIT", u.as_bytes());
-        }
-        if let Some(s) = &cg.slice {
-            field(buf, "EXECWATCH_SYSTEMD_SLICE", s.as_bytes());
+    let mut scratch = Vec::new();
+    for f in FIELDS {
+        let Journald::Field(name) = f.journald else {
+            continue;
+        };
+        if let Some(v) = (f.value)(ev) {
+            write_value(buf, name, &v, clock, &mut scratch);
         }
     }
-    num(buf, "EXECWATCH_PIDNS_INODE", ev.pidns_ino.into());
-    num(buf, "EXECWATCH_PIDNS_PID", ev.ns_pid.into());
-    if let Some(host) = ev.host_pid_ns {
-        field(buf, "EXECWATCH_PIDNS_HOST", if host { b"1" } else { b"0" });
+}
+
+fn write_value(buf: &mut Vec<u8>, name: &str, v: &Value<'_>, clock: &Clock, scratch: &mut Vec<u8>) {
+    match v {
+        Value::Bytes(b) => field(buf, name, b),
+        Value::Text(s) => field(buf, name, s.as_bytes()),
+        Value::Num(x) | Value::Id(x) => num(buf, name, *x),
+        Value::Int(x) => num(buf, name, *x),
+        Value::Bool(b) => field(buf, name, if *b { b"1" } else { b"0" }),
+        Value::BootTime(ns) => {
+            scratch.clear();
+            write_rfc3339(scratch, clock.unix_ns(*ns));
+            field(buf, name, scratch);
+        }
+        Value::List(l) | Value::Base64List(l) => {
+            let base64 = matches!(v, Value::Base64List(_));
+            let mut key = String::with_capacity(name.len() + 8);
+            let mut i = 0usize;
+            l.for_each(|item| {
+                if i < LIST_FIELDS_MAX {
+                    key.clear();
+                    key.push_str(name);
+                    key.push('_');
+                    key.push_str(itoa::Buffer::new().format(i));
+                    if base64 {
+                        field(buf, &key, base64_text(item).as_bytes());
+                    } else {
+                        field(buf, &key, item);
+                    }
+                }
+                i += 1;
+            });
+            if i > LIST_FIELDS_MAX {
+                num(buf, &format!("{name}_OMITTED"), i - LIST_FIELDS_MAX);
+            }
+        }
+        Value::Joined(l, _) => {
+            scratch.clear();
+            l.for_each(|item| {
+                if !scratch.is_empty() {
+                    scratch.push(b' ');
+                }
+                scratch.extend_from_slice(item);
+            });
+            field(buf, name, scratch);
+        }
+        Value::Base64(b) => field(buf, name, base64_text(b).as_bytes()),
     }
-    num(buf, "EXECWATCH_MNTNS_INODE", ev.mntns_ino.into());
+}
+
+fn base64_text(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
 }
 
 /// A connection to journald's native socket.
@@ -219,33 +203,34 @@ pub fn stderr_is_journal() -> bool {
     nix::sys::stat::fstat(std::io::stderr()).is_ok_and(|st| st.st_dev == dev && st.st_ino == ino)
 }
 
+/// Parse the native protocol back into (name, value) pairs (for tests).
+#[cfg(test)]
+pub fn parse(mut b: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let nl = b.iter().position(|&c| c == b'\n').unwrap();
+        let line = &b[..nl];
+        if let Some(eq) = line.iter().position(|&c| c == b'=') {
+            out.push((
+                String::from_utf8(line[..eq].to_vec()).unwrap(),
+                line[eq + 1..].to_vec(),
+            ));
+            b = &b[nl + 1..];
+        } else {
+            let name = String::from_utf8(line.to_vec()).unwrap();
+            let len = u64::from_le_bytes(b[nl + 1..nl + 9].try_into().unwrap()) as usize;
+            let start = nl + 9;
+            out.push((name, b[start..start + len].to_vec()));
+            assert_eq!(b[start + len], b'\n');
+            b = &b[start + len + 1..];
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Parse the native protocol back into (name, value) pairs.
-    pub fn parse(mut b: &[u8]) -> Vec<(String, Vec<u8>)> {
-        let mut out = Vec::new();
-        while !b.is_empty() {
-            let nl = b.iter().position(|&c| c == b'\n').unwrap();
-            let line = &b[..nl];
-            if let Some(eq) = line.iter().position(|&c| c == b'=') {
-                out.push((
-                    String::from_utf8(line[..eq].to_vec()).unwrap(),
-                    line[eq + 1..].to_vec(),
-                ));
-                b = &b[nl + 1..];
-            } else {
-                let name = String::from_utf8(line.to_vec()).unwrap();
-                let len = u64::from_le_bytes(b[nl + 1..nl + 9].try_into().unwrap()) as usize;
-                let start = nl + 9;
-                out.push((name, b[start..start + len].to_vec()));
-                assert_eq!(b[start + len], b'\n');
-                b = &b[start + len + 1..];
-            }
-        }
-        out
-    }
 
     #[test]
     fn values_with_newlines_use_the_binary_form() {

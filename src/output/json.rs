@@ -1,351 +1,175 @@
-//! One ECS JSON object per exec. Field names are documented in docs/schema.md.
+//! One ECS JSON object per exec, rendered from the field list
+//! ([`crate::fields::FIELDS`]); docs/schema.md documents every field.
+
+use std::sync::OnceLock;
 
 use super::clock::{write_rfc3339, Clock};
 use super::escape::{json_base64, json_escape, json_string};
-use super::write_args;
-use crate::decode::ExecEvent;
+use crate::event::ExecEvent;
+use crate::fields::{List, Value, FIELDS};
 
-/// ECS version the field names follow.
-pub const ECS_VERSION: &str = "8.11.0";
+pub use crate::fields::ECS_VERSION;
 
-/// Writes nested JSON objects into a buffer, keeping track of commas.
-struct Obj<'a> {
-    out: &'a mut Vec<u8>,
-    need_comma: bool,
+/// Deepest nesting of a JSON path (a test checks the table against it).
+const MAX_DEPTH: usize = 6;
+
+/// Each field's path split into object keys, the keys interned so that the
+/// writer compares numbers, not strings, per event.
+struct Path {
+    /// (key id, key) of each enclosing object, outermost first.
+    objects: Vec<(u16, &'static str)>,
+    leaf: &'static str,
 }
 
-impl<'a> Obj<'a> {
-    fn open(out: &'a mut Vec<u8>) -> Obj<'a> {
-        out.push(b'{');
-        Obj {
-            out,
-            need_comma: false,
-        }
-    }
-
-    fn key(&mut self, k: &str) -> &mut Vec<u8> {
-        if self.need_comma {
-            self.out.push(b',');
-        }
-        self.need_comma = true;
-        self.out.push(b'"');
-        self.out.extend_from_slice(k.as_bytes());
-        self.out.extend_from_slice(b"\":");
-        self.out
-    }
-
-    fn str(&mut self, k: &str, v: &[u8]) {
-        json_string(self.key(k), v);
-    }
-
-    fn num(&mut self, k: &str, v: u64) {
-        let mut buf = itoa::Buffer::new();
-        self.key(k).extend_from_slice(buf.format(v).as_bytes());
-    }
-
-    fn int(&mut self, k: &str, v: i64) {
-        let mut buf = itoa::Buffer::new();
-        self.key(k).extend_from_slice(buf.format(v).as_bytes());
-    }
-
-    /// ECS ids are keywords: the number as a string.
-    fn id(&mut self, k: &str, v: u32) {
-        let mut buf = itoa::Buffer::new();
-        let out = self.key(k);
-        out.push(b'"');
-        out.extend_from_slice(buf.format(v).as_bytes());
-        out.push(b'"');
-    }
-
-    fn bool(&mut self, k: &str, v: bool) {
-        let lit: &[u8] = if v { b"true" } else { b"false" };
-        self.key(k).extend_from_slice(lit);
-    }
-
-    fn raw(&mut self, k: &str, v: &[u8]) {
-        self.key(k).extend_from_slice(v);
-    }
-
-    fn obj(&mut self, k: &str) -> Obj<'_> {
-        let out = self.key(k);
-        Obj::open(out)
-    }
-
-    fn close(self) {
-        self.out.push(b'}');
-    }
+fn paths() -> &'static [Path] {
+    static PATHS: OnceLock<Vec<Path>> = OnceLock::new();
+    PATHS.get_or_init(|| {
+        let mut ids: Vec<&'static str> = Vec::new();
+        FIELDS
+            .iter()
+            .map(|f| {
+                let mut segs: Vec<&'static str> = f.json.split('.').collect();
+                let leaf = segs.pop().unwrap_or(f.json);
+                let mut prefix = String::new();
+                let objects = segs
+                    .into_iter()
+                    .map(|s| {
+                        // Intern by full prefix: `a.x` and `b.x` are different objects.
+                        prefix.push_str(s);
+                        prefix.push('.');
+                        let id = match ids.iter().position(|p| *p == prefix.as_str()) {
+                            Some(i) => i,
+                            None => {
+                                ids.push(Box::leak(prefix.clone().into_boxed_str()));
+                                ids.len() - 1
+                            }
+                        };
+                        (id as u16, s)
+                    })
+                    .collect();
+                Path { objects, leaf }
+            })
+            .collect()
+    })
 }
 
-fn is_utf8(b: &[u8]) -> bool {
-    std::str::from_utf8(b).is_ok()
+fn key(out: &mut Vec<u8>, comma: &mut bool, k: &str) {
+    if *comma {
+        out.push(b',');
+    }
+    *comma = true;
+    out.push(b'"');
+    out.extend_from_slice(k.as_bytes());
+    out.extend_from_slice(b"\":");
 }
 
 /// Append one JSON line (with its newline) for `ev`.
 pub fn write_event(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
-    let command_line_truncated;
-    let mut root = Obj::open(out);
-    {
-        let ts = root.key("@timestamp");
-        ts.push(b'"');
-        write_rfc3339(ts, clock.unix_ns(ev.boot_ns));
-        ts.push(b'"');
+    let mut open = [0u16; MAX_DEPTH];
+    let mut depth = 0;
+    // Whether the object at each depth (0: the root) already has a member.
+    let mut comma = [false; MAX_DEPTH + 1];
+    out.push(b'{');
+    for (f, path) in FIELDS.iter().zip(paths()) {
+        let Some(v) = (f.value)(ev) else { continue };
+        let objs = &path.objects;
+        let mut same = 0;
+        while same < depth && same < objs.len() && open[same] == objs[same].0 {
+            same += 1;
+        }
+        while depth > same {
+            out.push(b'}');
+            depth -= 1;
+        }
+        while depth < objs.len() {
+            key(out, &mut comma[depth], objs[depth].1);
+            out.push(b'{');
+            open[depth] = objs[depth].0;
+            depth += 1;
+            comma[depth] = false;
+        }
+        key(out, &mut comma[depth], path.leaf);
+        write_value(out, &v, clock);
     }
-
-    {
-        let mut e = root.obj("event");
-        e.str("kind", b"event");
-        e.raw("category", br#"["process"]"#);
-        e.raw("type", br#"["start"]"#);
-        e.str("action", b"exec");
-        e.str(
-            "outcome",
-            if ev.succeeded() {
-                b"success"
-            } else {
-                b"failure"
-            },
-        );
-        e.num("sequence", ev.seq);
-        e.close();
+    for _ in 0..depth {
+        out.push(b'}');
     }
-
-    if let Some(errno) = ev.errno {
-        let mut e = root.obj("error");
-        e.str("code", super::errno_name(errno).as_bytes());
-        e.str(
-            "message",
-            nix::errno::Errno::from_raw(errno).desc().as_bytes(),
-        );
-        e.close();
-    }
-
-    {
-        let mut p = root.obj("process");
-        p.num("pid", u64::from(ev.pid));
-        {
-            let mut t = p.obj("thread");
-            t.num("id", u64::from(ev.tid));
-            t.close();
-        }
-        {
-            let mut pp = p.obj("parent");
-            pp.num("pid", u64::from(ev.ppid));
-            pp.close();
-        }
-        p.str("name", &ev.comm);
-        if !ev.executable.is_empty() {
-            p.str("executable", &ev.executable);
-        }
-        write_args(p.key("args"), ev, b',', json_string);
-        p.num("args_count", u64::from(ev.argc));
-        command_line_truncated = write_command_line(p.key("command_line"), ev);
-        p.close();
-    }
-
-    {
-        let mut u = root.obj("user");
-        u.id("id", ev.uid);
-        {
-            let mut eff = u.obj("effective");
-            eff.id("id", ev.euid);
-            {
-                let mut g = eff.obj("group");
-                g.id("id", ev.egid);
-                g.close();
-            }
-            eff.close();
-        }
-        if let Some(auid) = ev.auid {
-            let mut a = u.obj("audit");
-            a.id("id", auid);
-            a.close();
-        }
-        u.close();
-    }
-    {
-        let mut g = root.obj("group");
-        g.id("id", ev.gid);
-        g.close();
-    }
-
-    if let Some(cg) = ev.cgroup.as_deref() {
-        if let Some(id) = &cg.container_id {
-            let mut c = root.obj("container");
-            c.str("id", id.as_bytes());
-            if let Some(rt) = cg.runtime {
-                c.str("runtime", rt.as_bytes());
-            }
-            c.close();
-        }
-        if let Some(uid) = &cg.pod_uid {
-            let mut o = root.obj("orchestrator");
-            o.str("type", b"kubernetes");
-            o.close();
-            let mut k = root.obj("kubernetes");
-            let mut pod = k.obj("pod");
-            pod.str("uid", uid.as_bytes());
-            pod.close();
-            k.close();
-        }
-    }
-
-    {
-        let mut x = root.obj("execwatch");
-        if !ev.caller_comm.is_empty() {
-            let mut c = x.obj("caller");
-            c.str("name", &ev.caller_comm);
-            c.close();
-        }
-        x.str("filename", &ev.filename);
-        if let Some(sc) = ev.syscall {
-            x.str("syscall", sc.name().as_bytes());
-            if sc == crate::decode::Syscall::Execveat {
-                x.int("dirfd", i64::from(ev.dirfd));
-                x.num("at_flags", u64::from(ev.at_flags));
-            }
-        }
-        if let Some(s) = ev.session_id {
-            let mut a = x.obj("audit");
-            a.num("session_id", u64::from(s));
-            a.close();
-        }
-        x.num("args_bytes", u64::from(ev.args_size));
-        x.bool("args_truncated", ev.args_truncated);
-        if command_line_truncated {
-            x.bool("command_line_truncated", true);
-        }
-        if ev.filename_truncated {
-            x.bool("filename_truncated", true);
-        }
-        if ev.exe_truncated {
-            x.bool("executable_truncated", true);
-        }
-        if ev.args_read_failed {
-            x.bool("args_read_failed", true);
-        }
-        if ev.exe_read_failed {
-            x.bool("executable_read_failed", true);
-        }
-        {
-            let mut c = x.obj("cgroup");
-            c.num("id", ev.cgroup_id);
-            match ev.cgroup.as_deref() {
-                Some(cg) => c.str("path", &cg.path),
-                None => c.bool("unresolved", true),
-            }
-            if ev.cgroup_truncated {
-                c.bool("path_truncated", true);
-            }
-            c.close();
-        }
-        if let Some(cg) = ev.cgroup.as_deref() {
-            if cg.unit.is_some() || cg.slice.is_some() {
-                let mut sd = x.obj("systemd");
-                if let Some(u) = &cg.unit {
-                    sd.str("unit", u.as_bytes());
-                }
-                if let Some(sl) = &cg.slice {
-                    sd.str("slice", sl.as_bytes());
-                }
-                sd.close();
-            }
-        }
-        {
-            let mut n = x.obj("pid_ns");
-            n.num("inode", u64::from(ev.pidns_ino));
-            n.num("pid", u64::from(ev.ns_pid));
-            if let Some(host) = ev.host_pid_ns {
-                n.bool("host", host);
-            }
-            n.close();
-        }
-        {
-            let mut n = x.obj("mnt_ns");
-            n.num("inode", u64::from(ev.mntns_ino));
-            n.close();
-        }
-        write_raw_fields(&mut x, ev);
-        x.close();
-    }
-    {
-        let mut e = root.obj("ecs");
-        e.str("version", ECS_VERSION.as_bytes());
-        e.close();
-    }
-    root.close();
-    out.push(b'\n');
+    out.extend_from_slice(b"}\n");
 }
 
-/// `process.command_line` is for display and search: at most this many
-/// bytes of arguments (keyword fields are not indexed past ~1 KiB anyway);
-/// `process.args` carries them all.
-pub const COMMAND_LINE_MAX: usize = 4096;
+fn write_list(out: &mut Vec<u8>, list: &List<'_>, item: fn(&mut Vec<u8>, &[u8])) {
+    out.push(b'[');
+    let mut first = true;
+    list.for_each(|b| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        item(out, b);
+    });
+    out.push(b']');
+}
 
-/// The arguments joined by spaces, cut at [`COMMAND_LINE_MAX`] bytes (on a
-/// UTF-8 boundary of the escaped output). Returns whether it was cut.
-fn write_command_line(out: &mut Vec<u8>, ev: &ExecEvent) -> bool {
+fn write_value(out: &mut Vec<u8>, v: &Value<'_>, clock: &Clock) {
+    let mut n = itoa::Buffer::new();
+    match v {
+        Value::Bytes(b) => json_string(out, b),
+        Value::Text(s) => json_string(out, s.as_bytes()),
+        Value::Num(x) => out.extend_from_slice(n.format(*x).as_bytes()),
+        Value::Int(x) => out.extend_from_slice(n.format(*x).as_bytes()),
+        Value::Id(x) => {
+            out.push(b'"');
+            out.extend_from_slice(n.format(*x).as_bytes());
+            out.push(b'"');
+        }
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::BootTime(ns) => {
+            out.push(b'"');
+            write_rfc3339(out, clock.unix_ns(*ns));
+            out.push(b'"');
+        }
+        Value::List(l) => write_list(out, l, json_string),
+        Value::Base64List(l) => write_list(out, l, json_base64),
+        Value::Base64(b) => json_base64(out, b),
+        Value::Joined(l, max) => write_joined(out, l, *max),
+    }
+}
+
+/// The elements joined by spaces, cut at `max` bytes on a UTF-8 boundary.
+fn write_joined(out: &mut Vec<u8>, list: &List<'_>, max: usize) {
     out.push(b'"');
-    let mut budget = COMMAND_LINE_MAX;
+    let mut budget = max;
+    let mut first = true;
     let mut cut = false;
-    for (i, arg) in ev.args().enumerate() {
-        if i > 0 {
+    list.for_each(|item| {
+        if cut {
+            return;
+        }
+        if !first {
             if budget == 0 {
                 cut = true;
-                break;
+                return;
             }
             out.push(b' ');
             budget -= 1;
         }
-        let take = if arg.len() > budget {
-            cut = true;
-            // Do not split a UTF-8 sequence: back up to a char boundary.
-            let mut t = budget;
-            while t > 0 && t < arg.len() && (arg[t] & 0xC0) == 0x80 {
-                t -= 1;
-            }
-            t
-        } else {
-            arg.len()
-        };
-        json_escape(out, &arg[..take]);
+        first = false;
+        let mut take = item.len().min(budget);
+        // Do not split a UTF-8 sequence: back up to a character boundary.
+        while take > 0 && take < item.len() && (item[take] & 0xC0) == 0x80 {
+            take -= 1;
+        }
+        cut = take < item.len();
+        json_escape(out, &item[..take]);
         budget -= take;
-        if cut {
-            break;
-        }
-    }
+    });
     out.push(b'"');
-    cut
-}
-
-/// Fields that are not valid UTF-8 appear above with U+FFFD in place of the
-/// bad bytes; their exact bytes follow here as base64, so nothing is lost and
-/// a consumer can tell a real U+FFFD from a replaced byte.
-fn write_raw_fields(x: &mut Obj<'_>, ev: &ExecEvent) {
-    let args_ok = ev.args().all(is_utf8);
-    let bad = [
-        ("name", &ev.comm),
-        ("executable", &ev.executable),
-        ("filename", &ev.filename),
-        ("caller_name", &ev.caller_comm),
-    ];
-    if args_ok && bad.iter().all(|(_, v)| is_utf8(v)) {
-        return;
-    }
-    let mut r = x.obj("raw");
-    for (k, v) in bad {
-        if !is_utf8(v) {
-            json_base64(r.key(k), v);
-        }
-    }
-    if !args_ok {
-        write_args(r.key("args"), ev, b',', json_base64);
-    }
-    r.close();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::COMMAND_LINE_MAX;
 
     fn render(ev: &ExecEvent) -> serde_json::Value {
         let mut out = Vec::new();
@@ -383,14 +207,34 @@ mod tests {
 
     #[test]
     fn ids_are_strings_and_counts_are_numbers() {
-        let mut ev = ExecEvent::default();
-        ev.uid = 1000;
-        ev.auid = Some(1000);
-        ev.pid = 42;
+        let ev = ExecEvent {
+            uid: 1000,
+            auid: Some(1000),
+            pid: 42,
+            ..Default::default()
+        };
         let v = render(&ev);
         assert_eq!(v["user"]["id"], "1000");
         assert_eq!(v["user"]["audit"]["id"], "1000");
         assert_eq!(v["process"]["pid"], 42);
         assert_eq!(v["@timestamp"], "1970-01-01T00:00:00.000000000Z");
+    }
+
+    #[test]
+    fn unreadable_args_are_incomplete_in_json() {
+        let ev = ExecEvent {
+            argc: 3,
+            args_read_failed: true,
+            ..Default::default()
+        };
+        let v = render(&ev);
+        assert_eq!(v["execwatch"]["args_incomplete"], true);
+        assert_eq!(v["execwatch"]["args_read_failed"], true);
+        assert_eq!(v["execwatch"]["args_truncated"], false);
+    }
+
+    #[test]
+    fn paths_fit_the_writer() {
+        assert!(paths().iter().all(|p| p.objects.len() < MAX_DEPTH));
     }
 }

@@ -8,46 +8,8 @@ pub mod text;
 
 use std::io::{self, Write};
 
-use crate::decode::ExecEvent;
+use crate::event::ExecEvent;
 use clock::Clock;
-
-/// argv as `[a<sep>b<sep>c]`, each argument written by `item`.
-pub(crate) fn write_args(
-    out: &mut Vec<u8>,
-    ev: &ExecEvent,
-    sep: u8,
-    item: fn(&mut Vec<u8>, &[u8]),
-) {
-    out.push(b'[');
-    for (i, arg) in ev.args().enumerate() {
-        if i > 0 {
-            out.push(sep);
-        }
-        item(out, arg);
-    }
-    out.push(b']');
-}
-
-/// errno name (`ENOENT`) of a failed exec, or the number when the name is
-/// unknown.
-pub fn errno_name(errno: i32) -> String {
-    let err = nix::errno::Errno::from_raw(errno);
-    if err == nix::errno::Errno::UnknownErrno {
-        errno.to_string()
-    } else {
-        format!("{err:?}")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn errno_names() {
-        assert_eq!(super::errno_name(2), "ENOENT");
-        assert_eq!(super::errno_name(13), "EACCES");
-        assert_eq!(super::errno_name(9999), "9999");
-    }
-}
 
 /// Output format of exec events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

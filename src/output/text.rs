@@ -1,89 +1,137 @@
-//! One line per exec for people. Every string is quoted and escaped, so no
-//! argument can split the line, forge another, or drive the terminal.
+//! One line per exec for people, rendered from the field list
+//! ([`crate::fields::FIELDS`]). Every string from the traced process is
+//! quoted and escaped, so no argument can split the line, forge another, or
+//! drive the terminal.
 
 use super::clock::{write_rfc3339, Clock};
 use super::escape::text_quoted;
-use crate::decode::ExecEvent;
+use crate::event::ExecEvent;
+use crate::fields::{List, Text, Value, FIELDS};
 
-fn kv_num(out: &mut Vec<u8>, k: &str, v: u64) {
-    out.push(b' ');
-    out.extend_from_slice(k.as_bytes());
-    out.push(b'=');
-    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
-}
-
-fn kv_str(out: &mut Vec<u8>, k: &str, v: &[u8]) {
-    out.push(b' ');
-    out.extend_from_slice(k.as_bytes());
-    out.push(b'=');
-    text_quoted(out, v);
-}
-
-/// Append one line (with its newline) for `ev`.
+/// Append one line (with its newline) for `ev`: the leading field (the
+/// timestamp), then the message.
 pub fn write_event(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
-    write_rfc3339(out, clock.unix_ns(ev.boot_ns));
-    out.push(b' ');
-    write_message(out, ev);
+    for f in FIELDS {
+        if let (Text::Prefix, Some(v)) = (f.text, (f.value)(ev)) {
+            write_value(out, &v, clock);
+            out.push(b' ');
+        }
+    }
+    write_message(out, ev, clock);
     out.push(b'\n');
 }
 
-/// The line without timestamp and newline (journald's MESSAGE).
-pub fn write_message(out: &mut Vec<u8>, ev: &ExecEvent) {
-    match ev.errno {
-        None => out.extend_from_slice(b"exec"),
-        Some(e) => {
-            out.extend_from_slice(b"exec-failed error=");
-            out.extend_from_slice(super::errno_name(e).as_bytes());
+/// The line without its leading timestamp and newline (journald's MESSAGE).
+pub fn write_message(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
+    let start = out.len();
+    for f in FIELDS {
+        let (label, shown) = match f.text {
+            Text::Label(l) => (Some(l), true),
+            Text::LabelIf(l, cond) => (Some(l), cond(ev)),
+            Text::Bare => (None, true),
+            Text::BareIf(cond) => (None, cond(ev)),
+            Text::Prefix | Text::Absent(_) => continue,
+        };
+        if !shown {
+            continue;
         }
-    }
-    kv_num(out, "seq", ev.seq);
-    kv_num(out, "pid", u64::from(ev.pid));
-    if ev.tid != ev.pid {
-        kv_num(out, "tid", u64::from(ev.tid));
-    }
-    kv_num(out, "ppid", u64::from(ev.ppid));
-    kv_num(out, "uid", u64::from(ev.uid));
-    if ev.euid != ev.uid {
-        kv_num(out, "euid", u64::from(ev.euid));
-    }
-    if let Some(a) = ev.auid {
-        kv_num(out, "auid", u64::from(a));
-    }
-    kv_str(out, "comm", &ev.comm);
-    if !ev.caller_comm.is_empty() && ev.caller_comm != ev.comm {
-        kv_str(out, "caller", &ev.caller_comm);
-    }
-    if ev.succeeded() {
-        kv_str(out, "exe", &ev.executable);
-    }
-    if ev.filename != ev.executable {
-        kv_str(out, "filename", &ev.filename);
-    }
-    out.extend_from_slice(b" argv=");
-    super::write_args(out, ev, b' ', text_quoted);
-    if ev.args_truncated || ev.captured_args() != ev.argc as usize {
-        kv_num(out, "argc", u64::from(ev.argc));
-        out.extend_from_slice(b" args-truncated");
-    }
-    match ev.cgroup.as_deref() {
-        Some(cg) => {
-            if let Some(id) = &cg.container_id {
-                kv_str(out, "container", id.as_bytes());
-                if let Some(rt) = cg.runtime {
-                    kv_str(out, "runtime", rt.as_bytes());
-                }
+        let Some(v) = (f.value)(ev) else { continue };
+        if let Value::Bool(b) = v {
+            // A flag: its label when true, nothing when false.
+            if b {
+                sep(out, start);
+                out.extend_from_slice(label.unwrap_or(f.json).as_bytes());
             }
-            if let Some(pod) = &cg.pod_uid {
-                kv_str(out, "pod", pod.as_bytes());
-            }
-            if let Some(unit) = &cg.unit {
-                kv_str(out, "unit", unit.as_bytes());
-            }
-            kv_str(out, "cgroup", &cg.path);
+            continue;
         }
-        None => kv_num(out, "cgroup", ev.cgroup_id),
+        sep(out, start);
+        if let Some(l) = label {
+            out.extend_from_slice(l.as_bytes());
+            out.push(b'=');
+        }
+        write_value(out, &v, clock);
     }
-    if ev.ns_pid != ev.pid {
-        kv_num(out, "nspid", u64::from(ev.ns_pid));
+}
+
+fn sep(out: &mut Vec<u8>, start: usize) {
+    if out.len() > start {
+        out.push(b' ');
+    }
+}
+
+fn write_list(out: &mut Vec<u8>, l: &List<'_>) {
+    out.push(b'[');
+    let mut first = true;
+    l.for_each(|item| {
+        if !first {
+            out.push(b' ');
+        }
+        first = false;
+        text_quoted(out, item);
+    });
+    out.push(b']');
+}
+
+fn write_value(out: &mut Vec<u8>, v: &Value<'_>, clock: &Clock) {
+    let mut n = itoa::Buffer::new();
+    match v {
+        Value::Bytes(b) => text_quoted(out, b),
+        // execwatch's own words: no escaping needed, none applied.
+        Value::Text(s) => out.extend_from_slice(s.as_bytes()),
+        Value::Num(x) | Value::Id(x) => out.extend_from_slice(n.format(*x).as_bytes()),
+        Value::Int(x) => out.extend_from_slice(n.format(*x).as_bytes()),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::BootTime(ns) => write_rfc3339(out, clock.unix_ns(*ns)),
+        Value::List(l) | Value::Base64List(l) | Value::Joined(l, _) => write_list(out, l),
+        Value::Base64(b) => text_quoted(out, b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(ev: &ExecEvent) -> String {
+        let mut out = Vec::new();
+        write_event(&mut out, ev, &Clock::with_offset(0));
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_plain_exec_reads_well() {
+        let mut ev = ExecEvent {
+            seq: 3,
+            pid: 10,
+            tid: 10,
+            ns_pid: 10,
+            ppid: 1,
+            argc: 2,
+            comm: b"ls".to_vec(),
+            caller_comm: b"bash".to_vec(),
+            executable: b"/usr/bin/ls".to_vec(),
+            filename: b"/usr/bin/ls".to_vec(),
+            ..Default::default()
+        };
+        ev.set_args([&b"ls"[..], b"-l"]);
+        assert_eq!(
+            line(&ev),
+            "1970-01-01T00:00:00.000000000Z exec seq=3 pid=10 ppid=1 comm=\"ls\" \
+             exe=\"/usr/bin/ls\" argv=[\"ls\" \"-l\"] uid=0 gid=0 caller=\"bash\" \
+             cgroup-id=0 cgroup-unresolved\n"
+        );
+    }
+
+    #[test]
+    fn a_failure_and_unreadable_args_say_so() {
+        let ev = ExecEvent {
+            errno: Some(2),
+            argc: 1,
+            args_read_failed: true,
+            ..Default::default()
+        };
+        let l = line(&ev);
+        assert!(l.contains(" exec failure seq=0 error=ENOENT "), "{l}");
+        assert!(l.contains(" argc=1 "), "{l}");
+        assert!(l.contains(" args-incomplete"), "{l}");
     }
 }

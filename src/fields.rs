@@ -1,0 +1,1049 @@
+//! The one list of event fields. Each field is declared once: its ECS JSON
+//! path, its journald name, its text label, its type, when it is present,
+//! and how its value comes from the [`ExecEvent`]. JSON, journald and text
+//! render every event from this list (src/output/*), and docs/schema.md's
+//! field table is generated from it, so a field cannot reach one format and
+//! miss another without a declared reason (the tests below enforce it).
+
+use std::borrow::Cow;
+
+use crate::event::ExecEvent;
+
+/// A field's value for one event, borrowed from it where possible.
+#[derive(Debug, Clone)]
+pub enum Value<'a> {
+    /// Untrusted bytes (argv, paths, names): escaped by every format.
+    Bytes(&'a [u8]),
+    /// Text execwatch made itself (errno names, constants): never escaped
+    /// into quotes by the text format.
+    Text(Cow<'a, str>),
+    /// A number (JSON number).
+    Num(u64),
+    /// A signed number (JSON number).
+    Int(i64),
+    /// A numeric id that ECS types as keyword: a JSON string.
+    Id(u64),
+    Bool(bool),
+    /// CLOCK_BOOTTIME nanoseconds, rendered as RFC 3339 UTC wall-clock time.
+    BootTime(u64),
+    /// A list of strings (JSON array, journald `NAME_0`, `NAME_1`, ...).
+    List(List<'a>),
+    /// A list joined by single spaces, cut at this many bytes (JSON only).
+    Joined(List<'a>, usize),
+    /// Exact bytes as standard base64 (JSON only: journald keeps bytes).
+    Base64(&'a [u8]),
+    /// A list, each element as base64.
+    Base64List(List<'a>),
+}
+
+/// Where a list's elements come from.
+#[derive(Debug, Clone, Copy)]
+pub enum List<'a> {
+    Args(&'a ExecEvent),
+    Static(&'static [&'static str]),
+}
+
+impl List<'_> {
+    /// Call `f` on each element, in order.
+    pub fn for_each(&self, mut f: impl FnMut(&[u8])) {
+        match self {
+            List::Args(ev) => ev.args().for_each(f),
+            List::Static(items) => items.iter().for_each(|s| f(s.as_bytes())),
+        }
+    }
+}
+
+/// The JSON type a field has, for the docs and the type check in the tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Type {
+    String,
+    Number,
+    Bool,
+    StringArray,
+}
+
+impl Type {
+    pub fn name(self) -> &'static str {
+        match self {
+            Type::String => "string",
+            Type::Number => "number",
+            Type::Bool => "bool",
+            Type::StringArray => "array of strings",
+        }
+    }
+}
+
+/// How journald carries a field.
+#[derive(Debug, Clone, Copy)]
+pub enum Journald {
+    /// This field name (lists: `NAME_0`, `NAME_1`, ...).
+    Field(&'static str),
+    /// Not carried, and why.
+    Absent(&'static str),
+}
+
+/// How the text line (and journald's MESSAGE) shows a field.
+#[derive(Debug, Clone, Copy)]
+pub enum Text {
+    /// `label=value`; booleans appear as the bare label when true.
+    Label(&'static str),
+    /// Like `Label`, only when the condition holds (to keep lines short).
+    LabelIf(&'static str, fn(&ExecEvent) -> bool),
+    /// The value alone, unlabelled.
+    Bare,
+    /// Like `Bare`, only when the condition holds.
+    BareIf(fn(&ExecEvent) -> bool),
+    /// Leads the text line; not part of journald's MESSAGE.
+    Prefix,
+    /// Not shown, and why.
+    Absent(&'static str),
+}
+
+/// One event field.
+#[derive(Clone, Copy)]
+pub struct Field {
+    /// ECS path, dotted: `process.parent.pid`.
+    pub json: &'static str,
+    pub journald: Journald,
+    pub text: Text,
+    pub ty: Type,
+    /// When it is present, for the docs: `always`, `failure`, `when true`...
+    pub present: &'static str,
+    /// What it means, for the docs (Markdown).
+    pub doc: &'static str,
+    /// The value, `None` when the field is absent from this event.
+    pub value: fn(&ExecEvent) -> Option<Value<'_>>,
+}
+
+impl std::fmt::Debug for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.json)
+    }
+}
+
+fn bytes(b: &[u8]) -> Option<Value<'_>> {
+    Some(Value::Bytes(b))
+}
+
+fn non_empty(b: &[u8]) -> Option<Value<'_>> {
+    (!b.is_empty()).then_some(Value::Bytes(b))
+}
+
+fn num(n: impl Into<u64>) -> Option<Value<'static>> {
+    Some(Value::Num(n.into()))
+}
+
+fn id(n: impl Into<u64>) -> Option<Value<'static>> {
+    Some(Value::Id(n.into()))
+}
+
+/// A boolean that is always present.
+fn flag(b: bool) -> Option<Value<'static>> {
+    Some(Value::Bool(b))
+}
+
+/// A boolean present only when true.
+fn only_true(b: bool) -> Option<Value<'static>> {
+    b.then_some(Value::Bool(true))
+}
+
+fn constant(s: &'static str) -> Option<Value<'static>> {
+    Some(Value::Text(Cow::Borrowed(s)))
+}
+
+fn text_str(s: &str) -> Option<Value<'_>> {
+    Some(Value::Bytes(s.as_bytes()))
+}
+
+fn is_utf8(b: &[u8]) -> bool {
+    std::str::from_utf8(b).is_ok()
+}
+
+/// Base64 of `b` when it is not valid UTF-8 (the readable field then holds
+/// U+FFFD in place of the bad bytes).
+fn raw(b: &[u8]) -> Option<Value<'_>> {
+    (!is_utf8(b)).then_some(Value::Base64(b))
+}
+
+const NO_CONSTANT: &str = "a constant of the JSON schema";
+const TEXT_DETAIL: &str = "a detail for machines; JSON and journald carry it";
+const JSON_RAW: &str = "JSON strings are Unicode; journald and text keep or escape the exact bytes";
+
+/// Every event field, in output order. Fields that share a JSON object are
+/// listed together (a test checks it), so the JSON writer opens each object
+/// once.
+pub static FIELDS: &[Field] = &[
+    Field {
+        json: "@timestamp",
+        journald: Journald::Field("EXECWATCH_TIMESTAMP"),
+        text: Text::Prefix,
+        ty: Type::String,
+        present: "always",
+        doc: "When the exec happened (kernel boot clock converted to wall clock), RFC 3339 UTC with nanoseconds: `2026-11-25T16:43:54.123456789Z`.",
+        value: |ev| Some(Value::BootTime(ev.boot_ns)),
+    },
+    Field {
+        json: "event.kind",
+        journald: Journald::Absent(NO_CONSTANT),
+        text: Text::Absent(NO_CONSTANT),
+        ty: Type::String,
+        present: "always",
+        doc: "`event`.",
+        value: |_| constant("event"),
+    },
+    Field {
+        json: "event.category",
+        journald: Journald::Absent(NO_CONSTANT),
+        text: Text::Absent(NO_CONSTANT),
+        ty: Type::StringArray,
+        present: "always",
+        doc: "`[\"process\"]`.",
+        value: |_| Some(Value::List(List::Static(&["process"]))),
+    },
+    Field {
+        json: "event.type",
+        journald: Journald::Absent("follows from EXECWATCH_ACTION"),
+        text: Text::Absent("follows from the action that leads the line"),
+        ty: Type::StringArray,
+        present: "always",
+        doc: "`[\"start\"]`.",
+        value: |_| Some(Value::List(List::Static(&["start"]))),
+    },
+    Field {
+        json: "event.action",
+        journald: Journald::Field("EXECWATCH_ACTION"),
+        text: Text::Bare,
+        ty: Type::String,
+        present: "always",
+        doc: "`exec`.",
+        value: |_| constant("exec"),
+    },
+    Field {
+        json: "event.outcome",
+        journald: Journald::Field("EXECWATCH_OUTCOME"),
+        text: Text::BareIf(|ev| !ev.succeeded()),
+        ty: Type::String,
+        present: "always",
+        doc: "`success` (a new program runs) or `failure` (exec returned an error; nothing ran).",
+        value: |ev| constant(ev.outcome()),
+    },
+    Field {
+        json: "event.sequence",
+        journald: Journald::Field("EXECWATCH_SEQUENCE"),
+        text: Text::Label("seq"),
+        ty: Type::Number,
+        present: "always",
+        doc: "Global sequence number, from 0 at start. A missing number is a lost event (see [Loss](#loss)).",
+        value: |ev| num(ev.seq),
+    },
+    Field {
+        json: "error.code",
+        journald: Journald::Field("EXECWATCH_ERRNO"),
+        text: Text::Label("error"),
+        ty: Type::String,
+        present: "failure",
+        doc: "errno name, e.g. `ENOENT`, `EACCES` (the number if the name is unknown).",
+        value: |ev| ev.error_code().map(Value::Text),
+    },
+    Field {
+        json: "error.message",
+        journald: Journald::Field("EXECWATCH_ERROR_MESSAGE"),
+        text: Text::Absent("the errno name says it"),
+        ty: Type::String,
+        present: "failure",
+        doc: "errno description, e.g. `No such file or directory`.",
+        value: |ev| ev.error_message().map(|m| Value::Text(Cow::Borrowed(m))),
+    },
+    Field {
+        json: "process.pid",
+        journald: Journald::Field("EXECWATCH_PID"),
+        text: Text::Label("pid"),
+        ty: Type::Number,
+        present: "always",
+        doc: "Process id (tgid), in the initial pid namespace.",
+        value: |ev| num(ev.pid),
+    },
+    Field {
+        json: "process.thread.id",
+        journald: Journald::Field("EXECWATCH_TID"),
+        text: Text::LabelIf("tid", |ev| ev.tid != ev.pid),
+        ty: Type::Number,
+        present: "always",
+        doc: "Thread that called exec. After a successful exec from a non-main thread this is the old thread id; `process.pid` is the process.",
+        value: |ev| num(ev.tid),
+    },
+    Field {
+        json: "process.parent.pid",
+        journald: Journald::Field("EXECWATCH_PPID"),
+        text: Text::Label("ppid"),
+        ty: Type::Number,
+        present: "always",
+        doc: "Process id of the real parent.",
+        value: |ev| num(ev.ppid),
+    },
+    Field {
+        json: "process.name",
+        journald: Journald::Field("EXECWATCH_COMM"),
+        text: Text::Label("comm"),
+        ty: Type::String,
+        present: "always",
+        doc: "Task name (comm, at most 15 bytes) after exec; on failure, the unchanged caller's.",
+        value: |ev| bytes(&ev.comm),
+    },
+    Field {
+        json: "process.executable",
+        journald: Journald::Field("EXECWATCH_EXE"),
+        text: Text::Label("exe"),
+        ty: Type::String,
+        present: "success",
+        doc: "Absolute path of the file that runs, resolved by the kernel (symlinks followed, `/dev/fd/N` resolved). For a script, the interpreter. Path from the root of the process's mount namespace (a container's own view).",
+        value: |ev| non_empty(&ev.executable),
+    },
+    Field {
+        json: "process.args",
+        journald: Journald::Field("EXECWATCH_ARGV"),
+        text: Text::Label("argv"),
+        ty: Type::StringArray,
+        present: "always",
+        doc: "argv, one element per argument, empty arguments kept. Up to `--max-args-bytes` (see `execwatch.args_truncated`). journald: one field per argument, `EXECWATCH_ARGV_0`, `_1`, ... (at most 512; `EXECWATCH_ARGV_OMITTED` counts the rest).",
+        value: |ev| Some(Value::List(List::Args(ev))),
+    },
+    Field {
+        json: "process.args_count",
+        journald: Journald::Field("EXECWATCH_ARGC"),
+        text: Text::LabelIf("argc", ExecEvent::args_incomplete),
+        ty: Type::Number,
+        present: "always",
+        doc: "Total argc, including arguments not captured.",
+        value: |ev| num(ev.argc),
+    },
+    Field {
+        json: "process.command_line",
+        journald: Journald::Absent("EXECWATCH_ARGV_n carry the arguments and MESSAGE shows them"),
+        text: Text::Absent("argv= shows the arguments"),
+        ty: Type::String,
+        present: "always",
+        doc: "`process.args` joined with single spaces, at most 4 KiB (for display and search; lossy: use `process.args`).",
+        value: |ev| {
+            Some(Value::Joined(
+                List::Args(ev),
+                crate::event::COMMAND_LINE_MAX,
+            ))
+        },
+    },
+    Field {
+        json: "user.id",
+        journald: Journald::Field("EXECWATCH_UID"),
+        text: Text::Label("uid"),
+        ty: Type::String,
+        present: "always",
+        doc: "Real uid.",
+        value: |ev| id(ev.uid),
+    },
+    Field {
+        json: "user.effective.id",
+        journald: Journald::Field("EXECWATCH_EUID"),
+        text: Text::LabelIf("euid", |ev| ev.euid != ev.uid),
+        ty: Type::String,
+        present: "always",
+        doc: "Effective uid after exec (setuid applied).",
+        value: |ev| id(ev.euid),
+    },
+    Field {
+        json: "user.effective.group.id",
+        journald: Journald::Field("EXECWATCH_EGID"),
+        text: Text::LabelIf("egid", |ev| ev.egid != ev.gid),
+        ty: Type::String,
+        present: "always",
+        doc: "Effective gid after exec.",
+        value: |ev| id(ev.egid),
+    },
+    Field {
+        json: "user.audit.id",
+        journald: Journald::Field("EXECWATCH_AUID"),
+        text: Text::Label("auid"),
+        ty: Type::String,
+        present: "when set",
+        doc: "Login uid (audit `auid`); absent when the process has none.",
+        value: |ev| ev.auid.and_then(id),
+    },
+    Field {
+        json: "group.id",
+        journald: Journald::Field("EXECWATCH_GID"),
+        text: Text::Label("gid"),
+        ty: Type::String,
+        present: "always",
+        doc: "Real gid.",
+        value: |ev| id(ev.gid),
+    },
+    Field {
+        json: "container.id",
+        journald: Journald::Field("EXECWATCH_CONTAINER_ID"),
+        text: Text::Label("container"),
+        ty: Type::String,
+        present: "container",
+        doc: "Container id (see [Containers](#containers-and-units)).",
+        value: |ev| ev.container_id().and_then(text_str),
+    },
+    Field {
+        json: "container.runtime",
+        journald: Journald::Field("EXECWATCH_CONTAINER_RUNTIME"),
+        text: Text::Label("runtime"),
+        ty: Type::String,
+        present: "when known",
+        doc: "`docker`, `containerd`, `cri-o`, `podman`, `runc`, `crun`.",
+        value: |ev| ev.container_runtime().and_then(constant),
+    },
+    Field {
+        json: "orchestrator.type",
+        journald: Journald::Absent("EXECWATCH_POD_UID says it"),
+        text: Text::Absent("pod= says it"),
+        ty: Type::String,
+        present: "Kubernetes pod",
+        doc: "`kubernetes`.",
+        value: |ev| ev.pod_uid().and(constant("kubernetes")),
+    },
+    Field {
+        json: "kubernetes.pod.uid",
+        journald: Journald::Field("EXECWATCH_POD_UID"),
+        text: Text::Label("pod"),
+        ty: Type::String,
+        present: "Kubernetes pod",
+        doc: "Pod UID from the cgroup path.",
+        value: |ev| ev.pod_uid().and_then(text_str),
+    },
+    Field {
+        json: "execwatch.caller.name",
+        journald: Journald::Field("EXECWATCH_CALLER_COMM"),
+        text: Text::LabelIf("caller", |ev| ev.caller_comm != ev.comm),
+        ty: Type::String,
+        present: "when known",
+        doc: "Task name before exec (the program that called exec).",
+        value: |ev| non_empty(&ev.caller_comm),
+    },
+    Field {
+        json: "execwatch.filename",
+        journald: Journald::Field("EXECWATCH_FILENAME"),
+        text: Text::LabelIf("filename", |ev| ev.filename != ev.executable),
+        ty: Type::String,
+        present: "always",
+        doc: "The file name as passed to exec, unresolved (may be relative, or `/dev/fd/N` for fexecve / `execveat(fd, \"\", AT_EMPTY_PATH)`, `/dev/fd/N/name` for `execveat(dirfd, \"name\")`).",
+        value: |ev| bytes(&ev.filename),
+    },
+    Field {
+        json: "execwatch.syscall",
+        journald: Journald::Field("EXECWATCH_SYSCALL"),
+        text: Text::Label("syscall"),
+        ty: Type::String,
+        present: "failure",
+        doc: "`execve` or `execveat`. Successful records do not say (the kernel hook after exec does not know).",
+        value: |ev| ev.syscall.map(|s| Value::Text(Cow::Borrowed(s.name()))),
+    },
+    Field {
+        json: "execwatch.errno",
+        journald: Journald::Field("EXECWATCH_ERRNO_NUMBER"),
+        text: Text::Absent("error= names it"),
+        ty: Type::Number,
+        present: "failure",
+        doc: "errno number of a failed exec.",
+        value: |ev| ev.errno.map(|e| Value::Num(e.unsigned_abs().into())),
+    },
+    Field {
+        json: "execwatch.dirfd",
+        journald: Journald::Field("EXECWATCH_DIRFD"),
+        text: Text::Label("dirfd"),
+        ty: Type::Number,
+        present: "failed execveat",
+        doc: "dirfd argument of execveat (`-100` is `AT_FDCWD`).",
+        value: |ev| {
+            ev.has_execveat_args()
+                .then_some(Value::Int(i64::from(ev.dirfd)))
+        },
+    },
+    Field {
+        json: "execwatch.at_flags",
+        journald: Journald::Field("EXECWATCH_AT_FLAGS"),
+        text: Text::Label("at_flags"),
+        ty: Type::Number,
+        present: "failed execveat",
+        doc: "flags argument of execveat (`AT_EMPTY_PATH` = 4096, `AT_SYMLINK_NOFOLLOW` = 256).",
+        value: |ev| ev.has_execveat_args().then_some(Value::Num(ev.at_flags.into())),
+    },
+    Field {
+        json: "execwatch.audit.session_id",
+        journald: Journald::Field("EXECWATCH_SESSION_ID"),
+        text: Text::Label("ses"),
+        ty: Type::Number,
+        present: "when set",
+        doc: "Audit session id; absent when unset.",
+        value: |ev| ev.session_id.and_then(num),
+    },
+    Field {
+        json: "execwatch.args_bytes",
+        journald: Journald::Field("EXECWATCH_ARGS_BYTES"),
+        text: Text::Absent(TEXT_DETAIL),
+        ty: Type::Number,
+        present: "always",
+        doc: "Total bytes of argv, NULs included (what the kernel copied). On failure: bytes read.",
+        value: |ev| num(ev.args_size),
+    },
+    Field {
+        json: "execwatch.args_incomplete",
+        journald: Journald::Field("EXECWATCH_ARGS_INCOMPLETE"),
+        text: Text::Label("args-incomplete"),
+        ty: Type::Bool,
+        present: "always",
+        doc: "`true` when `process.args` lacks an argument or holds one cut short: argv was longer than `--max-args-bytes` (`execwatch.args_truncated`), or its memory could not be read (`execwatch.args_read_failed`).",
+        value: |ev| flag(ev.args_incomplete()),
+    },
+    Field {
+        json: "execwatch.args_truncated",
+        journald: Journald::Field("EXECWATCH_ARGS_TRUNCATED"),
+        text: Text::Absent("args-incomplete says it"),
+        ty: Type::Bool,
+        present: "always",
+        doc: "`true` when argv was longer than `--max-args-bytes`: `process.args` holds the first arguments, the last one possibly cut.",
+        value: |ev| flag(ev.args_truncated),
+    },
+    Field {
+        json: "execwatch.args_read_failed",
+        journald: Journald::Field("EXECWATCH_ARGS_READ_FAILED"),
+        text: Text::Absent("args-incomplete says it"),
+        ty: Type::Bool,
+        present: "when true",
+        doc: "The kernel could not read the argument memory (the event is kept, `process.args` may be empty).",
+        value: |ev| only_true(ev.args_read_failed),
+    },
+    Field {
+        json: "execwatch.command_line_truncated",
+        journald: Journald::Absent("journald has no command line field"),
+        text: Text::Absent("text has no command line field"),
+        ty: Type::Bool,
+        present: "when true",
+        doc: "`process.command_line` was cut at 4 KiB; `process.args` is complete (up to `--max-args-bytes`).",
+        value: |ev| only_true(ev.command_line_truncated()),
+    },
+    Field {
+        json: "execwatch.filename_truncated",
+        journald: Journald::Field("EXECWATCH_FILENAME_TRUNCATED"),
+        text: Text::Label("filename-truncated"),
+        ty: Type::Bool,
+        present: "when true",
+        doc: "The file name was longer than 4095 bytes.",
+        value: |ev| only_true(ev.filename_truncated),
+    },
+    Field {
+        json: "execwatch.executable_truncated",
+        journald: Journald::Field("EXECWATCH_EXE_TRUNCATED"),
+        text: Text::Label("exe-truncated"),
+        ty: Type::Bool,
+        present: "when true",
+        doc: "The path was deeper than 64 components or longer than 4 KiB; `process.executable` is then the path's tail with no leading `/`.",
+        value: |ev| only_true(ev.exe_truncated),
+    },
+    Field {
+        json: "execwatch.executable_read_failed",
+        journald: Journald::Field("EXECWATCH_EXE_READ_FAILED"),
+        text: Text::Label("exe-unreadable"),
+        ty: Type::Bool,
+        present: "when true",
+        doc: "The kernel could not read part of the path.",
+        value: |ev| only_true(ev.exe_read_failed),
+    },
+    Field {
+        json: "execwatch.cgroup.id",
+        journald: Journald::Field("EXECWATCH_CGROUP_ID"),
+        text: Text::LabelIf("cgroup-id", ExecEvent::cgroup_unresolved),
+        ty: Type::Number,
+        present: "always",
+        doc: "cgroup v2 id of the process (the inode number of its cgroup directory).",
+        value: |ev| num(ev.cgroup_id),
+    },
+    Field {
+        json: "execwatch.cgroup.path",
+        journald: Journald::Field("EXECWATCH_CGROUP_PATH"),
+        text: Text::Label("cgroup"),
+        ty: Type::String,
+        present: "when resolved",
+        doc: "cgroup v2 path from the hierarchy's root, as the kernel had it at exec time: `/system.slice/docker-<id>.scope`.",
+        value: |ev| ev.cgroup_path().and_then(bytes),
+    },
+    Field {
+        json: "execwatch.cgroup.unresolved",
+        journald: Journald::Field("EXECWATCH_CGROUP_UNRESOLVED"),
+        text: Text::Label("cgroup-unresolved"),
+        ty: Type::Bool,
+        present: "when true",
+        doc: "The path is not known (see below); no attribution is guessed.",
+        value: |ev| only_true(ev.cgroup_unresolved()),
+    },
+    Field {
+        json: "execwatch.cgroup.path_truncated",
+        journald: Journald::Field("EXECWATCH_CGROUP_PATH_TRUNCATED"),
+        text: Text::Label("cgroup-truncated"),
+        ty: Type::Bool,
+        present: "when true",
+        doc: "Deeper than 32 levels or longer than 2 KiB: the path is its tail, with no leading `/`.",
+        value: |ev| only_true(ev.cgroup_truncated()),
+    },
+    Field {
+        json: "execwatch.systemd.unit",
+        journald: Journald::Field("EXECWATCH_SYSTEMD_UNIT"),
+        text: Text::Label("unit"),
+        ty: Type::String,
+        present: "host unit",
+        doc: "Innermost systemd unit (`*.service`, `*.scope`) of a process that is not in a container.",
+        value: |ev| ev.systemd_unit().and_then(text_str),
+    },
+    Field {
+        json: "execwatch.systemd.slice",
+        journald: Journald::Field("EXECWATCH_SYSTEMD_SLICE"),
+        text: Text::Label("slice"),
+        ty: Type::String,
+        present: "when present",
+        doc: "Innermost systemd slice.",
+        value: |ev| ev.systemd_slice().and_then(text_str),
+    },
+    Field {
+        json: "execwatch.pid_ns.inode",
+        journald: Journald::Field("EXECWATCH_PIDNS_INODE"),
+        text: Text::Absent(TEXT_DETAIL),
+        ty: Type::Number,
+        present: "always",
+        doc: "Inode of the process's pid namespace (as in `/proc/PID/ns/pid`).",
+        value: |ev| num(ev.pidns_ino),
+    },
+    Field {
+        json: "execwatch.pid_ns.pid",
+        journald: Journald::Field("EXECWATCH_PIDNS_PID"),
+        text: Text::LabelIf("nspid", ExecEvent::in_other_pid_ns),
+        ty: Type::Number,
+        present: "always",
+        doc: "Process id inside that namespace (equals `process.pid` on the host).",
+        value: |ev| num(ev.ns_pid),
+    },
+    Field {
+        json: "execwatch.pid_ns.host",
+        journald: Journald::Field("EXECWATCH_PIDNS_HOST"),
+        text: Text::Absent("nspid= marks a process in another pid namespace"),
+        ty: Type::Bool,
+        present: "always",
+        doc: "Whether the pid namespace is execwatch's own (the host's, when execwatch runs on the host or with `hostPID`).",
+        value: |ev| ev.host_pid_ns.map(Value::Bool),
+    },
+    Field {
+        json: "execwatch.mnt_ns.inode",
+        journald: Journald::Field("EXECWATCH_MNTNS_INODE"),
+        text: Text::Absent(TEXT_DETAIL),
+        ty: Type::Number,
+        present: "always",
+        doc: "Inode of the mount namespace.",
+        value: |ev| num(ev.mntns_ino),
+    },
+    Field {
+        json: "execwatch.raw.args",
+        journald: Journald::Absent(JSON_RAW),
+        text: Text::Absent(JSON_RAW),
+        ty: Type::StringArray,
+        present: "not UTF-8",
+        doc: "When an argument is not valid UTF-8: base64 of every argument's exact bytes, index for index with `process.args`.",
+        value: |ev| {
+            (!ev.args().all(is_utf8)).then_some(Value::Base64List(List::Args(ev)))
+        },
+    },
+    Field {
+        json: "execwatch.raw.name",
+        journald: Journald::Absent(JSON_RAW),
+        text: Text::Absent(JSON_RAW),
+        ty: Type::String,
+        present: "not UTF-8",
+        doc: "base64 of `process.name`'s exact bytes.",
+        value: |ev| raw(&ev.comm),
+    },
+    Field {
+        json: "execwatch.raw.executable",
+        journald: Journald::Absent(JSON_RAW),
+        text: Text::Absent(JSON_RAW),
+        ty: Type::String,
+        present: "not UTF-8",
+        doc: "base64 of `process.executable`'s exact bytes.",
+        value: |ev| raw(&ev.executable),
+    },
+    Field {
+        json: "execwatch.raw.filename",
+        journald: Journald::Absent(JSON_RAW),
+        text: Text::Absent(JSON_RAW),
+        ty: Type::String,
+        present: "not UTF-8",
+        doc: "base64 of `execwatch.filename`'s exact bytes.",
+        value: |ev| raw(&ev.filename),
+    },
+    Field {
+        json: "execwatch.raw.caller_name",
+        journald: Journald::Absent(JSON_RAW),
+        text: Text::Absent(JSON_RAW),
+        ty: Type::String,
+        present: "not UTF-8",
+        doc: "base64 of `execwatch.caller.name`'s exact bytes.",
+        value: |ev| raw(&ev.caller_comm),
+    },
+    Field {
+        json: "execwatch.raw.cgroup_path",
+        journald: Journald::Absent(JSON_RAW),
+        text: Text::Absent(JSON_RAW),
+        ty: Type::String,
+        present: "not UTF-8",
+        doc: "base64 of `execwatch.cgroup.path`'s exact bytes.",
+        value: |ev| ev.cgroup_path().and_then(raw),
+    },
+    Field {
+        json: "ecs.version",
+        journald: Journald::Absent(NO_CONSTANT),
+        text: Text::Absent(NO_CONSTANT),
+        ty: Type::String,
+        present: "always",
+        doc: "`8.11.0`.",
+        value: |_| constant(ECS_VERSION),
+    },
+];
+
+/// ECS version the field names follow.
+pub const ECS_VERSION: &str = "8.11.0";
+
+/// The field table of docs/schema.md, generated from [`FIELDS`].
+pub fn markdown_table() -> String {
+    let mut s = String::from(
+        "| field | type | present | journald | text | meaning |\n|---|---|---|---|---|---|\n",
+    );
+    for f in FIELDS {
+        let journald = match f.journald {
+            Journald::Field(n) if f.ty == Type::StringArray => format!("`{n}_0`, `_1`, ..."),
+            Journald::Field(n) => format!("`{n}`"),
+            Journald::Absent(_) => "-".into(),
+        };
+        let text = match f.text {
+            Text::Label(l) | Text::LabelIf(l, _) => format!("`{l}`"),
+            Text::Bare | Text::BareIf(_) => "(unlabelled)".into(),
+            Text::Prefix => "(leads the line)".into(),
+            Text::Absent(_) => "-".into(),
+        };
+        s.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} | {} |\n",
+            f.json,
+            f.ty.name(),
+            f.present,
+            journald,
+            text,
+            f.doc
+        ));
+    }
+    s
+}
+
+/// Drift tests: every declared field reaches every format that declares it,
+/// no format carries an undeclared field, and docs/schema.md lists exactly
+/// the declared fields.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroups::CgroupInfo;
+    use crate::event::Syscall;
+    use crate::output::clock::Clock;
+    use crate::output::{journald, json, text};
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    /// Events that together give every field a value: hostile bytes
+    /// everywhere, every flag set, each kind of attribution.
+    fn samples() -> Vec<ExecEvent> {
+        let mut a = ExecEvent {
+            seq: 9,
+            boot_ns: 5,
+            pid: 100,
+            tid: 101,
+            ppid: 1,
+            uid: 1000,
+            gid: 1000,
+            euid: 0,
+            egid: 0,
+            auid: Some(1000),
+            session_id: Some(4),
+            pidns_ino: 77,
+            ns_pid: 3,
+            mntns_ino: 78,
+            argc: 5,
+            args_size: 999,
+            args_truncated: true,
+            args_read_failed: true,
+            filename_truncated: true,
+            exe_truncated: true,
+            exe_read_failed: true,
+            comm: b"n\xffme".to_vec(),
+            caller_comm: b"c\xfeller".to_vec(),
+            filename: b"f\xfdile".to_vec(),
+            executable: b"/e\xfcxe".to_vec(),
+            host_pid_ns: Some(false),
+            cgroup: Some(Arc::new(CgroupInfo {
+                path: b"/kubepods/pod\xff/abc".to_vec(),
+                container_id: Some("abc".into()),
+                runtime: Some("containerd"),
+                pod_uid: Some("8a3b2c1d-1234-4abc-9def-0123456789ab".into()),
+                path_truncated: true,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let long = vec![b'x'; crate::event::COMMAND_LINE_MAX];
+        a.set_args([&b"a\xff"[..], b"", &long]);
+        let mut b = ExecEvent {
+            errno: Some(2),
+            syscall: Some(Syscall::Execveat),
+            dirfd: -100,
+            at_flags: 4096,
+            argc: 1,
+            comm: b"sh".to_vec(),
+            filename: b"nope".to_vec(),
+            cgroup: Some(Arc::new(CgroupInfo {
+                path: b"/system.slice/x.service".to_vec(),
+                unit: Some("x.service".into()),
+                slice: Some("system.slice".into()),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        b.set_args([&b"nope"[..]]);
+        let c = ExecEvent::default(); // unresolved cgroup
+        vec![a, b, c]
+    }
+
+    fn json_get<'v>(v: &'v serde_json::Value, path: &str) -> Option<&'v serde_json::Value> {
+        let mut cur = v;
+        for seg in path.split('.') {
+            cur = cur.get(seg)?;
+        }
+        Some(cur)
+    }
+
+    fn json_leaves(v: &serde_json::Value, prefix: &str, out: &mut BTreeSet<String>) {
+        if let serde_json::Value::Object(m) = v {
+            for (k, child) in m {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                json_leaves(child, &p, out);
+            }
+        } else {
+            out.insert(prefix.to_string());
+        }
+    }
+
+    fn type_matches(ty: Type, v: &serde_json::Value) -> bool {
+        match ty {
+            Type::String => v.is_string(),
+            Type::Number => v.is_number(),
+            Type::Bool => v.is_boolean(),
+            Type::StringArray => v
+                .as_array()
+                .is_some_and(|a| a.iter().all(serde_json::Value::is_string)),
+        }
+    }
+
+    #[test]
+    fn every_field_reaches_every_format_that_declares_it() {
+        let clock = Clock::with_offset(0);
+        let mut covered = BTreeSet::new();
+        for ev in samples() {
+            let mut out = Vec::new();
+            json::write_event(&mut out, &ev, &clock);
+            let j: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            out.clear();
+            journald::write_event(&mut out, &ev, &clock);
+            let entry = journald::parse(&out);
+            let has = |n: &str| entry.iter().any(|(k, _)| k == n);
+            out.clear();
+            text::write_event(&mut out, &ev, &clock);
+            let line = String::from_utf8(out.clone()).unwrap();
+
+            for f in FIELDS {
+                let Some(v) = (f.value)(&ev) else {
+                    assert!(
+                        json_get(&j, f.json).is_none(),
+                        "{} absent but in JSON",
+                        f.json
+                    );
+                    continue;
+                };
+                covered.insert(f.json);
+                let jv = json_get(&j, f.json)
+                    .unwrap_or_else(|| panic!("{} has a value but is not in JSON", f.json));
+                assert!(
+                    type_matches(f.ty, jv),
+                    "{}: {jv} is not a {:?}",
+                    f.json,
+                    f.ty
+                );
+                match f.journald {
+                    Journald::Field(n) if f.ty == Type::StringArray => {
+                        let empty = jv.as_array().is_some_and(Vec::is_empty);
+                        assert!(
+                            empty || has(&format!("{n}_0")),
+                            "{} missing from journald",
+                            f.json
+                        )
+                    }
+                    Journald::Field(n) => assert!(has(n), "{} missing from journald", f.json),
+                    Journald::Absent(why) => assert!(!why.is_empty()),
+                }
+                let shown = match f.text {
+                    Text::Label(l) => Some(l),
+                    Text::LabelIf(l, cond) => cond(&ev).then_some(l),
+                    Text::Bare | Text::BareIf(_) | Text::Prefix => None,
+                    Text::Absent(why) => {
+                        assert!(!why.is_empty());
+                        None
+                    }
+                };
+                if let Some(l) = shown {
+                    let want = match v {
+                        Value::Bool(false) => continue,
+                        Value::Bool(true) => format!(" {l}"),
+                        _ => format!(" {l}="),
+                    };
+                    assert!(line.contains(&want), "{} missing from text: {line}", f.json);
+                }
+            }
+
+            // Nothing undeclared in JSON or journald.
+            let mut leaves = BTreeSet::new();
+            json_leaves(&j, "", &mut leaves);
+            for leaf in leaves {
+                assert!(
+                    FIELDS.iter().any(|f| f.json == leaf),
+                    "undeclared JSON field {leaf}"
+                );
+            }
+            for (k, _) in &entry {
+                if !k.starts_with("EXECWATCH_") {
+                    continue;
+                }
+                let declared = FIELDS.iter().any(|f| match f.journald {
+                    Journald::Field(n) => {
+                        k == n
+                            || (f.ty == Type::StringArray
+                                && k.strip_prefix(n)
+                                    .and_then(|r| r.strip_prefix('_'))
+                                    .is_some_and(|r| {
+                                        r == "OMITTED" || r.bytes().all(|b| b.is_ascii_digit())
+                                    }))
+                    }
+                    Journald::Absent(_) => false,
+                });
+                assert!(declared, "undeclared journald field {k}");
+            }
+        }
+        let missing: Vec<_> = FIELDS
+            .iter()
+            .map(|f| f.json)
+            .filter(|p| !covered.contains(p))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "no sample event gives these fields a value: {missing:?}"
+        );
+    }
+
+    #[test]
+    fn fields_are_unique_and_objects_contiguous() {
+        let mut seen = BTreeSet::new();
+        for f in FIELDS {
+            assert!(seen.insert(f.json), "{} declared twice", f.json);
+            if let Journald::Field(n) = f.journald {
+                assert!(
+                    n.bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'),
+                    "{n} is not a journald field name"
+                );
+            }
+        }
+        // An object, once closed, is never opened again.
+        let mut closed: BTreeSet<String> = BTreeSet::new();
+        let mut open: Vec<String> = Vec::new();
+        for f in FIELDS {
+            let segs: Vec<&str> = f.json.split('.').collect();
+            let prefixes: Vec<String> = (1..segs.len()).map(|i| segs[..i].join(".")).collect();
+            while open.last().is_some_and(|o| !prefixes.contains(o)) {
+                closed.insert(open.pop().unwrap());
+            }
+            for p in prefixes {
+                assert!(
+                    !closed.contains(&p),
+                    "{}: object {p} is split in FIELDS",
+                    f.json
+                );
+                if !open.contains(&p) {
+                    open.push(p);
+                }
+            }
+        }
+    }
+
+    const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/schema.md");
+    const BEGIN: &str = "<!-- fields:begin (generated from src/fields.rs) -->\n";
+    const END: &str = "<!-- fields:end -->";
+
+    /// docs/schema.md's field table is the generated one. Run with
+    /// EXECWATCH_UPDATE_SCHEMA=1 to rewrite it.
+    #[test]
+    fn schema_doc_lists_exactly_the_declared_fields() {
+        let doc = std::fs::read_to_string(SCHEMA).unwrap();
+        let (Some(a), Some(b)) = (doc.find(BEGIN), doc.find(END)) else {
+            panic!("docs/schema.md lacks the {BEGIN:?} ... {END:?} markers");
+        };
+        let table = markdown_table();
+        let current = &doc[a + BEGIN.len()..b];
+        if current != table {
+            if std::env::var_os("EXECWATCH_UPDATE_SCHEMA").is_some() {
+                let new = format!("{}{BEGIN}{table}{}", &doc[..a], &doc[b..]);
+                std::fs::write(SCHEMA, new).unwrap();
+            } else {
+                panic!(
+                    "docs/schema.md's field table is out of date: run \
+                     `EXECWATCH_UPDATE_SCHEMA=1 cargo test --lib fields` and commit it"
+                );
+            }
+        }
+        // The example event has every field that is always present, and no
+        // field that does not exist.
+        let example = doc
+            .split("```json\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n```").next())
+            .expect("docs/schema.md has a ```json example");
+        let v: serde_json::Value = serde_json::from_str(example).expect("the example is JSON");
+        for f in FIELDS.iter().filter(|f| f.present == "always") {
+            assert!(
+                json_get(&v, f.json).is_some(),
+                "the example lacks {}",
+                f.json
+            );
+        }
+        let mut leaves = BTreeSet::new();
+        json_leaves(&v, "", &mut leaves);
+        for leaf in leaves {
+            assert!(
+                FIELDS.iter().any(|f| f.json == leaf),
+                "the example has undeclared {leaf}"
+            );
+        }
+        // Every field named in backticks in the table rows is declared.
+        for row in current.lines().skip(2) {
+            let name = row.split('`').nth(1).unwrap_or_default();
+            assert!(
+                FIELDS.iter().any(|f| f.json == name),
+                "docs/schema.md documents {name}, which does not exist"
+            );
+        }
+    }
+}
