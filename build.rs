@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use libbpf_cargo::SkeletonBuilder;
 
 const SRC: &str = "src/bpf/execve.bpf.c";
-const HEADERS: &[&str] = &["src/bpf/execve.h"];
+const HEADERS: &[&str] = &[
+    "src/bpf/execve.h",
+    "src/bpf/path.bpf.h",
+    "src/bpf/core_fixes.bpf.h",
+];
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));

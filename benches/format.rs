@@ -4,42 +4,44 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use execwatch::bpf_loader::types;
 use execwatch::decode::ExecEvent;
 use execwatch::output::clock::Clock;
 use execwatch::output::{json, text};
 
-/// A record like the storm's: 16 x 64-byte arguments after a marker.
+#[allow(dead_code)]
+mod record {
+    use execwatch::bpf_loader::types;
+    include!("../tests/common/record.rs");
+}
+use record::Record;
+
+/// A record like the storm's: 16 x 64-byte arguments after a marker, with
+/// the context a real exec carries (cwd, executable identity).
 fn record(nargs: usize, arglen: usize) -> Vec<u8> {
-    let mut args = b"/usr/bin/noop\0bench-marker\0".to_vec();
-    for _ in 0..nargs {
-        args.extend(std::iter::repeat_n(b'a', arglen));
-        args.push(0);
-    }
-    let filename = b"/usr/bin/noop\0";
-    let exe = b"noop\0bin\0usr\0";
-    let h = types::event {
-        seq: 1,
-        boot_ns: 123_456_789,
-        kind: types::event_kind::EVENT_KIND_EXEC.0,
-        pid: 4242,
-        tid: 4242,
-        ppid: 1,
-        auid: 1000,
-        sessionid: 3,
-        argc: nargs as u32 + 2,
-        args_size: args.len() as u32,
-        args_len: args.len() as u32,
-        filename_len: filename.len() as u16,
-        exe_len: exe.len() as u16,
-        ..Default::default()
-    };
-    // SAFETY: `types::event` is plain old data (integers and arrays).
-    let mut out = unsafe { plain::as_bytes(&h) }.to_vec();
-    out.extend_from_slice(filename);
-    out.extend_from_slice(exe);
-    out.extend_from_slice(&args);
-    out
+    let arg = vec![b'a'; arglen];
+    let mut argv: Vec<&[u8]> = vec![b"/usr/bin/noop", b"bench-marker"];
+    argv.extend(std::iter::repeat_n(arg.as_slice(), nargs));
+    let mut r = Record::exec(&argv);
+    let h = &mut r.header;
+    h.seq = 1;
+    h.boot_ns = 123_456_789;
+    h.start_ns = 123_000_000;
+    h.pid = 4242;
+    h.tid = 4242;
+    h.ppid = 1;
+    h.auid = 1000;
+    h.sessionid = 3;
+    h.sid = 4000;
+    h.pgid = 4242;
+    h.exe_ino = 1234;
+    h.exe_size = 800_000;
+    h.exe_dev = 254 << 20;
+    h.exe_mode = 0o100755;
+    h.exe_nlink = 1;
+    r.filename = b"/usr/bin/noop\0".to_vec();
+    r.exe = Record::path("/usr/bin/noop");
+    r.cwd = Record::path("/home/user/work");
+    r.encode()
 }
 
 fn bench(name: &str, iters: u32, mut f: impl FnMut()) {

@@ -36,6 +36,8 @@ pub struct Config {
     pub failed_execs: FailedExecs,
     /// In-kernel filters.
     pub filters: Filters,
+    /// Copy the environment into successful exec records (`--env`).
+    pub capture_env: bool,
 }
 
 /// Filters applied in the kernel before a record is made. Empty lists mean
@@ -57,7 +59,83 @@ pub struct Filters {
 }
 
 /// At most this many entries per filter list (the BPF maps' size).
-pub const FILTER_LIST_MAX: usize = 64;
+pub const FILTER_LIST_MAX: usize = types::event_limits::FILTER_LIST_MAX.0 as usize;
+/// Longest task name the kernel keeps (without its NUL).
+pub const COMM_MAX: usize = types::event_limits::EVENT_COMM_LEN.0 as usize - 1;
+/// cgroups the kernel side can be told the daemon knows.
+pub const KNOWN_CGROUPS_MAX: usize = types::event_limits::KNOWN_CGROUPS_MAX.0 as usize;
+/// Smallest and largest ring buffer (a power of two in between).
+pub const RING_BUFFER_MIN: u32 = 64 << 10;
+pub const RING_BUFFER_MAX: u32 = 1 << 30;
+
+/// The largest record the BPF side can write with this argv limit, with or
+/// without the environment.
+pub fn largest_record(max_args_bytes: u32, capture_env: bool) -> usize {
+    use types::event_limits as L;
+    let fixed = L::FILENAME_MAX_LEN.0 + 3 * L::EXE_PATH_MAX_LEN.0 + L::CGROUP_PATH_MAX_LEN.0;
+    let env = if capture_env { L::ENV_MAX_LEN.0 } else { 0 };
+    // The ring buffer adds an 8-byte header and rounds each record up to 8.
+    (HEADER_LEN + (fixed + max_args_bytes.min(ARGS_MAX_LIMIT) + env) as usize + 8)
+        .next_multiple_of(8)
+}
+
+/// A configuration the loader refuses, before any BPF work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--max-args-bytes must be between 1 and {ARGS_MAX_LIMIT} bytes, not {0}")]
+    ArgsBytes(u32),
+    #[error("--ring-buffer-size must be a power of two between 64KiB and 1GiB, not {0} bytes")]
+    RingSize(u32),
+    #[error(
+        "--ring-buffer-size {ring} bytes cannot hold one record of {record} bytes (--max-args-bytes \
+         {args}{env}): raise --ring-buffer-size to at least {need} bytes, or lower --max-args-bytes"
+    )]
+    RingTooSmall {
+        ring: u32,
+        record: usize,
+        args: u32,
+        env: &'static str,
+        need: u32,
+    },
+    #[error("--failed-only with --failed-execs off records nothing")]
+    NothingToRecord,
+    #[error("more than {FILTER_LIST_MAX} values for one filter")]
+    TooManyFilterValues,
+}
+
+impl Config {
+    /// Check everything that needs no kernel. Pure: unit-tested below.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_args_bytes == 0 || self.max_args_bytes > ARGS_MAX_LIMIT {
+            return Err(ConfigError::ArgsBytes(self.max_args_bytes));
+        }
+        let ring = self.ring_buffer_bytes;
+        if !(RING_BUFFER_MIN..=RING_BUFFER_MAX).contains(&ring) || !ring.is_power_of_two() {
+            return Err(ConfigError::RingSize(ring));
+        }
+        let record = largest_record(self.max_args_bytes, self.capture_env);
+        if record > ring as usize {
+            return Err(ConfigError::RingTooSmall {
+                ring,
+                record,
+                args: self.max_args_bytes,
+                env: if self.capture_env { " with --env" } else { "" },
+                need: (record as u32).next_power_of_two(),
+            });
+        }
+        let f = &self.filters;
+        if f.failed_only && self.failed_execs == FailedExecs::Off {
+            return Err(ConfigError::NothingToRecord);
+        }
+        if [f.uids.len(), f.comms.len(), f.exclude_comms.len()]
+            .iter()
+            .any(|&n| n > FILTER_LIST_MAX)
+        {
+            return Err(ConfigError::TooManyFilterValues);
+        }
+        Ok(())
+    }
+}
 
 /// Hook for failed execs (successful ones always use sched_process_exec).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -93,6 +171,7 @@ impl Default for Config {
             wakeup_bytes: u64::from(ring_buffer_bytes / 4),
             failed_execs: FailedExecs::Auto,
             filters: Filters::default(),
+            capture_env: false,
         }
     }
 }
@@ -101,15 +180,17 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(
-        "the kernel refused the BPF program (EPERM/EACCES): the verifier rejected it, or a \
+        "{what}: the kernel refused (EPERM/EACCES): the verifier rejected the program, or a \
          security policy (lockdown, an LSM, missing CAP_BPF/CAP_PERFMON) forbids it; \
          run with --verbose to see libbpf's log"
     )]
-    Refused,
-    #[error("--failed-only with --failed-execs off records nothing")]
-    NothingToRecord,
-    #[error("more than {FILTER_LIST_MAX} values for one filter")]
-    TooManyFilterValues,
+    Refused {
+        what: &'static str,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("--cgroup {path}: {source}")]
     CgroupFilter {
         path: String,
@@ -131,7 +212,7 @@ pub enum LoadError {
 impl LoadError {
     fn from_libbpf(what: &'static str, source: libbpf_rs::Error) -> Self {
         if source.kind() == ErrorKind::PermissionDenied {
-            LoadError::Refused
+            LoadError::Refused { what, source }
         } else {
             LoadError::Libbpf { what, source }
         }
@@ -167,11 +248,11 @@ pub struct BpfLoader<'obj> {
     failed_execs: FailedExecs,
 }
 
-/// The comm as the kernel stores it: at most 15 bytes, NUL-padded.
-pub fn comm_key(name: &str) -> [u8; 16] {
-    let mut key = [0u8; 16];
+/// The comm as the kernel stores it: at most [`COMM_MAX`] bytes, NUL-padded.
+pub fn comm_key(name: &str) -> [u8; COMM_MAX + 1] {
+    let mut key = [0u8; COMM_MAX + 1];
     let b = name.as_bytes();
-    let n = b.len().min(15);
+    let n = b.len().min(COMM_MAX);
     key[..n].copy_from_slice(&b[..n]);
     key
 }
@@ -256,6 +337,7 @@ impl<'obj> BpfLoader<'obj> {
         config: &Config,
         object: &'obj mut MaybeUninit<OpenObject>,
     ) -> Result<Self, LoadError> {
+        config.validate()?;
         let mut open = ExecveSkelBuilder::default()
             .open(object)
             .map_err(|e| LoadError::from_libbpf("opening the BPF object", e))?;
@@ -265,15 +347,10 @@ impl<'obj> BpfLoader<'obj> {
             .rodata_data
             .as_deref_mut()
             .expect("the BPF object has const volatile globals, so a rodata map");
-        rodata.max_args_bytes = config.max_args_bytes.min(ARGS_MAX_LIMIT);
+        rodata.max_args_bytes = config.max_args_bytes;
         rodata.wakeup_bytes = config.wakeup_bytes;
+        rodata.capture_env = u32::from(config.capture_env);
         let f = &config.filters;
-        if [f.uids.len(), f.comms.len(), f.exclude_comms.len()]
-            .iter()
-            .any(|&n| n > FILTER_LIST_MAX)
-        {
-            return Err(LoadError::TooManyFilterValues);
-        }
         rodata.filter_uids = u32::from(!f.uids.is_empty());
         rodata.filter_comms = u32::from(!f.comms.is_empty());
         rodata.exclude_comms = u32::from(!f.exclude_comms.is_empty());
@@ -301,16 +378,13 @@ impl<'obj> BpfLoader<'obj> {
             .set_max_entries(config.ring_buffer_bytes)
             .map_err(|e| LoadError::from_libbpf("sizing the ring buffer", e))?;
 
-        if f.failed_only && config.failed_execs == FailedExecs::Off {
-            return Err(LoadError::NothingToRecord);
-        }
         if f.failed_only {
             open.progs.exec_success.set_autoload(false);
-            open.progs.save_caller_comm.set_autoload(false);
+            open.progs.save_caller.set_autoload(false);
         }
         let failed_execs = resolve_failed_execs(config.failed_execs)?;
         if failed_execs != FailedExecs::SysExit {
-            open.progs.exec_failed.set_autoload(false);
+            open.progs.exec_failed_sys_exit.set_autoload(false);
         }
         if failed_execs != FailedExecs::Tracepoints {
             open.progs.exec_failed_execve.set_autoload(false);
@@ -387,5 +461,75 @@ impl<'obj> BpfLoader<'obj> {
             wakeups_forced: read(S::STAT_WAKEUPS_FORCED)?,
             filtered: read(S::STAT_FILTERED)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Config::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn ring_must_hold_the_largest_record() {
+        let mut c = Config {
+            max_args_bytes: ARGS_MAX_LIMIT,
+            ring_buffer_bytes: RING_BUFFER_MIN,
+            ..Config::default()
+        };
+        let err = c.validate().unwrap_err();
+        assert!(
+            matches!(err, ConfigError::RingTooSmall { need: 262144, .. }),
+            "{err}"
+        );
+        assert!(err
+            .to_string()
+            .contains("raise --ring-buffer-size to at least 262144"));
+        c.ring_buffer_bytes = 256 << 10;
+        assert_eq!(c.validate(), Ok(()));
+        c.max_args_bytes = 100 << 10;
+        c.ring_buffer_bytes = 128 << 10;
+        assert_eq!(c.validate(), Ok(()));
+        c.capture_env = true;
+        assert!(c.validate().is_err(), "the environment needs room too");
+    }
+
+    #[test]
+    fn bad_sizes_and_combinations_are_refused() {
+        let bad = |f: fn(&mut Config)| {
+            let mut c = Config::default();
+            f(&mut c);
+            c.validate().unwrap_err()
+        };
+        assert_eq!(bad(|c| c.max_args_bytes = 0), ConfigError::ArgsBytes(0));
+        assert!(matches!(
+            bad(|c| c.ring_buffer_bytes = 100_000),
+            ConfigError::RingSize(_)
+        ));
+        assert!(matches!(
+            bad(|c| c.ring_buffer_bytes = 32 << 10),
+            ConfigError::RingSize(_)
+        ));
+        assert_eq!(
+            bad(|c| {
+                c.filters.failed_only = true;
+                c.failed_execs = FailedExecs::Off;
+            }),
+            ConfigError::NothingToRecord
+        );
+        assert_eq!(
+            bad(|c| c.filters.uids = (0..=FILTER_LIST_MAX as u32).collect()),
+            ConfigError::TooManyFilterValues
+        );
+    }
+
+    #[test]
+    fn comm_key_keeps_what_the_kernel_keeps() {
+        let k = comm_key("a-very-long-program-name");
+        assert_eq!(&k[..COMM_MAX], b"a-very-long-pro");
+        assert_eq!(k[COMM_MAX], 0);
     }
 }

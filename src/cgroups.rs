@@ -123,7 +123,7 @@ pub struct CgroupCache {
 
 /// Most cgroups remembered; past this the cache (and the kernel's set) is
 /// emptied and paths are sent again, so churn cannot grow memory forever.
-pub const CACHE_MAX: usize = 16384;
+pub const CACHE_MAX: usize = crate::bpf_loader::KNOWN_CGROUPS_MAX;
 
 impl CgroupCache {
     /// Attribution for an event: from the path it carries (first exec in a

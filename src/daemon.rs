@@ -29,6 +29,8 @@ pub struct LoopOptions {
     pub stats_interval: Duration,
     /// Prometheus metrics to keep up to date, when served.
     pub metrics: Option<Arc<Metrics>>,
+    /// Environment variables to pick from each record (`--env`).
+    pub env_names: Vec<Vec<u8>>,
 }
 
 impl Default for LoopOptions {
@@ -37,6 +39,7 @@ impl Default for LoopOptions {
             poll_interval: Duration::from_millis(100),
             stats_interval: Duration::from_secs(1),
             metrics: None,
+            env_names: Vec::new(),
         }
     }
 }
@@ -59,6 +62,7 @@ struct Consumer<W: Write> {
     /// execwatch's own pid namespace: "the host's" for the events.
     own_pidns: Option<u64>,
     metrics: Option<Arc<Metrics>>,
+    env_names: Vec<Vec<u8>>,
     events: u64,
     decode_errors: u64,
     io_error: Option<io::Error>,
@@ -76,6 +80,7 @@ impl<W: Write> Consumer<W> {
                     ev.cgroup_path_truncated,
                 );
                 ev.host_pid_ns = self.own_pidns.map(|ino| ino == u64::from(ev.pidns_ino));
+                ev.select_env(&self.env_names);
                 if let Some(m) = &self.metrics {
                     m.event(ev.succeeded());
                 }
@@ -128,6 +133,7 @@ pub fn run<W: Write>(
             .ok()
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m)),
         metrics: opts.metrics.clone(),
+        env_names: opts.env_names.clone(),
         events: 0,
         decode_errors: 0,
         io_error: None,

@@ -1,6 +1,7 @@
 //! Raw ring-buffer record -> owned [`ExecEvent`], with every length checked.
 
 use crate::bpf_loader::{types, HEADER_LEN};
+use crate::event::{ExeIdentity, OldCreds};
 pub use crate::event::{ExecEvent, Syscall};
 
 // SAFETY: `types::event` is the skeleton's `#[repr(C)]` copy of `struct
@@ -14,15 +15,9 @@ pub enum DecodeError {
     Short(usize),
     #[error("record kind {0} is unknown")]
     UnknownKind(u32),
-    #[error(
-        "record declares {declared} data bytes (filename {filename}, exe {exe}, cgroup {cgroup}, \
-         args {args}) but carries {available}"
-    )]
+    #[error("record declares {declared} data bytes ({parts}) but carries {available}")]
     Lengths {
-        filename: u32,
-        exe: u32,
-        cgroup: u32,
-        args: u32,
+        parts: String,
         declared: usize,
         available: usize,
     },
@@ -49,27 +44,41 @@ impl ExecEvent {
             return Err(DecodeError::UnknownKind(h.kind));
         }
         let data = &record[HEADER_LEN..];
-        let (fl, el, cl, al) = (
+        let lens = [
             usize::from(h.filename_len),
             usize::from(h.exe_len),
             usize::from(h.cgroup_len),
+            usize::from(h.cwd_len),
+            usize::from(h.script_len),
             h.args_len as usize,
-        );
-        let declared = fl + el + cl + al;
+            h.env_len as usize,
+        ];
+        let declared: usize = lens.iter().sum();
         if declared > data.len() {
             return Err(DecodeError::Lengths {
-                filename: fl as u32,
-                exe: el as u32,
-                cgroup: cl as u32,
-                args: h.args_len,
+                parts: format!(
+                    "filename {}, exe {}, cgroup {}, cwd {}, script {}, args {}, env {}",
+                    lens[0], lens[1], lens[2], lens[3], lens[4], lens[5], lens[6]
+                ),
                 declared,
                 available: data.len(),
             });
         }
-        let (filename, rest) = data.split_at(fl);
-        let (exe, rest) = rest.split_at(el);
-        let (cgroup, rest) = rest.split_at(cl);
-        let args = &rest[..al];
+        let mut rest = data;
+        let mut part = |len: usize| {
+            let (p, r) = rest.split_at(len);
+            rest = r;
+            p
+        };
+        let (filename, exe, cgroup, cwd, script, args, env) = (
+            part(lens[0]),
+            part(lens[1]),
+            part(lens[2]),
+            part(lens[3]),
+            part(lens[4]),
+            part(lens[5]),
+            part(lens[6]),
+        );
 
         let flag = |f: types::event_flag| h.flags & f.0 != 0;
         use types::event_flag as F;
@@ -104,6 +113,38 @@ impl ExecEvent {
         self.exe_truncated = flag(F::EVENT_FLAG_EXE_TRUNCATED);
         self.args_read_failed = flag(F::EVENT_FLAG_ARGS_READ_FAILED);
         self.exe_read_failed = flag(F::EVENT_FLAG_EXE_READ_FAILED);
+        self.start_ns = h.start_ns;
+        self.sid = h.sid;
+        self.pgid = h.pgid;
+        self.tty = (h.tty_major != 0 || h.tty_minor != 0).then_some((h.tty_major, h.tty_minor));
+        self.cwd_truncated = flag(F::EVENT_FLAG_CWD_TRUNCATED);
+        assemble_path(&mut self.cwd, cwd, self.cwd_truncated);
+        self.script_truncated = flag(F::EVENT_FLAG_SCRIPT_TRUNCATED);
+        assemble_path(&mut self.script, script, self.script_truncated);
+        self.exe_pseudo = flag(F::EVENT_FLAG_EXE_PSEUDO);
+        self.exe_upper_layer = flag(F::EVENT_FLAG_EXE_UPPER_LAYER);
+        self.exe_identity = (self.errno.is_none()).then_some(ExeIdentity {
+            dev: h.exe_dev,
+            ino: h.exe_ino,
+            size: h.exe_size,
+            nlink: h.exe_nlink,
+            uid: h.exe_uid,
+            gid: h.exe_gid,
+            mode: h.exe_mode,
+            mtime: (h.exe_mtime_sec, h.exe_mtime_nsec),
+            ctime: (h.exe_ctime_sec, h.exe_ctime_nsec),
+        });
+        self.old_creds = flag(F::EVENT_FLAG_OLD_CREDS).then_some(OldCreds {
+            euid: h.old_euid,
+            egid: h.old_egid,
+            cap_permitted: h.old_cap_permitted,
+        });
+        self.cap_permitted = h.cap_permitted;
+        self.secureexec = flag(F::EVENT_FLAG_SECUREEXEC);
+        self.env_truncated = flag(F::EVENT_FLAG_ENV_TRUNCATED);
+        self.env_area.clear();
+        self.env_area.extend_from_slice(env);
+        self.env_vars.clear();
 
         set_cstr(&mut self.comm, &h.comm);
         if flag(F::EVENT_FLAG_CALLER_COMM_MISSING) {
@@ -113,7 +154,22 @@ impl ExecEvent {
         }
         self.filename.clear();
         self.filename.extend_from_slice(until_nul(filename));
-        assemble_path(&mut self.executable, exe, self.exe_truncated);
+        if self.script.is_empty() && flag(F::EVENT_FLAG_SCRIPT) {
+            // The script's file is closed by the time of the record: its
+            // name as passed, made absolute against the cwd.
+            self.script_truncated = !absolute_path(
+                &mut self.script,
+                &self.filename,
+                &self.cwd,
+                self.cwd_truncated || self.filename_truncated,
+            );
+        }
+        // A pseudo file's one component is a name (`memfd:x`), not a path.
+        assemble_path(
+            &mut self.executable,
+            exe,
+            self.exe_truncated || flag(F::EVENT_FLAG_EXE_PSEUDO),
+        );
         self.cgroup_path_truncated = flag(F::EVENT_FLAG_CGROUP_TRUNCATED);
         if flag(F::EVENT_FLAG_CGROUP_PATH) {
             let path = self.cgroup_path.get_or_insert_with(Vec::new);
@@ -129,6 +185,36 @@ impl ExecEvent {
         self.split_args(args);
         Ok(())
     }
+}
+
+/// `name` made absolute against `cwd` and normalised (`.`, `..`, repeated
+/// `/`), without following links. False when that cannot be done exactly
+/// (the cwd is only a tail): `dst` then holds `name` as it is.
+fn absolute_path(dst: &mut Vec<u8>, name: &[u8], cwd: &[u8], cwd_partial: bool) -> bool {
+    dst.clear();
+    if !name.starts_with(b"/") && (cwd_partial || !cwd.starts_with(b"/")) {
+        dst.extend_from_slice(name);
+        return false;
+    }
+    let mut parts: Vec<&[u8]> = Vec::new();
+    let base: &[u8] = if name.starts_with(b"/") { b"" } else { cwd };
+    for c in base.split(|&b| b == b'/').chain(name.split(|&b| b == b'/')) {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    for p in parts {
+        dst.push(b'/');
+        dst.extend_from_slice(p);
+    }
+    if dst.is_empty() {
+        dst.push(b'/');
+    }
+    true
 }
 
 /// Bytes before the first NUL (all of them if there is none).
@@ -159,39 +245,116 @@ fn assemble_path(dst: &mut Vec<u8>, components: &[u8], truncated: bool) {
 }
 
 #[cfg(test)]
+mod record {
+    use crate::bpf_loader::types;
+    include!("../tests/common/record.rs");
+}
+
+#[cfg(test)]
 mod tests {
+    use super::record::Record;
     use super::*;
 
     /// A well-formed record with the given data parts.
     fn record(filename: &[u8], exe: &[u8], args: &[u8], argc: u32, flags: u32) -> Vec<u8> {
-        let mut h = types::event {
-            seq: 7,
-            boot_ns: 1_000,
-            kind: types::event_kind::EVENT_KIND_EXEC.0,
-            flags,
-            pid: 10,
-            tid: 11,
-            auid: u32::MAX,
-            sessionid: 3,
-            argc,
-            args_size: args.len() as u32,
-            args_len: args.len() as u32,
-            filename_len: filename.len() as u16,
-            exe_len: exe.len() as u16,
-            ..Default::default()
-        };
-        for (d, s) in h.comm.iter_mut().zip(b"ls") {
+        let mut r = Record::exec(&[]);
+        r.header.seq = 7;
+        r.header.boot_ns = 1_000;
+        r.header.flags = flags;
+        r.header.pid = 10;
+        r.header.tid = 11;
+        r.header.sessionid = 3;
+        r.header.argc = argc;
+        r.header.args_size = args.len() as u32;
+        for (d, s) in r.header.comm.iter_mut().zip(b"ls") {
             *d = *s as i8;
         }
-        for (d, s) in h.caller_comm.iter_mut().zip(b"bash") {
+        for (d, s) in r.header.caller_comm.iter_mut().zip(b"bash") {
             *d = *s as i8;
         }
-        // SAFETY: `types::event` is plain old data (see the Plain impl).
-        let mut out = unsafe { plain::as_bytes(&h) }.to_vec();
-        out.extend_from_slice(filename);
-        out.extend_from_slice(exe);
-        out.extend_from_slice(args);
-        out
+        r.filename = filename.to_vec();
+        r.exe = exe.to_vec();
+        r.args = args.to_vec();
+        r.encode()
+    }
+
+    #[test]
+    fn header_has_no_padding() {
+        // The BPF side and Rust must agree byte for byte: no compiler holes.
+        assert_eq!(HEADER_LEN % 8, 0);
+        let h = types::event::default();
+        // SAFETY: plain old data, see the Plain impl.
+        let bytes = unsafe { plain::as_bytes(&h) };
+        assert_eq!(bytes.len(), HEADER_LEN);
+    }
+
+    #[test]
+    fn new_regions_decode_in_order() {
+        let mut r = Record::exec(&[b"sh", b"/tmp/s.sh"]);
+        r.filename = b"/tmp/s.sh\0".to_vec();
+        r.exe = Record::path("/usr/bin/dash");
+        r.cwd = Record::path("/tmp/work dir");
+        r.script = Record::path("/tmp/s.sh");
+        r.env = b"A=1\0LD_PRELOAD=/x.so\0B=2\0".to_vec();
+        r.header.tty_major = 136;
+        r.header.exe_mode = 0o104755;
+        r.header.exe_dev = 8 << 20 | 3;
+        let mut ev = ExecEvent::decode(&r.encode()).unwrap();
+        assert_eq!(ev.executable, b"/usr/bin/dash");
+        assert_eq!(ev.cwd, b"/tmp/work dir");
+        assert_eq!(ev.script, b"/tmp/s.sh");
+        assert_eq!(ev.tty, Some((136, 0)));
+        assert!(ev.interactive());
+        let id = ev.exe_identity.unwrap();
+        assert_eq!((id.dev_major(), id.dev_minor()), (8, 3));
+        assert_eq!(ev.args().collect::<Vec<_>>(), [&b"sh"[..], b"/tmp/s.sh"]);
+        ev.select_env(&[b"LD_PRELOAD".to_vec(), b"ABSENT".to_vec()]);
+        assert_eq!(ev.env_vars, [b"LD_PRELOAD=/x.so".to_vec()]);
+    }
+
+    #[test]
+    fn scripts_are_made_absolute() {
+        let mut out = Vec::new();
+        assert!(absolute_path(&mut out, b"./s.sh", b"/tmp/a", false));
+        assert_eq!(out, b"/tmp/a/s.sh");
+        assert!(absolute_path(&mut out, b"../b//s.sh", b"/tmp/a", false));
+        assert_eq!(out, b"/tmp/b/s.sh");
+        assert!(absolute_path(&mut out, b"/x/./y/../s", b"/ignored", true));
+        assert_eq!(out, b"/x/s");
+        assert!(!absolute_path(&mut out, b"s.sh", b"a/b", true));
+        assert_eq!(out, b"s.sh");
+        let mut r = Record::exec(&[b"/bin/sh", b"./s.sh"]);
+        r.filename = b"./s.sh\0".to_vec();
+        r.cwd = Record::path("/home/u");
+        r.flag(types::event_flag::EVENT_FLAG_SCRIPT);
+        assert_eq!(
+            ExecEvent::decode(&r.encode()).unwrap().script,
+            b"/home/u/s.sh"
+        );
+    }
+
+    #[test]
+    fn a_memfd_is_named_not_pathed() {
+        let mut r = Record::exec(&[b"x"]);
+        r.exe = b"memfd:payload\0".to_vec();
+        r.flag(types::event_flag::EVENT_FLAG_EXE_PSEUDO);
+        let ev = ExecEvent::decode(&r.encode()).unwrap();
+        assert_eq!(ev.executable, b"memfd:payload");
+        assert!(ev.exe_memfd());
+        assert!(!ev.exe_deleted());
+    }
+
+    #[test]
+    fn long_env_values_are_cut_and_flagged() {
+        let mut r = Record::exec(&[b"x"]);
+        let mut env = b"BIG=".to_vec();
+        env.extend(std::iter::repeat_n(b'v', crate::event::ENV_VALUE_MAX + 10));
+        env.push(0);
+        r.env = env;
+        let mut ev = ExecEvent::decode(&r.encode()).unwrap();
+        ev.select_env(&[b"BIG".to_vec()]);
+        assert_eq!(ev.env_vars[0].len(), 4 + crate::event::ENV_VALUE_MAX);
+        assert!(ev.env_value_truncated);
     }
 
     #[test]
@@ -361,12 +524,12 @@ mod tests {
 /// raises the number of cases for a longer fuzzing run.
 #[cfg(test)]
 mod fuzz {
+    use super::record::Record;
     use super::*;
     use proptest::prelude::*;
 
     fn header_bytes(h: &types::event) -> Vec<u8> {
-        // SAFETY: `types::event` is plain old data (see the Plain impl).
-        unsafe { plain::as_bytes(h) }.to_vec()
+        Record::default().encode_raw(h)
     }
 
     fn arb_header() -> impl Strategy<Value = types::event> {
@@ -377,10 +540,11 @@ mod fuzz {
             any::<u32>(),
             any::<u32>(),
             (any::<u16>(), any::<u16>(), any::<u32>()),
+            (any::<u16>(), any::<u16>(), any::<u32>()),
             any::<bool>(),
         )
             .prop_map(
-                |(seq, flags, retval, argc, args_size, (fl, el, al), kind_ok)| {
+                |(seq, flags, retval, argc, args_size, (fl, el, al), (cl, sl, envl), kind_ok)| {
                     let mut h = types::event {
                         seq,
                         flags,
@@ -390,6 +554,9 @@ mod fuzz {
                         filename_len: fl % 600,
                         exe_len: el % 600,
                         args_len: al % 2000,
+                        cwd_len: cl % 300,
+                        script_len: sl % 300,
+                        env_len: envl % 300,
                         kind: if kind_ok {
                             types::event_kind::EVENT_KIND_EXEC.0
                         } else {
@@ -440,34 +607,19 @@ mod fuzz {
             args in proptest::collection::vec(proptest::collection::vec(1u8..=255, 0..40), 1..20),
             comps in proptest::collection::vec(proptest::collection::vec(b'a'..=b'z', 1..12), 1..6),
         ) {
-            let mut area = Vec::new();
-            for a in &args {
-                area.extend_from_slice(a);
-                area.push(0);
-            }
-            let mut exe = Vec::new();
-            for c in comps.iter().rev() {
-                exe.extend_from_slice(c);
-                exe.push(0);
-            }
-            let h = types::event {
-                kind: types::event_kind::EVENT_KIND_EXEC.0,
-                argc: args.len() as u32,
-                args_size: area.len() as u32,
-                args_len: area.len() as u32,
-                filename_len: 2,
-                exe_len: exe.len() as u16,
-                ..Default::default()
-            };
-            let mut rec = header_bytes(&h);
-            rec.extend_from_slice(b"f\0");
-            rec.extend_from_slice(&exe);
-            rec.extend_from_slice(&area);
+            let argv: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            let mut r = Record::exec(&argv);
+            r.filename = b"f\0".to_vec();
+            let path: String = comps.iter().map(|c| format!("/{}", String::from_utf8_lossy(c))).collect();
+            r.exe = Record::path(&path);
+            r.cwd = Record::path(&path);
+            let rec = r.encode();
             let ev = ExecEvent::decode(&rec).unwrap();
             let got: Vec<Vec<u8>> = ev.args().map(<[u8]>::to_vec).collect();
             prop_assert_eq!(got, args);
             let want_path: Vec<u8> = comps.iter().flat_map(|c| std::iter::once(b'/').chain(c.iter().copied())).collect();
-            prop_assert_eq!(ev.executable, want_path);
+            prop_assert_eq!(&ev.executable, &want_path);
+            prop_assert_eq!(&ev.cwd, &want_path);
         }
     }
 }

@@ -12,6 +12,90 @@ use crate::cgroups::CgroupInfo;
 /// `process.args` carries them all.
 pub const COMMAND_LINE_MAX: usize = 4096;
 
+/// Bytes of one `--env` value kept; longer values are cut and flagged.
+pub const ENV_VALUE_MAX: usize = 4096;
+
+/// The executable's inode at exec.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExeIdentity {
+    /// Kernel dev_t of the file system: major << 20 | minor.
+    pub dev: u32,
+    pub ino: u64,
+    pub size: u64,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    /// Seconds and nanoseconds since the Unix epoch.
+    pub mtime: (i64, u32),
+    pub ctime: (i64, u32),
+}
+
+impl ExeIdentity {
+    pub fn dev_major(&self) -> u32 {
+        self.dev >> 20
+    }
+
+    pub fn dev_minor(&self) -> u32 {
+        self.dev & 0xfffff
+    }
+}
+
+/// The caller's effective ids and capabilities, before exec.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OldCreds {
+    pub euid: u32,
+    pub egid: u32,
+    pub cap_permitted: u64,
+}
+
+/// Why an exec raised privileges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Privilege {
+    Setuid,
+    Setgid,
+    FileCaps,
+}
+
+impl Privilege {
+    pub const ALL: [Privilege; 3] = [Privilege::Setuid, Privilege::Setgid, Privilege::FileCaps];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Privilege::Setuid => "setuid",
+            Privilege::Setgid => "setgid",
+            Privilege::FileCaps => "file_caps",
+        }
+    }
+}
+
+/// A set of [`Privilege`]s.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Privileges(u8);
+
+impl Privileges {
+    pub fn insert(&mut self, p: Privilege) {
+        self.0 |= 1 << p as u8;
+    }
+
+    pub fn contains(self, p: Privilege) -> bool {
+        self.0 & (1 << p as u8) != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Privilege> {
+        Privilege::ALL
+            .into_iter()
+            .filter(move |p| self.contains(*p))
+    }
+}
+
+const S_ISUID: u32 = 0o4000;
+const S_ISGID: u32 = 0o2000;
+
 /// Which syscall a failed exec came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Syscall {
@@ -82,6 +166,39 @@ pub struct ExecEvent {
     pub cgroup: Option<Arc<CgroupInfo>>,
     /// Set by the daemon: whether the process is in execwatch's pid namespace.
     pub host_pid_ns: Option<bool>,
+    /// Process start (the fork), CLOCK_BOOTTIME nanoseconds.
+    pub start_ns: u64,
+    /// Session and process group ids in the initial pid namespace; 0: none.
+    pub sid: u32,
+    pub pgid: u32,
+    /// Controlling terminal's device number (major, minor).
+    pub tty: Option<(u32, u32)>,
+    /// Working directory at exec, from the root of the mount namespace.
+    pub cwd: Vec<u8>,
+    pub cwd_truncated: bool,
+    /// The `#!` script (or binfmt_misc file) the interpreter runs; empty if none.
+    pub script: Vec<u8>,
+    pub script_truncated: bool,
+    /// The executable is a pseudo file (memfd, anonymous): no path on a disk.
+    pub exe_pseudo: bool,
+    /// The executable is on an overlayfs upper (writable) layer.
+    pub exe_upper_layer: bool,
+    /// The executable's inode, on successful execs.
+    pub exe_identity: Option<ExeIdentity>,
+    /// The caller's credentials before exec, when the kernel side kept them.
+    pub old_creds: Option<OldCreds>,
+    /// Permitted capabilities after exec.
+    pub cap_permitted: u64,
+    /// The kernel ran the exec in secure mode (AT_SECURE): privileges changed.
+    pub secureexec: bool,
+    /// The environment area as captured (`--env` only), NUL-separated.
+    pub(crate) env_area: Vec<u8>,
+    /// The environment went past what the kernel side copies.
+    pub env_truncated: bool,
+    /// `NAME=VALUE` entries picked by `--env`, in the process's order.
+    pub env_vars: Vec<Vec<u8>>,
+    /// Some picked value was longer than [`ENV_VALUE_MAX`] and was cut.
+    pub env_value_truncated: bool,
     pub(crate) args_bytes: Vec<u8>,
     pub(crate) arg_ends: Vec<usize>,
 }
@@ -221,6 +338,80 @@ impl ExecEvent {
     /// The daemon has no path for the cgroup: nothing is attributed.
     pub fn cgroup_unresolved(&self) -> bool {
         self.cgroup.is_none()
+    }
+
+    /// A person may sit at it: the process has a controlling terminal.
+    pub fn interactive(&self) -> bool {
+        self.tty.is_some()
+    }
+
+    /// The executable is a memfd: it exists on no disk.
+    pub fn exe_memfd(&self) -> bool {
+        self.exe_pseudo && self.executable.starts_with(b"memfd:")
+    }
+
+    /// The executable had no name left on its file system when it ran.
+    pub fn exe_deleted(&self) -> bool {
+        !self.exe_pseudo && self.exe_identity.is_some_and(|i| i.nlink == 0)
+    }
+
+    /// How the exec raised privileges above the caller's. With the caller's
+    /// credentials: a new effective uid (gid) from a set-user (group) id file,
+    /// and permitted capabilities the caller lacked (not counting those a
+    /// set-user-id root file brings). Without them, the file mode against the
+    /// real ids, and the kernel's secure-exec mark.
+    pub fn privileges_raised(&self) -> Privileges {
+        let mut p = Privileges::default();
+        let Some(exe) = self.exe_identity else {
+            return p;
+        };
+        match self.old_creds {
+            Some(old) => {
+                if exe.mode & S_ISUID != 0 && self.euid != old.euid {
+                    p.insert(Privilege::Setuid);
+                }
+                if exe.mode & S_ISGID != 0 && self.egid != old.egid {
+                    p.insert(Privilege::Setgid);
+                }
+                let became_root = p.contains(Privilege::Setuid) && self.euid == 0;
+                if self.cap_permitted & !old.cap_permitted != 0 && !became_root {
+                    p.insert(Privilege::FileCaps);
+                }
+            }
+            None => {
+                if exe.mode & S_ISUID != 0 && self.euid != self.uid {
+                    p.insert(Privilege::Setuid);
+                }
+                if exe.mode & S_ISGID != 0 && self.egid != self.gid {
+                    p.insert(Privilege::Setgid);
+                }
+                if self.secureexec && p.is_empty() {
+                    p.insert(Privilege::FileCaps);
+                }
+            }
+        }
+        p
+    }
+
+    /// Pick the `names` variables out of the captured environment, each
+    /// value cut at [`ENV_VALUE_MAX`] bytes.
+    pub fn select_env(&mut self, names: &[Vec<u8>]) {
+        self.env_vars.clear();
+        self.env_value_truncated = false;
+        if names.is_empty() {
+            return;
+        }
+        for entry in self.env_area.split(|&b| b == 0) {
+            let Some(eq) = memchr::memchr(b'=', entry) else {
+                continue;
+            };
+            if !names.iter().any(|n| n.as_slice() == &entry[..eq]) {
+                continue;
+            }
+            let keep = (eq + 1 + ENV_VALUE_MAX).min(entry.len());
+            self.env_value_truncated |= keep < entry.len();
+            self.env_vars.push(entry[..keep].to_vec());
+        }
     }
 
     /// The process lives in another pid namespace than execwatch.

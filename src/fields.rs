@@ -34,12 +34,42 @@ pub enum Value<'a> {
     Base64(&'a [u8]),
     /// A list, each element as base64.
     Base64List(List<'a>),
+    /// A device number, rendered `major:minor`.
+    Dev(u32, u32),
+    /// A file mode, rendered in octal: `100755`.
+    Octal(u32),
+    /// Seconds and nanoseconds since the Unix epoch, rendered RFC 3339 UTC.
+    UnixTime(i64, u32),
+}
+
+impl Value<'_> {
+    /// The text of a value that is a string made by execwatch (device
+    /// numbers, modes), shared by every format.
+    pub fn write_formatted(&self, out: &mut Vec<u8>) -> bool {
+        let mut n = itoa::Buffer::new();
+        match self {
+            Value::Dev(major, minor) => {
+                out.extend_from_slice(n.format(*major).as_bytes());
+                out.push(b':');
+                out.extend_from_slice(n.format(*minor).as_bytes());
+            }
+            Value::Octal(mode) => out.extend_from_slice(format!("{mode:o}").as_bytes()),
+            Value::UnixTime(sec, nsec) => crate::output::clock::write_rfc3339(
+                out,
+                i128::from(*sec) * 1_000_000_000 + i128::from(*nsec),
+            ),
+            _ => return false,
+        }
+        true
+    }
 }
 
 /// Where a list's elements come from.
 #[derive(Debug, Clone, Copy)]
 pub enum List<'a> {
     Args(&'a ExecEvent),
+    Env(&'a ExecEvent),
+    Privileges(crate::event::Privileges),
     Static(&'static [&'static str]),
 }
 
@@ -48,6 +78,8 @@ impl List<'_> {
     pub fn for_each(&self, mut f: impl FnMut(&[u8])) {
         match self {
             List::Args(ev) => ev.args().for_each(f),
+            List::Env(ev) => ev.env_vars.iter().for_each(|v| f(v)),
+            List::Privileges(p) => p.iter().for_each(|p| f(p.name().as_bytes())),
             List::Static(items) => items.iter().for_each(|s| f(s.as_bytes())),
         }
     }
@@ -282,6 +314,33 @@ pub static FIELDS: &[Field] = &[
         value: |ev| num(ev.ppid),
     },
     Field {
+        json: "process.session_leader.pid",
+        journald: Journald::Field("EXECWATCH_SID"),
+        text: Text::Label("sid"),
+        ty: Type::Number,
+        present: "in a session",
+        doc: "Session id (the session leader's pid), in the initial pid namespace.",
+        value: |ev| (ev.sid != 0).then_some(Value::Num(ev.sid.into())),
+    },
+    Field {
+        json: "process.group_leader.pid",
+        journald: Journald::Field("EXECWATCH_PGID"),
+        text: Text::Label("pgid"),
+        ty: Type::Number,
+        present: "in a group",
+        doc: "Process group id (the group leader's pid), in the initial pid namespace.",
+        value: |ev| (ev.pgid != 0).then_some(Value::Num(ev.pgid.into())),
+    },
+    Field {
+        json: "process.start",
+        journald: Journald::Field("EXECWATCH_PROCESS_START"),
+        text: Text::Label("start"),
+        ty: Type::String,
+        present: "always",
+        doc: "When the process started (its fork, not this exec), RFC 3339 UTC.",
+        value: |ev| Some(Value::BootTime(ev.start_ns)),
+    },
+    Field {
         json: "process.name",
         journald: Journald::Field("EXECWATCH_COMM"),
         text: Text::Label("comm"),
@@ -330,6 +389,51 @@ pub static FIELDS: &[Field] = &[
                 crate::event::COMMAND_LINE_MAX,
             ))
         },
+    },
+    Field {
+        json: "process.working_directory",
+        journald: Journald::Field("EXECWATCH_CWD"),
+        text: Text::Label("cwd"),
+        ty: Type::String,
+        present: "always",
+        doc: "Working directory at exec, from the root of the process's mount namespace (as `process.executable`).",
+        value: |ev| non_empty(&ev.cwd),
+    },
+    Field {
+        json: "process.interactive",
+        journald: Journald::Field("EXECWATCH_INTERACTIVE"),
+        text: Text::Label("interactive"),
+        ty: Type::Bool,
+        present: "always",
+        doc: "`true` when the process has a controlling terminal.",
+        value: |ev| flag(ev.interactive()),
+    },
+    Field {
+        json: "process.tty.char_device.major",
+        journald: Journald::Field("EXECWATCH_TTY_MAJOR"),
+        text: Text::Label("tty-major"),
+        ty: Type::Number,
+        present: "with a terminal",
+        doc: "Major device number of the controlling terminal (136 and up: a pseudo-terminal, 4: a virtual console or serial line).",
+        value: |ev| ev.tty.map(|(major, _)| Value::Num(major.into())),
+    },
+    Field {
+        json: "process.tty.char_device.minor",
+        journald: Journald::Field("EXECWATCH_TTY_MINOR"),
+        text: Text::Label("tty-minor"),
+        ty: Type::Number,
+        present: "with a terminal",
+        doc: "Minor device number of the controlling terminal (`/dev/pts/0` is 136:0).",
+        value: |ev| ev.tty.map(|(_, minor)| Value::Num(minor.into())),
+    },
+    Field {
+        json: "process.env_vars",
+        journald: Journald::Field("EXECWATCH_ENV"),
+        text: Text::Label("env"),
+        ty: Type::StringArray,
+        present: "`--env`, when set",
+        doc: "The variables named by `--env`, as `NAME=VALUE`, in the process's order (successful execs; each value at most 4096 bytes).",
+        value: |ev| (!ev.env_vars.is_empty()).then_some(Value::List(List::Env(ev))),
     },
     Field {
         json: "user.id",
@@ -551,6 +655,171 @@ pub static FIELDS: &[Field] = &[
         value: |ev| only_true(ev.exe_read_failed),
     },
     Field {
+        json: "execwatch.working_directory_truncated",
+        journald: Journald::Field("EXECWATCH_CWD_TRUNCATED"),
+        text: Text::Label("cwd-truncated"),
+        ty: Type::Bool,
+        present: "when true",
+        doc: "The working directory was too deep or unreadable: `process.working_directory` is its tail, with no leading `/`.",
+        value: |ev| only_true(ev.cwd_truncated),
+    },
+    Field {
+        json: "execwatch.script",
+        journald: Journald::Field("EXECWATCH_SCRIPT"),
+        text: Text::Label("script"),
+        ty: Type::String,
+        present: "script",
+        doc: "For a `#!` script (or a binfmt_misc file), its resolved path; `process.executable` is then the interpreter.",
+        value: |ev| non_empty(&ev.script),
+    },
+    Field {
+        json: "execwatch.script_truncated",
+        journald: Journald::Field("EXECWATCH_SCRIPT_TRUNCATED"),
+        text: Text::Label("script-truncated"),
+        ty: Type::Bool,
+        present: "when true",
+        doc: "The script's path is its tail only.",
+        value: |ev| only_true(ev.script_truncated),
+    },
+    Field {
+        json: "execwatch.executable.device",
+        journald: Journald::Field("EXECWATCH_EXE_DEVICE"),
+        text: Text::Label("exe-dev"),
+        ty: Type::String,
+        present: "success",
+        doc: "`major:minor` of the file system the executable is on.",
+        value: |ev| ev.exe_identity.map(|i| Value::Dev(i.dev_major(), i.dev_minor())),
+    },
+    Field {
+        json: "execwatch.executable.inode",
+        journald: Journald::Field("EXECWATCH_EXE_INODE"),
+        text: Text::Label("exe-inode"),
+        ty: Type::Number,
+        present: "success",
+        doc: "The executable's inode number.",
+        value: |ev| ev.exe_identity.map(|i| Value::Num(i.ino)),
+    },
+    Field {
+        json: "execwatch.executable.size",
+        journald: Journald::Field("EXECWATCH_EXE_SIZE"),
+        text: Text::Label("exe-size"),
+        ty: Type::Number,
+        present: "success",
+        doc: "The executable's size in bytes.",
+        value: |ev| ev.exe_identity.map(|i| Value::Num(i.size)),
+    },
+    Field {
+        json: "execwatch.executable.nlink",
+        journald: Journald::Field("EXECWATCH_EXE_NLINK"),
+        text: Text::Label("exe-nlink"),
+        ty: Type::Number,
+        present: "success",
+        doc: "Hard links to the executable (0: deleted, or never had a name).",
+        value: |ev| ev.exe_identity.map(|i| Value::Num(i.nlink.into())),
+    },
+    Field {
+        json: "execwatch.executable.uid",
+        journald: Journald::Field("EXECWATCH_EXE_UID"),
+        text: Text::Label("exe-uid"),
+        ty: Type::String,
+        present: "success",
+        doc: "The executable's owner.",
+        value: |ev| ev.exe_identity.map(|i| Value::Id(i.uid.into())),
+    },
+    Field {
+        json: "execwatch.executable.gid",
+        journald: Journald::Field("EXECWATCH_EXE_GID"),
+        text: Text::Label("exe-gid"),
+        ty: Type::String,
+        present: "success",
+        doc: "The executable's group.",
+        value: |ev| ev.exe_identity.map(|i| Value::Id(i.gid.into())),
+    },
+    Field {
+        json: "execwatch.executable.mode",
+        journald: Journald::Field("EXECWATCH_EXE_MODE"),
+        text: Text::Label("exe-mode"),
+        ty: Type::String,
+        present: "success",
+        doc: "The executable's type and mode in octal, as `stat` shows them: `100755`, `104755` for set-user-id.",
+        value: |ev| ev.exe_identity.map(|i| Value::Octal(i.mode)),
+    },
+    Field {
+        json: "execwatch.executable.mtime",
+        journald: Journald::Field("EXECWATCH_EXE_MTIME"),
+        text: Text::Label("exe-mtime"),
+        ty: Type::String,
+        present: "success",
+        doc: "When the executable's content last changed, RFC 3339 UTC.",
+        value: |ev| ev.exe_identity.map(|i| Value::UnixTime(i.mtime.0, i.mtime.1)),
+    },
+    Field {
+        json: "execwatch.executable.ctime",
+        journald: Journald::Field("EXECWATCH_EXE_CTIME"),
+        text: Text::Label("exe-ctime"),
+        ty: Type::String,
+        present: "success",
+        doc: "When the executable's inode last changed (content, mode, owner, links), RFC 3339 UTC.",
+        value: |ev| ev.exe_identity.map(|i| Value::UnixTime(i.ctime.0, i.ctime.1)),
+    },
+    Field {
+        json: "execwatch.executable.memfd",
+        journald: Journald::Field("EXECWATCH_EXE_MEMFD"),
+        text: Text::Label("memfd"),
+        ty: Type::Bool,
+        present: "when true",
+        doc: "The exec ran a memfd (`memfd_create`): a file on no disk. `process.executable` is then `memfd:NAME`, as `/proc/PID/exe` shows it.",
+        value: |ev| only_true(ev.exe_memfd()),
+    },
+    Field {
+        json: "execwatch.executable.deleted",
+        journald: Journald::Field("EXECWATCH_EXE_DELETED"),
+        text: Text::Label("deleted"),
+        ty: Type::Bool,
+        present: "when true",
+        doc: "The file had no name left when it ran (deleted, or an `O_TMPFILE`).",
+        value: |ev| only_true(ev.exe_deleted()),
+    },
+    Field {
+        json: "execwatch.executable.upper_layer",
+        journald: Journald::Field("EXECWATCH_EXE_UPPER_LAYER"),
+        text: Text::Label("upper-layer"),
+        ty: Type::Bool,
+        present: "when true",
+        doc: "The file is on the writable upper layer of an overlayfs: written (or copied up) into the container after its image was built.",
+        value: |ev| only_true(ev.exe_upper_layer),
+    },
+    Field {
+        json: "execwatch.privileges_raised",
+        journald: Journald::Field("EXECWATCH_PRIVILEGES_RAISED"),
+        text: Text::Label("privileges-raised"),
+        ty: Type::StringArray,
+        present: "when raised",
+        doc: "How the exec raised privileges above the caller's: `setuid` (a new effective uid from a set-user-id file), `setgid`, `file_caps` (permitted capabilities the caller lacked, from file capabilities). Compared with the caller's credentials at exec.",
+        value: |ev| {
+            let p = ev.privileges_raised();
+            (!p.is_empty()).then_some(Value::List(List::Privileges(p)))
+        },
+    },
+    Field {
+        json: "execwatch.env_truncated",
+        journald: Journald::Field("EXECWATCH_ENV_TRUNCATED"),
+        text: Text::Label("env-truncated"),
+        ty: Type::Bool,
+        present: "when true",
+        doc: "With `--env`: the environment is larger than the 32 KiB execwatch reads; variables past it are not seen.",
+        value: |ev| only_true(ev.env_truncated),
+    },
+    Field {
+        json: "execwatch.env_value_truncated",
+        journald: Journald::Field("EXECWATCH_ENV_VALUE_TRUNCATED"),
+        text: Text::Label("env-value-truncated"),
+        ty: Type::Bool,
+        present: "when true",
+        doc: "A value in `process.env_vars` was longer than 4096 bytes and is cut.",
+        value: |ev| only_true(ev.env_value_truncated),
+    },
+    Field {
         json: "execwatch.cgroup.id",
         journald: Journald::Field("EXECWATCH_CGROUP_ID"),
         text: Text::LabelIf("cgroup-id", ExecEvent::cgroup_unresolved),
@@ -697,6 +966,36 @@ pub static FIELDS: &[Field] = &[
         value: |ev| ev.cgroup_path().and_then(raw),
     },
     Field {
+        json: "execwatch.raw.working_directory",
+        journald: Journald::Absent(JSON_RAW),
+        text: Text::Absent(JSON_RAW),
+        ty: Type::String,
+        present: "not UTF-8",
+        doc: "base64 of `process.working_directory`'s exact bytes.",
+        value: |ev| raw(&ev.cwd),
+    },
+    Field {
+        json: "execwatch.raw.script",
+        journald: Journald::Absent(JSON_RAW),
+        text: Text::Absent(JSON_RAW),
+        ty: Type::String,
+        present: "not UTF-8",
+        doc: "base64 of `execwatch.script`'s exact bytes.",
+        value: |ev| raw(&ev.script),
+    },
+    Field {
+        json: "execwatch.raw.env_vars",
+        journald: Journald::Absent(JSON_RAW),
+        text: Text::Absent(JSON_RAW),
+        ty: Type::StringArray,
+        present: "not UTF-8",
+        doc: "When a picked variable is not valid UTF-8: base64 of each, index for index with `process.env_vars`.",
+        value: |ev| {
+            (!ev.env_vars.iter().all(|v| is_utf8(v)))
+                .then_some(Value::Base64List(List::Env(ev)))
+        },
+    },
+    Field {
         json: "ecs.version",
         journald: Journald::Absent(NO_CONSTANT),
         text: Text::Absent(NO_CONSTANT),
@@ -781,8 +1080,32 @@ mod tests {
             comm: b"n\xffme".to_vec(),
             caller_comm: b"c\xfeller".to_vec(),
             filename: b"f\xfdile".to_vec(),
-            executable: b"/e\xfcxe".to_vec(),
+            executable: b"memfd:e\xfcxe".to_vec(),
             host_pid_ns: Some(false),
+            start_ns: 3,
+            sid: 100,
+            pgid: 100,
+            tty: Some((136, 0)),
+            cwd: b"/w\xfbd".to_vec(),
+            cwd_truncated: true,
+            script: b"/s\xfacript".to_vec(),
+            script_truncated: true,
+            exe_pseudo: true,
+            exe_upper_layer: true,
+            exe_identity: Some(crate::event::ExeIdentity {
+                dev: 8 << 20 | 1,
+                ino: 12,
+                size: 13,
+                nlink: 0,
+                uid: 0,
+                gid: 0,
+                mode: 0o104755,
+                mtime: (1_700_000_000, 5),
+                ctime: (1_700_000_001, 6),
+            }),
+            env_truncated: true,
+            env_value_truncated: true,
+            env_vars: vec![b"LD_PRELOAD=/x\xff.so".to_vec()],
             cgroup: Some(Arc::new(CgroupInfo {
                 path: b"/kubepods/pod\xff/abc".to_vec(),
                 container_id: Some("abc".into()),
@@ -813,7 +1136,13 @@ mod tests {
         };
         b.set_args([&b"nope"[..]]);
         let c = ExecEvent::default(); // unresolved cgroup
-        vec![a, b, c]
+                                      // A deleted (not pseudo) file.
+        let d = ExecEvent {
+            executable: b"/tmp/gone".to_vec(),
+            exe_identity: Some(crate::event::ExeIdentity::default()),
+            ..Default::default()
+        };
+        vec![a, b, c, d]
     }
 
     fn json_get<'v>(v: &'v serde_json::Value, path: &str) -> Option<&'v serde_json::Value> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use execwatch::bpf_loader::{self, BpfLoader, FailedExecs, ARGS_MAX_LIMIT};
+use execwatch::bpf_loader::{self, BpfLoader, FailedExecs, ARGS_MAX_LIMIT, COMM_MAX};
 use execwatch::daemon::{self, LoopOptions};
 use execwatch::metrics::{self, Metrics};
 use execwatch::output::{journald, EventSink, Format};
@@ -75,6 +75,11 @@ struct Cli {
     #[arg(long)]
     failed_only: bool,
 
+    /// Copy this environment variable into process.env_vars (repeatable, up
+    /// to 16; e.g. LD_PRELOAD). Without it nothing of the environment is read.
+    #[arg(long = "env", value_name = "NAME", value_parser = parse_env_name)]
+    env: Vec<String>,
+
     /// Serve Prometheus metrics (events, losses, ...) on HOST:PORT at /metrics.
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_metrics_addr)]
     metrics_addr: Option<String>,
@@ -119,7 +124,8 @@ fn parse_args_bytes(s: &str) -> Result<u32, String> {
 
 fn parse_ring_size(s: &str) -> Result<u32, String> {
     let n = parse_size(s)?;
-    if !(64 << 10..=1 << 30).contains(&n) || !n.is_power_of_two() {
+    let range = u64::from(bpf_loader::RING_BUFFER_MIN)..=u64::from(bpf_loader::RING_BUFFER_MAX);
+    if !range.contains(&n) || !n.is_power_of_two() {
         return Err("must be a power of two between 64KiB and 1GiB".into());
     }
     Ok(n as u32)
@@ -151,13 +157,27 @@ fn parse_comm(s: &str) -> Result<String, String> {
     if s.is_empty() {
         return Err("a program name cannot be empty".into());
     }
-    if s.len() > 15 {
+    if s.len() > COMM_MAX {
         return Err(format!(
-            "`{s}` is longer than 15 bytes, the kernel keeps only `{}`: give that",
-            String::from_utf8_lossy(&s.as_bytes()[..15])
+            "`{s}` is longer than {COMM_MAX} bytes, the kernel keeps only `{}`: give that",
+            String::from_utf8_lossy(&s.as_bytes()[..COMM_MAX])
         ));
     }
     Ok(s.to_string())
+}
+
+/// Most `--env` names.
+const ENV_NAMES_MAX: usize = 16;
+
+fn parse_env_name(s: &str) -> Result<String, String> {
+    let valid = !s.is_empty() && !s.contains('=') && !s.contains('\0');
+    if valid {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "`{s}` is not a variable name (give the name alone, like LD_PRELOAD)"
+        ))
+    }
 }
 
 fn parse_cgroup(s: &str) -> Result<std::path::PathBuf, String> {
@@ -209,6 +229,12 @@ fn libbpf_print(level: libbpf_rs::PrintLevel, msg: String) {
 }
 
 fn run(cli: &Cli, format: Format) -> Result<()> {
+    if cli.env.len() > ENV_NAMES_MAX {
+        anyhow::bail!(
+            "--env given {} times: at most {ENV_NAMES_MAX}",
+            cli.env.len()
+        );
+    }
     preflight::check_host()?;
     libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, libbpf_print)));
 
@@ -231,6 +257,7 @@ fn run(cli: &Cli, format: Format) -> Result<()> {
             containers_only: cli.containers_only,
             failed_only: cli.failed_only,
         },
+        capture_env: !cli.env.is_empty(),
     };
     let mut object = MaybeUninit::uninit();
     let mut loader = BpfLoader::load(&config, &mut object)?;
@@ -258,6 +285,7 @@ fn run(cli: &Cli, format: Format) -> Result<()> {
         poll_interval: Duration::from_millis(cli.poll_interval),
         stats_interval: Duration::from_secs(cli.stats_interval),
         metrics,
+        env_names: cli.env.iter().map(|n| n.as_bytes().to_vec()).collect(),
     };
     let mut notifier = Notifier::from_env();
     daemon::run(&mut loader, sink, &stop, &opts, &mut notifier)?;

@@ -8,52 +8,9 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{marker, run_quiet};
+use common::{ensure_journald, journal_bytes as bytes, journal_entries, marker, run_quiet};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use serde_json::Value;
-
-const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
-
-/// Start a standalone systemd-journald when none is listening.
-fn ensure_journald() {
-    if UnixDatagram::unbound()
-        .unwrap()
-        .connect(JOURNAL_SOCKET)
-        .is_ok()
-    {
-        return;
-    }
-    std::fs::create_dir_all("/run/systemd/journal").unwrap();
-    let journald = [
-        "/lib/systemd/systemd-journald",
-        "/usr/lib/systemd/systemd-journald",
-    ]
-    .into_iter()
-    .find(|p| std::path::Path::new(p).exists())
-    .expect("systemd-journald is installed (Debian package systemd)");
-    // --fork: setsid returns at once, journald lives on in its own session.
-    let started = Command::new("setsid")
-        .args(["--fork", journald])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("start systemd-journald");
-    assert!(started.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while UnixDatagram::unbound()
-        .unwrap()
-        .connect(JOURNAL_SOCKET)
-        .is_err()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "systemd-journald did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 struct Notified {
     sock: UnixDatagram,
@@ -164,27 +121,6 @@ fn no_notify_socket_is_a_no_op() {
     std::thread::sleep(Duration::from_secs(2));
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     assert!(child.wait().unwrap().success());
-}
-
-/// A journal field as bytes: journalctl gives non-printable values as arrays.
-fn bytes(v: &Value) -> Vec<u8> {
-    match v {
-        Value::String(s) => s.as_bytes().to_vec(),
-        Value::Array(a) => a.iter().map(|x| x.as_u64().unwrap() as u8).collect(),
-        other => panic!("not a journal field value: {other}"),
-    }
-}
-
-fn journal_entries(matches: &[String]) -> Vec<Value> {
-    let out = Command::new("journalctl")
-        .args(["-o", "json", "--no-pager", "--all"])
-        .args(matches)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
 }
 
 #[test]

@@ -3,11 +3,18 @@
  * execwatch: one ring-buffer record per exec.
  *
  * Successful execs are taken at tp_btf/sched_process_exec, after the new
- * image is in place: argv is read from the new mm in one bounded copy (what
- * really ran, whatever syscall or thread started it), the executable from
- * bprm->file. Failed execs are taken at tp_btf/sys_exit, where only a negative
- * return of execve/execveat is recorded. None of these hooks needs tracefs
- * (fentry/fexit would, on some hosts, be refused: see docs/design.md).
+ * image is in place: argv (and, with --env, the environment) is read from the
+ * new mm in one bounded copy (what really ran, whatever syscall or thread
+ * started it), the executable from bprm->file. tp_btf/task_rename, which exec
+ * hits before it commits the new credentials, keeps the caller's name and
+ * credentials for that record. Neither needs tracefs.
+ *
+ * Failed execs are taken at the syscall exit tracepoints
+ * (tp/syscalls/sys_exit_execve, sys_exit_execveat), which do need tracefs
+ * (the loader mounts it when it must), or, where tracefs cannot be had, at
+ * tp_btf/sys_exit, which needs none but runs for every syscall. fentry/fexit
+ * would need neither, but some kernels refuse BPF trampolines
+ * (docs/design.md).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
@@ -34,6 +41,8 @@ const volatile __u32 filter_comms = 0;    /* only comms in comm_filter */
 const volatile __u32 exclude_comms = 0;   /* not comms in comm_exclude */
 const volatile __u32 filter_cgroup = 0;   /* only under cgroup_filter[0] */
 const volatile __u32 containers_only = 0; /* only outside the initial pid ns */
+/* Copy the environment into successful exec records (--env). */
+const volatile __u32 capture_env = 0;
 
 /* Next sequence number; taken before a record is reserved, so a drop leaves a gap. */
 __u64 next_seq = 0;
@@ -41,6 +50,8 @@ __u64 next_seq = 0;
 struct event_buf {
 	struct event ev;
 	__u8 data[EVENT_DATA_MAX];
+	/* The path walkers' running offset; not part of the record. */
+	__u32 walk_len;
 };
 
 /*
@@ -74,10 +85,12 @@ struct {
  * collide in the same microseconds can lose the caller's name (flagged,
  * counted), never mix it up: the reader checks the tag before and after.
  */
-#define CALLER_SLOTS 16384
-
 struct caller_comm {
 	__u32 pid;
+	/* The caller's effective ids and capabilities, before exec commits new ones. */
+	__u32 euid;
+	__u32 egid;
+	__u64 cap_permitted;
 	char comm[EVENT_COMM_LEN];
 };
 
@@ -90,7 +103,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
+	__uint(max_entries, FILTER_LIST_MAX);
 	__type(key, __u32);
 	__type(value, __u8);
 } uid_filter SEC(".maps");
@@ -101,14 +114,14 @@ struct comm_key {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
+	__uint(max_entries, FILTER_LIST_MAX);
 	__type(key, struct comm_key);
 	__type(value, __u8);
 } comm_filter SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
+	__uint(max_entries, FILTER_LIST_MAX);
 	__type(key, struct comm_key);
 	__type(value, __u8);
 } comm_exclude SEC(".maps");
@@ -127,7 +140,7 @@ struct {
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, KNOWN_CGROUPS_MAX);
 	__type(key, __u64);
 	__type(value, __u8);
 } known_cgroups SEC(".maps");
@@ -139,6 +152,8 @@ static __always_inline void stat_inc(__u32 idx)
 	if (v)
 		*v += 1;
 }
+
+#include "path.bpf.h"
 
 /* Non-zero when the filters drop this exec. Cheapest tests first. */
 static __always_inline int filtered_out(struct task_struct *task)
@@ -216,149 +231,128 @@ static __always_inline void fill_task(struct event *ev, struct task_struct *task
 	__builtin_memcpy(ev->comm, task->comm, EVENT_COMM_LEN);
 }
 
-/*
- * Running offsets live in the record (map memory), not in registers: the
- * verifier then sees the same state at every loop iteration and can prune,
- * instead of exploring every combination of offset ranges.
- */
-#define MEM_U32(x) (*(volatile __u32 *)&(x))
-
-/*
- * Append one path component at data[base + written] (the running length is
- * in ev.args_len, see MEM_U32), at most `max` bytes in all. Non-zero: stop.
- */
-static __always_inline int put_component(struct event_buf *buf, __u32 base,
-					 const void *name, __u32 max,
-					 __u32 full_flag, __u32 fail_flag)
+/* Capabilities as 64 bits: kernel_cap_t was two u32 before 6.3, one u64 since. */
+static __always_inline __u64 cap_permitted(const struct cred *cred)
 {
-	__u32 len = MEM_U32(buf->ev.args_len);
-	long n;
+	__u64 caps = 0;
 
-	if (len > max - EXE_COMPONENT_MAX) {
-		buf->ev.flags |= full_flag;
-		return 1;
-	}
-	n = bpf_probe_read_kernel_str(&buf->data[base + len], EXE_COMPONENT_MAX,
-				      name);
-	if (n <= 0) {
-		buf->ev.flags |= fail_flag;
-		if (fail_flag == EVENT_FLAG_EXE_READ_FAILED)
-			stat_inc(STAT_EXE_READ_FAILED);
-		return 1;
-	}
-	MEM_U32(buf->ev.args_len) = len + n;
-	return 0;
+	bpf_core_read(&caps, sizeof(caps), &cred->cap_permitted);
+	return caps;
 }
 
-#define PUT_EXE_COMPONENT(buf, base, name)                                     \
-	put_component(buf, base, name, EXE_PATH_MAX_LEN,                       \
-		      EVENT_FLAG_EXE_TRUNCATED, EVENT_FLAG_EXE_READ_FAILED)
-
-/*
- * Write the path of `file` as NUL-ended components, leaf first, up to the
- * root of its mount namespace (bpf_d_path is not allowed at this hook). The
- * length ends up in ev.exe_len (ev.args_len is the running offset).
- */
-static __always_inline void write_exe_path(struct event_buf *buf, __u32 base,
-					   struct file *file)
+/* Session, group, terminal and start of the process: where it runs. */
+static __always_inline void fill_context(struct event *ev, struct task_struct *task)
 {
-	struct dentry *dentry = file->f_path.dentry;
-	struct vfsmount *vfsmnt = file->f_path.mnt;
-	struct dentry *root = vfsmnt->mnt_root;
-	struct mount *mnt;
-	struct dentry *d;
-	int i;
+	struct signal_struct *sig = task->signal;
+	struct pid *sid = sig->pids[PIDTYPE_SID];
+	struct pid *pgid = sig->pids[PIDTYPE_PGID];
+	struct tty_struct *tty = sig->tty;
 
-	if (base > FILENAME_MAX_LEN)
-		base = FILENAME_MAX_LEN;
-	MEM_U32(buf->ev.args_len) = 0;
+	ev->start_ns = task->group_leader->start_boottime;
+	ev->sid = sid ? sid->numbers[0].nr : 0;
+	ev->pgid = pgid ? pgid->numbers[0].nr : 0;
+	if (tty) {
+		struct tty_driver *drv = tty->driver;
 
-	/* Inside the file's own mount the pointers are typed: plain loads. */
-	for (i = 0; i < EXE_PATH_MAX_DEPTH; i++) {
-		struct dentry *parent = dentry->d_parent;
-
-		if (dentry == root || dentry == parent)
-			break;
-		if (PUT_EXE_COMPONENT(buf, base, dentry->d_name.name))
-			goto done;
-		dentry = parent;
+		/* The kernel's own device number: the index alone reads pts/0 as 0. */
+		ev->tty_major = drv->major;
+		ev->tty_minor = drv->minor_start + tty->index;
+	} else {
+		ev->tty_major = 0;
+		ev->tty_minor = 0;
 	}
-	if (i == EXE_PATH_MAX_DEPTH) {
-		buf->ev.flags |= EVENT_FLAG_EXE_TRUNCATED;
-		goto done;
-	}
-	if (dentry != root)
-		goto done; /* a disconnected dentry: nothing above it */
-
-	/* Parent mounts: container_of leaves no type, so probe reads. */
-	mnt = (void *)vfsmnt - bpf_core_field_offset(struct mount, mnt);
-	d = dentry;
-	for (i = 0; i < EXE_PATH_MAX_DEPTH; i++) {
-		struct dentry *mnt_root = BPF_CORE_READ(mnt, mnt.mnt_root);
-		struct dentry *parent = BPF_CORE_READ(d, d_parent);
-
-		if (d == mnt_root || d == parent) {
-			struct mount *mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
-
-			if (d != mnt_root || mnt_parent == mnt)
-				goto done; /* reached the namespace root */
-			d = BPF_CORE_READ(mnt, mnt_mountpoint);
-			mnt = mnt_parent;
-			continue;
-		}
-		if (PUT_EXE_COMPONENT(buf, base, BPF_CORE_READ(d, d_name.name)))
-			goto done;
-		d = parent;
-	}
-	buf->ev.flags |= EVENT_FLAG_EXE_TRUNCATED;
-done:
-	buf->ev.exe_len = MEM_U32(buf->ev.args_len);
 }
 
-/* kernfs_node.parent became __parent in 6.14. */
-struct kernfs_node___pre614 {
-	struct kernfs_node *parent;
-} __attribute__((preserve_access_index));
-
-static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
+/* The cgroup path, for a cgroup the daemon does not know yet. */
+static __always_inline __u32 write_cgroup(struct event_buf *buf, __u32 base,
+					  struct task_struct *task)
 {
-	if (bpf_core_field_exists(kn->__parent))
-		return BPF_CORE_READ(kn, __parent);
-	return BPF_CORE_READ((struct kernfs_node___pre614 *)kn, parent);
-}
+	struct walk w = {
+		.base = base,
+		.max = CGROUP_PATH_MAX_LEN,
+		.full_flag = EVENT_FLAG_CGROUP_TRUNCATED,
+		.fail_flag = EVENT_FLAG_CGROUP_TRUNCATED,
+		.fail_stat = STAT_PATH_READ_FAILED,
+	};
 
-/*
- * For a cgroup the daemon does not know yet, write the cgroup v2 path as
- * components leaf first at data[base...]; sets ev.cgroup_len.
- */
-static __always_inline void write_cgroup_path(struct event_buf *buf, __u32 base,
-					      struct task_struct *task)
-{
-	struct kernfs_node *kn;
-	int i;
-
-	buf->ev.cgroup_len = 0;
 	if (bpf_map_lookup_elem(&known_cgroups, &buf->ev.cgroup_id))
-		return;
+		return 0;
 	buf->ev.flags |= EVENT_FLAG_CGROUP_PATH;
-	if (base > FILENAME_MAX_LEN + EXE_PATH_MAX_LEN)
-		base = FILENAME_MAX_LEN + EXE_PATH_MAX_LEN;
-	MEM_U32(buf->ev.args_len) = 0;
-	kn = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn);
-	for (i = 0; i < CGROUP_PATH_MAX_DEPTH; i++) {
-		struct kernfs_node *parent = kn_parent(kn);
+	return write_cgroup_path(buf, &w, task);
+}
 
-		if (!kn || !parent)
-			goto done; /* the root has no parent and no name */
-		if (put_component(buf, base, BPF_CORE_READ(kn, name),
-				  CGROUP_PATH_MAX_LEN, EVENT_FLAG_CGROUP_TRUNCATED,
-				  EVENT_FLAG_CGROUP_TRUNCATED))
-			goto done;
-		kn = parent;
-	}
-	buf->ev.flags |= EVENT_FLAG_CGROUP_TRUNCATED;
-done:
-	buf->ev.cgroup_len = MEM_U32(buf->ev.args_len);
+static __always_inline __u32 write_cwd(struct event_buf *buf, __u32 base,
+				       struct task_struct *task)
+{
+	struct walk w = {
+		.base = base,
+		.max = EXE_PATH_MAX_LEN,
+		.full_flag = EVENT_FLAG_CWD_TRUNCATED,
+		.fail_flag = EVENT_FLAG_CWD_TRUNCATED,
+		.fail_stat = STAT_PATH_READ_FAILED,
+	};
+	struct fs_struct *fs = task->fs;
+	int pseudo;
+
+	if (!fs)
+		return 0;
+	return write_path(buf, &w, fs->pwd.dentry, fs->pwd.mnt, &pseudo);
+}
+
+/* The executable: path, inode identity, and where the file came from. */
+static __always_inline __u32 write_exe(struct event_buf *buf, __u32 base, struct file *file)
+{
+	struct walk w = {
+		.base = base,
+		.max = EXE_PATH_MAX_LEN,
+		.full_flag = EVENT_FLAG_EXE_TRUNCATED,
+		.fail_flag = EVENT_FLAG_EXE_READ_FAILED,
+		.fail_stat = STAT_EXE_READ_FAILED,
+	};
+	struct event *ev = &buf->ev;
+	struct inode *inode = file->f_inode;
+	__u32 len;
+	int pseudo;
+
+	len = write_path(buf, &w, file->f_path.dentry, file->f_path.mnt, &pseudo);
+	if (pseudo)
+		ev->flags |= EVENT_FLAG_EXE_PSEUDO;
+	ev->exe_ino = inode->i_ino;
+	ev->exe_size = inode->i_size;
+	ev->exe_mode = inode->i_mode;
+	ev->exe_uid = inode->i_uid.val;
+	ev->exe_gid = inode->i_gid.val;
+	ev->exe_nlink = inode->i_nlink;
+	ev->exe_dev = inode->i_sb->s_dev;
+	inode_mtime(inode, &ev->exe_mtime_sec, &ev->exe_mtime_nsec);
+	inode_ctime(inode, &ev->exe_ctime_sec, &ev->exe_ctime_nsec);
+	if (inode_on_upper_layer(inode))
+		ev->flags |= EVENT_FLAG_EXE_UPPER_LAYER;
+	return len;
+}
+
+/* A binfmt_misc file passed to its interpreter as an open file (the `O`
+ * flag): the kernel keeps it as bprm->executable. A #! script's file is
+ * closed by now; the daemon resolves its name (EVENT_FLAG_SCRIPT). */
+static __always_inline __u32 write_script(struct event_buf *buf, __u32 base,
+					  struct linux_binprm *bprm)
+{
+	struct walk w = {
+		.base = base,
+		.max = EXE_PATH_MAX_LEN,
+		.full_flag = EVENT_FLAG_SCRIPT_TRUNCATED,
+		.fail_flag = EVENT_FLAG_SCRIPT_TRUNCATED,
+		.fail_stat = STAT_PATH_READ_FAILED,
+	};
+	struct file *script;
+	int pseudo;
+
+	if (!bpf_core_field_exists(bprm->executable))
+		return 0;
+	script = bprm->executable;
+	if (!script || script == bprm->file)
+		return 0;
+	return write_path(buf, &w, script->f_path.dentry, script->f_path.mnt, &pseudo);
 }
 
 /* Ring-buffer write with the wakeup policy: wake the reader only past a threshold. */
@@ -396,13 +390,15 @@ static __always_inline struct event_buf *begin_record(void)
 }
 
 /*
- * exec renames the task (begin_new_exec -> __set_task_comm) after de_thread,
- * while task->comm still holds the old name; current->pid is already the
- * tgid, as at sched_process_exec. Renames outside exec (prctl) are skipped.
+ * exec renames the task (begin_new_exec -> __set_task_comm) after de_thread
+ * and before commit_creds: task->comm and task->cred are still the caller's;
+ * current->pid is already the tgid, as at sched_process_exec. Renames
+ * outside exec (prctl) are skipped.
  */
 SEC("tp_btf/task_rename")
-int BPF_PROG(save_caller_comm, struct task_struct *task, const char *comm)
+int BPF_PROG(save_caller, struct task_struct *task, const char *comm)
 {
+	const struct cred *cred = task->cred;
 	struct caller_comm *slot;
 	__u32 pid, idx;
 
@@ -415,14 +411,29 @@ int BPF_PROG(save_caller_comm, struct task_struct *task, const char *comm)
 		return 0;
 	slot->pid = 0; /* a reader racing with this write sees no match */
 	__builtin_memcpy(slot->comm, task->comm, EVENT_COMM_LEN);
+	slot->euid = cred->euid.val;
+	slot->egid = cred->egid.val;
+	slot->cap_permitted = cap_permitted(cred);
 	slot->pid = pid;
 	return 0;
+}
+
+/* Region bounds, so the verifier sees each offset below its region's end. */
+#define CGROUP_BASE_MAX (FILENAME_MAX_LEN + EXE_PATH_MAX_LEN)
+#define CWD_BASE_MAX (CGROUP_BASE_MAX + CGROUP_PATH_MAX_LEN)
+#define SCRIPT_BASE_MAX (CWD_BASE_MAX + EXE_PATH_MAX_LEN)
+#define ARGS_BASE_MAX (SCRIPT_BASE_MAX + EXE_PATH_MAX_LEN)
+
+static __always_inline __u32 clamp(__u32 v, __u32 max)
+{
+	return v > max ? max : v;
 }
 
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(exec_success, struct task_struct *task, pid_t old_pid,
 	     struct linux_binprm *bprm)
 {
+	const struct cred *cred = task->cred;
 	struct event_buf *buf;
 	struct event *ev;
 	struct mm_struct *mm;
@@ -432,7 +443,6 @@ int BPF_PROG(exec_success, struct task_struct *task, pid_t old_pid,
 	__u32 pid = task->pid;
 	__u32 idx = pid & (CALLER_SLOTS - 1);
 	int got_caller = 0;
-	const char *filename;
 	long n;
 
 	if (filtered_out(task)) {
@@ -444,35 +454,51 @@ int BPF_PROG(exec_success, struct task_struct *task, pid_t old_pid,
 		return 0;
 	ev = &buf->ev;
 	fill_task(ev, task);
+	fill_context(ev, task);
 	ev->tid = old_pid;
+	ev->cap_permitted = cap_permitted(cred);
+	if (BPF_CORE_READ_BITFIELD(bprm, secureexec))
+		ev->flags |= EVENT_FLAG_SECUREEXEC;
+	if (bprm->interp != bprm->filename)
+		ev->flags |= EVENT_FLAG_SCRIPT;
 
 	saved = bpf_map_lookup_elem(&caller_comms, &idx);
 	if (saved && MEM_U32(saved->pid) == pid) {
 		__builtin_memcpy(ev->caller_comm, saved->comm, EVENT_COMM_LEN);
+		ev->old_euid = saved->euid;
+		ev->old_egid = saved->egid;
+		ev->old_cap_permitted = saved->cap_permitted;
 		/* Still ours after the copy: not overwritten meanwhile. */
 		got_caller = MEM_U32(saved->pid) == pid;
 		saved->pid = 0;
 	}
-	if (!got_caller) {
+	if (got_caller) {
+		ev->flags |= EVENT_FLAG_OLD_CREDS;
+	} else {
+		ev->old_euid = 0;
+		ev->old_egid = 0;
+		ev->old_cap_permitted = 0;
 		__builtin_memset(ev->caller_comm, 0, EVENT_COMM_LEN);
 		ev->flags |= EVENT_FLAG_CALLER_COMM_MISSING;
 		stat_inc(STAT_CALLER_COMM_MISSING);
 	}
 
-	filename = bprm->filename;
-	n = bpf_probe_read_kernel_str(buf->data, FILENAME_MAX_LEN, filename);
+	n = bpf_probe_read_kernel_str(buf->data, FILENAME_MAX_LEN, bprm->filename);
 	if (n <= 0) {
 		buf->data[0] = 0;
 		n = 1;
 		stat_inc(STAT_FILENAME_READ_FAILED);
 	}
-	off = n;
 	ev->filename_len = n;
-
-	write_exe_path(buf, off, bprm->file);
-	off += ev->exe_len;
-	write_cgroup_path(buf, off, task);
-	off += ev->cgroup_len;
+	off = clamp(n, FILENAME_MAX_LEN);
+	ev->exe_len = write_exe(buf, off, bprm->file);
+	off = clamp(off + ev->exe_len, CGROUP_BASE_MAX);
+	ev->cgroup_len = write_cgroup(buf, off, task);
+	off = clamp(off + ev->cgroup_len, CWD_BASE_MAX);
+	ev->cwd_len = write_cwd(buf, off, task);
+	off = clamp(off + ev->cwd_len, SCRIPT_BASE_MAX);
+	ev->script_len = write_script(buf, off, bprm);
+	off = clamp(off + ev->script_len, ARGS_BASE_MAX);
 
 	ev->argc = bprm->argc;
 	mm = task->mm;
@@ -485,25 +511,39 @@ int BPF_PROG(exec_success, struct task_struct *task, pid_t old_pid,
 		len = limit;
 		ev->flags |= EVENT_FLAG_ARGS_TRUNCATED;
 	}
-	if (len > ARGS_MAX_LIMIT)
-		len = ARGS_MAX_LIMIT;
-	if (off > FILENAME_MAX_LEN + EXE_PATH_MAX_LEN + CGROUP_PATH_MAX_LEN)
-		off = FILENAME_MAX_LEN + EXE_PATH_MAX_LEN + CGROUP_PATH_MAX_LEN;
+	len = clamp(len, ARGS_MAX_LIMIT);
 	if (len && bpf_probe_read_user(&buf->data[off], len, (void *)arg_start)) {
 		len = 0;
 		ev->flags |= EVENT_FLAG_ARGS_READ_FAILED;
 		stat_inc(STAT_ARGS_READ_FAILED);
 	}
 	ev->args_len = len;
+	off = clamp(off + len, ARGS_BASE_MAX + ARGS_MAX_LIMIT);
 
-	submit(buf, sizeof(struct event) + off + len);
+	ev->env_len = 0;
+	if (capture_env) {
+		unsigned long env_start = mm->env_start, env_end = mm->env_end;
+
+		len = env_end > env_start ? env_end - env_start : 0;
+		if (len > ENV_MAX_LEN) {
+			len = ENV_MAX_LEN;
+			ev->flags |= EVENT_FLAG_ENV_TRUNCATED;
+		}
+		if (len && bpf_probe_read_user(&buf->data[off], len, (void *)env_start))
+			len = 0;
+		ev->env_len = len;
+		off += len;
+	}
+
+	submit(buf, sizeof(struct event) + off);
 	return 0;
 }
 
 /* A failed exec: the caller's memory still holds filename and argv. */
-static __always_inline void exec_failure(const char *filename_ptr,
-					 const char *const *argv, long ret,
-					 __u32 syscall_flag, int dirfd, __u32 at_flags)
+static __always_inline void record_failed_exec(const char *filename_ptr,
+					       const char *const *argv, long ret,
+					       __u32 syscall_flag, int dirfd,
+					       __u32 at_flags)
 {
 	struct task_struct *task = (void *)bpf_get_current_task_btf();
 	struct event_buf *buf;
@@ -520,6 +560,7 @@ static __always_inline void exec_failure(const char *filename_ptr,
 		return;
 	ev = &buf->ev;
 	fill_task(ev, task);
+	fill_context(ev, task);
 	ev->tid = (__u32)bpf_get_current_pid_tgid();
 	ev->retval = ret;
 	ev->flags |= syscall_flag;
@@ -527,7 +568,26 @@ static __always_inline void exec_failure(const char *filename_ptr,
 	ev->at_flags = at_flags;
 	/* Nothing was executed: caller and current comm are the same. */
 	__builtin_memcpy(ev->caller_comm, ev->comm, EVENT_COMM_LEN);
+	/* Nothing ran: no executable, no new credentials (the scratch record
+	 * is reused, so every field this path does not set is cleared). */
 	ev->exe_len = 0;
+	ev->script_len = 0;
+	ev->env_len = 0;
+	ev->exe_ino = 0;
+	ev->exe_size = 0;
+	ev->exe_mtime_sec = 0;
+	ev->exe_ctime_sec = 0;
+	ev->exe_mtime_nsec = 0;
+	ev->exe_ctime_nsec = 0;
+	ev->exe_dev = 0;
+	ev->exe_nlink = 0;
+	ev->exe_uid = 0;
+	ev->exe_gid = 0;
+	ev->exe_mode = 0;
+	ev->old_euid = 0;
+	ev->old_egid = 0;
+	ev->old_cap_permitted = 0;
+	ev->cap_permitted = 0;
 
 	n = bpf_probe_read_user_str(buf->data, FILENAME_MAX_LEN, filename_ptr);
 	if (n <= 0) {
@@ -538,16 +598,12 @@ static __always_inline void exec_failure(const char *filename_ptr,
 		ev->flags |= EVENT_FLAG_FILENAME_TRUNCATED;
 	}
 	ev->filename_len = n;
-	start = n;
-	if (start > FILENAME_MAX_LEN)
-		start = FILENAME_MAX_LEN;
-	write_cgroup_path(buf, start, task);
-	start += ev->cgroup_len;
-	if (start > FILENAME_MAX_LEN + CGROUP_PATH_MAX_LEN)
-		start = FILENAME_MAX_LEN + CGROUP_PATH_MAX_LEN;
-	limit = max_args_bytes;
-	if (limit > ARGS_MAX_LIMIT)
-		limit = ARGS_MAX_LIMIT;
+	start = clamp(n, FILENAME_MAX_LEN);
+	ev->cgroup_len = write_cgroup(buf, start, task);
+	start = clamp(start + ev->cgroup_len, CWD_BASE_MAX);
+	ev->cwd_len = write_cwd(buf, start, task);
+	start = clamp(start + ev->cwd_len, ARGS_BASE_MAX);
+	limit = clamp(max_args_bytes, ARGS_MAX_LIMIT);
 	MEM_U32(ev->args_len) = 0;
 
 	for (i = 0; i < FAILED_ARGV_MAX; i++) {
@@ -566,9 +622,7 @@ static __always_inline void exec_failure(const char *filename_ptr,
 			ev->flags |= EVENT_FLAG_ARGS_TRUNCATED;
 			continue; /* keep counting argc */
 		}
-		room = limit - off;
-		if (room > ARGS_MAX_LIMIT)
-			room = ARGS_MAX_LIMIT;
+		room = clamp(limit - off, ARGS_MAX_LIMIT);
 		n = bpf_probe_read_user_str(&buf->data[start + off], room, arg);
 		if (n <= 0) {
 			ev->flags |= EVENT_FLAG_ARGS_READ_FAILED;
@@ -582,9 +636,7 @@ static __always_inline void exec_failure(const char *filename_ptr,
 	}
 	if (i == FAILED_ARGV_MAX)
 		ev->flags |= EVENT_FLAG_ARGS_TRUNCATED;
-	off = MEM_U32(ev->args_len);
-	if (off > ARGS_MAX_LIMIT)
-		off = ARGS_MAX_LIMIT;
+	off = clamp(MEM_U32(ev->args_len), ARGS_MAX_LIMIT);
 	ev->argc = i;
 	ev->args_size = off;
 	ev->args_len = off;
@@ -602,21 +654,25 @@ static __always_inline void exec_failure(const char *filename_ptr,
 #define NR_EXECVE 221
 #define NR_EXECVEAT 281
 #define SYSCALL_NR(regs) BPF_CORE_READ(regs, syscallno)
-#define IS_COMPAT(task) 0
+/* 32-bit (AArch32) tasks: 221 and 281 are fcntl64 and socket there. */
+#define TIF_32BIT 22
+#define IS_COMPAT(task) (BPF_CORE_READ(task, thread_info.flags) & (1UL << TIF_32BIT))
 #else
 #error "execwatch: syscall numbers for this architecture are not known"
 #endif
 
-static __always_inline void failed_execve(struct pt_regs *regs, long ret)
+/* execve(filename, argv, envp) */
+static __always_inline void record_failed_execve(struct pt_regs *regs, long ret)
 {
-	exec_failure((const char *)PT_REGS_PARM1_CORE_SYSCALL(regs),
+	record_failed_exec((const char *)PT_REGS_PARM1_CORE_SYSCALL(regs),
 		     (const char *const *)PT_REGS_PARM2_CORE_SYSCALL(regs), ret, 0,
 		     0, 0);
 }
 
-static __always_inline void failed_execveat(struct pt_regs *regs, long ret)
+/* execveat(dirfd, filename, argv, envp, flags) */
+static __always_inline void record_failed_execveat(struct pt_regs *regs, long ret)
 {
-	exec_failure((const char *)PT_REGS_PARM2_CORE_SYSCALL(regs),
+	record_failed_exec((const char *)PT_REGS_PARM2_CORE_SYSCALL(regs),
 		     (const char *const *)PT_REGS_PARM3_CORE_SYSCALL(regs), ret,
 		     EVENT_FLAG_SYSCALL_EXECVEAT,
 		     (int)PT_REGS_PARM1_CORE_SYSCALL(regs),
@@ -635,7 +691,7 @@ int exec_failed_execve(struct trace_event_raw_sys_exit *ctx)
 	long ret = ctx->ret;
 
 	if (ret < 0)
-		failed_execve((struct pt_regs *)bpf_task_pt_regs(
+		record_failed_execve((struct pt_regs *)bpf_task_pt_regs(
 				      bpf_get_current_task_btf()),
 			      ret);
 	return 0;
@@ -647,7 +703,7 @@ int exec_failed_execveat(struct trace_event_raw_sys_exit *ctx)
 	long ret = ctx->ret;
 
 	if (ret < 0)
-		failed_execveat((struct pt_regs *)bpf_task_pt_regs(
+		record_failed_execveat((struct pt_regs *)bpf_task_pt_regs(
 					bpf_get_current_task_btf()),
 				ret);
 	return 0;
@@ -659,7 +715,7 @@ int exec_failed_execveat(struct trace_event_raw_sys_exit *ctx)
  * the first test.
  */
 SEC("tp_btf/sys_exit")
-int BPF_PROG(exec_failed, struct pt_regs *regs, long ret)
+int BPF_PROG(exec_failed_sys_exit, struct pt_regs *regs, long ret)
 {
 	long nr;
 
@@ -671,8 +727,8 @@ int BPF_PROG(exec_failed, struct pt_regs *regs, long ret)
 	if (IS_COMPAT(bpf_get_current_task_btf()))
 		return 0;
 	if (nr == NR_EXECVE)
-		failed_execve(regs, ret);
+		record_failed_execve(regs, ret);
 	else
-		failed_execveat(regs, ret);
+		record_failed_execveat(regs, ret);
 	return 0;
 }

@@ -1,21 +1,22 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * The one definition of what the BPF program hands to the daemon. Rust gets
- * the same layout from the skeleton's generated `types` module.
+ * The one definition of what the BPF program hands to the daemon, and of
+ * every limit the two share. Rust gets the same layout and numbers from the
+ * skeleton's generated `types` module (enums reach BTF; #defines would not).
  */
 #ifndef EXECWATCH_EXECVE_H
 #define EXECWATCH_EXECVE_H
 
-/* Limits, as an enum so that they reach BTF and the Rust skeleton types. */
 enum event_limits {
+	/* Task name with its NUL (TASK_COMM_LEN); names keep 15 bytes. */
 	EVENT_COMM_LEN = 16,
 	/* Bytes of the file name as passed to exec (PATH_MAX, NUL included). */
 	FILENAME_MAX_LEN = 4096,
-	/* Bytes of the executable's path, stored as components leaf first. */
+	/* Bytes of a walked path (executable, cwd, script): components leaf first. */
 	EXE_PATH_MAX_LEN = 4096,
 	/* Longest path component the kernel allows (NAME_MAX + NUL). */
 	EXE_COMPONENT_MAX = 256,
-	/* Deepest path walked; deeper paths set EVENT_FLAG_EXE_TRUNCATED. */
+	/* Components walked per path; deeper paths are flagged truncated. */
 	EXE_PATH_MAX_DEPTH = 64,
 	/* Hard upper bound of --max-args-bytes; a power of two. */
 	ARGS_MAX_LIMIT = 128 * 1024,
@@ -27,13 +28,22 @@ enum event_limits {
 	CGROUP_PATH_MAX_LEN = 2048,
 	/* Deepest cgroup path walked. */
 	CGROUP_PATH_MAX_DEPTH = 32,
+	/* Bytes of the environment copied when --env is given (a power of two). */
+	ENV_MAX_LEN = 32 * 1024,
+	/* Entries of each filter list (--uid, --comm, --exclude-comm). */
+	FILTER_LIST_MAX = 64,
+	/* Slots of the caller table (a power of two), indexed by pid. */
+	CALLER_SLOTS = 16384,
+	/* cgroups the kernel side knows the daemon has a path for. */
+	KNOWN_CGROUPS_MAX = 16384,
 	/*
-	 * Variable part of a record: filename, exe path, cgroup path, then
-	 * argument bytes. The argument region has ARGS_MAX_LIMIT of slack so a
-	 * failed exec can read one whole string at any offset below the limit.
+	 * Variable part of a record: filename, exe path, cgroup path, cwd,
+	 * script path, argument bytes, environment. The argument region has
+	 * ARGS_MAX_LIMIT of slack so a failed exec can read one whole string
+	 * at any offset below the limit.
 	 */
-	EVENT_DATA_MAX = FILENAME_MAX_LEN + EXE_PATH_MAX_LEN + CGROUP_PATH_MAX_LEN +
-			 EXE_COMPONENT_MAX + 2 * ARGS_MAX_LIMIT,
+	EVENT_DATA_MAX = FILENAME_MAX_LEN + 3 * EXE_PATH_MAX_LEN + CGROUP_PATH_MAX_LEN +
+			 EXE_COMPONENT_MAX + 2 * ARGS_MAX_LIMIT + ENV_MAX_LEN,
 };
 
 /* Record kinds; the daemon rejects any other. */
@@ -54,6 +64,22 @@ enum event_flag {
 	/* The cgroup path is in the record (first exec seen in this cgroup). */
 	EVENT_FLAG_CGROUP_PATH = 1 << 7,
 	EVENT_FLAG_CGROUP_TRUNCATED = 1 << 8,
+	EVENT_FLAG_CWD_TRUNCATED = 1 << 9,
+	/* The executable's dentry has no parent: a memfd or other pseudo file;
+	 * its one component is its name, not a path. */
+	EVENT_FLAG_EXE_PSEUDO = 1 << 10,
+	/* The executable sits on an overlayfs upper (writable) layer. */
+	EVENT_FLAG_EXE_UPPER_LAYER = 1 << 11,
+	/* The new credentials were compared with the caller's (saved at
+	 * task_rename); else only the file mode and secureexec say. */
+	EVENT_FLAG_OLD_CREDS = 1 << 12,
+	/* The exec raised privileges (bprm->secureexec, AT_SECURE). */
+	EVENT_FLAG_SECUREEXEC = 1 << 13,
+	EVENT_FLAG_ENV_TRUNCATED = 1 << 14,
+	EVENT_FLAG_SCRIPT_TRUNCATED = 1 << 15,
+	/* An interpreter runs the file exec was given (#! script, binfmt_misc):
+	 * bprm->interp differs from bprm->filename. */
+	EVENT_FLAG_SCRIPT = 1 << 16,
 };
 
 /* Indexes of the per-CPU `stats` counters. */
@@ -75,17 +101,30 @@ enum stat_index {
 	STAT_WAKEUPS_FORCED,
 	/* Execs dropped by the filters before any record was made. */
 	STAT_FILTERED,
+	/* A cgroup or cwd path component could not be read. */
+	STAT_PATH_READ_FAILED,
 	STAT_MAX,
 };
 
 /*
  * Fixed header of every record. Followed in the ring buffer by
- * filename_len + exe_len + cgroup_len + args_len bytes of data.
+ * filename_len + exe_len + cgroup_len + cwd_len + script_len + args_len +
+ * env_len bytes of data, in that order.
  */
 struct event {
+	/* 64-bit fields first, then 32-bit, then 16-bit: no padding anywhere,
+	 * so the record is the same bytes on both sides. */
 	__u64 seq;       /* global, from 0; a gap means records were lost */
 	__u64 boot_ns;   /* bpf_ktime_get_boot_ns() */
 	__u64 cgroup_id; /* cgroup v2 id of the process */
+	__u64 start_ns;  /* process start, CLOCK_BOOTTIME (group leader's) */
+	__u64 old_cap_permitted; /* the caller's, when EVENT_FLAG_OLD_CREDS */
+	__u64 cap_permitted;
+	/* The executable's inode (successful execs). */
+	__u64 exe_ino;
+	__u64 exe_size;
+	__s64 exe_mtime_sec;
+	__s64 exe_ctime_sec;
 	__u32 kind;      /* enum event_kind */
 	__u32 flags;     /* enum event_flag bits */
 	__s32 retval;    /* 0, or -errno of a failed exec */
@@ -101,15 +140,31 @@ struct event {
 	__u32 pidns_ino; /* pid namespace of the process */
 	__u32 ns_pid;    /* pid inside that namespace */
 	__u32 mntns_ino;
+	__u32 sid;       /* session id, in the initial pid namespace; 0: none */
+	__u32 pgid;      /* process group id, likewise */
+	__u32 tty_major; /* controlling terminal; 0:0 when there is none */
+	__u32 tty_minor;
+	__u32 old_euid;  /* the caller's, when EVENT_FLAG_OLD_CREDS */
+	__u32 old_egid;
+	__u32 exe_mtime_nsec;
+	__u32 exe_ctime_nsec;
+	__u32 exe_dev;   /* kernel dev_t: major << 20 | minor */
+	__u32 exe_nlink;
+	__u32 exe_uid;
+	__u32 exe_gid;
+	__u32 exe_mode;
 	__u32 argc;      /* total argument count */
 	__u32 args_size; /* total bytes of the argument area (NULs included) */
 	__u32 args_len;  /* argument bytes in this record */
+	__u32 env_len;   /* environment bytes in this record (--env only) */
 	__s32 dirfd;     /* execveat dirfd (failed execveat only) */
 	__u32 at_flags;  /* execveat flags (failed execveat only) */
 	__u16 filename_len; /* bytes, NUL included */
 	__u16 exe_len;      /* bytes: components leaf first, each NUL-ended */
 	__u16 cgroup_len;   /* bytes, like exe_len; 0 once the daemon knows it */
-	__u16 reserved;
+	__u16 cwd_len;      /* bytes, like exe_len */
+	__u16 script_len;   /* bytes, like exe_len; 0 unless a #! script ran */
+	__u16 reserved[3];
 	char comm[EVENT_COMM_LEN];        /* after exec */
 	char caller_comm[EVENT_COMM_LEN]; /* before exec */
 };

@@ -120,6 +120,11 @@ fn write_value(buf: &mut Vec<u8>, name: &str, v: &Value<'_>, clock: &Clock, scra
             field(buf, name, scratch);
         }
         Value::Base64(b) => field(buf, name, base64_text(b).as_bytes()),
+        Value::Dev(..) | Value::Octal(_) | Value::UnixTime(..) => {
+            scratch.clear();
+            v.write_formatted(scratch);
+            field(buf, name, scratch);
+        }
     }
 }
 

@@ -131,6 +131,11 @@ fn write_value(out: &mut Vec<u8>, v: &Value<'_>, clock: &Clock) {
         Value::List(l) => write_list(out, l, json_string),
         Value::Base64List(l) => write_list(out, l, json_base64),
         Value::Base64(b) => json_base64(out, b),
+        Value::Dev(..) | Value::Octal(_) | Value::UnixTime(..) => {
+            out.push(b'"');
+            v.write_formatted(out);
+            out.push(b'"');
+        }
         Value::Joined(l, max) => write_joined(out, l, *max),
     }
 }

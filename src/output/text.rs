@@ -84,6 +84,9 @@ fn write_value(out: &mut Vec<u8>, v: &Value<'_>, clock: &Clock) {
         Value::BootTime(ns) => write_rfc3339(out, clock.unix_ns(*ns)),
         Value::List(l) | Value::Base64List(l) | Value::Joined(l, _) => write_list(out, l),
         Value::Base64(b) => text_quoted(out, b),
+        Value::Dev(..) | Value::Octal(_) | Value::UnixTime(..) => {
+            v.write_formatted(out);
+        }
     }
 }
 
@@ -115,7 +118,8 @@ mod tests {
         ev.set_args([&b"ls"[..], b"-l"]);
         assert_eq!(
             line(&ev),
-            "1970-01-01T00:00:00.000000000Z exec seq=3 pid=10 ppid=1 comm=\"ls\" \
+            "1970-01-01T00:00:00.000000000Z exec seq=3 pid=10 ppid=1 \
+             start=1970-01-01T00:00:00.000000000Z comm=\"ls\" \
              exe=\"/usr/bin/ls\" argv=[\"ls\" \"-l\"] uid=0 gid=0 caller=\"bash\" \
              cgroup-id=0 cgroup-unresolved\n"
         );

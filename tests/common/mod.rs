@@ -4,7 +4,6 @@
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -38,14 +37,18 @@ pub fn marker(name: &str) -> String {
 pub struct Daemon {
     child: Child,
     events: Arc<Mutex<Vec<Value>>>,
+    /// stdout lines of `--format text`.
+    lines: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<String>>,
     stdout_done: Option<thread::JoinHandle<()>>,
     stderr_done: Option<thread::JoinHandle<()>>,
+    _notify_dir: Option<tempdir::TempDir>,
 }
 
 pub struct Stopped {
     pub status: ExitStatus,
     pub events: Vec<Value>,
+    pub lines: Vec<String>,
     pub stderr: String,
 }
 
@@ -60,35 +63,76 @@ impl Stopped {
     }
 }
 
+/// A directory removed on drop (for notify sockets).
+pub mod tempdir {
+    pub struct TempDir(pub std::path::PathBuf);
+
+    impl TempDir {
+        pub fn new(name: &str) -> TempDir {
+            let dir = std::env::temp_dir().join(super::marker(name));
+            std::fs::create_dir_all(&dir).expect("create temp dir");
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 impl Daemon {
     /// Start `execwatch --format json ARGS` and wait until it is attached.
     pub fn start(args: &[&str]) -> Daemon {
+        Daemon::start_format("json", args)
+    }
+
+    /// Start `execwatch --format FORMAT ARGS` with a NOTIFY_SOCKET, and wait
+    /// for READY=1: the programs are attached and the ring buffer is read.
+    pub fn start_format(format: &str, args: &[&str]) -> Daemon {
         require_root();
+        if format == "journald" {
+            ensure_journald();
+        }
+        let dir = tempdir::TempDir::new("notify");
+        let sock_path = dir.0.join("notify");
+        let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).expect("bind notify socket");
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         let mut child = Command::new(BIN)
             .arg("--format")
-            .arg("json")
+            .arg(format)
             .args(args)
+            .env("NOTIFY_SOCKET", &sock_path)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn execwatch");
         let events = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
-        let (ready_tx, ready_rx) = mpsc::channel();
 
         let out = child.stdout.take().unwrap();
         let ev = Arc::clone(&events);
+        let ln = Arc::clone(&lines);
+        let json = format == "json";
         let stdout_done = thread::spawn(move || {
             for line in BufReader::new(out).split(b'\n') {
                 let line = line.expect("read stdout");
-                let v: Value = serde_json::from_slice(&line).unwrap_or_else(|e| {
-                    panic!(
-                        "stdout line is not JSON ({e}): {}",
-                        String::from_utf8_lossy(&line)
-                    )
-                });
-                ev.lock().unwrap().push(v);
+                if json {
+                    let v: Value = serde_json::from_slice(&line).unwrap_or_else(|e| {
+                        panic!(
+                            "stdout line is not JSON ({e}): {}",
+                            String::from_utf8_lossy(&line)
+                        )
+                    });
+                    ev.lock().unwrap().push(v);
+                } else {
+                    let l = String::from_utf8(line).expect("text output is UTF-8");
+                    ln.lock().unwrap().push(l);
+                }
             }
         });
         let err = child.stderr.take().unwrap();
@@ -100,28 +144,53 @@ impl Daemon {
                 line.clear();
                 match r.read_line(&mut line) {
                     Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        if line.contains("execwatch attached") {
-                            let _ = ready_tx.send(());
-                        }
-                        se.lock().unwrap().push_str(&line);
-                    }
+                    Ok(_) => se.lock().unwrap().push_str(&line),
                 }
             }
         });
         let mut d = Daemon {
             child,
             events,
+            lines,
             stderr,
             stdout_done: Some(stdout_done),
             stderr_done: Some(stderr_done),
+            _notify_dir: None,
         };
-        if ready_rx.recv_timeout(Duration::from_secs(60)).is_err() {
-            let _ = d.child.kill();
-            let stopped = d.stop_now();
-            panic!("execwatch did not attach; stderr:\n{}", stopped.stderr);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Ok(n) = sock.recv(&mut buf) {
+                if String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .any(|l| l == "READY=1")
+                {
+                    break;
+                }
+            }
+            let exited = d.child.try_wait().ok().flatten().is_some();
+            if exited || Instant::now() > deadline {
+                let _ = d.child.kill();
+                let stopped = d.stop_now();
+                panic!(
+                    "execwatch did not send READY=1; stderr:\n{}",
+                    stopped.stderr
+                );
+            }
         }
+        d._notify_dir = Some(dir);
         d
+    }
+
+    /// Text lines seen so far that contain `needle`.
+    pub fn lines_with(&self, needle: &str) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
     }
 
     /// Events seen so far that satisfy `pred`.
@@ -202,6 +271,7 @@ impl Daemon {
         Stopped {
             status,
             events: std::mem::take(&mut *self.events.lock().unwrap()),
+            lines: std::mem::take(&mut *self.lines.lock().unwrap()),
             stderr: std::mem::take(&mut *self.stderr.lock().unwrap()),
         }
     }
@@ -236,4 +306,68 @@ pub fn read_all(mut r: impl Read) -> String {
     let mut s = String::new();
     let _ = r.read_to_string(&mut s);
     s
+}
+
+pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+/// Start a standalone systemd-journald when none is listening (PID 1 here
+/// is not systemd).
+pub fn ensure_journald() {
+    use std::os::unix::net::UnixDatagram;
+    let up = || {
+        UnixDatagram::unbound()
+            .unwrap()
+            .connect(JOURNAL_SOCKET)
+            .is_ok()
+    };
+    if up() {
+        return;
+    }
+    std::fs::create_dir_all("/run/systemd/journal").unwrap();
+    let journald = [
+        "/lib/systemd/systemd-journald",
+        "/usr/lib/systemd/systemd-journald",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .expect("systemd-journald is installed (Debian package systemd)");
+    // --fork: setsid returns at once, journald lives on in its own session.
+    let started = Command::new("setsid")
+        .args(["--fork", journald])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("start systemd-journald");
+    assert!(started.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !up() {
+        assert!(
+            Instant::now() < deadline,
+            "systemd-journald did not come up"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// journald entries matching `matches` (journalctl match expressions).
+pub fn journal_entries(matches: &[String]) -> Vec<Value> {
+    let out = Command::new("journalctl")
+        .args(["-o", "json", "--no-pager", "--all"])
+        .args(matches)
+        .output()
+        .expect("run journalctl");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// A journal field as bytes: journalctl gives non-printable values as arrays.
+pub fn journal_bytes(v: &Value) -> Vec<u8> {
+    match v {
+        Value::String(s) => s.as_bytes().to_vec(),
+        Value::Array(a) => a.iter().map(|x| x.as_u64().unwrap() as u8).collect(),
+        other => panic!("not a journal field value: {other}"),
+    }
 }

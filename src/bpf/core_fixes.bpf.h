@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Kernel-version shims: one place for every field that moved or changed
+ * shape between the kernels execwatch runs on (5.12 and newer). Each shim
+ * names the kernel that changed it; CO-RE picks the right branch at load.
+ */
+#ifndef EXECWATCH_CORE_FIXES_BPF_H
+#define EXECWATCH_CORE_FIXES_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+
+/* kernfs_node.parent became __parent in 6.14. */
+struct kernfs_node___pre614 {
+	struct kernfs_node *parent;
+} __attribute__((preserve_access_index));
+
+static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
+{
+	if (bpf_core_field_exists(kn->__parent))
+		return BPF_CORE_READ(kn, __parent);
+	return BPF_CORE_READ((struct kernfs_node___pre614 *)kn, parent);
+}
+
+/* Inode times: a timespec64 each before 6.6; ctime became __i_ctime in 6.6
+ * and mtime __i_mtime in 6.7; split into *_sec and *_nsec in 6.11. */
+struct inode___pre611 {
+	struct timespec64 __i_mtime;
+	struct timespec64 __i_ctime;
+} __attribute__((preserve_access_index));
+
+struct inode___pre67 {
+	struct timespec64 i_mtime;
+} __attribute__((preserve_access_index));
+
+struct inode___pre66 {
+	struct timespec64 i_ctime;
+} __attribute__((preserve_access_index));
+
+static __always_inline void inode_mtime(struct inode *inode, __s64 *sec, __u32 *nsec)
+{
+	struct timespec64 ts = {};
+
+	if (bpf_core_field_exists(inode->i_mtime_sec)) {
+		*sec = BPF_CORE_READ(inode, i_mtime_sec);
+		*nsec = BPF_CORE_READ(inode, i_mtime_nsec);
+		return;
+	}
+	if (bpf_core_field_exists(((struct inode___pre611 *)inode)->__i_mtime))
+		ts = BPF_CORE_READ((struct inode___pre611 *)inode, __i_mtime);
+	else
+		ts = BPF_CORE_READ((struct inode___pre67 *)inode, i_mtime);
+	*sec = ts.tv_sec;
+	*nsec = ts.tv_nsec;
+}
+
+#define I_CTIME_QUERIED (1U << 31)
+
+static __always_inline void inode_ctime(struct inode *inode, __s64 *sec, __u32 *nsec)
+{
+	struct timespec64 ts = {};
+
+	if (bpf_core_field_exists(inode->i_ctime_sec)) {
+		*sec = BPF_CORE_READ(inode, i_ctime_sec);
+		/* Since 6.13 the top bit marks a queried ctime (multigrain). */
+		*nsec = BPF_CORE_READ(inode, i_ctime_nsec) & ~I_CTIME_QUERIED;
+		return;
+	}
+	if (bpf_core_field_exists(((struct inode___pre611 *)inode)->__i_ctime))
+		ts = BPF_CORE_READ((struct inode___pre611 *)inode, __i_ctime);
+	else
+		ts = BPF_CORE_READ((struct inode___pre66 *)inode, i_ctime);
+	*sec = ts.tv_sec;
+	*nsec = ts.tv_nsec;
+}
+
+/* overlayfs: the inode execwatch sees is the overlay's; its upper dentry is
+ * set once the file lives on the writable layer. overlay may be a module
+ * (its BTF then lives in /sys/kernel/btf/overlay) or absent. */
+#define OVERLAYFS_SUPER_MAGIC 0x794c7630
+
+struct ovl_inode___local {
+	struct inode vfs_inode;
+	struct dentry *__upperdentry;
+} __attribute__((preserve_access_index));
+
+static __always_inline int inode_on_upper_layer(struct inode *inode)
+{
+	struct ovl_inode___local *oi;
+
+	if (!bpf_core_type_exists(struct ovl_inode___local))
+		return 0;
+	if (BPF_CORE_READ(inode, i_sb, s_magic) != OVERLAYFS_SUPER_MAGIC)
+		return 0;
+	oi = (void *)inode - bpf_core_field_offset(struct ovl_inode___local, vfs_inode);
+	return BPF_CORE_READ(oi, __upperdentry) != NULL;
+}
+
+#endif /* EXECWATCH_CORE_FIXES_BPF_H */
