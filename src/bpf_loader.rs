@@ -187,12 +187,6 @@ fn kernel_version() -> Option<(u32, u32)> {
     crate::preflight::parse_release(&uts.release().to_string_lossy())
 }
 
-/// The syscall exit tracepoints' ids (tracefs mounted privately for the
-/// read if needed, and said so).
-fn syscall_exit_events() -> Result<crate::tracefs::ExitEventIds, crate::tracefs::TracefsError> {
-    crate::tracefs::syscall_exit_event_ids()
-}
-
 /// Pick the failed-exec hook; for `Auto`, prefer the syscall tracepoints and
 /// say why when falling back. With the tracepoints, their ids.
 fn resolve_failed_execs(
@@ -205,14 +199,17 @@ fn resolve_failed_execs(
             if !new_enough {
                 return Err(LoadError::TracepointsNeedNewerKernel);
             }
-            Ok((FailedExecs::Tracepoints, Some(syscall_exit_events()?)))
+            Ok((
+                FailedExecs::Tracepoints,
+                Some(crate::tracefs::syscall_exit_event_ids()?),
+            ))
         }
         FailedExecs::Auto => {
             if !new_enough {
                 tracing::info!("failed execs: using sys_exit (kernel older than 5.15)");
                 return Ok((FailedExecs::SysExit, None));
             }
-            match syscall_exit_events() {
+            match crate::tracefs::syscall_exit_event_ids() {
                 Ok(ids) => Ok((FailedExecs::Tracepoints, Some(ids))),
                 Err(e) => {
                     tracing::info!(reason = %e, "failed execs: using sys_exit, the syscall tracepoints are unavailable");
