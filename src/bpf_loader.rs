@@ -219,29 +219,6 @@ impl LoadError {
     }
 }
 
-/// Kernel-side counters, summed over CPUs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct KernelStats {
-    /// Execs that reached a hook: submitted + lost.
-    pub seen: u64,
-    pub submitted: u64,
-    pub lost_ringbuf_full: u64,
-    pub lost_no_scratch: u64,
-    pub args_read_failed: u64,
-    pub filename_read_failed: u64,
-    pub exe_read_failed: u64,
-    pub caller_comm_missing: u64,
-    pub wakeups_forced: u64,
-    /// Execs the filters dropped before making a record.
-    pub filtered: u64,
-}
-
-impl KernelStats {
-    pub fn lost(&self) -> u64 {
-        self.lost_ringbuf_full + self.lost_no_scratch
-    }
-}
-
 /// The loaded and attached BPF program.
 pub struct BpfLoader<'obj> {
     skel: ExecveSkel<'obj>,
@@ -291,44 +268,56 @@ fn kernel_version() -> Option<(u32, u32)> {
     crate::preflight::parse_release(&uts.release().to_string_lossy())
 }
 
-/// The syscall exit tracepoints are there (tracefs mounted now if needed,
-/// and said so).
-fn syscall_exit_events() -> Result<(), crate::tracefs::TracefsError> {
-    if crate::tracefs::ensure_syscall_exit_events()? {
-        tracing::info!(
-            "mounted tracefs at /sys/kernel/tracing for the execve/execveat exit tracepoints"
-        );
-    }
-    Ok(())
-}
-
 /// Pick the failed-exec hook; for `Auto`, prefer the syscall tracepoints and
-/// say why when falling back.
-fn resolve_failed_execs(wanted: FailedExecs) -> Result<FailedExecs, LoadError> {
+/// say why when falling back. With the tracepoints, their ids.
+fn resolve_failed_execs(
+    wanted: FailedExecs,
+) -> Result<(FailedExecs, Option<crate::tracefs::ExitEventIds>), LoadError> {
     let new_enough = kernel_version().is_none_or(|v| v >= TASK_PT_REGS_KERNEL);
     match wanted {
-        FailedExecs::Off | FailedExecs::SysExit => Ok(wanted),
+        FailedExecs::Off | FailedExecs::SysExit => Ok((wanted, None)),
         FailedExecs::Tracepoints => {
             if !new_enough {
                 return Err(LoadError::TracepointsNeedNewerKernel);
             }
-            syscall_exit_events()?;
-            Ok(FailedExecs::Tracepoints)
+            Ok((
+                FailedExecs::Tracepoints,
+                Some(crate::tracefs::syscall_exit_event_ids()?),
+            ))
         }
         FailedExecs::Auto => {
             if !new_enough {
                 tracing::info!("failed execs: using sys_exit (kernel older than 5.15)");
-                return Ok(FailedExecs::SysExit);
+                return Ok((FailedExecs::SysExit, None));
             }
-            match syscall_exit_events() {
-                Ok(()) => Ok(FailedExecs::Tracepoints),
+            match crate::tracefs::syscall_exit_event_ids() {
+                Ok(ids) => Ok((FailedExecs::Tracepoints, Some(ids))),
                 Err(e) => {
                     tracing::info!(reason = %e, "failed execs: using sys_exit, the syscall tracepoints are unavailable");
-                    Ok(FailedExecs::SysExit)
+                    Ok((FailedExecs::SysExit, None))
                 }
             }
         }
     }
+}
+
+/// Attach `prog` to tracepoint `id` through a perf event of our own: libbpf
+/// would look the id up in /sys/kernel/tracing, which may not be mounted.
+fn attach_tracepoint(
+    prog: &libbpf_rs::ProgramMut<'_>,
+    id: u64,
+) -> Result<libbpf_rs::Link, LoadError> {
+    use std::os::fd::IntoRawFd;
+    let what = "attaching the syscall exit tracepoints";
+    let fd = crate::tracefs::open_tracepoint_event(id)
+        .map_err(|e| LoadError::from_libbpf(what, libbpf_rs::Error::from(e)))?;
+    // The link owns the perf event from here on and closes it on detach.
+    let raw = fd.into_raw_fd();
+    prog.attach_perf_event(raw).map_err(|e| {
+        // SAFETY: the attach failed, so `raw` is still ours alone to close.
+        drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) });
+        LoadError::from_libbpf(what, e)
+    })
 }
 
 impl<'obj> BpfLoader<'obj> {
@@ -382,7 +371,7 @@ impl<'obj> BpfLoader<'obj> {
             open.progs.exec_success.set_autoload(false);
             open.progs.save_caller.set_autoload(false);
         }
-        let failed_execs = resolve_failed_execs(config.failed_execs)?;
+        let (failed_execs, exit_event_ids) = resolve_failed_execs(config.failed_execs)?;
         if failed_execs != FailedExecs::SysExit {
             open.progs.exec_failed_sys_exit.set_autoload(false);
         }
@@ -390,6 +379,9 @@ impl<'obj> BpfLoader<'obj> {
             open.progs.exec_failed_execve.set_autoload(false);
             open.progs.exec_failed_execveat.set_autoload(false);
         }
+        // Attached below, with ids that do not need /sys/kernel/tracing.
+        open.progs.exec_failed_execve.set_autoattach(false);
+        open.progs.exec_failed_execveat.set_autoattach(false);
 
         let mut skel = open
             .load()
@@ -398,6 +390,16 @@ impl<'obj> BpfLoader<'obj> {
             .map_err(|e| LoadError::from_libbpf("filling the filter maps", e))?;
         skel.attach()
             .map_err(|e| LoadError::from_libbpf("attaching the BPF programs", e))?;
+        if let Some(ids) = exit_event_ids {
+            skel.links.exec_failed_execve = Some(attach_tracepoint(
+                &skel.progs.exec_failed_execve,
+                ids.execve,
+            )?);
+            skel.links.exec_failed_execveat = Some(attach_tracepoint(
+                &skel.progs.exec_failed_execveat,
+                ids.execveat,
+            )?);
+        }
         Ok(BpfLoader { skel, failed_execs })
     }
 
@@ -436,31 +438,26 @@ impl<'obj> BpfLoader<'obj> {
         self.skel.links = Default::default();
     }
 
-    /// Sum the per-CPU counters.
-    pub fn stats(&self) -> Result<KernelStats, libbpf_rs::Error> {
+    /// The kernel's counters (the `Source::Kernel` entries of the counter
+    /// table), summed over CPUs; the daemon's entries are left at zero.
+    pub fn stats(&self) -> Result<crate::counters::Counts, libbpf_rs::Error> {
+        use crate::counters::{Counts, Source, TABLE};
         let map = &self.skel.maps.stats;
-        let read = |idx: types::stat_index| -> Result<u64, libbpf_rs::Error> {
+        let mut counts = Counts::default();
+        for def in TABLE {
+            let Source::Kernel(idx) = def.source else {
+                continue;
+            };
             let key = idx.0.to_ne_bytes();
             let per_cpu = map.lookup_percpu(&key, MapFlags::ANY)?.unwrap_or_default();
-            Ok(per_cpu
+            let sum = per_cpu
                 .iter()
                 .filter_map(|v| v.get(..8))
                 .map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
-                .sum())
-        };
-        use types::stat_index as S;
-        Ok(KernelStats {
-            seen: read(S::STAT_SEEN)?,
-            submitted: read(S::STAT_SUBMITTED)?,
-            lost_ringbuf_full: read(S::STAT_LOST_RINGBUF_FULL)?,
-            lost_no_scratch: read(S::STAT_LOST_NO_SCRATCH)?,
-            args_read_failed: read(S::STAT_ARGS_READ_FAILED)?,
-            filename_read_failed: read(S::STAT_FILENAME_READ_FAILED)?,
-            exe_read_failed: read(S::STAT_EXE_READ_FAILED)?,
-            caller_comm_missing: read(S::STAT_CALLER_COMM_MISSING)?,
-            wakeups_forced: read(S::STAT_WAKEUPS_FORCED)?,
-            filtered: read(S::STAT_FILTERED)?,
-        })
+                .sum();
+            counts.set(def.counter, sum);
+        }
+        Ok(counts)
     }
 }
 

@@ -2,12 +2,15 @@
 
 pub mod bpf_loader;
 pub mod cgroups;
+pub mod counters;
 pub mod daemon;
 pub mod decode;
 pub mod event;
 pub mod fields;
+pub mod liveness;
 pub mod metrics;
 pub mod output;
 pub mod preflight;
 pub mod sd_notify;
 pub mod tracefs;
+pub mod writer_thread;

@@ -11,8 +11,9 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use execwatch::bpf_loader::{self, BpfLoader, FailedExecs, ARGS_MAX_LIMIT, COMM_MAX};
 use execwatch::daemon::{self, LoopOptions};
+use execwatch::liveness::Liveness;
 use execwatch::metrics::{self, Metrics};
-use execwatch::output::{journald, EventSink, Format};
+use execwatch::output::{journald, Format};
 use execwatch::preflight;
 use execwatch::sd_notify::Notifier;
 use tracing::info;
@@ -39,6 +40,12 @@ struct Cli {
     #[arg(long, value_name = "MS", default_value = "100",
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
     poll_interval: u64,
+
+    /// At shutdown, seconds to write what is still buffered; the rest is
+    /// counted as lost (reason `shutdown`). Below the unit's TimeoutStopSec.
+    #[arg(long, value_name = "SECS", default_value = "10",
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    drain_timeout: u64,
 
     /// Seconds between reads of the loss counters.
     #[arg(long, value_name = "SECS", default_value = "1",
@@ -80,7 +87,8 @@ struct Cli {
     #[arg(long = "env", value_name = "NAME", value_parser = parse_env_name)]
     env: Vec<String>,
 
-    /// Serve Prometheus metrics (events, losses, ...) on HOST:PORT at /metrics.
+    /// Serve Prometheus metrics (events, losses, ...) on HOST:PORT at
+    /// /metrics, and liveness at /healthz.
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_metrics_addr)]
     metrics_addr: Option<String>,
 
@@ -270,11 +278,11 @@ fn run(cli: &Cli, format: Format) -> Result<()> {
         "execwatch attached"
     );
 
-    let sink = EventSink::new(format, io::stdout().lock()).context("opening the output")?;
+    let liveness = Arc::new(Liveness::default());
     let metrics = match &cli.metrics_addr {
         Some(addr) => {
-            let m = Metrics::new(config.ring_buffer_bytes);
-            metrics::serve(addr, std::sync::Arc::clone(&m))
+            let m = Metrics::new(config.ring_buffer_bytes, Arc::clone(&liveness));
+            metrics::serve(addr, Arc::clone(&m), metrics::Limits::default())
                 .with_context(|| format!("serving metrics on {addr}"))?;
             info!(addr = %addr, "serving Prometheus metrics at /metrics");
             Some(m)
@@ -284,11 +292,13 @@ fn run(cli: &Cli, format: Format) -> Result<()> {
     let opts = LoopOptions {
         poll_interval: Duration::from_millis(cli.poll_interval),
         stats_interval: Duration::from_secs(cli.stats_interval),
+        drain_timeout: Duration::from_secs(cli.drain_timeout),
         metrics,
         env_names: cli.env.iter().map(|n| n.as_bytes().to_vec()).collect(),
+        liveness,
     };
     let mut notifier = Notifier::from_env();
-    daemon::run(&mut loader, sink, &stop, &opts, &mut notifier)?;
+    daemon::run(&mut loader, format, &stop, &opts, &mut notifier)?;
     Ok(())
 }
 

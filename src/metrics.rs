@@ -1,58 +1,123 @@
-//! Prometheus metrics of the daemon's own health, served over HTTP when
-//! `--metrics-addr` is given.
+//! Prometheus metrics of the daemon's own health and a liveness endpoint,
+//! served over HTTP when `--metrics-addr` is given.
+//!
+//! The server is hyper's HTTP/1 server on a current-thread tokio runtime in
+//! a thread of its own: hyper is the maintained Rust HTTP stack and has the
+//! limits a port reachable from other pods needs (request head size, head
+//! read timeout, no keep-alive, the body never read). The rest is here: a
+//! cap on connections where a new one evicts the oldest (idle connections
+//! cannot lock scrapes out), a lifetime per connection (a client that does
+//! not read the response cannot hold one), GET and HEAD only.
 
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus_client::encoding::prometheus_text;
-use prometheus_client::metrics::counter::Counter;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+use tokio::sync::Notify;
 
-use crate::bpf_loader::KernelStats;
+use crate::counters::{Counts, FAMILIES};
+use crate::liveness::Liveness;
 
 type Labels = Vec<(&'static str, &'static str)>;
+
+/// Limits of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open connections; one more evicts the oldest.
+    pub max_connections: usize,
+    /// The request line and headers must arrive within this time...
+    pub head_timeout: Duration,
+    /// ...and be at most this big (hyper answers 431 beyond it).
+    pub max_head_bytes: usize,
+    /// Longest life of a connection, response included.
+    pub connection_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 64,
+            head_timeout: Duration::from_secs(5),
+            // hyper's smallest read buffer; a scrape's head is ~300 bytes.
+            max_head_bytes: 8192,
+            connection_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The counters table as it was last published, encoded at each scrape.
+#[derive(Debug, Default)]
+struct Published {
+    counts: Mutex<Counts>,
+}
+
+#[derive(Debug)]
+struct TableCollector {
+    published: Arc<Published>,
+    liveness: Arc<Liveness>,
+}
+
+impl Collector for TableCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counts = *self
+            .published
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for (family, help) in FAMILIES {
+            let members: Vec<_> = counts.iter().filter(|(d, _)| d.metric == *family).collect();
+            let mut fam = encoder.encode_descriptor(family, help, None, MetricType::Counter)?;
+            match members.as_slice() {
+                [(def, value)] if def.label.is_none() => ConstCounter::new(*value).encode(fam)?,
+                _ => {
+                    for (def, value) in members {
+                        let label = def.label.expect("members of a family are labelled");
+                        ConstCounter::new(value).encode(fam.encode_family(&[label])?)?;
+                    }
+                }
+            }
+        }
+        let age = ConstGauge::new(self.liveness.age().as_secs_f64());
+        age.encode(encoder.encode_descriptor(
+            "progress_age_seconds",
+            "Seconds since the event loop or the output last made progress",
+            None,
+            age.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
 
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    events_success: Counter,
-    events_failure: Counter,
-    decode_errors: Counter,
-    filtered: Counter,
-    lost_ringbuf_full: Counter,
-    lost_no_scratch: Counter,
+    published: Arc<Published>,
+    liveness: Arc<Liveness>,
 }
 
 impl Metrics {
-    pub fn new(ring_buffer_bytes: u32) -> Arc<Metrics> {
+    pub fn new(ring_buffer_bytes: u32, liveness: Arc<Liveness>) -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("execwatch");
-        let events = Family::<Labels, Counter>::default();
-        registry.register(
-            "events",
-            "Exec events delivered, by outcome",
-            events.clone(),
-        );
-        let lost = Family::<Labels, Counter>::default();
-        registry.register(
-            "lost",
-            "Exec events the kernel could not deliver, by reason",
-            lost.clone(),
-        );
-        let decode_errors = Counter::default();
-        registry.register(
-            "decode_errors",
-            "Malformed ring-buffer records skipped",
-            decode_errors.clone(),
-        );
-        let filtered = Counter::default();
-        registry.register(
-            "filtered",
-            "Execs dropped by the in-kernel filters (no record made)",
-            filtered.clone(),
-        );
+        let published = Arc::new(Published::default());
+        registry.register_collector(Box::new(TableCollector {
+            published: Arc::clone(&published),
+            liveness: Arc::clone(&liveness),
+        }));
         let ring = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
         ring.set(i64::from(ring_buffer_bytes));
         registry.register("ring_buffer_bytes", "Size of the BPF ring buffer", ring);
@@ -72,44 +137,20 @@ impl Metrics {
             .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))])
             .set(1);
         registry.register("build_info", "execwatch version", build);
-
-        let events_success = events.get_or_create(&vec![("outcome", "success")]).clone();
-        let events_failure = events.get_or_create(&vec![("outcome", "failure")]).clone();
-        let lost_ringbuf_full = lost
-            .get_or_create(&vec![("reason", "ringbuf_full")])
-            .clone();
-        let lost_no_scratch = lost.get_or_create(&vec![("reason", "no_scratch")]).clone();
         Arc::new(Metrics {
             registry,
-            events_success,
-            events_failure,
-            decode_errors,
-            filtered,
-            lost_ringbuf_full,
-            lost_no_scratch,
+            published,
+            liveness,
         })
     }
 
-    pub fn event(&self, succeeded: bool) {
-        if succeeded {
-            self.events_success.inc();
-        } else {
-            self.events_failure.inc();
-        }
-    }
-
-    pub fn decode_error(&self) {
-        self.decode_errors.inc();
-    }
-
-    /// Add what the kernel counted since the previous read.
-    pub fn kernel(&self, prev: &KernelStats, now: &KernelStats) {
-        let d = |a: u64, b: u64| a.saturating_sub(b);
-        self.lost_ringbuf_full
-            .inc_by(d(now.lost_ringbuf_full, prev.lost_ringbuf_full));
-        self.lost_no_scratch
-            .inc_by(d(now.lost_no_scratch, prev.lost_no_scratch));
-        self.filtered.inc_by(d(now.filtered, prev.filtered));
+    /// Make `counts` what the next scrape shows.
+    pub fn publish(&self, counts: &Counts) {
+        *self
+            .published
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = *counts;
     }
 
     /// The Prometheus text exposition format (0.0.4).
@@ -120,55 +161,163 @@ impl Metrics {
     }
 }
 
-/// Serve `/metrics` on `addr` from a background thread.
-pub fn serve(addr: &str, metrics: Arc<Metrics>) -> std::io::Result<()> {
-    let server = tiny_http::Server::http(addr).map_err(std::io::Error::other)?;
+fn respond(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r
+}
+
+/// The only routes: GET or HEAD of /metrics and /healthz. The request body,
+/// whatever its announced length, is never read.
+fn route(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = respond(StatusCode::METHOD_NOT_ALLOWED, "GET or HEAD only\n");
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    match req.uri().path() {
+        "/metrics" => {
+            let mut r = respond(StatusCode::OK, metrics.encode());
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        "/healthz" => {
+            let age = metrics.liveness.age();
+            if metrics.liveness.is_alive() {
+                respond(StatusCode::OK, "ok\n")
+            } else {
+                respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "stalled: no progress of the event loop or the output for {}s (limit {}s)\n",
+                        age.as_secs(),
+                        metrics.liveness.limit().as_secs()
+                    ),
+                )
+            }
+        }
+        _ => respond(StatusCode::NOT_FOUND, "see /metrics and /healthz\n"),
+    }
+}
+
+/// Open connections by age (ids grow), each with its eviction signal.
+#[derive(Default)]
+struct Connections {
+    next_id: u64,
+    open: BTreeMap<u64, Arc<Notify>>,
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+    evicted: Arc<Notify>,
+) {
+    use hyper::server::conn::http1;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let resp = route(&req, &metrics);
+        async move { Ok::<_, Infallible>(resp) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.head_timeout)
+        .max_buf_size(limits.max_head_bytes)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        _ = tokio::time::timeout(limits.connection_timeout, conn) => {}
+        () = evicted.notified() => {}
+    }
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, limits: Limits) {
+    let conns = Arc::new(Mutex::new(Connections::default()));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // Out of fds or memory: back off rather than spin.
+                tracing::debug!(error = %e, "metrics: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (id, evicted) = {
+            let mut c = conns.lock().unwrap_or_else(|p| p.into_inner());
+            if c.open.len() >= limits.max_connections {
+                if let Some((_, oldest)) = c.open.pop_first() {
+                    oldest.notify_one();
+                }
+            }
+            let id = c.next_id;
+            c.next_id += 1;
+            let evicted = Arc::new(Notify::new());
+            c.open.insert(id, Arc::clone(&evicted));
+            (id, evicted)
+        };
+        let (m, l, c) = (Arc::clone(&metrics), limits.clone(), Arc::clone(&conns));
+        tokio::spawn(async move {
+            serve_connection(stream, m, l, evicted).await;
+            c.lock().unwrap_or_else(|p| p.into_inner()).open.remove(&id);
+        });
+    }
+}
+
+/// Serve `/metrics` and `/healthz` on `addr` from a thread of their own.
+/// Binding happens here, so a bad or busy address is reported at once.
+pub fn serve(addr: &str, metrics: Arc<Metrics>, limits: Limits) -> std::io::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let local = listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
-            let text_type = tiny_http::Header::from_bytes(
-                &b"Content-Type"[..],
-                &b"text/plain; version=0.0.4; charset=utf-8"[..],
-            )
-            .expect("a valid header");
-            for req in server.incoming_requests() {
-                let resp = if req.url() == "/metrics" {
-                    tiny_http::Response::from_string(metrics.encode())
-                        .with_header(text_type.clone())
-                } else {
-                    tiny_http::Response::from_string("see /metrics\n").with_status_code(404)
-                };
-                let _ = req.respond(resp);
-            }
+            runtime.block_on(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => accept_loop(l, metrics, limits).await,
+                    Err(e) => tracing::error!(error = %e, "metrics: cannot serve"),
+                }
+            });
         })?;
-    Ok(())
+    Ok(local)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::counters::{Counter, TABLE};
 
     #[test]
-    fn counters_and_gauges_are_exposed() {
-        let m = Metrics::new(65536);
-        m.event(true);
-        m.event(true);
-        m.event(false);
-        let prev = KernelStats::default();
-        let now = KernelStats {
-            lost_ringbuf_full: 3,
-            filtered: 5,
-            ..Default::default()
-        };
-        m.kernel(&prev, &now);
-        m.kernel(&now, &now); // no double counting
+    fn every_counter_of_the_table_is_exposed() {
+        let m = Metrics::new(65536, Arc::new(Liveness::default()));
+        let mut c = Counts::default();
+        c.set(Counter::events_success, 2);
+        c.set(Counter::events_failure, 1);
+        c.set(Counter::lost_ringbuf_full, 3);
+        c.set(Counter::lost_shutdown, 4);
+        c.set(Counter::filtered, 5);
+        c.set(Counter::caller_comm_missing, 6);
+        m.publish(&c);
         let text = m.encode();
         for line in [
             r#"execwatch_events_total{outcome="success"} 2"#,
             r#"execwatch_events_total{outcome="failure"} 1"#,
             r#"execwatch_lost_total{reason="ringbuf_full"} 3"#,
             r#"execwatch_lost_total{reason="no_scratch"} 0"#,
+            r#"execwatch_lost_total{reason="shutdown"} 4"#,
+            r#"execwatch_lost_total{reason="output"} 0"#,
             "execwatch_filtered_total 5",
+            "execwatch_caller_comm_missing_total 6",
             "execwatch_ring_buffer_bytes 65536",
             "execwatch_decode_errors_total 0",
         ] {
@@ -177,7 +326,27 @@ mod tests {
                 "{line} missing in:\n{text}"
             );
         }
+        // Every entry of the table, under its family and label.
+        for (def, _) in c.iter() {
+            let series = match def.label {
+                Some((k, v)) => format!("execwatch_{}_total{{{k}=\"{v}\"}} ", def.metric),
+                None => format!("execwatch_{}_total ", def.metric),
+            };
+            assert!(
+                text.lines().any(|l| l.starts_with(&series)),
+                "{} missing: {series}\n{text}",
+                def.key
+            );
+        }
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("# HELP execwatch_lost"))
+                .count(),
+            1
+        );
         assert!(text.contains("execwatch_build_info{version="));
         assert!(text.contains("execwatch_start_time_seconds "));
+        assert!(text.contains("execwatch_progress_age_seconds "));
+        assert_eq!(TABLE.len(), c.iter().count());
     }
 }

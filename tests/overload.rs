@@ -1,25 +1,26 @@
 //! When the reader cannot keep up, the kernel side drops records, counts
-//! them by reason, and delivery resumes once the pressure goes. Its own test
-//! binary: it floods the host with execs, which would perturb other tests.
+//! them by reason, and delivery resumes once the pressure goes. Under
+//! sustained overload the loop still turns: the watchdog is pinged, losses
+//! are reported as they happen, and SIGTERM ends the daemon within the drain
+//! deadline, counting what it could not write. Its own test binary: it
+//! floods the host with execs, which would perturb other tests.
 
 mod common;
+mod spawned;
 
-use std::process::Command;
-use std::time::Duration;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{has_arg, marker, run_quiet, Daemon};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use spawned::{
+    anon_kib, assert_summary_adds_up, complete_lines, rss_kib, Flood, NotifySocket, Spawned,
+};
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
+/// SIGTERM to exit: the loop notices within a turn, then the drain.
+const STOP_BOUND: Duration = Duration::from_secs(2);
 
 #[test]
 fn a_paused_reader_loses_counted_records_and_recovers() {
@@ -60,6 +61,7 @@ fn a_paused_reader_loses_counted_records_and_recovers() {
     assert!(lost >= 400 - flood, "lost {lost}, delivered {flood} of 400");
     assert_eq!(s["lost_ringbuf_full"].as_u64().unwrap(), lost);
     assert_eq!(events + lost, seen, "delivered + lost = seen: {s}");
+    assert_summary_adds_up(&s);
     assert_eq!(s["decode_errors"], 0);
     // Sequence numbers leave a gap for every lost record.
     let mut seqs: Vec<u64> = stopped
@@ -133,5 +135,165 @@ fn a_blocked_output_pipe_loses_counted_records_and_recovers() {
         summary["events"].as_u64().unwrap() + lost,
         summary["seen"].as_u64().unwrap(),
         "{summary}"
+    );
+}
+
+#[test]
+fn sustained_overload_with_a_slow_reader_keeps_the_watchdog_warns_and_stops_in_time() {
+    let notify = NotifySocket::new("overload");
+    let mut d = Spawned::start(
+        &[
+            "--ring-buffer-size",
+            "64KiB",
+            "--drain-timeout",
+            "1",
+            "--stats-interval",
+            "1",
+        ],
+        Stdio::piped(),
+        &[
+            ("NOTIFY_SOCKET", notify.path()),
+            ("WATCHDOG_USEC", "1000000".into()),
+        ],
+    );
+    // A slow reader: 16 KiB every 50 ms, about 320 KiB/s, far below what
+    // two threads of 4 KB execs produce.
+    let mut out = d.child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = vec![0u8; 16 << 10];
+        loop {
+            match out.read(&mut buf) {
+                Ok(0) | Err(_) => return all,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let m = marker("sustained");
+    let flood = Flood::start(&m, 4000, 2);
+    // The loop keeps turning while the output is behind: pings every half
+    // WATCHDOG_USEC, and losses reported while they happen.
+    let msgs = notify.collect(Duration::from_secs(4));
+    let pings = msgs.iter().filter(|m| *m == "WATCHDOG=1").count();
+    assert!(pings >= 4, "{pings} watchdog pings in 4 s: {msgs:?}");
+    d.wait_stderr("exec events lost", Duration::from_secs(5));
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("STATUS=recording:") && m.contains("lost_ringbuf_full=")),
+        "STATUS shows the losses: {msgs:?}"
+    );
+
+    let execs = flood.count();
+    let t0 = Instant::now();
+    d.sigterm();
+    let status = d.wait_exit(Duration::from_secs(20));
+    let took = t0.elapsed();
+    flood.stop();
+    assert!(status.success(), "{status}: {}", d.stderr());
+    assert!(
+        took < STOP_BOUND + Duration::from_secs(1),
+        "SIGTERM to exit took {took:?} with --drain-timeout 1"
+    );
+    let written = reader.join().unwrap();
+    let s = d.summary();
+    assert_summary_adds_up(&s);
+    assert_eq!(
+        s["events"].as_u64().unwrap(),
+        complete_lines(&written),
+        "delivered = lines the reader got: {s}"
+    );
+    assert!(s["lost_ringbuf_full"].as_u64().unwrap() > 0, "{s}");
+    assert!(
+        s["lost_shutdown"].as_u64().unwrap() > 0,
+        "a slow reader cannot take the whole queue in 1 s: {s}"
+    );
+    assert!(s["seen"].as_u64().unwrap() >= execs, "{execs} execs: {s}");
+    eprintln!("slow reader: {pings} pings in 4 s, SIGTERM to exit {took:?}: {s}");
+}
+
+#[test]
+fn sigterm_with_a_stalled_output_ends_in_time_and_counts_what_was_not_written() {
+    // stdout is a pipe nobody reads until the daemon has exited.
+    let mut d = Spawned::start(
+        &["--ring-buffer-size", "64KiB", "--drain-timeout", "1"],
+        Stdio::piped(),
+        &[],
+    );
+    let mut out = d.child.stdout.take().unwrap();
+    let m = marker("stalled");
+    let flood = Flood::start(&m, 4000, 2);
+    d.wait_stderr("exec events lost", Duration::from_secs(20));
+    let anon = anon_kib(d.pid());
+
+    let t0 = Instant::now();
+    d.sigterm();
+    let status = d.wait_exit(Duration::from_secs(20));
+    let took = t0.elapsed();
+    flood.stop();
+    assert!(status.success(), "{status}: {}", d.stderr());
+    assert!(
+        took < STOP_BOUND + Duration::from_secs(1),
+        "SIGTERM to exit took {took:?} with --drain-timeout 1"
+    );
+    let mut written = Vec::new();
+    out.read_to_end(&mut written).unwrap();
+    let s = d.summary();
+    assert_summary_adds_up(&s);
+    // The writer was blocked mid-chunk: only the complete lines count.
+    assert_eq!(
+        s["events"].as_u64().unwrap(),
+        complete_lines(&written),
+        "delivered = lines in the pipe: {s}"
+    );
+    assert!(s["lost_shutdown"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(s["lost_output"], 0, "{s}");
+    // The output queue is bounded (1 MiB plus chunks), whatever the backlog.
+    assert!(
+        anon < 12 * 1024,
+        "anonymous memory {anon} KiB while the output was stalled"
+    );
+    eprintln!("stalled output: SIGTERM to exit {took:?}, anonymous memory {anon} KiB: {s}");
+}
+
+#[test]
+fn the_default_drain_timeout_is_below_the_units_stop_timeout() {
+    let help = Command::new(common::BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    let drain: u64 = help
+        .split("--drain-timeout")
+        .nth(1)
+        .and_then(|rest| rest.split("[default: ").nth(1))
+        .and_then(|d| d.split(']').next())
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("no --drain-timeout default in:\n{help}"));
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/systemd/execwatch.service"
+    ))
+    .unwrap();
+    let stop: u64 = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("TimeoutStopSec="))
+        .and_then(|v| v.trim().trim_end_matches('s').parse().ok())
+        .expect("TimeoutStopSec= in seconds");
+    // Room for the 2 s to notice the signal and the summary after the drain.
+    assert!(
+        drain + 5 <= stop,
+        "drain {drain} s vs TimeoutStopSec {stop} s"
+    );
+    let manifest = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/kubernetes/execwatch.yaml"
+    ))
+    .unwrap();
+    let grace: u64 = manifest
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("terminationGracePeriodSeconds:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("terminationGracePeriodSeconds");
+    assert!(
+        drain + 5 <= grace,
+        "drain {drain} s vs grace period {grace} s"
     );
 }

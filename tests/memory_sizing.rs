@@ -1,0 +1,116 @@
+//! The DaemonSet's memory request and limit cover what execwatch really
+//! takes: the BPF maps (charged to the pod's memory cgroup), measured from
+//! the loaded maps' memlock, with the per-CPU scratch scaled to the number
+//! of possible CPUs the manifest states, plus the daemon's own budget.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Daemon;
+
+const MIB: f64 = 1024.0 * 1024.0;
+/// The daemon's own memory: binary pages, heap, the output queue (1 MiB
+/// budget plus chunks) and the metrics server (64 connections).
+const DAEMON_MIB: f64 = 24.0;
+/// Possible CPUs the manifest's request and limit are sized for.
+const REQUEST_CPUS: f64 = 64.0;
+const LIMIT_CPUS: f64 = 256.0;
+
+/// (memlock, value_size) of every BPF map the process holds.
+fn maps_of(pid: u32) -> Vec<(u64, u64)> {
+    let mut maps = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap() {
+        let Ok(info) = std::fs::read_to_string(fd.unwrap().path()) else {
+            continue;
+        };
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if field("map_type:").is_some() {
+            maps.push((field("memlock:").unwrap(), field("value_size:").unwrap()));
+        }
+    }
+    maps
+}
+
+fn possible_cpus() -> f64 {
+    // "0-1", "0-255", "0,2-3"
+    let s = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
+    s.trim()
+        .split(',')
+        .map(|r| match r.split_once('-') {
+            Some((a, b)) => b.parse::<f64>().unwrap() - a.parse::<f64>().unwrap() + 1.0,
+            None => 1.0,
+        })
+        .sum()
+}
+
+fn mib_of(manifest: &str, key: &str) -> f64 {
+    let v = manifest
+        .split(key)
+        .nth(1)
+        .and_then(|r| r.split("memory: ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no {key} memory in the manifest"));
+    v.strip_suffix("Mi")
+        .unwrap_or_else(|| panic!("{v}: give memory in Mi"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn daemonset_memory_covers_the_bpf_maps_and_the_daemon() {
+    let d = Daemon::start(&[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let maps = maps_of(d.pid());
+    let anon_kib: f64 = std::fs::read_to_string(format!("/proc/{}/status", d.pid()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    d.stop();
+
+    // The scratch map is the one whose value is a whole record.
+    let record = (std::mem::size_of::<execwatch::bpf_loader::types::event>()
+        + execwatch::bpf_loader::types::event_limits::EVENT_DATA_MAX.0 as usize)
+        as u64;
+    let (scratch, _) = *maps
+        .iter()
+        .find(|(_, v)| *v == record)
+        .unwrap_or_else(|| panic!("no scratch map of {record} bytes: {maps:?}"));
+    let total: u64 = maps.iter().map(|(m, _)| m).sum();
+    let per_cpu = scratch as f64 / possible_cpus();
+    let fixed = (total - scratch) as f64;
+    assert!(
+        per_cpu >= record as f64,
+        "scratch {scratch} for {} CPUs",
+        possible_cpus()
+    );
+    let need = |cpus: f64| (fixed + per_cpu * cpus) / MIB + DAEMON_MIB;
+
+    let manifest = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/kubernetes/execwatch.yaml"
+    ))
+    .unwrap();
+    let (request, limit) = (mib_of(&manifest, "requests:"), mib_of(&manifest, "limits:"));
+    eprintln!(
+        "maps: {:.1} MiB fixed + {:.1} KiB per possible CPU; daemon anon now {:.1} MiB; \
+         need {:.0} MiB at {REQUEST_CPUS} CPUs (request {request}), {:.0} MiB at {LIMIT_CPUS} (limit {limit})",
+        fixed / MIB,
+        per_cpu / 1024.0,
+        anon_kib / 1024.0,
+        need(REQUEST_CPUS),
+        need(LIMIT_CPUS)
+    );
+    assert!(request >= need(REQUEST_CPUS), "request {request} Mi");
+    assert!(limit >= need(LIMIT_CPUS), "limit {limit} Mi");
+    // The manifest says what it is sized for.
+    assert!(manifest.contains(&format!("Request: {REQUEST_CPUS} possible CPUs")));
+    assert!(manifest.contains(&format!("limit: {LIMIT_CPUS} possible CPUs")));
+    assert!(anon_kib / 1024.0 < DAEMON_MIB / 2.0, "anon {anon_kib} KiB");
+}

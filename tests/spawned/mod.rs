@@ -1,0 +1,346 @@
+//! The daemon with its stdout in the test's hands (a pipe read slowly or
+//! not at all, /dev/full), an exec flood, and a notify socket: the pieces
+//! of the overload, output-failure and liveness tests.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixDatagram;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_execwatch");
+
+/// `execwatch --format json ARGS` with `stdout` as given, attached.
+pub struct Spawned {
+    pub child: Child,
+    stderr: Arc<Mutex<String>>,
+    stderr_thread: Option<JoinHandle<()>>,
+}
+
+impl Spawned {
+    pub fn start(args: &[&str], stdout: Stdio, env: &[(&str, String)]) -> Spawned {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--format", "json"]).args(args);
+        Spawned::start_command(cmd, stdout, env)
+    }
+
+    /// `cmd` is execwatch, or a wrapper that execs it in the same process.
+    pub fn start_command(mut cmd: Command, stdout: Stdio, env: &[(&str, String)]) -> Spawned {
+        if !nix::unistd::geteuid().is_root() {
+            panic!("this test loads BPF programs and must run as root");
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn execwatch");
+        let err = child.stderr.take().unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let se = Arc::clone(&stderr);
+        let stderr_thread = std::thread::spawn(move || {
+            let mut r = BufReader::new(err);
+            let mut line = String::new();
+            while matches!(r.read_line(&mut line), Ok(n) if n > 0) {
+                se.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        let s = Spawned {
+            child,
+            stderr,
+            stderr_thread: Some(stderr_thread),
+        };
+        s.wait_stderr("execwatch attached", Duration::from_secs(60));
+        s
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn wait_stderr(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.stderr.lock().unwrap().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "waited {timeout:?} for {needle:?} on stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn sigterm(&self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+    }
+
+    /// Wait for the exit; panics (after killing it) past `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                if let Some(t) = self.stderr_thread.take() {
+                    t.join().unwrap();
+                }
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "execwatch still running after {timeout:?}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The final summary diagnostic.
+    pub fn summary(&self) -> Value {
+        self.stderr()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["message"] == "summary")
+            .unwrap_or_else(|| panic!("no summary in stderr:\n{}", self.stderr()))
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if self.stderr_thread.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The run's arithmetic, and every lost reason in lost_total.
+pub fn assert_summary_adds_up(s: &Value) {
+    let n = |k: &str| {
+        s[k].as_u64()
+            .unwrap_or_else(|| panic!("no {k} in the summary: {s}"))
+    };
+    assert_eq!(
+        n("seen"),
+        n("events") + n("lost_total") + n("decode_errors"),
+        "seen = delivered + lost + decode errors: {s}"
+    );
+    assert_eq!(
+        n("lost_total"),
+        n("lost_ringbuf_full") + n("lost_no_scratch") + n("lost_output") + n("lost_shutdown"),
+        "{s}"
+    );
+    assert_eq!(
+        n("events"),
+        n("events_success") + n("events_failure"),
+        "{s}"
+    );
+}
+
+/// Complete lines (what the daemon counts as delivered) in `bytes`.
+pub fn complete_lines(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+/// Execs as fast as `threads` threads can run them, each with `arg_len`
+/// bytes of argument, until stopped.
+pub struct Flood {
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicU64>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Flood {
+    pub fn start(marker: &str, arg_len: usize, threads: usize) -> Flood {
+        let stop = Arc::new(AtomicBool::new(false));
+        let count = Arc::new(AtomicU64::new(0));
+        let threads = (0..threads)
+            .map(|_| {
+                let (stop, count) = (Arc::clone(&stop), Arc::clone(&count));
+                let (m, big) = (marker.to_string(), "z".repeat(arg_len));
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let ok = Command::new("/bin/true")
+                            .arg(&m)
+                            .arg(&big)
+                            .stdout(Stdio::null())
+                            .stderr(Stdio::null())
+                            .status()
+                            .is_ok_and(|s| s.success());
+                        assert!(ok);
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        Flood {
+            stop,
+            count,
+            threads,
+        }
+    }
+
+    /// Execs run so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Stop; the number of execs run.
+    pub fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// A NOTIFY_SOCKET to receive sd_notify messages on.
+pub struct NotifySocket {
+    sock: UnixDatagram,
+    dir: std::path::PathBuf,
+}
+
+impl NotifySocket {
+    pub fn new(name: &str) -> NotifySocket {
+        let dir =
+            std::env::temp_dir().join(format!("execwatch-notify-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = UnixDatagram::bind(dir.join("notify")).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        NotifySocket { sock, dir }
+    }
+
+    pub fn path(&self) -> String {
+        self.dir.join("notify").to_string_lossy().into_owned()
+    }
+
+    /// Messages until one satisfies `pred`; panics after `timeout`.
+    pub fn until(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.sock.recv(&mut buf) {
+                let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let done = pred(&m);
+                got.push(m);
+                if done {
+                    return got;
+                }
+            }
+        }
+        panic!("timed out after {timeout:?}; received: {got:?}");
+    }
+
+    /// Every message received during `d`.
+    pub fn collect(&self, d: Duration) -> Vec<String> {
+        let deadline = Instant::now() + d;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.sock.recv(&mut buf) {
+                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        got
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// Anonymous resident memory: heap and stacks, not the binary's pages.
+pub fn anon_kib(pid: u32) -> u64 {
+    status_kib(pid, "RssAnon:")
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+/// A listening journald: the one running, or a standalone one started here
+/// (PID 1 may not be systemd).
+pub fn ensure_journald() {
+    let listening = || {
+        UnixDatagram::unbound()
+            .unwrap()
+            .connect(JOURNAL_SOCKET)
+            .is_ok()
+    };
+    if listening() {
+        return;
+    }
+    std::fs::create_dir_all("/run/systemd/journal").unwrap();
+    let journald = [
+        "/lib/systemd/systemd-journald",
+        "/usr/lib/systemd/systemd-journald",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .expect("systemd-journald is installed (Debian package systemd)");
+    // --fork: setsid returns at once, journald lives on in its own session.
+    let started = Command::new("setsid")
+        .args(["--fork", journald])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("start systemd-journald");
+    assert!(started.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !listening() {
+        assert!(
+            Instant::now() < deadline,
+            "systemd-journald did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Journal entries matching `matches` (journalctl's own match syntax), as
+/// JSON.
+pub fn journal_entries(matches: &[String]) -> Vec<Value> {
+    let out = Command::new("journalctl")
+        .args(["-o", "json", "--no-pager", "--all"])
+        .args(matches)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
