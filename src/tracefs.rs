@@ -16,6 +16,16 @@ fn is_tracefs(p: &Path) -> bool {
         .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TRACEFS_MAGIC)
 }
 
+/// Where tracefs is mounted already, and whether it has the exec exit
+/// tracepoints. Reads only: mounts nothing.
+pub fn find_mounted() -> Option<(&'static Path, bool)> {
+    [TRACEFS, DEBUGFS_TRACING]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| is_tracefs(p))
+        .map(|p| (p, has_exec_exit_events(p)))
+}
+
 /// Why the syscall exit tracepoints cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TracefsError {
@@ -31,15 +41,12 @@ pub enum TracefsError {
 /// /sys/kernel/tracing when it is not mounted yet (needs CAP_SYS_ADMIN);
 /// `Ok(true)` when this call mounted it.
 pub fn ensure_syscall_exit_events() -> Result<bool, TracefsError> {
-    for root in [TRACEFS, DEBUGFS_TRACING] {
-        let root = Path::new(root);
-        if is_tracefs(root) {
-            return if has_exec_exit_events(root) {
-                Ok(false)
-            } else {
-                Err(TracefsError::NoSyscallEvents)
-            };
-        }
+    if let Some((_, has_events)) = find_mounted() {
+        return if has_events {
+            Ok(false)
+        } else {
+            Err(TracefsError::NoSyscallEvents)
+        };
     }
     nix::mount::mount(
         Some("tracefs"),
