@@ -287,7 +287,18 @@ pub fn mount_of_type(mounts: &str, fstype: &str) -> Option<PathBuf> {
     })
 }
 
+/// bpffs at its usual place, else wherever it is mounted.
 pub fn check_bpffs(mounts: &str) -> Result<PathBuf, PreflightError> {
+    let usual = Path::new(BPFFS_PATH);
+    let is_bpffs_at = |dir: &Path| {
+        mounts.lines().any(|l| {
+            let mut f = l.split_whitespace().skip(1);
+            f.next().map(Path::new) == Some(dir) && f.next() == Some("bpf")
+        })
+    };
+    if is_bpffs_at(usual) {
+        return Ok(usual.to_path_buf());
+    }
     mount_of_type(mounts, "bpf").ok_or(PreflightError::NoBpffs)
 }
 
@@ -405,6 +416,12 @@ mod tests {
                       cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n\
                       bpf /sys/fs/bpf bpf rw 0 0\n";
         assert_eq!(check_bpffs(mounts), Ok(PathBuf::from("/sys/fs/bpf")));
+        let elsewhere = "bpf /tmp/pins bpf rw 0 0\nbpf /sys/fs/bpf bpf rw 0 0\n";
+        assert_eq!(check_bpffs(elsewhere), Ok(PathBuf::from("/sys/fs/bpf")));
+        assert_eq!(
+            check_bpffs("bpf /tmp/pins bpf rw 0 0\n"),
+            Ok(PathBuf::from("/tmp/pins"))
+        );
         assert_eq!(
             mount_of_type(mounts, "cgroup2"),
             Some(PathBuf::from("/sys/fs/cgroup/unified"))

@@ -314,6 +314,7 @@ fn apt_install_runs_the_service_and_purge_leaves_nothing() {
     // execwatch check passes on this host.
     let check = c.run(&["execwatch", "check"]);
     let report = String::from_utf8_lossy(&check.stdout);
+    eprintln!("execwatch check in the container:\n{report}");
     assert!(check.status.success(), "{report}");
     assert!(
         report.contains("execwatch can run on this host"),
