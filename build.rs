@@ -1,6 +1,8 @@
-//! Compiles the BPF program and generates its skeleton into OUT_DIR.
+//! Compiles the BPF program and generates its skeleton into OUT_DIR, and
+//! records the git commit for `--version`.
 use std::env;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use libbpf_cargo::SkeletonBuilder;
 
@@ -11,7 +13,40 @@ const HEADERS: &[&str] = &[
     "src/bpf/core_fixes.bpf.h",
 ];
 
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git").args(args).output().ok()?;
+    let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && !s.is_empty()).then_some(s)
+}
+
+/// The short commit this is built from: EXECWATCH_GIT_COMMIT if set (a
+/// build from a tarball that knows it), else git's, else "unknown". Rebuilt
+/// when HEAD moves.
+fn git_commit() -> String {
+    println!("cargo:rerun-if-env-changed=EXECWATCH_GIT_COMMIT");
+    if let Ok(c) = env::var("EXECWATCH_GIT_COMMIT") {
+        return c;
+    }
+    let Some(commit) = git(&["rev-parse", "--short", "HEAD"]) else {
+        return "unknown".into();
+    };
+    // HEAD, the branch it names, and packed-refs: a missing path would make
+    // cargo rerun this script on every build, so only existing ones.
+    let mut watched = vec![git(&["rev-parse", "--git-path", "HEAD"])];
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        watched.push(git(&["rev-parse", "--git-path", &branch]));
+    }
+    watched.push(git(&["rev-parse", "--git-path", "packed-refs"]));
+    for p in watched.into_iter().flatten() {
+        if Path::new(&p).exists() {
+            println!("cargo:rerun-if-changed={p}");
+        }
+    }
+    commit
+}
+
 fn main() {
+    println!("cargo:rustc-env=EXECWATCH_GIT_COMMIT={}", git_commit());
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let arch = env::var("CARGO_CFG_TARGET_ARCH").expect("cargo sets CARGO_CFG_TARGET_ARCH");
     // libbpf's __TARGET_ARCH_* names differ from Rust's for a few targets.

@@ -261,7 +261,7 @@ fn fill_filter_maps(
 }
 
 /// Kernel with bpf_task_pt_regs, which the tracepoint programs use.
-const TASK_PT_REGS_KERNEL: (u32, u32) = (5, 15);
+pub const TASK_PT_REGS_KERNEL: (u32, u32) = (5, 15);
 
 fn kernel_version() -> Option<(u32, u32)> {
     let uts = nix::sys::utsname::uname().ok()?;

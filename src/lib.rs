@@ -2,6 +2,7 @@
 
 pub mod bpf_loader;
 pub mod cgroups;
+pub mod check;
 pub mod counters;
 pub mod daemon;
 pub mod decode;

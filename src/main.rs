@@ -2,13 +2,14 @@
 
 use std::io;
 use std::mem::MaybeUninit;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use execwatch::bpf_loader::{self, BpfLoader, FailedExecs, ARGS_MAX_LIMIT, COMM_MAX};
 use execwatch::daemon::{self, LoopOptions};
 use execwatch::liveness::Liveness;
@@ -18,10 +19,59 @@ use execwatch::preflight;
 use execwatch::sd_notify::Notifier;
 use tracing::info;
 
+/// `0.1.0 (git 1a2b3c4)`; build.rs finds the commit ("unknown" outside git).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("EXECWATCH_GIT_COMMIT"),
+    ")"
+);
+
 /// Record every program execution on this host.
+///
+/// Without a subcommand, execwatch runs the daemon: `execwatch --format json`
+/// is `execwatch run --format json`.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(name = "execwatch", version = VERSION, about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Record every exec until SIGINT or SIGTERM (the default).
+    Run(RunArgs),
+    /// Check whether this host can run execwatch: one line per requirement,
+    /// ok or missing and what to do; exit status 0 when it can run.
+    Check,
+}
+
+/// scripts/package's subcommand: writes the man pages and completions. Added
+/// to the parser at run time, not to `Cli`, so that the man pages and
+/// completions made from `Cli` do not offer it.
+const GEN_PACKAGE_FILES: &str = "gen-package-files";
+
+fn command_with_packaging() -> clap::Command {
+    Cli::command().subcommand(
+        clap::Command::new(GEN_PACKAGE_FILES)
+            .hide(true)
+            .about("Write the man pages and shell completions into DIR (for packaging)")
+            .arg(
+                clap::Arg::new("dir")
+                    .value_name("DIR")
+                    .required(true)
+                    .value_parser(clap::value_parser!(PathBuf)),
+            ),
+    )
+}
+
+/// The daemon's flags.
+#[derive(Debug, Args)]
+struct RunArgs {
     /// Output format of exec events: text and json go to stdout, journald
     /// to the journal. Default: journald when stderr is the journal (a
     /// systemd service), else text.
@@ -236,11 +286,11 @@ fn libbpf_print(level: libbpf_rs::PrintLevel, msg: String) {
     }
 }
 
-fn run(cli: &Cli, format: Format) -> Result<()> {
-    if cli.env.len() > ENV_NAMES_MAX {
+fn run(args: &RunArgs, format: Format) -> Result<()> {
+    if args.env.len() > ENV_NAMES_MAX {
         anyhow::bail!(
             "--env given {} times: at most {ENV_NAMES_MAX}",
-            cli.env.len()
+            args.env.len()
         );
     }
     preflight::check_host()?;
@@ -253,19 +303,19 @@ fn run(cli: &Cli, format: Format) -> Result<()> {
     }
 
     let config = bpf_loader::Config {
-        max_args_bytes: cli.max_args_bytes,
-        ring_buffer_bytes: cli.ring_buffer_size,
-        wakeup_bytes: u64::from(cli.ring_buffer_size / 4),
-        failed_execs: cli.failed_execs,
+        max_args_bytes: args.max_args_bytes,
+        ring_buffer_bytes: args.ring_buffer_size,
+        wakeup_bytes: u64::from(args.ring_buffer_size / 4),
+        failed_execs: args.failed_execs,
         filters: bpf_loader::Filters {
-            uids: cli.uids.clone(),
-            comms: cli.comms.clone(),
-            exclude_comms: cli.exclude_comms.clone(),
-            cgroup: cli.cgroup.clone(),
-            containers_only: cli.containers_only,
-            failed_only: cli.failed_only,
+            uids: args.uids.clone(),
+            comms: args.comms.clone(),
+            exclude_comms: args.exclude_comms.clone(),
+            cgroup: args.cgroup.clone(),
+            containers_only: args.containers_only,
+            failed_only: args.failed_only,
         },
-        capture_env: !cli.env.is_empty(),
+        capture_env: !args.env.is_empty(),
     };
     let mut object = MaybeUninit::uninit();
     let mut loader = BpfLoader::load(&config, &mut object)?;
@@ -273,13 +323,13 @@ fn run(cli: &Cli, format: Format) -> Result<()> {
         message_id = journald::message_ids::STARTED,
         max_args_bytes = config.max_args_bytes,
         ring_buffer_bytes = config.ring_buffer_bytes,
-        poll_interval_ms = cli.poll_interval,
+        poll_interval_ms = args.poll_interval,
         failed_execs = loader.failed_execs().name(),
         "execwatch attached"
     );
 
     let liveness = Arc::new(Liveness::default());
-    let metrics = match &cli.metrics_addr {
+    let metrics = match &args.metrics_addr {
         Some(addr) => {
             let m = Metrics::new(config.ring_buffer_bytes, Arc::clone(&liveness));
             metrics::serve(addr, Arc::clone(&m), metrics::Limits::default())
@@ -290,11 +340,11 @@ fn run(cli: &Cli, format: Format) -> Result<()> {
         None => None,
     };
     let opts = LoopOptions {
-        poll_interval: Duration::from_millis(cli.poll_interval),
-        stats_interval: Duration::from_secs(cli.stats_interval),
-        drain_timeout: Duration::from_secs(cli.drain_timeout),
+        poll_interval: Duration::from_millis(args.poll_interval),
+        stats_interval: Duration::from_secs(args.stats_interval),
+        drain_timeout: Duration::from_secs(args.drain_timeout),
         metrics,
-        env_names: cli.env.iter().map(|n| n.as_bytes().to_vec()).collect(),
+        env_names: args.env.iter().map(|n| n.as_bytes().to_vec()).collect(),
         liveness,
     };
     let mut notifier = Notifier::from_env();
@@ -302,25 +352,79 @@ fn run(cli: &Cli, format: Format) -> Result<()> {
     Ok(())
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let format = cli.format.unwrap_or_else(|| {
+/// The daemon, in the foreground until SIGINT or SIGTERM.
+fn run_daemon(args: &RunArgs) -> ExitCode {
+    let format = args.format.unwrap_or_else(|| {
         if journald::stderr_is_journal() {
             Format::Journald
         } else {
             Format::Text
         }
     });
-    if let Err(e) = init_logging(format, cli.verbose) {
+    if let Err(e) = init_logging(format, args.verbose) {
         eprintln!("execwatch: error: {e:#}");
         return ExitCode::FAILURE;
     }
-    match run(&cli, format) {
+    exit_code(run(args, format))
+}
+
+/// `execwatch check`: the report on stdout; 0 when execwatch can run here.
+fn check() -> ExitCode {
+    let report = execwatch::check::host();
+    let mut out = io::stdout().lock();
+    if let Err(e) = report.write_to(&mut out) {
+        eprintln!("execwatch: error: writing the report: {e}");
+        return ExitCode::FAILURE;
+    }
+    if report.can_run() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Man pages (clap_mangen) and bash, zsh and fish completions
+/// (clap_complete), from this very command definition, so that they cannot
+/// drift from the binary they are packaged with.
+fn gen_package_files(dir: &Path) -> Result<()> {
+    use clap_complete::Shell;
+    let man = dir.join("man");
+    let completions = dir.join("completions");
+    for d in [&man, &completions] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    clap_mangen::generate_to(Cli::command(), &man)
+        .with_context(|| format!("writing man pages into {}", man.display()))?;
+    let mut cmd = Cli::command();
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        clap_complete::generate_to(shell, &mut cmd, "execwatch", &completions).with_context(
+            || format!("writing {shell} completions into {}", completions.display()),
+        )?;
+    }
+    Ok(())
+}
+
+fn exit_code(result: Result<()>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("execwatch: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn main() -> ExitCode {
+    let matches = command_with_packaging().get_matches();
+    if let Some(m) = matches.subcommand_matches(GEN_PACKAGE_FILES) {
+        let dir = m.get_one::<PathBuf>("dir").expect("dir is required");
+        return exit_code(gen_package_files(dir));
+    }
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match cli.command {
+        None => run_daemon(&cli.run),
+        Some(Command::Run(args)) => run_daemon(&args),
+        Some(Command::Check) => check(),
     }
 }
 
@@ -346,7 +450,51 @@ mod tests {
 
     #[test]
     fn cli_is_consistent() {
-        use clap::CommandFactory;
         Cli::command().debug_assert();
+        command_with_packaging().debug_assert();
+    }
+
+    #[test]
+    fn packaging_subcommand_parses_but_is_not_in_the_public_cli() {
+        let m = command_with_packaging()
+            .try_get_matches_from(["execwatch", GEN_PACKAGE_FILES, "/tmp/x"])
+            .unwrap();
+        assert!(m.subcommand_matches(GEN_PACKAGE_FILES).is_some());
+        assert!(Cli::command().find_subcommand(GEN_PACKAGE_FILES).is_none());
+    }
+
+    #[test]
+    fn no_subcommand_is_run_with_the_same_flags() {
+        let bare = Cli::try_parse_from(["execwatch", "--format", "json", "--uid", "0"]).unwrap();
+        assert!(bare.command.is_none());
+        assert_eq!(bare.run.format, Some(Format::Json));
+        assert_eq!(bare.run.uids, [0]);
+        let sub =
+            Cli::try_parse_from(["execwatch", "run", "--format", "json", "--uid", "0"]).unwrap();
+        let Some(Command::Run(args)) = sub.command else {
+            panic!("`run` parses as Command::Run: {sub:?}");
+        };
+        assert_eq!(args.format, Some(Format::Json));
+        assert_eq!(args.uids, [0]);
+        assert_eq!(args.max_args_bytes, bare.run.max_args_bytes);
+    }
+
+    #[test]
+    fn daemon_flags_do_not_mix_with_other_subcommands() {
+        let e = Cli::try_parse_from(["execwatch", "--format", "json", "check"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict, "{e}");
+        assert!(Cli::try_parse_from(["execwatch", "check", "--format", "json"]).is_err());
+    }
+
+    #[test]
+    fn version_names_the_commit() {
+        let commit = env!("EXECWATCH_GIT_COMMIT");
+        assert!(
+            commit == "unknown"
+                || (commit.len() >= 7 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+            "{commit}"
+        );
+        assert!(VERSION.starts_with(env!("CARGO_PKG_VERSION")));
+        assert!(VERSION.contains(commit));
     }
 }

@@ -1,13 +1,22 @@
 //! Checks made before loading, so that a host that cannot run execwatch gets
-//! one line naming what is missing instead of a libbpf error.
+//! one line naming what is missing instead of a libbpf error. Each check is
+//! here once: the daemon runs the required ones before loading, and
+//! `execwatch check` (crate::check) reports all of them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use crate::bpf_loader::{FailedExecs, TASK_PT_REGS_KERNEL};
 
 /// Oldest kernel supported: BPF atomic fetch-add (the global sequence number)
 /// arrived in 5.12; ring buffer (5.8), tp_btf/fentry (5.5) are older.
 pub const MIN_KERNEL: (u32, u32) = (5, 12);
 
-const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
+/// BPF_MAP_TYPE_RINGBUF arrived in 5.8.
+pub const RINGBUF_KERNEL: (u32, u32) = (5, 8);
+
+pub const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
+pub const TRACEFS_PATH: &str = "/sys/kernel/tracing";
+pub const BPFFS_PATH: &str = "/sys/fs/bpf";
 
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
@@ -31,6 +40,35 @@ pub enum PreflightError {
          CAP_BPF and CAP_PERFMON"
     )]
     NotPrivileged { missing: String },
+    #[error(
+        "the kernel has no BPF ring buffer (BPF_MAP_TYPE_RINGBUF): execwatch needs Linux \
+         {}.{} or newer",
+        RINGBUF_KERNEL.0,
+        RINGBUF_KERNEL.1
+    )]
+    NoRingBuffer,
+    #[error(
+        "probing the BPF ring buffer failed ({0}): the kernel forbids BPF (lockdown, an LSM?)"
+    )]
+    RingBufferProbe(String),
+    #[error(
+        "{why}: failed execs are recorded by the sys_exit hook, which runs briefly on every \
+         syscall; {fix}"
+    )]
+    NoSyscallTracepoints { why: String, fix: &'static str },
+    #[error(
+        "no cgroup v2 hierarchy is mounted: containers and units are not named and --cgroup \
+         cannot work; boot with systemd.unified_cgroup_hierarchy=1, or mount one: \
+         mount -t cgroup2 none /sys/fs/cgroup"
+    )]
+    NoCgroup2,
+    #[error("{0}; without it, use --format json or text")]
+    NoJournald(String),
+    #[error(
+        "bpffs is not mounted at {BPFFS_PATH}: BPF objects cannot be pinned; mount it: \
+         mount -t bpf bpf {BPFFS_PATH}"
+    )]
+    NoBpffs,
 }
 
 /// Parse `major.minor` from a kernel release string like `6.18.44-foo`.
@@ -39,6 +77,13 @@ pub fn parse_release(release: &str) -> Option<(u32, u32)> {
     let major = it.next()?.parse().ok()?;
     let minor = it.next()?.parse().ok()?;
     Some((major, minor))
+}
+
+/// The running kernel's release, e.g. `6.18.44-foo` (empty if uname fails).
+pub fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 pub fn check_kernel(release: &str) -> Result<(), PreflightError> {
@@ -68,10 +113,26 @@ pub fn parse_cap_eff(status: &str) -> Option<u64> {
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
 }
 
-pub fn check_caps(cap_eff: u64) -> Result<(), PreflightError> {
-    let has = |c: u32| cap_eff & (1 << c) != 0;
-    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
-        return Ok(());
+/// This process's effective capabilities, if /proc says.
+pub fn cap_eff() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .as_deref()
+        .and_then(parse_cap_eff)
+}
+
+fn has_cap(cap_eff: u64, cap: u32) -> bool {
+    cap_eff & (1 << cap) != 0
+}
+
+/// Which capabilities let this process load and attach the programs.
+pub fn check_caps(cap_eff: u64) -> Result<&'static str, PreflightError> {
+    let has = |c: u32| has_cap(cap_eff, c);
+    if has(CAP_BPF) && has(CAP_PERFMON) {
+        return Ok("CAP_BPF and CAP_PERFMON");
+    }
+    if has(CAP_SYS_ADMIN) {
+        return Ok("CAP_SYS_ADMIN");
     }
     let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
         .into_iter()
@@ -83,18 +144,170 @@ pub fn check_caps(cap_eff: u64) -> Result<(), PreflightError> {
     })
 }
 
-/// All checks against this host.
+/// How the ring buffer's presence is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingBufferEvidence {
+    /// The kernel created one when asked (libbpf's probe).
+    Probed,
+    /// Not probed (the probe needs CAP_BPF): the kernel is new enough.
+    KernelVersion,
+}
+
+/// libbpf's probe: creates and frees a small ring buffer map. It needs
+/// CAP_BPF, and without it answers "unsupported": call it only when privileged.
+pub fn probe_ring_buffer() -> Result<bool, String> {
+    libbpf_rs::MapType::RingBuf
+        .is_supported()
+        .map_err(|e| e.to_string())
+}
+
+/// Judge the probe's answer; `None` (not probed, for lack of privileges)
+/// falls back to the kernel version.
+pub fn check_ring_buffer(
+    probe: Option<Result<bool, String>>,
+    release: &str,
+) -> Result<RingBufferEvidence, PreflightError> {
+    match probe {
+        Some(Ok(true)) => Ok(RingBufferEvidence::Probed),
+        Some(Ok(false)) => Err(PreflightError::NoRingBuffer),
+        Some(Err(e)) => Err(PreflightError::RingBufferProbe(e)),
+        None => match parse_release(release) {
+            Some(v) if v < RINGBUF_KERNEL => Err(PreflightError::NoRingBuffer),
+            _ => Ok(RingBufferEvidence::KernelVersion),
+        },
+    }
+}
+
+/// What `--failed-execs auto` will pick on this host, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedExecsPlan {
+    pub hook: FailedExecs,
+    /// Where the tracepoints are read from (mounted now, or to be mounted).
+    pub tracefs: Option<PathBuf>,
+    /// tracefs is to be mounted by execwatch at start.
+    pub will_mount: bool,
+}
+
+/// What a mounted tracefs shows this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TracefsEvents {
+    /// syscalls:sys_exit_execve and sys_exit_execveat are there.
+    Present,
+    Absent,
+    /// Its events are not readable by this user.
+    Unreadable,
+}
+
+/// Where tracefs is mounted and what it shows; reads only.
+pub fn tracefs_seen() -> Option<(&'static Path, TracefsEvents)> {
+    let (root, has_events) = crate::tracefs::find_mounted()?;
+    let events = if has_events {
+        TracefsEvents::Present
+    } else if std::fs::read_dir(root.join("events"))
+        .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+    {
+        TracefsEvents::Unreadable
+    } else {
+        TracefsEvents::Absent
+    };
+    Some((root, events))
+}
+
+/// The same choice as the loader's `auto` (bpf_loader), made without
+/// mounting anything. `mounted`: where tracefs is and what it shows;
+/// `can_mount`: CAP_SYS_ADMIN.
+pub fn plan_failed_execs(
+    release: &str,
+    mounted: Option<(&Path, TracefsEvents)>,
+    can_mount: bool,
+) -> Result<FailedExecsPlan, PreflightError> {
+    let sys_exit =
+        |why: String, fix: &'static str| Err(PreflightError::NoSyscallTracepoints { why, fix });
+    if parse_release(release).is_some_and(|v| v < TASK_PT_REGS_KERNEL) {
+        return sys_exit(
+            format!(
+                "kernel {release} is older than {}.{} (bpf_task_pt_regs)",
+                TASK_PT_REGS_KERNEL.0, TASK_PT_REGS_KERNEL.1
+            ),
+            "nothing to do (Linux 5.15 or newer uses the exec tracepoints)",
+        );
+    }
+    match mounted {
+        Some((root, TracefsEvents::Present)) => Ok(FailedExecsPlan {
+            hook: FailedExecs::Tracepoints,
+            tracefs: Some(root.to_path_buf()),
+            will_mount: false,
+        }),
+        Some((root, TracefsEvents::Unreadable)) => sys_exit(
+            format!("tracefs at {} is not readable by this user", root.display()),
+            "run execwatch as root",
+        ),
+        Some((root, TracefsEvents::Absent)) => sys_exit(
+            format!(
+                "tracefs at {} has no syscalls:sys_exit_execve tracepoint",
+                root.display()
+            ),
+            "use a kernel built with CONFIG_FTRACE_SYSCALLS=y",
+        ),
+        None if can_mount => Ok(FailedExecsPlan {
+            hook: FailedExecs::Tracepoints,
+            tracefs: Some(PathBuf::from(TRACEFS_PATH)),
+            will_mount: true,
+        }),
+        None => sys_exit(
+            "tracefs is not mounted and cannot be without CAP_SYS_ADMIN".into(),
+            "mount it: mount -t tracefs tracefs /sys/kernel/tracing",
+        ),
+    }
+}
+
+/// May this process mount tracefs.
+pub fn can_mount(cap_eff: u64) -> bool {
+    has_cap(cap_eff, CAP_SYS_ADMIN)
+}
+
+pub fn check_cgroup2(mount: Option<PathBuf>) -> Result<PathBuf, PreflightError> {
+    mount.ok_or(PreflightError::NoCgroup2)
+}
+
+/// journald answers on its native socket (as `--format journald` connects).
+pub fn check_journald() -> Result<(), PreflightError> {
+    crate::output::journald::Journal::connect()
+        .map(drop)
+        .map_err(|e| PreflightError::NoJournald(e.to_string()))
+}
+
+/// The mount point of the first filesystem of type `fstype` in
+/// /proc/self/mounts text.
+pub fn mount_of_type(mounts: &str, fstype: &str) -> Option<PathBuf> {
+    mounts.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (_, dir, ty) = (f.next()?, f.next()?, f.next()?);
+        (ty == fstype).then(|| PathBuf::from(dir))
+    })
+}
+
+/// bpffs at its usual place, else wherever it is mounted.
+pub fn check_bpffs(mounts: &str) -> Result<PathBuf, PreflightError> {
+    let usual = Path::new(BPFFS_PATH);
+    let is_bpffs_at = |dir: &Path| {
+        mounts.lines().any(|l| {
+            let mut f = l.split_whitespace().skip(1);
+            f.next().map(Path::new) == Some(dir) && f.next() == Some("bpf")
+        })
+    };
+    if is_bpffs_at(usual) {
+        return Ok(usual.to_path_buf());
+    }
+    mount_of_type(mounts, "bpf").ok_or(PreflightError::NoBpffs)
+}
+
+/// The checks the daemon needs to pass before loading.
 pub fn check_host() -> Result<(), PreflightError> {
-    let release = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let release = kernel_release();
     check_kernel(&release)?;
     check_btf(Path::new(BTF_PATH))?;
-    if let Some(caps) = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .as_deref()
-        .and_then(parse_cap_eff)
-    {
+    if let Some(caps) = cap_eff() {
         check_caps(caps)?;
     }
     Ok(())
@@ -143,5 +356,95 @@ mod tests {
             .contains("CAP_BPF, CAP_PERFMON"));
         let status = "Name:\tx\nCapEff:\t000001ffffffffff\n";
         assert_eq!(parse_cap_eff(status), Some(0x1ff_ffff_ffff));
+    }
+
+    #[test]
+    fn ring_buffer_probe_or_kernel_version() {
+        assert_eq!(
+            check_ring_buffer(Some(Ok(true)), "6.1.0"),
+            Ok(RingBufferEvidence::Probed)
+        );
+        assert_eq!(
+            check_ring_buffer(Some(Ok(false)), "6.1.0"),
+            Err(PreflightError::NoRingBuffer)
+        );
+        assert!(matches!(
+            check_ring_buffer(Some(Err("EPERM".into())), "6.1.0"),
+            Err(PreflightError::RingBufferProbe(_))
+        ));
+        assert_eq!(
+            check_ring_buffer(None, "5.8.0"),
+            Ok(RingBufferEvidence::KernelVersion)
+        );
+        let e = check_ring_buffer(None, "5.4.0").unwrap_err();
+        assert!(e.to_string().contains("Linux 5.8 or newer"), "{e}");
+    }
+
+    #[test]
+    fn failed_exec_hook_plan() {
+        let tracing = Path::new("/sys/kernel/tracing");
+        let plan = plan_failed_execs("6.1.0", Some((tracing, TracefsEvents::Present)), false);
+        assert_eq!(
+            plan,
+            Ok(FailedExecsPlan {
+                hook: FailedExecs::Tracepoints,
+                tracefs: Some(tracing.into()),
+                will_mount: false
+            })
+        );
+        let plan = plan_failed_execs("6.1.0", None, true).unwrap();
+        assert!(plan.will_mount && plan.hook == FailedExecs::Tracepoints);
+
+        let e = plan_failed_execs("6.1.0", None, false).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("sys_exit hook"), "{text}");
+        assert!(text.contains("mount -t tracefs"), "{text}");
+        let e =
+            plan_failed_execs("5.12.0", Some((tracing, TracefsEvents::Present)), true).unwrap_err();
+        assert!(e.to_string().contains("older than 5.15"), "{e}");
+        let e =
+            plan_failed_execs("6.1.0", Some((tracing, TracefsEvents::Absent)), true).unwrap_err();
+        assert!(e.to_string().contains("CONFIG_FTRACE_SYSCALLS"), "{e}");
+        let e = plan_failed_execs("6.1.0", Some((tracing, TracefsEvents::Unreadable)), true)
+            .unwrap_err();
+        assert!(e.to_string().contains("not readable by this user"), "{e}");
+    }
+
+    #[test]
+    fn mounts_by_type() {
+        let mounts = "sysfs /sys sysfs rw 0 0\n\
+                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n\
+                      bpf /sys/fs/bpf bpf rw 0 0\n";
+        assert_eq!(check_bpffs(mounts), Ok(PathBuf::from("/sys/fs/bpf")));
+        let elsewhere = "bpf /tmp/pins bpf rw 0 0\nbpf /sys/fs/bpf bpf rw 0 0\n";
+        assert_eq!(check_bpffs(elsewhere), Ok(PathBuf::from("/sys/fs/bpf")));
+        assert_eq!(
+            check_bpffs("bpf /tmp/pins bpf rw 0 0\n"),
+            Ok(PathBuf::from("/tmp/pins"))
+        );
+        assert_eq!(
+            mount_of_type(mounts, "cgroup2"),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let e = check_bpffs("sysfs /sys sysfs rw 0 0\n").unwrap_err();
+        assert!(
+            e.to_string().contains("mount -t bpf bpf /sys/fs/bpf"),
+            "{e}"
+        );
+        assert!(check_cgroup2(None)
+            .unwrap_err()
+            .to_string()
+            .contains("mount -t cgroup2"));
+    }
+
+    #[test]
+    fn which_capabilities_are_enough() {
+        assert_eq!(
+            check_caps((1 << CAP_BPF) | (1 << CAP_PERFMON)),
+            Ok("CAP_BPF and CAP_PERFMON")
+        );
+        assert_eq!(check_caps(1 << CAP_SYS_ADMIN), Ok("CAP_SYS_ADMIN"));
+        assert!(can_mount(1 << CAP_SYS_ADMIN));
+        assert!(!can_mount((1 << CAP_BPF) | (1 << CAP_PERFMON)));
     }
 }

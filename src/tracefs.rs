@@ -102,6 +102,16 @@ impl Drop for PrivateMount {
     }
 }
 
+/// Where tracefs is mounted at its usual places, and whether it shows the
+/// two exec exit tracepoints; reads only (for `execwatch check`).
+pub fn find_mounted() -> Option<(&'static Path, bool)> {
+    [TRACEFS, DEBUGFS_TRACING]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| is_tracefs(p))
+        .map(|p| (p, read_ids(p).is_ok()))
+}
+
 /// The ids of the two tracepoints, from the tracefs already mounted at the
 /// usual places, else from a private mount made and undone here (needs
 /// CAP_SYS_ADMIN).

@@ -53,33 +53,23 @@ fn bad_values_are_usage_errors_naming_the_rule() {
 
 #[test]
 fn without_privileges_it_says_so_in_one_line() {
-    // Needs root to drop to an unprivileged user with no capabilities.
-    common::require_root();
-    let o = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-            "--",
-        ])
-        .arg(common::BIN)
-        .output()
-        .expect("setpriv (util-linux) is installed by scripts/install-deps");
-    assert_eq!(o.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&o.stderr);
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "{err}");
-    assert!(
-        lines[0].starts_with("execwatch: error: insufficient privileges"),
-        "{err}"
-    );
-    assert!(
-        lines[0].contains("CAP_BPF") && lines[0].contains("root"),
-        "{err}"
-    );
-    assert_no_panic(&o);
+    // Both spellings of the daemon: bare and `run`.
+    for args in [&[][..], &["run"][..]] {
+        let o = unprivileged(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 1, "{err}");
+        assert!(
+            lines[0].starts_with("execwatch: error: insufficient privileges"),
+            "{err}"
+        );
+        assert!(
+            lines[0].contains("CAP_BPF") && lines[0].contains("root"),
+            "{err}"
+        );
+        assert_no_panic(&o);
+    }
 }
 
 #[test]
@@ -96,4 +86,183 @@ fn help_lists_every_flag() {
     ] {
         assert!(out.contains(flag), "{flag} missing from --help");
     }
+}
+
+/// Run as an unprivileged user with no capabilities at all.
+fn unprivileged(args: &[&str]) -> Output {
+    common::require_root();
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--",
+        ])
+        .arg(common::BIN)
+        .args(args)
+        .output()
+        .expect("setpriv (util-linux) is installed by scripts/install-deps")
+}
+
+const CHECKED: [&str; 8] = [
+    "kernel",
+    "BTF",
+    "ring buffer",
+    "capabilities",
+    "tracefs",
+    "cgroup v2",
+    "journald",
+    "bpffs",
+];
+
+/// The status word of the line for `name` in a check report.
+fn check_status<'a>(out: &'a str, name: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.get(9..).is_some_and(|rest| rest.starts_with(name)))
+        .unwrap_or_else(|| panic!("no line for {name}:\n{out}"))
+        .split_whitespace()
+        .next()
+        .unwrap()
+}
+
+#[test]
+fn check_as_root_passes_with_a_line_per_requirement() {
+    common::require_root();
+    let o = run(&["check"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert_eq!(out.lines().count(), CHECKED.len() + 1, "{out}");
+    for name in ["kernel", "BTF", "ring buffer", "capabilities"] {
+        assert_eq!(check_status(&out, name), "ok", "{out}");
+    }
+    for name in CHECKED {
+        assert!(
+            ["ok", "missing"].contains(&check_status(&out, name)),
+            "{out}"
+        );
+    }
+    assert!(
+        out.contains("ring buffer   BPF_MAP_TYPE_RINGBUF supported (probed)"),
+        "{out}"
+    );
+    // Which failed-exec hook: root may mount tracefs, so the tracepoints.
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("ok       tracefs") && l.contains("syscall exit tracepoints")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .last()
+            .unwrap()
+            .starts_with("execwatch can run on this host"),
+        "{out}"
+    );
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn check_unprivileged_fails_and_names_the_capabilities() {
+    let o = unprivileged(&["check"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let caps = out
+        .lines()
+        .find(|l| l.starts_with("missing  capabilities"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        caps.contains("CAP_BPF") && caps.contains("CAP_PERFMON") && caps.contains("root"),
+        "{caps}"
+    );
+    // Not probed without CAP_BPF: judged by the kernel version, not "missing".
+    assert_eq!(check_status(&out, "ring buffer"), "ok", "{out}");
+    assert_eq!(
+        out.lines().last().unwrap(),
+        "execwatch cannot run on this host: missing capabilities"
+    );
+    assert_no_panic(&o);
+}
+
+#[test]
+fn version_has_the_git_commit() {
+    let o = run(&["--version"]);
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    let want = match Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+    {
+        Ok(g) if g.status.success() => String::from_utf8_lossy(&g.stdout).trim().to_string(),
+        _ => "unknown".to_string(),
+    };
+    assert_eq!(
+        out.trim(),
+        format!("execwatch {} (git {want})", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn run_subcommand_takes_the_daemon_flags() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    common::require_root();
+    let mut child = Command::new(common::BIN)
+        .args(["run", "--format", "json", "--comm", "true"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut line = String::new();
+    while !line.contains("execwatch attached") {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "execwatch run exited"
+        );
+        assert!(Instant::now() < deadline, "not attached");
+    }
+    let m = common::marker("run-subcommand");
+    assert!(Command::new("/bin/true")
+        .arg(&m)
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(Duration::from_millis(500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let ev: serde_json::Value = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|v| common::has_arg(v, &m))
+        .unwrap_or_else(|| panic!("the exec is not in `execwatch run`'s output:\n{stdout}"));
+    assert_eq!(ev["process"]["name"], "true");
+}
+
+#[test]
+fn daemon_flags_before_a_subcommand_are_a_usage_error() {
+    let o = run(&["--format", "json", "check"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("'check' cannot be used with '--format <FORMAT>'"),
+        "{err}"
+    );
+    assert_no_panic(&o);
 }

@@ -99,8 +99,29 @@ fn check(b: &Boot, want_kernel: &str, want_hook: &str) {
     let ok = has("ew-marker-success", "true");
     assert_eq!(ok["event"]["outcome"], "success");
     assert_eq!(ok["process"]["executable"], "/bin/busybox");
+    // Process context, read through the CO-RE shims on every kernel.
+    assert_eq!(ok["process"]["working_directory"], "/", "{ok}");
+    assert_eq!(ok["process"]["interactive"], false, "{ok}");
+    assert!(ok["process"]["session_leader"]["pid"].is_u64(), "{ok}");
+    assert!(
+        ok["process"]["start"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("20")),
+        "{ok}"
+    );
+    let exe = &ok["execwatch"]["executable"];
+    assert_eq!(exe["mode"], "100755", "{ok}");
+    assert!(exe["inode"].as_u64().is_some_and(|i| i > 0), "{ok}");
+    assert!(
+        exe["size"].as_u64().is_some_and(|n| n > 100_000),
+        "busybox: {ok}"
+    );
+    // The initramfs files carry the time cpio gave them: not the epoch.
+    assert!(exe["mtime"].as_str().is_some_and(|t| t > "2000"), "{ok}");
+    assert!(exe["ctime"].as_str().is_some_and(|t| t > "2000"), "{ok}");
     let fail = has("ew-marker-fail", "init");
     assert_eq!(fail["error"]["code"], "ENOENT");
+    assert_eq!(fail["process"]["working_directory"], "/", "{fail}");
     assert_eq!(fail["execwatch"]["filename"], "/nonexistent/ew-marker-fail");
     let at = has("ew-marker-execveat", "true");
     assert!(at["execwatch"]["filename"]
@@ -125,6 +146,9 @@ fn debian_6_1_kernel() {
     assert!(b.diag.iter().any(|d| d["message"]
         .as_str()
         .is_some_and(|m| m.starts_with("mounted tracefs"))));
+    assert!(b.diag.iter().any(|d| d["message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("unmounted tracefs"))));
 }
 
 #[test]

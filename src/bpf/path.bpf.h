@@ -73,19 +73,19 @@ static __always_inline __u32 write_path(struct event_buf *buf, const struct walk
 		put_component(buf, w, dentry->d_name.name);
 		goto done;
 	}
-	/* One iteration more than the depth: a path exactly that deep is whole. */
-	for (i = 0; i <= EXE_PATH_MAX_DEPTH; i++) {
+	for (i = 0; i < EXE_PATH_MAX_DEPTH; i++) {
 		struct dentry *parent = dentry->d_parent;
 
 		if (dentry == root || dentry == parent)
 			break;
-		if (i == EXE_PATH_MAX_DEPTH) {
-			buf->ev.flags |= w->full_flag;
-			goto done;
-		}
 		if (put_component(buf, w, dentry->d_name.name))
 			goto done;
 		dentry = parent;
+	}
+	/* Exactly that deep is whole: cut only if something is left above. */
+	if (i == EXE_PATH_MAX_DEPTH && dentry != root && dentry != dentry->d_parent) {
+		buf->ev.flags |= w->full_flag;
+		goto done;
 	}
 	if (dentry != root)
 		goto done; /* a disconnected dentry: nothing above it */
@@ -93,7 +93,7 @@ static __always_inline __u32 write_path(struct event_buf *buf, const struct walk
 	/* Parent mounts: container_of leaves no type, so probe reads. */
 	mnt = (void *)vfsmnt - bpf_core_field_offset(struct mount, mnt);
 	d = dentry;
-	for (i = 0; i <= EXE_PATH_MAX_DEPTH; i++) {
+	for (i = 0; i < EXE_PATH_MAX_DEPTH; i++) {
 		struct dentry *mnt_root = BPF_CORE_READ(mnt, mnt.mnt_root);
 		struct dentry *parent = BPF_CORE_READ(d, d_parent);
 
@@ -106,13 +106,13 @@ static __always_inline __u32 write_path(struct event_buf *buf, const struct walk
 			mnt = mnt_parent;
 			continue;
 		}
-		if (i == EXE_PATH_MAX_DEPTH)
-			break;
 		if (put_component(buf, w, BPF_CORE_READ(d, d_name.name)))
 			goto done;
 		d = parent;
 	}
-	buf->ev.flags |= w->full_flag;
+	/* Out of iterations: whole only if this is the namespace root. */
+	if (d != BPF_CORE_READ(mnt, mnt.mnt_root) || BPF_CORE_READ(mnt, mnt_parent) != mnt)
+		buf->ev.flags |= w->full_flag;
 done:
 	return MEM_U32(buf->walk_len);
 }
@@ -125,18 +125,18 @@ static __always_inline __u32 write_cgroup_path(struct event_buf *buf, const stru
 	int i;
 
 	MEM_U32(buf->walk_len) = 0;
-	for (i = 0; i <= CGROUP_PATH_MAX_DEPTH; i++) {
+	for (i = 0; i < CGROUP_PATH_MAX_DEPTH; i++) {
 		struct kernfs_node *parent = kn_parent(kn);
 
 		if (!kn || !parent)
 			goto done; /* the root has no parent and no name */
-		if (i == CGROUP_PATH_MAX_DEPTH)
-			break;
 		if (put_component(buf, w, BPF_CORE_READ(kn, name)))
 			goto done;
 		kn = parent;
 	}
-	buf->ev.flags |= w->full_flag;
+	/* Exactly that deep is whole: cut only if kn is not the root. */
+	if (kn && kn_parent(kn))
+		buf->ev.flags |= w->full_flag;
 done:
 	return MEM_U32(buf->walk_len);
 }
