@@ -2,6 +2,7 @@
 
 pub mod bpf_loader;
 pub mod cgroups;
+pub mod containers;
 pub mod daemon;
 pub mod decode;
 pub mod metrics;
