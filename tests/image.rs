@@ -134,6 +134,7 @@ fn image_runs_with_two_capabilities_and_attributes_containers() {
         .unwrap()
         .trim()
         .to_string();
+    let _ = std::fs::remove_file(&cidfile);
     std::thread::sleep(Duration::from_secs(1));
 
     assert!(podman()
