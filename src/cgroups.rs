@@ -1,17 +1,35 @@
-//! What a cgroup v2 path says about who ran a program: container id and
-//! runtime, Kubernetes pod, systemd unit and slice.
+//! What a cgroup v2 path says about who ran a program: the container it
+//! claims (confirmed against runtime state by [`crate::containers`]),
+//! Kubernetes pod, systemd unit and slice.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::containers::{ContainerInfo, Resolver};
+
+/// A container id named by one component of a cgroup path. Anyone who can
+/// create cgroups can write one: [`crate::containers`] confirms it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerClaim {
+    pub id: String,
+    /// The runtime the naming convention belongs to, when it says.
+    pub runtime: Option<&'static str>,
+    /// Bytes of the path up to and including the naming component.
+    pub prefix_len: usize,
+}
 
 /// Attribution of one cgroup.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CgroupInfo {
     /// The cgroup v2 path, from the root of the hierarchy.
     pub path: Vec<u8>,
+    /// Id of a system container confirmed by root-owned runtime state; never
+    /// a rootless or merely claimed one (those are in `container`).
     pub container_id: Option<String>,
-    /// `docker`, `containerd`, `cri-o`, `podman`, `runc`, `crun`, when known.
+    /// Runtime of that confirmed container.
     pub runtime: Option<&'static str>,
+    /// Kubernetes pod uid, once a container in the pod is confirmed.
     pub pod_uid: Option<String>,
     /// Innermost systemd unit (`*.service`, `*.scope`) of a non-container.
     pub unit: Option<String>,
@@ -19,6 +37,15 @@ pub struct CgroupInfo {
     pub slice: Option<String>,
     /// The kernel cut the path (too deep or too long): `path` is its tail.
     pub path_truncated: bool,
+    /// Container ids the path's names claim, innermost first (unverified).
+    pub claims: Vec<ContainerClaim>,
+    /// Pod uid the path's names claim (unverified).
+    pub claimed_pod_uid: Option<String>,
+    /// The user whose systemd manager the cgroup is delegated to
+    /// (`user-<uid>.slice/user@<uid>.service/...`).
+    pub delegated_uid: Option<u32>,
+    /// Confirmation and names, when the path claims a container.
+    pub container: Option<Arc<ContainerInfo>>,
 }
 
 fn is_hex64(s: &str) -> bool {
@@ -29,6 +56,7 @@ fn is_hex64(s: &str) -> bool {
 
 fn is_name(s: &str) -> bool {
     !s.is_empty()
+        && !s.bytes().all(|b| b == b'.')
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
@@ -80,24 +108,48 @@ fn pod_of(comp: &str) -> Option<String> {
     (uid.len() == 36 && uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')).then_some(uid)
 }
 
-/// Read a cgroup path.
+/// `user@<uid>.service` directly under `user-<uid>.slice`.
+fn delegated_uid_of(comp: &str, parent: Option<&str>) -> Option<u32> {
+    let uid = comp.strip_prefix("user@")?.strip_suffix(".service")?;
+    let slice_uid = parent?.strip_prefix("user-")?.strip_suffix(".slice")?;
+    (uid == slice_uid && uid.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| uid.parse().ok())
+        .flatten()
+}
+
+/// Read a cgroup path: what its names claim. Nothing is confirmed here.
 pub fn parse(path: &[u8]) -> CgroupInfo {
-    let text = String::from_utf8_lossy(path);
-    let comps: Vec<&str> = text.split('/').filter(|c| !c.is_empty()).collect();
+    // Components with their end offsets in `path`, so claims can point back
+    // into the raw bytes.
+    let mut comps: Vec<(String, usize)> = Vec::new();
+    let mut start = 0;
+    for (i, &b) in path.iter().chain(std::iter::once(&b'/')).enumerate() {
+        if b == b'/' {
+            if i > start {
+                comps.push((String::from_utf8_lossy(&path[start..i]).into_owned(), i));
+            }
+            start = i + 1;
+        }
+    }
     let mut info = CgroupInfo {
         path: path.to_vec(),
         ..Default::default()
     };
-    for (i, comp) in comps.iter().enumerate().rev() {
-        let parent = i.checked_sub(1).map(|p| comps[p]);
-        if info.container_id.is_none() {
-            if let Some((id, runtime)) = container_of(comp, parent) {
-                info.container_id = Some(id);
-                info.runtime = runtime;
-            }
+    for (i, (comp, end)) in comps.iter().enumerate().rev() {
+        let parent = i.checked_sub(1).map(|p| comps[p].0.as_str());
+        if let Some((id, runtime)) = container_of(comp, parent) {
+            info.claims.push(ContainerClaim {
+                id,
+                runtime,
+                prefix_len: *end,
+            });
         }
-        if info.pod_uid.is_none() && comps[..i].iter().any(|c| c.starts_with("kubepods")) {
-            info.pod_uid = pod_of(comp);
+        if info.claimed_pod_uid.is_none() && comps[..i].iter().any(|c| c.0.starts_with("kubepods"))
+        {
+            info.claimed_pod_uid = pod_of(comp);
+        }
+        if info.delegated_uid.is_none() {
+            info.delegated_uid = delegated_uid_of(comp, parent);
         }
         if info.unit.is_none() && (comp.ends_with(".service") || comp.ends_with(".scope")) {
             info.unit = Some(comp.to_string());
@@ -106,19 +158,63 @@ pub fn parse(path: &[u8]) -> CgroupInfo {
             info.slice = Some(comp.to_string());
         }
     }
-    if info.container_id.is_some() {
-        info.unit = None; // the scope a runtime made is not the program's unit
-    }
     info
+}
+
+impl CgroupInfo {
+    /// Attach what the runtime state says. Only a confirmed system container
+    /// fills the plain `container_id`, `runtime` and `pod_uid` fields.
+    pub fn with_container(mut self, container: Option<Arc<ContainerInfo>>) -> CgroupInfo {
+        self.container_id = None;
+        self.runtime = None;
+        self.pod_uid = None;
+        if let Some(c) = &container {
+            if c.id.is_some() {
+                // The scope a runtime made is not the program's unit.
+                self.unit = None;
+            }
+            if c.is_system() {
+                self.container_id = c.id.clone();
+                self.runtime = c.runtime;
+                self.pod_uid = c.kubernetes.as_ref().and_then(|k| k.pod_uid.clone());
+            }
+        }
+        self.container = container;
+        self
+    }
+
+    fn is_unconfirmed_claim(&self) -> bool {
+        self.container.as_ref().is_some_and(|c| c.id.is_none())
+    }
+}
+
+/// First retry of a claim no state confirmed yet; the wait doubles up to
+/// `RETRY_MAX` and retries go on for as long as the cgroup is cached (a
+/// retry is a few failed `openat`s).
+pub const RETRY_FIRST: Duration = Duration::from_millis(10);
+pub const RETRY_MAX: Duration = Duration::from_millis(250);
+/// Retries per second over all cgroups: many forged cgroups exec'ing in a
+/// loop cannot make the daemon spend more than a few percent of a CPU
+/// (a retry is ~0.1 ms).
+pub const RETRIES_PER_SEC: u32 = 500;
+
+#[derive(Debug)]
+struct Entry {
+    info: Arc<CgroupInfo>,
+    /// When the unconfirmed claim may be looked up again, and the wait after.
+    retry: Option<(Instant, Duration)>,
 }
 
 /// Cgroup ids the daemon has resolved. The BPF side stops sending a path for
 /// an id once the daemon has marked it known; ids are never reused.
 #[derive(Debug, Default)]
 pub struct CgroupCache {
-    known: HashMap<u64, Arc<CgroupInfo>>,
+    known: HashMap<u64, Entry>,
     /// Resolved since the last `take_new`: to mark known in the kernel.
     new: Vec<u64>,
+    resolver: Resolver,
+    /// Start of the current second of retries, and retries in it.
+    retry_budget: Option<(Instant, u32)>,
 }
 
 /// Most cgroups remembered; past this the cache (and the kernel's set) is
@@ -126,8 +222,17 @@ pub struct CgroupCache {
 pub const CACHE_MAX: usize = crate::bpf_loader::KNOWN_CGROUPS_MAX;
 
 impl CgroupCache {
+    pub fn new(resolver: Resolver) -> Self {
+        CgroupCache {
+            resolver,
+            ..Default::default()
+        }
+    }
+
     /// Attribution for an event: from the path it carries (first exec in a
-    /// cgroup), else from the cache.
+    /// cgroup), else from the cache. A claimed container not confirmed yet
+    /// is looked up again, at most every few milliseconds: its runtime may
+    /// not have written its state when the first exec was seen.
     pub fn resolve(
         &mut self,
         id: u64,
@@ -136,16 +241,42 @@ impl CgroupCache {
     ) -> Option<Arc<CgroupInfo>> {
         match path {
             Some(p) => {
-                let info = Arc::new(CgroupInfo {
-                    path_truncated: truncated,
-                    ..parse(p)
-                });
-                if self.known.insert(id, Arc::clone(&info)).is_none() {
+                let mut info = parse(p);
+                info.path_truncated = truncated;
+                let container = self.resolver.resolve(&info);
+                let info = Arc::new(info.with_container(container));
+                log_attribution(id, &info);
+                let retry = info
+                    .is_unconfirmed_claim()
+                    .then(|| (Instant::now() + RETRY_FIRST, RETRY_FIRST));
+                let entry = Entry {
+                    info: Arc::clone(&info),
+                    retry,
+                };
+                if self.known.insert(id, entry).is_none() {
                     self.new.push(id);
                 }
                 Some(info)
             }
-            None => self.known.get(&id).cloned(),
+            None => {
+                let entry = self.known.get_mut(&id)?;
+                if let Some((at, wait)) = entry.retry {
+                    let now = Instant::now();
+                    if now >= at && take_retry(&mut self.retry_budget, now) {
+                        let container = self.resolver.resolve(&entry.info);
+                        if container.as_ref().is_some_and(|c| c.id.is_some()) {
+                            let info = (*entry.info).clone().with_container(container);
+                            entry.info = Arc::new(info);
+                            entry.retry = None;
+                            log_attribution(id, &entry.info);
+                        } else {
+                            let wait = (wait * 2).min(RETRY_MAX);
+                            entry.retry = Some((now + wait, wait));
+                        }
+                    }
+                }
+                Some(Arc::clone(&entry.info))
+            }
         }
     }
 
@@ -170,6 +301,48 @@ impl CgroupCache {
     pub fn is_empty(&self) -> bool {
         self.known.is_empty()
     }
+}
+
+/// Whether the retry budget allows one more retry now.
+fn take_retry(budget: &mut Option<(Instant, u32)>, now: Instant) -> bool {
+    match budget {
+        Some((start, n)) if now.duration_since(*start) < Duration::from_secs(1) => {
+            if *n >= RETRIES_PER_SEC {
+                return false;
+            }
+            *n += 1;
+        }
+        _ => *budget = Some((now, 1)),
+    }
+    true
+}
+
+/// One debug line per container attribution (first sight, and a later
+/// confirmation).
+fn log_attribution(cgroup_id: u64, info: &CgroupInfo) {
+    let Some(c) = &info.container else { return };
+    let k = c.kubernetes.as_ref();
+    tracing::debug!(
+        cgroup_id,
+        cgroup_path = %String::from_utf8_lossy(&info.path),
+        container_id = c.id.as_deref(),
+        unconfirmed_id = c.unconfirmed_id.as_deref(),
+        runtime = c.runtime,
+        rootless_uid = c.rootless_uid,
+        container_name = c.name.as_deref(),
+        image_name = c.image.as_ref().map(|i| i.name.as_str()),
+        image_tag = c.image.as_ref().and_then(|i| i.tag.as_deref()),
+        pod_name = k.and_then(|k| k.pod_name.as_deref()),
+        pod_namespace = k.and_then(|k| k.namespace.as_deref()),
+        pod_uid = k.and_then(|k| k.pod_uid.as_deref()),
+        k8s_container_name = k.and_then(|k| k.container_name.as_deref()),
+        "{}",
+        if c.id.is_some() {
+            "container confirmed"
+        } else {
+            "container not confirmed"
+        }
+    );
 }
 
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or
@@ -215,60 +388,60 @@ mod tests {
         parse(s.as_bytes())
     }
 
+    /// The innermost claim: (id, runtime).
+    fn claim(i: &CgroupInfo) -> (Option<&str>, Option<&str>) {
+        match i.claims.first() {
+            Some(c) => (Some(c.id.as_str()), c.runtime),
+            None => (None, None),
+        }
+    }
+
     #[test]
     fn docker_both_drivers() {
-        let i = p(&format!("/system.slice/docker-{ID}.scope"));
-        assert_eq!(i.container_id.as_deref(), Some(ID));
-        assert_eq!(i.runtime, Some("docker"));
-        assert_eq!(i.unit, None);
+        let path = format!("/system.slice/docker-{ID}.scope");
+        let i = p(&path);
+        assert_eq!(claim(&i), (Some(ID), Some("docker")));
+        assert_eq!(i.claims[0].prefix_len, path.len());
+        assert_eq!(i.container_id, None, "parsing confirms nothing");
         assert_eq!(i.slice.as_deref(), Some("system.slice"));
         let i = p(&format!("/docker/{ID}"));
-        assert_eq!(
-            (i.container_id.as_deref(), i.runtime),
-            (Some(ID), Some("docker"))
-        );
+        assert_eq!(claim(&i), (Some(ID), Some("docker")));
     }
 
     #[test]
     fn containerd_crio_podman() {
         let i = p(&format!("/system.slice/cri-containerd-{ID}.scope"));
-        assert_eq!(
-            (i.container_id.as_deref(), i.runtime),
-            (Some(ID), Some("containerd"))
-        );
+        assert_eq!(claim(&i), (Some(ID), Some("containerd")));
         let i = p(&format!("/machine.slice/crio-{ID}.scope"));
-        assert_eq!(
-            (i.container_id.as_deref(), i.runtime),
-            (Some(ID), Some("cri-o"))
-        );
-        let i = p(&format!("/machine.slice/libpod-{ID}.scope/container"));
-        assert_eq!(
-            (i.container_id.as_deref(), i.runtime),
-            (Some(ID), Some("podman"))
-        );
+        assert_eq!(claim(&i), (Some(ID), Some("cri-o")));
+        let path = format!("/machine.slice/libpod-{ID}.scope/container");
+        let i = p(&path);
+        assert_eq!(claim(&i), (Some(ID), Some("podman")));
+        assert_eq!(i.claims[0].prefix_len, path.len() - "/container".len());
         let i = p(&format!("/libpod_parent/libpod-{ID}"));
-        assert_eq!(
-            (i.container_id.as_deref(), i.runtime),
-            (Some(ID), Some("podman"))
-        );
+        assert_eq!(claim(&i), (Some(ID), Some("podman")));
         // conmon runs beside the container: not a container itself.
         let i = p(&format!("/machine.slice/crio-conmon-{ID}.scope"));
-        assert_eq!(i.container_id, None);
+        assert!(i.claims.is_empty());
         assert_eq!(i.unit.as_deref(), Some(&*format!("crio-conmon-{ID}.scope")));
     }
 
     #[test]
     fn runc_and_crun_systemd_scopes() {
         let i = p("/system.slice/runc-web1.scope");
-        assert_eq!(
-            (i.container_id.as_deref(), i.runtime),
-            (Some("web1"), Some("runc"))
-        );
+        assert_eq!(claim(&i), (Some("web1"), Some("runc")));
         let i = p("/machine.slice/crun-db_2.scope");
-        assert_eq!(
-            (i.container_id.as_deref(), i.runtime),
-            (Some("db_2"), Some("crun"))
-        );
+        assert_eq!(claim(&i), (Some("db_2"), Some("crun")));
+    }
+
+    #[test]
+    fn nested_claims_innermost_first() {
+        let other = ID.replace('0', "f");
+        let i = p(&format!(
+            "/system.slice/docker-{ID}.scope/inner/docker-{other}.scope"
+        ));
+        let ids: Vec<&str> = i.claims.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, [other.as_str(), ID]);
     }
 
     #[test]
@@ -277,27 +450,30 @@ mod tests {
         let i = p(&format!(
             "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{slice_uid}.slice/cri-containerd-{ID}.scope"
         ));
-        assert_eq!(i.pod_uid.as_deref(), Some(POD));
-        assert_eq!(
-            (i.container_id.as_deref(), i.runtime),
-            (Some(ID), Some("containerd"))
-        );
+        assert_eq!(i.claimed_pod_uid.as_deref(), Some(POD));
+        assert_eq!(i.pod_uid, None, "a pod uid counts once confirmed");
+        assert_eq!(claim(&i), (Some(ID), Some("containerd")));
         let i = p(&format!("/kubepods/besteffort/pod{POD}/{ID}"));
-        assert_eq!(i.pod_uid.as_deref(), Some(POD));
-        assert_eq!((i.container_id.as_deref(), i.runtime), (Some(ID), None));
+        assert_eq!(i.claimed_pod_uid.as_deref(), Some(POD));
+        assert_eq!(claim(&i), (Some(ID), None));
     }
 
     #[test]
     fn host_services_and_users() {
         let i = p("/system.slice/ssh.service");
-        assert_eq!(i.container_id, None);
+        assert!(i.claims.is_empty());
         assert_eq!(i.unit.as_deref(), Some("ssh.service"));
         assert_eq!(i.slice.as_deref(), Some("system.slice"));
+        assert_eq!(i.delegated_uid, None);
         let i = p("/user.slice/user-1000.slice/user@1000.service/app.slice/app-foo.scope");
         assert_eq!(i.unit.as_deref(), Some("app-foo.scope"));
         assert_eq!(i.slice.as_deref(), Some("app.slice"));
+        assert_eq!(i.delegated_uid, Some(1000));
         let i = p("/user.slice/user-1000.slice/session-3.scope");
         assert_eq!(i.unit.as_deref(), Some("session-3.scope"));
+        assert_eq!(i.delegated_uid, None, "a session is not delegated");
+        let i = p("/user.slice/user-1000.slice/user@1001.service/x");
+        assert_eq!(i.delegated_uid, None, "uids must agree");
         let i = p("/");
         assert_eq!(
             i,
@@ -315,12 +491,55 @@ mod tests {
             "/system.slice/docker.service",
             &format!("/somewhere/{ID}"),
             "/system.slice/runc-.scope",
+            "/system.slice/runc-..scope",
+            "/system.slice/runc-...scope",
             "/kubepods/podnot-a-uid/x",
         ] {
             let i = p(s);
-            assert_eq!(i.container_id, None, "{s}");
-            assert_eq!(i.pod_uid, None, "{s}");
+            assert!(i.claims.is_empty(), "{s}");
+            assert_eq!(i.claimed_pod_uid, None, "{s}");
         }
+    }
+
+    fn confirmed(id: &str, rootless_uid: Option<u32>) -> Arc<ContainerInfo> {
+        Arc::new(ContainerInfo {
+            id: Some(id.into()),
+            runtime: Some("docker"),
+            rootless_uid,
+            kubernetes: Some(crate::containers::Kubernetes {
+                pod_uid: Some(POD.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn only_a_confirmed_system_container_fills_the_plain_fields() {
+        let path = format!("/system.slice/docker-{ID}.scope");
+        let i = p(&path).with_container(Some(confirmed(ID, None)));
+        assert_eq!(
+            (i.container_id.as_deref(), i.runtime, i.pod_uid.as_deref()),
+            (Some(ID), Some("docker"), Some(POD))
+        );
+        assert_eq!(i.unit, None, "the runtime's scope is not a unit");
+
+        let i = p(&path).with_container(Some(confirmed(ID, Some(1000))));
+        assert_eq!((i.container_id, i.runtime, i.pod_uid), (None, None, None));
+        assert_eq!(i.unit, None);
+
+        let unconfirmed = Arc::new(ContainerInfo {
+            unconfirmed_id: Some(ID.into()),
+            ..Default::default()
+        });
+        let i = p(&path).with_container(Some(unconfirmed));
+        assert_eq!(i.container_id, None);
+        assert_eq!(
+            i.unit.as_deref(),
+            Some(&*format!("docker-{ID}.scope")),
+            "an unconfirmed claim is just a cgroup name"
+        );
+        assert_eq!(i.container.unwrap().unconfirmed_id.as_deref(), Some(ID));
     }
 
     #[test]
@@ -335,6 +554,49 @@ mod tests {
         assert!(c.take_new().is_empty());
         assert_eq!(c.resolve(8, None, false), None, "unknown id: no guess");
         assert_eq!(c.trim(), None);
+    }
+
+    #[test]
+    fn an_unstated_claim_is_unconfirmed_and_retried() {
+        // No runtime keeps state under this layout: the claim stays a claim.
+        let layout = crate::containers::Layout {
+            roots: vec![crate::containers::StateRoot {
+                dir: "/nonexistent/execwatch-test".into(),
+                runtime: "runc",
+                namespaced: false,
+            }],
+            user_runtime_dirs: "/nonexistent/execwatch-test".into(),
+            docker_containers: "/nonexistent/execwatch-test".into(),
+        };
+        let mut c = CgroupCache::new(Resolver::new(layout));
+        let path = format!("/system.slice/docker-{ID}.scope");
+        let a = c.resolve(9, Some(path.as_bytes()), false).unwrap();
+        assert_eq!(a.container_id, None);
+        let ctr = a.container.as_ref().unwrap();
+        assert_eq!(
+            (ctr.id.as_deref(), ctr.unconfirmed_id.as_deref()),
+            (None, Some(ID))
+        );
+        assert!(c.known[&9].retry.is_some());
+        std::thread::sleep(RETRY_FIRST);
+        let b = c.resolve(9, None, false).unwrap();
+        assert_eq!(b.container_id, None);
+        let (_, wait) = c.known[&9].retry.unwrap();
+        assert_eq!(wait, RETRY_FIRST * 2, "the wait doubles");
+    }
+
+    #[test]
+    fn retries_are_budgeted_per_second() {
+        let mut b = None;
+        let t0 = Instant::now();
+        let granted = (0..RETRIES_PER_SEC + 10)
+            .filter(|_| take_retry(&mut b, t0))
+            .count();
+        assert_eq!(granted, RETRIES_PER_SEC as usize);
+        assert!(
+            take_retry(&mut b, t0 + Duration::from_secs(1)),
+            "a new second"
+        );
     }
 
     #[test]

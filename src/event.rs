@@ -314,6 +314,45 @@ impl ExecEvent {
         cg.runtime
     }
 
+    /// Confirmation and names of the container the cgroup path claims.
+    pub fn container(&self) -> Option<&crate::containers::ContainerInfo> {
+        self.attribution()?.container.as_deref()
+    }
+
+    /// A container confirmed by root-owned runtime state: names come from
+    /// there. A rootless container's names are its user's word, not shown.
+    fn system_container(&self) -> Option<&crate::containers::ContainerInfo> {
+        self.container().filter(|c| c.is_system())
+    }
+
+    pub fn container_name(&self) -> Option<&str> {
+        self.system_container()?.name.as_deref()
+    }
+
+    pub fn container_image(&self) -> Option<&crate::containers::ImageRef> {
+        self.system_container()?.image.as_ref()
+    }
+
+    pub fn kubernetes(&self) -> Option<&crate::containers::Kubernetes> {
+        self.system_container()?.kubernetes.as_ref()
+    }
+
+    /// The id a cgroup name claims that no root-owned state confirms: a
+    /// forgery, a container gone before it was seen, or a rootless one.
+    pub fn unconfirmed_container_id(&self) -> Option<&str> {
+        let c = self.container()?;
+        match (&c.unconfirmed_id, c.rootless_uid) {
+            (Some(id), _) => Some(id),
+            (None, Some(_)) => c.id.as_deref(),
+            (None, None) => None,
+        }
+    }
+
+    /// The user whose own runtime state confirms a rootless container.
+    pub fn rootless_uid(&self) -> Option<u32> {
+        self.container()?.rootless_uid
+    }
+
     pub fn pod_uid(&self) -> Option<&str> {
         self.attribution()?.pod_uid.as_deref()
     }

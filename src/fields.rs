@@ -67,6 +67,7 @@ impl Value<'_> {
 /// Where a list's elements come from.
 #[derive(Debug, Clone, Copy)]
 pub enum List<'a> {
+    One(&'a [u8]),
     Args(&'a ExecEvent),
     Env(&'a ExecEvent),
     Privileges(crate::event::Privileges),
@@ -77,6 +78,7 @@ impl List<'_> {
     /// Call `f` on each element, in order.
     pub fn for_each(&self, mut f: impl FnMut(&[u8])) {
         match self {
+            List::One(b) => f(b),
             List::Args(ev) => ev.args().for_each(f),
             List::Env(ev) => ev.env_vars.iter().for_each(|v| f(v)),
             List::Privileges(p) => p.iter().for_each(|p| f(p.name().as_bytes())),
@@ -499,6 +501,50 @@ pub static FIELDS: &[Field] = &[
         value: |ev| ev.container_runtime().and_then(constant),
     },
     Field {
+        json: "container.name",
+        journald: Journald::Field("EXECWATCH_CONTAINER_NAME"),
+        text: Text::Label("container-name"),
+        ty: Type::String,
+        present: "named container",
+        doc: "The runtime's name for the container (podman, docker), or the Kubernetes container name, from the runtime's own state.",
+        value: |ev| ev.container_name().and_then(text_str),
+    },
+    Field {
+        json: "container.image.name",
+        journald: Journald::Field("EXECWATCH_CONTAINER_IMAGE"),
+        text: Text::Label("image"),
+        ty: Type::String,
+        present: "when known",
+        doc: "Image name without tag or digest: `docker.io/library/nginx`, `localhost:5000/app`.",
+        value: |ev| ev.container_image().and_then(|i| text_str(&i.name)),
+    },
+    Field {
+        json: "container.image.tag",
+        journald: Journald::Field("EXECWATCH_CONTAINER_IMAGE_TAG"),
+        text: Text::Label("image-tag"),
+        ty: Type::StringArray,
+        present: "when known",
+        doc: "Image tag, as an ECS array of one: `[\"1.25\"]`.",
+        value: |ev| {
+            ev.container_image()
+                .and_then(|i| i.tag.as_deref())
+                .map(|t| Value::List(List::One(t.as_bytes())))
+        },
+    },
+    Field {
+        json: "container.image.hash.all",
+        journald: Journald::Field("EXECWATCH_CONTAINER_IMAGE_DIGEST"),
+        text: Text::Label("image-digest"),
+        ty: Type::StringArray,
+        present: "when known",
+        doc: "Image digest (`sha256:...`), when the reference has one.",
+        value: |ev| {
+            ev.container_image()
+                .and_then(|i| i.digest.as_deref())
+                .map(|d| Value::List(List::One(d.as_bytes())))
+        },
+    },
+    Field {
         json: "orchestrator.type",
         journald: Journald::Absent("EXECWATCH_POD_UID says it"),
         text: Text::Absent("pod= says it"),
@@ -515,6 +561,37 @@ pub static FIELDS: &[Field] = &[
         present: "Kubernetes pod",
         doc: "Pod UID from the cgroup path.",
         value: |ev| ev.pod_uid().and_then(text_str),
+    },
+    Field {
+        json: "kubernetes.pod.name",
+        journald: Journald::Field("EXECWATCH_POD_NAME"),
+        text: Text::Label("pod-name"),
+        ty: Type::String,
+        present: "Kubernetes pod",
+        doc: "Pod name, from the CRI annotations containerd or CRI-O wrote into the container's bundle.",
+        value: |ev| ev.kubernetes().and_then(|k| k.pod_name.as_deref()).and_then(text_str),
+    },
+    Field {
+        json: "kubernetes.namespace",
+        journald: Journald::Field("EXECWATCH_POD_NAMESPACE"),
+        text: Text::Label("namespace"),
+        ty: Type::String,
+        present: "Kubernetes pod",
+        doc: "The pod's namespace, from the same annotations.",
+        value: |ev| ev.kubernetes().and_then(|k| k.namespace.as_deref()).and_then(text_str),
+    },
+    Field {
+        json: "kubernetes.container.name",
+        journald: Journald::Field("EXECWATCH_K8S_CONTAINER_NAME"),
+        text: Text::Label("k8s-container"),
+        ty: Type::String,
+        present: "Kubernetes pod",
+        doc: "The container's name in the pod spec (absent for the pod's sandbox).",
+        value: |ev| {
+            ev.kubernetes()
+                .and_then(|k| k.container_name.as_deref())
+                .and_then(text_str)
+        },
     },
     Field {
         json: "execwatch.caller.name",
@@ -856,6 +933,24 @@ pub static FIELDS: &[Field] = &[
         value: |ev| only_true(ev.cgroup_truncated()),
     },
     Field {
+        json: "execwatch.container.unconfirmed_id",
+        journald: Journald::Field("EXECWATCH_CONTAINER_UNCONFIRMED_ID"),
+        text: Text::Label("unconfirmed-container"),
+        ty: Type::String,
+        present: "unconfirmed claim",
+        doc: "A container id the cgroup's name claims but no root-owned runtime state confirms: a forged name, a container gone before its state was read, or a rootless container (then with `rootless_uid`). Never in `container.id`.",
+        value: |ev| ev.unconfirmed_container_id().and_then(text_str),
+    },
+    Field {
+        json: "execwatch.container.rootless_uid",
+        journald: Journald::Field("EXECWATCH_CONTAINER_ROOTLESS_UID"),
+        text: Text::Label("rootless-uid"),
+        ty: Type::Number,
+        present: "rootless container",
+        doc: "The user whose own runtime state (under `/run/user/UID`) names the container: a rootless container, as that user says.",
+        value: |ev| ev.rootless_uid().map(|u| Value::Num(u.into())),
+    },
+    Field {
         json: "execwatch.systemd.unit",
         journald: Journald::Field("EXECWATCH_SYSTEMD_UNIT"),
         text: Text::Label("unit"),
@@ -1112,6 +1207,23 @@ mod tests {
                 runtime: Some("containerd"),
                 pod_uid: Some("8a3b2c1d-1234-4abc-9def-0123456789ab".into()),
                 path_truncated: true,
+                container: Some(Arc::new(crate::containers::ContainerInfo {
+                    id: Some("abc".into()),
+                    runtime: Some("containerd"),
+                    name: Some("web".into()),
+                    image: Some(crate::containers::ImageRef {
+                        name: "docker.io/library/nginx".into(),
+                        tag: Some("1.25".into()),
+                        digest: Some("sha256:00".into()),
+                    }),
+                    kubernetes: Some(crate::containers::Kubernetes {
+                        pod_name: Some("web-0".into()),
+                        namespace: Some("prod".into()),
+                        pod_uid: Some("8a3b2c1d-1234-4abc-9def-0123456789ab".into()),
+                        container_name: Some("web".into()),
+                    }),
+                    ..Default::default()
+                })),
                 ..Default::default()
             })),
             ..Default::default()
@@ -1135,14 +1247,27 @@ mod tests {
             ..Default::default()
         };
         b.set_args([&b"nope"[..]]);
-        let c = ExecEvent::default(); // unresolved cgroup
-                                      // A deleted (not pseudo) file.
+        let mut c = ExecEvent::default(); // unresolved cgroup
+        let rootless = ExecEvent {
+            cgroup: Some(Arc::new(CgroupInfo {
+                path: b"/user.slice/user-1000.slice/user@1000.service/x".to_vec(),
+                container: Some(Arc::new(crate::containers::ContainerInfo {
+                    id: Some("def".into()),
+                    rootless_uid: Some(1000),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        c.argc = 0;
+        // A deleted (not pseudo) file.
         let d = ExecEvent {
             executable: b"/tmp/gone".to_vec(),
             exe_identity: Some(crate::event::ExeIdentity::default()),
             ..Default::default()
         };
-        vec![a, b, c, d]
+        vec![a, b, c, d, rootless]
     }
 
     fn json_get<'v>(v: &'v serde_json::Value, path: &str) -> Option<&'v serde_json::Value> {

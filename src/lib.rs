@@ -3,6 +3,7 @@
 pub mod bpf_loader;
 pub mod cgroups;
 pub mod check;
+pub mod containers;
 pub mod counters;
 pub mod daemon;
 pub mod decode;

@@ -1,17 +1,32 @@
 //! Attribution to containers, pods, systemd units and pid namespaces, with
-//! real OCI containers (runc), real cgroups and real namespaces; and the
-//! in-kernel filters.
+//! real OCI containers (runc, podman), real cgroups and real namespaces; and
+//! the in-kernel filters.
+//!
+//! Containers run with runc under each runtime's own state root (`--root`)
+//! and cgroup naming, their bundles carrying the annotations containerd or
+//! CRI-O write: the daemon confirms them from that state, as on a real node.
+//! State roots runc creates here (/run/docker/runtime-runc/moby,
+//! /run/containerd/runc/k8s.io) are left in place, empty: /run is a tmpfs.
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
-use std::time::Duration;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use common::{has_arg, marker, run_quiet, Daemon};
-use serde_json::Value;
+use common::{busybox_rootfs, has_arg, marker, podman, run_quiet, Daemon, PodmanImage};
+use execwatch::cgroups::{parse, CgroupCache};
+use execwatch::containers::{Layout, Resolver, StateRoot};
+use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
+const POD_A: &str = "8a3b2c1d-1234-4abc-9def-0123456789ab";
+const POD_B: &str = "1f2e3d4c-5b6a-4789-8abc-def012345678";
+
+const DOCKER_ROOT: &str = "/run/docker/runtime-runc/moby";
+const CONTAINERD_ROOT: &str = "/run/containerd/runc/k8s.io";
+const RUNC_ROOT: &str = "/run/runc";
 
 fn hex64(seed: &str) -> String {
     // A deterministic 64-hex id from the marker (no rand dependency).
@@ -26,96 +41,768 @@ fn hex64(seed: &str) -> String {
     out
 }
 
-/// A runc bundle with a static busybox rootfs, running `sh -c 'true MARKER'`
-/// in `cgroups_path`.
-fn run_container(name: &str, cgroups_path: &str, m: &str) {
-    let dir = std::env::temp_dir().join(format!("execwatch-bundle-{name}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    let bin = dir.join("rootfs/bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::copy("/bin/busybox", bin.join("busybox"))
-        .expect("busybox-static is installed by scripts/install-deps");
-    for link in ["sh", "true"] {
-        std::os::unix::fs::symlink("busybox", bin.join(link)).unwrap();
+/// A runc container from a busybox bundle, its state under `root`. Deleted
+/// (state and bundle) on drop.
+struct Runc {
+    root: String,
+    name: String,
+    bundle: PathBuf,
+}
+
+impl Runc {
+    fn bundle(
+        root: &str,
+        name: &str,
+        cgroups_path: &str,
+        script: &str,
+        annotations: &[(&str, &str)],
+    ) -> Runc {
+        let bundle = std::env::temp_dir().join(format!("execwatch-bundle-{name}"));
+        let _ = std::fs::remove_dir_all(&bundle);
+        busybox_rootfs(&bundle.join("rootfs"));
+        let st = Command::new("runc")
+            .arg("spec")
+            .current_dir(&bundle)
+            .status()
+            .expect("runc is installed by scripts/install-deps");
+        assert!(st.success());
+        let cfg_path = bundle.join("config.json");
+        let mut cfg: Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+        cfg["process"]["terminal"] = false.into();
+        cfg["process"]["args"] = json!(["/bin/sh", "-c", script]);
+        cfg["linux"]["cgroupsPath"] = cgroups_path.into();
+        let ann: serde_json::Map<String, Value> = annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::from(*v)))
+            .collect();
+        cfg["annotations"] = Value::Object(ann);
+        std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+        Runc {
+            root: root.into(),
+            name: name.into(),
+            bundle,
+        }
     }
-    let st = Command::new("runc")
-        .arg("spec")
-        .current_dir(&dir)
-        .status()
-        .expect("runc is installed by scripts/install-deps");
-    assert!(st.success());
-    let cfg_path = dir.join("config.json");
-    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
-    cfg["process"]["terminal"] = false.into();
-    cfg["process"]["args"] = serde_json::json!(["/bin/sh", "-c", format!("/bin/true {m}")]);
-    cfg["linux"]["cgroupsPath"] = cgroups_path.into();
-    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
-    let out = Command::new("runc")
-        .args(["run", "--bundle"])
-        .arg(&dir)
-        .arg(name)
-        .output()
-        .unwrap();
-    let _ = Command::new("runc").args(["delete", "-f", name]).output();
-    assert!(
-        out.status.success(),
-        "runc run: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::remove_dir_all(&dir).unwrap();
+
+    fn runc(&self) -> Command {
+        let mut c = Command::new("runc");
+        c.arg("--root").arg(&self.root);
+        c
+    }
+
+    /// `runc run -d`: returns once the container runs; its state stays
+    /// until drop.
+    fn detached(self) -> Runc {
+        // The container inherits runc's stdio: a pipe would stay open as
+        // long as it runs, so errors go to a file.
+        let log = self.bundle.join("runc.stderr");
+        let st = self
+            .runc()
+            .args(["run", "-d", "--bundle"])
+            .arg(&self.bundle)
+            .arg(&self.name)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "runc run -d {}: {}",
+            self.name,
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        self
+    }
+
+    /// `runc run` in the foreground: runc deletes the state when the
+    /// container exits, like `docker run --rm`.
+    fn foreground(self) {
+        let out = self
+            .runc()
+            .args(["run", "--bundle"])
+            .arg(&self.bundle)
+            .arg(&self.name)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "runc run {}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Runc {
+    fn drop(&mut self) {
+        let _ = self
+            .runc()
+            .args(["delete", "-f", &self.name])
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.bundle);
+    }
+}
+
+/// docker's metadata for container `id`, as dockerd writes it (root-only).
+struct DockerMeta(PathBuf);
+
+impl DockerMeta {
+    fn write(id: &str, name: &str, image: &str) -> DockerMeta {
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true).mode(0o710);
+        b.create("/var/lib/docker/containers").unwrap();
+        let dir = PathBuf::from(format!("/var/lib/docker/containers/{id}"));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+        let doc = json!({"ID": id, "Name": format!("/{name}"), "Driver": "overlay2",
+            "Config": {"Image": image, "Hostname": &id[..12]}, "State": {"Running": true}});
+        std::fs::write(dir.join("config.v2.json"), doc.to_string()).unwrap();
+        DockerMeta(dir)
+    }
+}
+
+impl Drop for DockerMeta {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        // Only if empty: nothing else on this host uses them.
+        let _ = std::fs::remove_dir("/var/lib/docker/containers");
+        let _ = std::fs::remove_dir("/var/lib/docker");
+    }
+}
+
+/// The daemon's debug line attributing `cgroup_path` (`--verbose`).
+fn attribution(stderr: &str, cgroup_path: &str) -> Value {
+    stderr
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["cgroup_path"] == cgroup_path)
+        .unwrap_or_else(|| panic!("no attribution line for {cgroup_path} in:\n{stderr}"))
+}
+
+fn containerd_annotations(pod: &str) -> Vec<(&str, &str)> {
+    vec![
+        ("io.kubernetes.cri.container-type", "container"),
+        ("io.kubernetes.cri.container-name", "nginx"),
+        ("io.kubernetes.cri.sandbox-name", "web-0"),
+        ("io.kubernetes.cri.sandbox-namespace", "shop"),
+        ("io.kubernetes.cri.sandbox-uid", pod),
+        (
+            "io.kubernetes.cri.image-name",
+            "docker.io/library/nginx:1.25",
+        ),
+    ]
+}
+
+fn crio_annotations(pod: &str) -> Vec<(&str, &str)> {
+    vec![
+        ("io.container.manager", "cri-o"),
+        ("io.kubernetes.cri-o.ContainerType", "container"),
+        ("io.kubernetes.pod.name", "db-0"),
+        ("io.kubernetes.pod.namespace", "data"),
+        ("io.kubernetes.pod.uid", pod),
+        ("io.kubernetes.container.name", "postgres"),
+        ("io.kubernetes.cri-o.Image", "postgres:16"),
+        (
+            "io.kubernetes.cri-o.ImageName",
+            "registry.local:5000/library/postgres:16",
+        ),
+    ]
+}
+
+struct Case {
+    root: &'static str,
+    /// `{ID}` is replaced by the container id.
+    cgroup: String,
+    annotations: Vec<(&'static str, &'static str)>,
+    runtime: &'static str,
+    pod_uid: Option<&'static str>,
+    /// container.name, image name, image tag, (pod, namespace, k8s container)
+    names: (&'static str, &'static str, &'static str),
+    k8s: Option<(&'static str, &'static str, &'static str)>,
+    docker: bool,
 }
 
 #[test]
-fn oci_containers_are_attributed_by_runtime_naming() {
-    let d = Daemon::start(&[]);
-    let pod = "8a3b2c1d-1234-4abc-9def-0123456789ab";
-    let cases: Vec<(String, &str, Option<&str>)> = vec![
-        ("/system.slice/docker-{ID}.scope".into(), "docker", None),
-        ("/docker/{ID}".into(), "docker", None),
-        ("/system.slice/cri-containerd-{ID}.scope".into(), "containerd", None),
-        ("/machine.slice/crio-{ID}.scope".into(), "cri-o", None),
-        ("/machine.slice/libpod-{ID}.scope".into(), "podman", None),
-        (
-            format!(
-                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{{ID}}.scope",
-                pod.replace('-', "_")
+fn containers_are_confirmed_from_their_runtimes_state_and_named() {
+    let d = Daemon::start(&["--verbose"]);
+    let systemd_pod = |uid: &str, qos: &str| {
+        format!(
+            "/kubepods.slice/kubepods-{qos}.slice/kubepods-{qos}-pod{}.slice",
+            uid.replace('-', "_")
+        )
+    };
+    let cases = [
+        Case {
+            root: DOCKER_ROOT,
+            cgroup: "/system.slice/docker-{ID}.scope".into(),
+            annotations: vec![],
+            runtime: "docker",
+            pod_uid: None,
+            names: ("api-1", "registry.local:5000/team/api", "2.1"),
+            k8s: None,
+            docker: true,
+        },
+        Case {
+            root: DOCKER_ROOT,
+            cgroup: "/docker/{ID}".into(),
+            annotations: vec![],
+            runtime: "docker",
+            pod_uid: None,
+            names: ("api-2", "ghcr.io/acme/api", "latest"),
+            k8s: None,
+            docker: true,
+        },
+        Case {
+            root: CONTAINERD_ROOT,
+            cgroup: format!(
+                "{}/cri-containerd-{{ID}}.scope",
+                systemd_pod(POD_A, "burstable")
             ),
-            "containerd",
-            Some(pod),
-        ),
+            annotations: containerd_annotations(POD_A),
+            runtime: "containerd",
+            pod_uid: Some(POD_A),
+            names: ("nginx", "docker.io/library/nginx", "1.25"),
+            k8s: Some(("web-0", "shop", "nginx")),
+            docker: false,
+        },
+        Case {
+            root: CONTAINERD_ROOT,
+            cgroup: format!("/kubepods/besteffort/pod{POD_A}/{{ID}}"),
+            annotations: containerd_annotations(POD_A),
+            runtime: "containerd",
+            pod_uid: Some(POD_A),
+            names: ("nginx", "docker.io/library/nginx", "1.25"),
+            k8s: Some(("web-0", "shop", "nginx")),
+            docker: false,
+        },
+        Case {
+            root: RUNC_ROOT,
+            cgroup: format!("{}/crio-{{ID}}.scope", systemd_pod(POD_B, "besteffort")),
+            annotations: crio_annotations(POD_B),
+            runtime: "cri-o",
+            pod_uid: Some(POD_B),
+            names: ("postgres", "registry.local:5000/library/postgres", "16"),
+            k8s: Some(("db-0", "data", "postgres")),
+            docker: false,
+        },
     ];
+    let mut running = Vec::new();
     let mut expected = Vec::new();
-    for (i, (template, runtime, pod_uid)) in cases.iter().enumerate() {
+    for (i, case) in cases.iter().enumerate() {
         let m = marker(&format!("ctr{i}"));
         let id = hex64(&m);
-        let path = template.replace("{ID}", &id);
-        run_container(&format!("ew-{}-{i}", std::process::id()), &path, &m);
-        expected.push((m, id, path, *runtime, *pod_uid));
+        let path = case.cgroup.replace("{ID}", &id);
+        let meta = case.docker.then(|| {
+            DockerMeta::write(
+                &id,
+                case.names.0,
+                &format!("{}:{}", case.names.1, case.names.2),
+            )
+        });
+        let c = Runc::bundle(
+            case.root,
+            &id,
+            &path,
+            &format!("/bin/true {m}"),
+            &case.annotations,
+        )
+        .detached();
+        running.push((c, meta));
+        expected.push((m, id, path));
     }
-    for (m, id, path, runtime, pod_uid) in &expected {
-        let e = d.wait_for(1, WAIT, |v| has_arg(v, m)).remove(0);
+    // A plain runc container, named by runc's own scope naming.
+    let m = marker("runc");
+    let name = format!("ew-{}-runc", std::process::id());
+    let path = format!("/system.slice/runc-{name}.scope");
+    running.push((
+        Runc::bundle(RUNC_ROOT, &name, &path, &format!("/bin/true {m}"), &[]).detached(),
+        None,
+    ));
+
+    let mut events = Vec::new();
+    for (m, _, _) in &expected {
+        events.push(d.wait_for(1, WAIT, |v| has_arg(v, m)).remove(0));
+    }
+    let plain = d.wait_for(1, WAIT, |v| has_arg(v, &m)).remove(0);
+    let stopped = d.stop();
+    drop(running);
+
+    for (case, ((_, id, path), e)) in cases.iter().zip(expected.iter().zip(&events)) {
         assert_eq!(e["container"]["id"], id.as_str(), "{path}: {e}");
-        assert_eq!(e["container"]["runtime"], *runtime, "{path}");
+        assert_eq!(e["container"]["runtime"], case.runtime, "{path}");
         assert_eq!(e["execwatch"]["cgroup"]["path"], path.as_str());
-        assert_eq!(
-            e["execwatch"]["pid_ns"]["host"], false,
-            "runc makes a pid namespace"
-        );
-        assert!(
-            e["execwatch"]["systemd"].get("unit").is_none(),
-            "a container is not a unit: {e}"
-        );
-        match pod_uid {
+        assert_eq!(e["execwatch"]["pid_ns"]["host"], false);
+        assert!(e["execwatch"]["systemd"].get("unit").is_none(), "{e}");
+        match case.pod_uid {
             Some(uid) => {
-                assert_eq!(e["kubernetes"]["pod"]["uid"], *uid);
+                assert_eq!(e["kubernetes"]["pod"]["uid"], uid, "{path}");
                 assert_eq!(e["orchestrator"]["type"], "kubernetes");
             }
             None => assert!(e.get("kubernetes").is_none()),
         }
-        // The container's own view of the executable.
         assert_eq!(e["process"]["executable"], "/bin/busybox");
+        // Names: the daemon's attribution line (the renderers add them).
+        let a = attribution(&stopped.stderr, path);
+        assert_eq!(a["message"], "container confirmed", "{a}");
+        assert_eq!(a["container_id"], id.as_str());
+        assert_eq!(a["runtime"], case.runtime);
+        assert_eq!(a["container_name"], case.names.0, "{path}: {a}");
+        assert_eq!(a["image_name"], case.names.1, "{path}: {a}");
+        assert_eq!(a["image_tag"], case.names.2, "{path}: {a}");
+        match case.k8s {
+            Some((pod, ns, ctr)) => {
+                assert_eq!(a["pod_name"], pod);
+                assert_eq!(a["pod_namespace"], ns);
+                assert_eq!(a["k8s_container_name"], ctr);
+                assert_eq!(a["pod_uid"], case.pod_uid.unwrap());
+            }
+            None => assert!(a.get("pod_name").is_none(), "{a}"),
+        }
+        assert!(a.get("rootless_uid").is_none());
     }
+    assert_eq!(plain["container"]["id"], name.as_str(), "{plain}");
+    assert_eq!(plain["container"]["runtime"], "runc");
+    let a = attribution(&stopped.stderr, &path);
+    assert!(a.get("container_name").is_none(), "runc has no names: {a}");
+}
+
+#[test]
+fn a_container_that_lives_one_second_is_confirmed_and_named() {
+    // `runc run` in the foreground deletes the state as the container
+    // exits: the daemon must have read it within that second.
+    let d = Daemon::start(&["--verbose"]);
+    let m = marker("one-second");
+    let id = hex64(&m);
+    let path = format!("/system.slice/cri-containerd-{id}.scope");
+    Runc::bundle(
+        CONTAINERD_ROOT,
+        &id,
+        &path,
+        &format!("/bin/true {m}; sleep 1"),
+        &containerd_annotations(POD_A),
+    )
+    .foreground();
+    assert!(
+        !Path::new(CONTAINERD_ROOT).join(&id).exists(),
+        "runc removed the state on exit"
+    );
+    let e = d.wait_for(1, WAIT, |v| has_arg(v, &m)).remove(0);
+    let stopped = d.stop();
+    assert_eq!(e["container"]["id"], id.as_str(), "{e}");
+    let a = attribution(&stopped.stderr, &path);
+    assert_eq!(a["container_name"], "nginx", "{a}");
+    assert_eq!(a["pod_name"], "web-0");
+}
+
+#[test]
+fn state_written_after_the_first_exec_is_picked_up() {
+    // The cgroup exists (and runs something) before the runtime writes its
+    // state: the first attribution is unconfirmed, a later exec is confirmed.
+    let d = Daemon::start(&[]);
+    let name = format!("ew-{}-late", std::process::id());
+    let path = format!("/system.slice/runc-{name}.scope");
+    let early = marker("late-early");
+    run_in_cgroup_keep(&path, &early);
+    let e = d.wait_for(1, WAIT, |v| has_arg(v, &early)).remove(0);
+    assert!(e.get("container").is_none(), "{e}");
+    let late = marker("late-late");
+    let c = Runc::bundle(RUNC_ROOT, &name, &path, &format!("/bin/true {late}"), &[]).detached();
+    let e = d.wait_for(1, WAIT, |v| has_arg(v, &late)).remove(0);
     d.stop();
+    drop(c);
+    let _ = std::fs::remove_dir(cgroup2_root().join(path.trim_start_matches('/')));
+    assert_eq!(e["container"]["id"], name.as_str(), "{e}");
+    assert_eq!(e["container"]["runtime"], "runc");
+}
+
+/// Like `run_in_cgroup`, but the cgroup stays.
+fn run_in_cgroup_keep(rel: &str, m: &str) {
+    let dir = cgroup2_root().join(rel.trim_start_matches('/'));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec /bin/true {m}",
+        dir.display()
+    );
+    assert!(run_quiet(Command::new("/bin/sh").arg("-c").arg(&script)).success());
+}
+
+/// A uid no account uses, per test process.
+fn test_uid() -> u32 {
+    60000 + std::process::id() % 5000
+}
+
+/// `/run/user/<uid>` as pam_systemd makes it: owned by the user, 0700.
+struct UserRuntimeDir(PathBuf);
+
+impl UserRuntimeDir {
+    fn create(uid: u32) -> UserRuntimeDir {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create("/run/user")
+            .unwrap();
+        let dir = PathBuf::from(format!("/run/user/{uid}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(uid), Some(uid)).unwrap();
+        UserRuntimeDir(dir)
+    }
+}
+
+impl Drop for UserRuntimeDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `mkdir -p` in the cgroup v2 hierarchy, removed (leaf up) on drop.
+struct Cgroup(Vec<PathBuf>);
+
+impl Cgroup {
+    fn create(rel: &str) -> Cgroup {
+        let root = cgroup2_root();
+        let mut made = Vec::new();
+        let mut dir = root.clone();
+        for comp in rel.trim_start_matches('/').split('/') {
+            dir.push(comp);
+            if !dir.exists() {
+                std::fs::create_dir(&dir).unwrap();
+                made.push(dir.clone());
+            }
+        }
+        Cgroup(made)
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        for d in self.0.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// Move into `rel` and exec `true M` as `uid`.
+fn exec_in_cgroup_as(rel: &str, uid: u32, m: &str) {
+    let procs = cgroup2_root()
+        .join(rel.trim_start_matches('/'))
+        .join("cgroup.procs");
+    let script = format!(
+        "echo $$ > {} && exec setpriv --reuid={uid} --regid={uid} --clear-groups /bin/true {m}",
+        procs.display()
+    );
+    assert!(run_quiet(Command::new("/bin/sh").arg("-c").arg(&script)).success());
+}
+
+#[test]
+fn a_forged_container_cgroup_is_not_a_container() {
+    // What issue 14 tried as a new user: a cgroup named like a docker
+    // container in the subtree systemd delegates to the user, with and
+    // without state the user wrote; and one in a system slice with no state.
+    let d = Daemon::start(&["--verbose"]);
+    let uid = test_uid();
+    let user = format!("/user.slice/user-{uid}.slice/user@{uid}.service/app.slice");
+    let runtime_dir = UserRuntimeDir::create(uid);
+
+    let bare_m = marker("forged-bare");
+    let bare_id = hex64(&bare_m);
+    let bare = format!("{user}/docker-{bare_id}.scope");
+    let stated_m = marker("forged-stated");
+    let stated_id = hex64(&stated_m);
+    let stated = format!("{user}/docker-{stated_id}.scope");
+    let system_m = marker("forged-system");
+    let system_id = hex64(&system_m);
+    let system = format!("/system.slice/docker-{system_id}.scope");
+    let cgroups: Vec<Cgroup> = [&bare, &stated, &system]
+        .iter()
+        .map(|p| Cgroup::create(p))
+        .collect();
+
+    // runc-shaped state, written by the user where rootless runc keeps it.
+    let mount = cgroup2_root();
+    let mut paths = serde_json::Map::new();
+    paths.insert(String::new(), format!("{}{stated}", mount.display()).into());
+    if mount.ends_with("unified") {
+        paths.insert("cpu".into(), format!("/sys/fs/cgroup/cpu{stated}").into());
+    }
+    let state_dir = runtime_dir.0.join("runc").join(&stated_id);
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let state = json!({"id": stated_id, "created": "2026-01-01T00:00:00Z",
+        "cgroup_paths": paths, "config": {"labels": ["bundle=/home/u/b"]}});
+    std::fs::write(state_dir.join("state.json"), state.to_string()).unwrap();
+    for p in [
+        runtime_dir.0.join("runc"),
+        state_dir.clone(),
+        state_dir.join("state.json"),
+    ] {
+        std::os::unix::fs::chown(&p, Some(uid), Some(uid)).unwrap();
+    }
+
+    exec_in_cgroup_as(&bare, uid, &bare_m);
+    exec_in_cgroup_as(&stated, uid, &stated_m);
+    exec_in_cgroup_as(&system, 0, &system_m);
+    let find = |m: &str| {
+        d.wait_for(1, WAIT, |v| has_arg(v, m) && v["process"]["name"] == "true")
+            .remove(0)
+    };
+    let (bare_e, stated_e, system_e) = (find(&bare_m), find(&stated_m), find(&system_m));
+    let stopped = d.stop();
+    drop(cgroups);
+
+    for (e, path, id) in [
+        (&bare_e, &bare, &bare_id),
+        (&stated_e, &stated, &stated_id),
+        (&system_e, &system, &system_id),
+    ] {
+        assert!(e.get("container").is_none(), "forged id reported: {e}");
+        assert!(!e.to_string().contains(&format!("\"id\":\"{id}\"")), "{e}");
+        assert_eq!(e["execwatch"]["cgroup"]["path"], path.as_str());
+    }
+    // No state at all: not a container, the cgroup is just what it is named.
+    for (e, id) in [(&bare_e, &bare_id), (&system_e, &system_id)] {
+        assert_eq!(
+            e["execwatch"]["systemd"]["unit"],
+            format!("docker-{id}.scope"),
+            "{e}"
+        );
+    }
+    assert_eq!(bare_e["user"]["id"], uid.to_string());
+    for (path, id) in [(&bare, &bare_id), (&system, &system_id)] {
+        let a = attribution(&stopped.stderr, path);
+        assert_eq!(a["message"], "container not confirmed", "{a}");
+        assert_eq!(a["unconfirmed_id"], id.as_str());
+        assert!(a.get("container_id").is_none());
+    }
+    // The user's own state confirms a rootless container of that user only.
+    let a = attribution(&stopped.stderr, &stated);
+    assert_eq!(a["container_id"], stated_id.as_str(), "{a}");
+    assert_eq!(a["rootless_uid"], uid, "{a}");
+    assert_eq!(a["runtime"], "runc");
+}
+
+/// A scratch directory under /run (root-owned, 0755 all the way up).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = PathBuf::from(format!("/run/execwatch-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::DirBuilder::new().mode(0o755).create(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn layout_with_root(dir: &Path) -> Layout {
+    Layout {
+        roots: vec![StateRoot {
+            dir: dir.to_path_buf(),
+            runtime: "runc",
+            namespaced: false,
+        }],
+        user_runtime_dirs: "/nonexistent".into(),
+        docker_containers: "/nonexistent".into(),
+    }
+}
+
+/// A state root's name, whether it still confirms, and how it is changed
+/// after runc wrote the state.
+type Spoiler = (&'static str, bool, fn(&Path));
+
+#[test]
+fn state_that_others_could_write_confirms_nothing() {
+    common::require_root();
+    let scratch = Scratch::new("modes");
+    let pid = std::process::id();
+    let spoilers: [Spoiler; 7] = [
+        ("good", true, |_| {}),
+        // Like a container's /run tmpfs: others may add entries, not
+        // replace the root-owned ones below.
+        ("sticky-world-writable-parent", true, |root| {
+            std::fs::set_permissions(
+                root.parent().unwrap(),
+                std::fs::Permissions::from_mode(0o1777),
+            )
+            .unwrap()
+        }),
+        ("world-writable", false, |root| {
+            std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o777)).unwrap()
+        }),
+        ("group-writable-parent", false, |root| {
+            std::fs::set_permissions(
+                root.parent().unwrap(),
+                std::fs::Permissions::from_mode(0o775),
+            )
+            .unwrap()
+        }),
+        ("user-owned", false, |root| {
+            std::os::unix::fs::chown(root, Some(test_uid()), None).unwrap()
+        }),
+        ("user-owned-state-dir-in-sticky-root", false, |root| {
+            std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o1777)).unwrap();
+            for e in std::fs::read_dir(root).unwrap() {
+                std::os::unix::fs::chown(e.unwrap().path(), Some(test_uid()), None).unwrap();
+            }
+        }),
+        ("user-owned-state-file", false, |root| {
+            for e in std::fs::read_dir(root).unwrap() {
+                let f = e.unwrap().path().join("state.json");
+                std::os::unix::fs::chown(&f, Some(test_uid()), None).unwrap();
+            }
+        }),
+    ];
+    for (kind, confirms, spoil) in spoilers {
+        // Each root in its own parent, so a spoilt parent spoils one case.
+        let parent = scratch.0.join(kind);
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&parent)
+            .unwrap();
+        let root = parent.join("runc");
+        let name = format!("ew-{pid}-{kind}");
+        let path = format!("/system.slice/runc-{name}.scope");
+        let c = Runc::bundle(root.to_str().unwrap(), &name, &path, "sleep 5", &[]).detached();
+        spoil(&root);
+        let mut r = Resolver::new(layout_with_root(&root));
+        let got = r.resolve(&parse(path.as_bytes())).unwrap();
+        drop(c);
+        if confirms {
+            assert_eq!(got.id.as_deref(), Some(name.as_str()), "{kind}: {got:?}");
+            assert!(got.is_system());
+        } else {
+            assert_eq!(got.id, None, "{kind}: {got:?}");
+            assert_eq!(got.unconfirmed_id.as_deref(), Some(name.as_str()));
+        }
+    }
+    // A symbolic link in the chain is refused too.
+    let real = scratch.0.join("good/runc");
+    let link = scratch.0.join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let name = format!("ew-{pid}-link");
+    let path = format!("/system.slice/runc-{name}.scope");
+    let c = Runc::bundle(real.to_str().unwrap(), &name, &path, "sleep 5", &[]).detached();
+    let via_link = Resolver::new(layout_with_root(&link)).resolve(&parse(path.as_bytes()));
+    let direct = Resolver::new(layout_with_root(&real)).resolve(&parse(path.as_bytes()));
+    drop(c);
+    assert_eq!(via_link.unwrap().id, None);
+    assert_eq!(direct.unwrap().id.as_deref(), Some(name.as_str()));
+}
+
+#[test]
+fn state_for_another_cgroup_confirms_nothing() {
+    // Real state for container X confirms X only in X's own cgroup.
+    common::require_root();
+    let scratch = Scratch::new("cgroup");
+    let root = scratch.0.join("runc");
+    let name = format!("ew-{}-elsewhere", std::process::id());
+    let path = format!("/system.slice/runc-{name}.scope");
+    let c = Runc::bundle(root.to_str().unwrap(), &name, &path, "sleep 5", &[]).detached();
+    let mut r = Resolver::new(layout_with_root(&root));
+    let uid = test_uid();
+    let user_copy = format!("/user.slice/user-{uid}.slice/user@{uid}.service/runc-{name}.scope");
+    let inside = r.resolve(&parse(format!("{path}/sub").as_bytes())).unwrap();
+    let elsewhere = r.resolve(&parse(user_copy.as_bytes())).unwrap();
+    let truncated = r
+        .resolve(&parse(path.trim_start_matches('/').as_bytes()))
+        .unwrap();
+    drop(c);
+    assert_eq!(
+        inside.id.as_deref(),
+        Some(name.as_str()),
+        "a sub-cgroup is inside"
+    );
+    assert_eq!(elsewhere.id, None, "{elsewhere:?}");
+    assert_eq!(elsewhere.unconfirmed_id.as_deref(), Some(name.as_str()));
+    assert_eq!(truncated.id, None, "a truncated path confirms nothing");
+}
+
+#[test]
+fn a_rootless_container_is_reported_as_the_users() {
+    common::require_root();
+    let uid = test_uid();
+    let runtime_dir = UserRuntimeDir::create(uid);
+    let root = runtime_dir.0.join("runc");
+    let name = format!("ew-{}-rootless", std::process::id());
+    let path =
+        format!("/user.slice/user-{uid}.slice/user@{uid}.service/user.slice/runc-{name}.scope");
+    let c = Runc::bundle(root.to_str().unwrap(), &name, &path, "sleep 5", &[]).detached();
+    let mut r = Resolver::default();
+    let got = r.resolve(&parse(path.as_bytes())).unwrap();
+    // The same id claimed outside that user's subtree is not looked up there.
+    let system = format!("/system.slice/runc-{name}.scope");
+    let other = r.resolve(&parse(system.as_bytes())).unwrap();
+    drop(c);
+    let cg = parse(path.as_bytes()).with_container(Some(got.clone()));
+    assert_eq!(got.id.as_deref(), Some(name.as_str()), "{got:?}");
+    assert_eq!(got.rootless_uid, Some(uid));
+    assert!(!got.is_system());
+    assert_eq!(cg.container_id, None, "never a system container id");
+    assert_eq!(other.id, None);
+}
+
+#[test]
+fn the_cache_retries_until_the_runtime_writes_state() {
+    common::require_root();
+    let name = format!("ew-{}-retry", std::process::id());
+    let path = format!("/system.slice/runc-{name}.scope");
+    let cg = Cgroup::create(&path);
+    let mut cache = CgroupCache::default();
+    let first = cache.resolve(1, Some(path.as_bytes()), false).unwrap();
+    assert_eq!(first.container_id, None);
+    let c = Runc::bundle(RUNC_ROOT, &name, &path, "sleep 5", &[]).detached();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let confirmed = loop {
+        let now = cache.resolve(1, None, false).unwrap();
+        if now.container_id.is_some() || Instant::now() > deadline {
+            break now;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    drop(c);
+    drop(cg);
+    assert_eq!(confirmed.container_id.as_deref(), Some(name.as_str()));
+    assert_eq!(confirmed.runtime, Some("runc"));
+}
+
+#[test]
+fn a_podman_container_is_confirmed_and_named() {
+    let d = Daemon::start(&["--verbose"]);
+    let pid = std::process::id();
+    let image = PodmanImage::busybox(&format!("localhost/execwatch-test-bb:t{pid}"));
+    let name = format!("execwatch-test-{pid}");
+    let m = marker("podman");
+    let out = podman()
+        .args(["run", "-d", "--name", &name, &image.0])
+        .args(["/bin/sh", "-c", &format!("/bin/true {m}; sleep 2")])
+        .output()
+        .unwrap();
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let e = d.wait_for(1, WAIT, |v| {
+        has_arg(v, &m) && v["process"]["name"] == "true"
+    });
+    let stopped = d.stop();
+    let _ = podman().args(["rm", "-f", &name]).output();
+    assert!(
+        out.status.success(),
+        "podman run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e = &e[0];
+    assert_eq!(e["container"]["id"], id.as_str(), "{e}");
+    assert_eq!(e["container"]["runtime"], "podman");
+    let path = e["execwatch"]["cgroup"]["path"].as_str().unwrap();
+    let a = attribution(&stopped.stderr, path);
+    assert_eq!(a["container_name"], name.as_str(), "{a}");
+    assert_eq!(a["image_name"], "localhost/execwatch-test-bb", "{a}");
+    assert_eq!(a["image_tag"], format!("t{pid}"), "{a}");
 }
 
 /// Where this host mounts cgroup v2 (pure or hybrid).

@@ -371,3 +371,65 @@ pub fn journal_bytes(v: &Value) -> Vec<u8> {
         other => panic!("not a journal field value: {other}"),
     }
 }
+
+/// podman with this host's settings (deploy/image/containers.conf: PID 1 is
+/// not systemd, low limits, no network setup).
+pub fn podman() -> Command {
+    let mut c = Command::new("podman");
+    c.env(
+        "CONTAINERS_CONF",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/image/containers.conf"),
+    );
+    c
+}
+
+/// A static busybox root file system at `dir` (`sh`, `true`, `sleep`).
+pub fn busybox_rootfs(dir: &std::path::Path) {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy("/bin/busybox", bin.join("busybox"))
+        .expect("busybox-static is installed by scripts/install-deps");
+    for link in ["sh", "true", "sleep"] {
+        std::os::unix::fs::symlink("busybox", bin.join(link)).unwrap();
+    }
+}
+
+/// A local busybox image, `podman import`ed; removed on drop.
+pub struct PodmanImage(pub String);
+
+impl PodmanImage {
+    pub fn busybox(tag: &str) -> PodmanImage {
+        let dir = std::env::temp_dir().join(format!("execwatch-image-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        busybox_rootfs(&dir.join("root"));
+        let tar = dir.join("root.tar");
+        assert!(Command::new("tar")
+            .arg("-C")
+            .arg(dir.join("root"))
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap()
+            .success());
+        let out = podman()
+            .args(["import", "--change", r#"CMD ["/bin/sh"]"#])
+            .arg(&tar)
+            .arg(tag)
+            .output()
+            .expect("podman is installed by scripts/install-deps");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            out.status.success(),
+            "podman import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PodmanImage(tag.into())
+    }
+}
+
+impl Drop for PodmanImage {
+    fn drop(&mut self) {
+        let _ = podman().args(["rmi", "-f", &self.0]).output();
+    }
+}

@@ -1,0 +1,319 @@
+//! Reading a runtime's files only when nobody but their owner could have
+//! written them: every directory from `/` down, and the file, must be owned
+//! by an allowed uid and not group- or world-writable (a directory may be if
+//! it is sticky), and no component may be a symbolic link. The walk holds
+//! each directory open (`openat` with `O_NOFOLLOW`), so what was checked is
+//! what is read.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::{fstat, Mode, SFlag};
+
+/// Who may own the files that attest a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owners {
+    /// A system container: root only.
+    Root,
+    /// A rootless container of this user: root or the user.
+    RootOr(u32),
+}
+
+impl Owners {
+    fn allows(self, uid: u32) -> bool {
+        match self {
+            Owners::Root => uid == 0,
+            Owners::RootOr(u) => uid == 0 || uid == u,
+        }
+    }
+}
+
+/// Why a file was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error("{0} does not exist")]
+    Missing(PathBuf),
+    #[error("{path} is not trusted: {why}")]
+    Untrusted { path: PathBuf, why: String },
+    #[error("{path} is larger than {cap} bytes")]
+    TooLarge { path: PathBuf, cap: usize },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl TrustError {
+    pub fn is_missing(&self) -> bool {
+        matches!(self, TrustError::Missing(_))
+    }
+}
+
+fn io_err(path: &Path, e: Errno) -> TrustError {
+    match e {
+        Errno::ENOENT => TrustError::Missing(path.to_path_buf()),
+        Errno::ENOTDIR | Errno::ELOOP => TrustError::Untrusted {
+            path: path.to_path_buf(),
+            why: "a symbolic link or not a directory".into(),
+        },
+        e => TrustError::Io {
+            path: path.to_path_buf(),
+            source: e.into(),
+        },
+    }
+}
+
+/// Check the owner and mode of an open file or directory.
+fn check(fd: &OwnedFd, path: &Path, owners: Owners, want_dir: bool) -> Result<(), TrustError> {
+    let st = fstat(fd.as_fd()).map_err(|e| io_err(path, e))?;
+    let untrusted = |why: String| TrustError::Untrusted {
+        path: path.to_path_buf(),
+        why,
+    };
+    let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+    if want_dir && kind != SFlag::S_IFDIR {
+        return Err(untrusted("not a directory".into()));
+    }
+    if !want_dir && kind != SFlag::S_IFREG {
+        return Err(untrusted("not a regular file".into()));
+    }
+    if !owners.allows(st.st_uid) {
+        return Err(untrusted(format!("owned by uid {}", st.st_uid)));
+    }
+    // A sticky directory (a container's /run tmpfs is 1777) lets others add
+    // entries but not rename or remove ours, and every entry below is
+    // checked in turn; a writable file or plain directory is refused.
+    let sticky_dir = want_dir && st.st_mode & 0o1000 != 0;
+    if st.st_mode & 0o022 != 0 && !sticky_dir {
+        return Err(untrusted(format!(
+            "group- or world-writable (mode {:o})",
+            st.st_mode & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// Open the directory `path` (absolute), checking it and every directory above.
+pub fn open_dir(path: &Path, owners: Owners) -> Result<OwnedFd, TrustError> {
+    let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut comps = path.components();
+    if comps.next() != Some(Component::RootDir) {
+        return Err(TrustError::Untrusted {
+            path: path.to_path_buf(),
+            why: "not an absolute path".into(),
+        });
+    }
+    let mut fd = nix::fcntl::open("/", dir_flags, Mode::empty()).map_err(|e| io_err(path, e))?;
+    let mut walked = PathBuf::from("/");
+    check(&fd, &walked, owners, true)?;
+    for c in comps {
+        let Component::Normal(name) = c else {
+            return Err(TrustError::Untrusted {
+                path: path.to_path_buf(),
+                why: "`.` or `..` in the path".into(),
+            });
+        };
+        walked.push(name);
+        fd = openat(fd.as_fd(), name, dir_flags, Mode::empty()).map_err(|e| io_err(&walked, e))?;
+        check(&fd, &walked, owners, true)?;
+    }
+    Ok(fd)
+}
+
+/// A directory that passed the checks, held open.
+pub struct TrustedDir {
+    fd: OwnedFd,
+    path: PathBuf,
+    owners: Owners,
+}
+
+impl TrustedDir {
+    /// Open `path` (absolute), checking it and every directory above.
+    pub fn open(path: &Path, owners: Owners) -> Result<TrustedDir, TrustError> {
+        Ok(TrustedDir {
+            fd: open_dir(path, owners)?,
+            path: path.to_path_buf(),
+            owners,
+        })
+    }
+
+    /// Read the file `name` in it, at most `cap` bytes, if it passes the checks.
+    pub fn read(&self, name: &str, cap: usize) -> Result<Vec<u8>, TrustError> {
+        let path = self.path.join(name);
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(TrustError::Untrusted {
+                path,
+                why: "not a file name".into(),
+            });
+        }
+        // O_NONBLOCK: a FIFO put in place of the file must not block the daemon.
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+        let fd =
+            openat(self.fd.as_fd(), name, flags, Mode::empty()).map_err(|e| io_err(&path, e))?;
+        check(&fd, &path, self.owners, false)?;
+        let mut buf = Vec::new();
+        File::from(fd)
+            .take(cap as u64 + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| TrustError::Io {
+                path: path.clone(),
+                source: e,
+            })?;
+        if buf.len() > cap {
+            return Err(TrustError::TooLarge { path, cap });
+        }
+        Ok(buf)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Read the file `dir/name`, at most `cap` bytes, if `dir` and the file pass
+/// the ownership checks.
+pub fn read_file(
+    dir: &Path,
+    name: &str,
+    owners: Owners,
+    cap: usize,
+) -> Result<Vec<u8>, TrustError> {
+    TrustedDir::open(dir, owners)?.read(name, cap)
+}
+
+/// Names of the subdirectories of a checked directory, at most `max`.
+pub fn list_dirs(dir: &Path, owners: Owners, max: usize) -> Result<Vec<String>, TrustError> {
+    let fd = open_dir(dir, owners)?;
+    // O_PATH descriptors cannot be listed: reopen the checked one for reading.
+    let rd = openat(
+        fd.as_fd(),
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| io_err(dir, e))?;
+    let d = nix::dir::Dir::from_fd(rd).map_err(|e| io_err(dir, e))?;
+    let mut out = Vec::new();
+    for entry in d.into_iter().flatten() {
+        if out.len() >= max {
+            break;
+        }
+        if entry.file_type() != Some(nix::dir::Type::Directory) {
+            continue;
+        }
+        let Ok(name) = entry.file_name().to_str() else {
+            continue;
+        };
+        if name != "." && name != ".." {
+            out.push(name.to_string());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners() {
+        assert!(Owners::Root.allows(0));
+        assert!(!Owners::Root.allows(1000));
+        assert!(Owners::RootOr(1000).allows(1000));
+        assert!(Owners::RootOr(1000).allows(0));
+        assert!(!Owners::RootOr(1000).allows(1001));
+    }
+
+    #[test]
+    fn relative_and_dotted_paths_are_refused() {
+        assert!(matches!(
+            open_dir(Path::new("run/runc"), Owners::Root),
+            Err(TrustError::Untrusted { .. })
+        ));
+        assert!(matches!(
+            read_file(Path::new("/run"), "..", Owners::Root, 10),
+            Err(TrustError::Untrusted { .. })
+        ));
+        assert!(matches!(
+            read_file(Path::new("/run"), "a/b", Owners::Root, 10),
+            Err(TrustError::Untrusted { .. })
+        ));
+    }
+
+    /// A directory in /tmp with a readable file, a world-writable file, a
+    /// FIFO and a link to the directory.
+    struct Fixture(PathBuf);
+
+    impl Fixture {
+        fn new() -> Fixture {
+            use std::os::unix::fs::PermissionsExt;
+            let d = std::env::temp_dir().join(format!("execwatch-trust-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir(&d).unwrap();
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+            for (name, mode) in [("ok", 0o644), ("ww", 0o666)] {
+                std::fs::write(d.join(name), "state").unwrap();
+                std::fs::set_permissions(d.join(name), std::fs::Permissions::from_mode(mode))
+                    .unwrap();
+            }
+            nix::unistd::mkfifo(&d.join("fifo"), Mode::from_bits_truncate(0o600)).unwrap();
+            std::os::unix::fs::symlink(&d, d.join("link")).unwrap();
+            Fixture(d)
+        }
+
+        fn chmod(&self, mode: u32) {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn untrusted(r: Result<Vec<u8>, TrustError>, why: &str) {
+        match r {
+            Err(TrustError::Untrusted { why: w, .. }) => assert!(w.contains(why), "{w}"),
+            other => panic!("expected untrusted ({why}), got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn files_and_directories_are_checked_all_the_way() {
+        let f = Fixture::new();
+        let me = Owners::RootOr(nix::unistd::geteuid().as_raw());
+        // Through the sticky, world-writable /tmp to a private directory.
+        assert_eq!(read_file(&f.0, "ok", me, 5).unwrap(), b"state");
+        assert!(matches!(
+            read_file(&f.0, "ok", me, 4),
+            Err(TrustError::TooLarge { cap: 4, .. })
+        ));
+        untrusted(read_file(&f.0, "ww", me, 100), "writable");
+        untrusted(read_file(&f.0, "fifo", me, 100), "not a regular file");
+        untrusted(read_file(&f.0.join("link"), "ok", me, 100), "symbolic link");
+        assert!(read_file(&f.0, "absent", me, 100).unwrap_err().is_missing());
+        f.chmod(0o777);
+        untrusted(read_file(&f.0, "ok", me, 100), "writable");
+        f.chmod(0o1777);
+        assert!(read_file(&f.0, "ok", me, 100).is_ok(), "sticky is crossed");
+        f.chmod(0o700);
+        // Owned by someone not allowed.
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(f.0.join("ok"), Some(65534), None).unwrap();
+            untrusted(
+                read_file(&f.0, "ok", Owners::Root, 100),
+                "owned by uid 65534",
+            );
+            assert!(read_file(&f.0, "ok", Owners::RootOr(65534), 100).is_ok());
+        } else {
+            untrusted(read_file(&f.0, "ok", Owners::Root, 100), "owned by uid");
+        }
+    }
+}
