@@ -8,5 +8,6 @@ pub mod entity_id;
 pub mod metrics;
 pub mod output;
 pub mod preflight;
+pub mod process_table;
 pub mod sd_notify;
 pub mod tracefs;
