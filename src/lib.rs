@@ -5,6 +5,7 @@ pub mod cgroups;
 pub mod daemon;
 pub mod decode;
 pub mod entity_id;
+pub mod exe_hash;
 pub mod metrics;
 pub mod output;
 pub mod preflight;
