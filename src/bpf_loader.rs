@@ -38,6 +38,8 @@ pub struct Config {
     pub filters: Filters,
     /// Copy the environment into successful exec records (`--env`).
     pub capture_env: bool,
+    /// Exit events (`--no-exits` turns the hook off in the kernel).
+    pub exits: bool,
 }
 
 /// Filters applied in the kernel before a record is made. Empty lists mean
@@ -172,6 +174,7 @@ impl Default for Config {
             failed_execs: FailedExecs::Auto,
             filters: Filters::default(),
             capture_env: false,
+            exits: true,
         }
     }
 }
@@ -260,6 +263,13 @@ fn fill_filter_maps(
     Ok(())
 }
 
+/// CLOCK_BOOTTIME now, as bpf_ktime_get_boot_ns() reads it.
+fn boot_ns_now() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
 /// Kernel with bpf_task_pt_regs, which the tracepoint programs use.
 pub const TASK_PT_REGS_KERNEL: (u32, u32) = (5, 15);
 
@@ -339,6 +349,8 @@ impl<'obj> BpfLoader<'obj> {
         rodata.max_args_bytes = config.max_args_bytes;
         rodata.wakeup_bytes = config.wakeup_bytes;
         rodata.capture_env = u32::from(config.capture_env);
+        // Processes already running get exit events even if they never exec.
+        rodata.started_ns = boot_ns_now();
         let f = &config.filters;
         rodata.filter_uids = u32::from(!f.uids.is_empty());
         rodata.filter_comms = u32::from(!f.comms.is_empty());
@@ -370,6 +382,10 @@ impl<'obj> BpfLoader<'obj> {
         if f.failed_only {
             open.progs.exec_success.set_autoload(false);
             open.progs.save_caller.set_autoload(false);
+            open.progs.process_fork.set_autoload(false);
+        }
+        if f.failed_only || !config.exits {
+            open.progs.process_exit.set_autoload(false);
         }
         let (failed_execs, exit_event_ids) = resolve_failed_execs(config.failed_execs)?;
         if failed_execs != FailedExecs::SysExit {

@@ -19,11 +19,21 @@ use crate::bpf_loader::BpfLoader;
 use crate::cgroups::CgroupCache;
 use crate::counters::{loss_hint, Counter, Counts};
 use crate::decode::ExecEvent;
+use crate::entity_id::EntityIds;
+use crate::event::{Action, Lineage};
+use crate::exe_hash::{HashConfig, HashHold, HashOutcome, HashRequest, Hasher, Requested};
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::output::{EventSink, Format};
+use crate::process_table::{Entry, ExecRecord, Limits, ProcessTable, Related};
 use crate::sd_notify::Notifier;
 use crate::writer_thread::{OutcomeNotes, OutputQueue, QueueWriter, WriterThread, QUEUE_BUDGET};
+
+/// Longest an event waits for its executable's hash, and most events held.
+const HASH_HOLD_MAX: Duration = Duration::from_secs(1);
+const HASH_HOLD_EVENTS: usize = 65_536;
+/// The poll timeout while events wait for a hash.
+const HASH_POLL: Duration = Duration::from_millis(5);
 
 /// Records taken from the ring buffer in one turn of the loop, at most:
 /// the stop flag, the output and the counters are checked between turns.
@@ -45,6 +55,8 @@ pub struct LoopOptions {
     pub metrics: Option<Arc<Metrics>>,
     /// Environment variables to pick from each record (`--env`).
     pub env_names: Vec<Vec<u8>>,
+    /// Hash executables up to this size (`None`: `--no-hash`).
+    pub hash_max_size: Option<u64>,
     /// Progress, for the watchdog and the liveness endpoint.
     pub liveness: Arc<Liveness>,
 }
@@ -57,6 +69,7 @@ impl Default for LoopOptions {
             drain_timeout: Duration::from_secs(10),
             metrics: None,
             env_names: Vec::new(),
+            hash_max_size: Some(HashConfig::default().max_size),
             liveness: Arc::default(),
         }
     }
@@ -68,11 +81,21 @@ pub struct Summary {
     pub counts: Counts,
 }
 
+fn related_of(e: &Entry) -> Related {
+    Related {
+        pid: e.pid,
+        entity_id: e.entity_id,
+        start_ticks: e.start_ticks,
+        start_boot_ns: e.start_boot_ns,
+        image: e.image.clone(),
+    }
+}
+
 /// Decode errors logged one by one before only the count is kept.
 const DECODE_ERRORS_LOGGED: u64 = 10;
 
 /// What the ring-buffer callback does with a record.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Deliver,
     /// Count it as lost for this reason (shutdown, or a failed output).
@@ -91,6 +114,11 @@ struct Consumer<'a> {
     /// execwatch's own pid namespace: "the host's" for the events.
     own_pidns: Option<u64>,
     env_names: Vec<Vec<u8>>,
+    /// Live processes, for lineage and exits.
+    table: ProcessTable,
+    hasher: Option<Hasher>,
+    /// Events waiting for their executable's hash, in order.
+    hold: HashHold<ExecEvent>,
     mode: Mode,
     /// The daemon's counters kept here (the writer thread keeps its own).
     counts: Counts,
@@ -106,6 +134,15 @@ struct Consumer<'a> {
 
 impl Consumer<'_> {
     fn on_record(&mut self, record: &[u8]) -> i32 {
+        if crate::decode::is_fork_record(record) {
+            // Not an event: it only feeds the process table.
+            if self.mode == Mode::Deliver && self.event.decode_from(record).is_ok() {
+                let ev = &self.event;
+                self.table
+                    .on_fork(ev.pid, ev.ppid, ev.start_ns, Some(ev.parent_start_ns));
+            }
+            return 0;
+        }
         self.consumed += 1;
         if let Mode::Discard(reason) = self.mode {
             self.counts.add(reason, 1);
@@ -121,27 +158,13 @@ impl Consumer<'_> {
                 );
                 ev.host_pid_ns = self.own_pidns.map(|ino| ino == u64::from(ev.pidns_ino));
                 ev.select_env(&self.env_names);
-                let succeeded = ev.succeeded();
-                if !self.direct {
-                    self.notes.note(succeeded);
-                }
-                match self.sink.write_event(&self.event) {
-                    Ok(()) if self.direct => self.counts.add(
-                        if succeeded {
-                            Counter::events_success
-                        } else {
-                            Counter::events_failure
-                        },
-                        1,
-                    ),
-                    Ok(()) => {}
-                    Err(e) => {
-                        // The output is gone: this record and the rest are lost.
-                        self.counts.add(Counter::lost_output, 1);
-                        self.output_error = Some(e);
-                        self.mode = Mode::Discard(Counter::lost_output);
-                        return self.pause();
-                    }
+                self.attach_lineage();
+                let hash = self.request_hash();
+                if hash.is_some() || !self.hold.is_empty() {
+                    // Order is kept: everything queues behind a pending hash.
+                    self.hold.push(self.event.clone(), hash, Instant::now());
+                } else if self.deliver_current().is_err() {
+                    return self.pause();
                 }
             }
             Err(e) => {
@@ -151,12 +174,182 @@ impl Consumer<'_> {
                 }
             }
         }
+        if !self.hold.is_empty() && self.release_held(false).is_err() {
+            return self.pause();
+        }
         let past_deadline = self.deadline.is_some_and(|d| Instant::now() >= d);
         let stopping = self.deadline.is_none() && self.stop.load(Ordering::Relaxed);
         if past_deadline || stopping || (!self.direct && self.queue.is_full()) {
             return self.pause();
         }
         0
+    }
+
+    /// The process table's view: entity ids, parent, leaders, the previous
+    /// image; for an exit, what the process ran.
+    fn attach_lineage(&mut self) {
+        let ev = &mut self.event;
+        let table = &mut self.table;
+        match ev.action {
+            Action::Exec if ev.succeeded() => {
+                if ev.ppid != 0 && table.get(ev.ppid).is_none() {
+                    // A parent the table missed (its fork record lost, or
+                    // it predates the seeding): read it from /proc.
+                    let _ = table.seed_pid(ev.ppid);
+                }
+                let rec = ExecRecord {
+                    pid: ev.pid,
+                    ppid: ev.ppid,
+                    start_boot_ns: ev.start_ns,
+                    parent_start_boot_ns: Some(ev.parent_start_ns),
+                    session_leader: ev.sid,
+                    group_leader: ev.pgid,
+                    boot_ns: ev.boot_ns,
+                    executable: &ev.executable,
+                    name: &ev.comm,
+                };
+                let ctx = table.on_exec(&rec, ev.args());
+                ev.lineage = Some(Lineage {
+                    entity_id: ctx.entity_id,
+                    parent_entity_id: ctx.parent_entity_id,
+                    parent: ctx.parent,
+                    session_leader: ctx.session_leader,
+                    group_leader: ctx.group_leader,
+                    previous: ctx.previous,
+                });
+            }
+            Action::Exec | Action::Exit => {
+                let gone = if ev.action == Action::Exit {
+                    table.on_exit(ev.pid, ev.start_ns)
+                } else {
+                    None
+                };
+                let me = gone.as_ref().or_else(|| table.get(ev.pid));
+                let entity_id = me
+                    .map(|e| e.entity_id)
+                    .unwrap_or_else(|| table.ids().from_boot_ns(ev.pid, ev.start_ns));
+                if let (Action::Exit, Some(image)) = (ev.action, me.and_then(|e| e.image.clone())) {
+                    ev.executable.clear();
+                    ev.executable.extend_from_slice(image.executable());
+                    ev.set_args(image.args());
+                    ev.argc = image.argc() as u32;
+                }
+                let related = |pid: u32| table.get(pid).map(related_of);
+                ev.lineage = Some(Lineage {
+                    entity_id,
+                    parent_entity_id: Some(table.ids().from_boot_ns(ev.ppid, ev.parent_start_ns))
+                        .filter(|_| ev.parent_start_ns != 0)
+                        .or_else(|| me.and_then(|e| e.parent_entity_id)),
+                    parent: related(ev.ppid),
+                    session_leader: related(ev.sid),
+                    group_leader: related(ev.pgid),
+                    previous: None,
+                });
+            }
+            Action::Fork => {}
+        }
+    }
+
+    /// The executable's hash: known now, pending, or not asked for.
+    fn request_hash(&mut self) -> Option<Requested> {
+        let hasher = self.hasher.as_mut()?;
+        let ev = &mut self.event;
+        if !ev.is_exec() || !ev.succeeded() {
+            return None;
+        }
+        let identity = ev.file_identity()?;
+        if let Some(d) = hasher.lookup(&identity) {
+            ev.hash = Some(HashOutcome::Hash(d));
+            return None;
+        }
+        // Linux paths are bytes; a memfd's "path" is only a name, so the
+        // hasher's /proc/PID/exe is the only way to it.
+        let path = std::path::PathBuf::from(
+            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&ev.executable),
+        );
+        let req = HashRequest {
+            pid: ev.pid,
+            path,
+            identity,
+        };
+        match hasher.request(req) {
+            Requested::Ready(o) => {
+                ev.hash = Some(o);
+                None
+            }
+            pending => Some(pending),
+        }
+    }
+
+    /// Write the current event; an output failure stops delivery.
+    fn deliver_current(&mut self) -> Result<(), ()> {
+        let ev = std::mem::take(&mut self.event);
+        let r = self.deliver(&ev);
+        self.event = ev;
+        r
+    }
+
+    fn deliver(&mut self, ev: &ExecEvent) -> Result<(), ()> {
+        let succeeded = ev.succeeded();
+        if !self.direct {
+            self.notes.note(succeeded);
+        }
+        match self.sink.write_event(ev) {
+            Ok(()) if self.direct => {
+                let c = if succeeded {
+                    Counter::events_success
+                } else {
+                    Counter::events_failure
+                };
+                self.counts.add(c, 1);
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // The output is gone: this record and the rest are lost.
+                self.counts.add(Counter::lost_output, 1);
+                self.output_error = Some(e);
+                self.mode = Mode::Discard(Counter::lost_output);
+                Err(())
+            }
+        }
+    }
+
+    /// Deliver held events whose hash is known or overdue (`all`: every one).
+    fn release_held(&mut self, all: bool) -> Result<(), ()> {
+        let Some(hasher) = self.hasher.as_mut() else {
+            return Ok(());
+        };
+        hasher.poll_ready();
+        let mut ready = Vec::new();
+        let keep = |ev: ExecEvent, outcome: Option<HashOutcome>| {
+            let mut ev = ev;
+            if outcome.is_some() {
+                ev.hash = outcome;
+            }
+            ready.push(ev);
+        };
+        if all {
+            self.hold.release_all(hasher, keep);
+        } else {
+            self.hold.release(hasher, Instant::now(), keep);
+        }
+        for (i, ev) in ready.iter().enumerate() {
+            if self.mode != Mode::Deliver {
+                // The output failed: the rest are lost with it.
+                let n = (ready.len() - i) as u64;
+                if let Mode::Discard(reason) = self.mode {
+                    self.counts.add(reason, n);
+                }
+                return Err(());
+            }
+            if self.deliver(ev).is_err() {
+                let n = (ready.len() - i - 1) as u64;
+                self.counts.add(Counter::lost_output, n);
+                return Err(());
+            }
+        }
+        Ok(())
     }
 
     fn pause(&mut self) -> i32 {
@@ -275,6 +468,23 @@ pub fn run(
                 .context("starting the output thread")?,
         )
     };
+    let ids = EntityIds::for_this_boot().context("reading the boot id for entity ids")?;
+    let mut table = ProcessTable::new(ids, Limits::for_this_host());
+    // Before READY: processes already running get parents and exits too.
+    let seeded = table
+        .seed_from_proc()
+        .context("reading /proc for running processes")?;
+    tracing::debug!(seeded = seeded.seeded, "process table seeded from /proc");
+    let hasher = match opts.hash_max_size {
+        Some(max_size) => Some(
+            Hasher::new(HashConfig {
+                max_size,
+                ..HashConfig::default()
+            })
+            .context("starting the executable hasher")?,
+        ),
+        None => None,
+    };
     let consumer = RefCell::new(Consumer {
         sink,
         notes,
@@ -286,6 +496,9 @@ pub fn run(
             .ok()
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m)),
         env_names: opts.env_names.clone(),
+        table,
+        hasher,
+        hold: HashHold::new(HASH_HOLD_MAX, HASH_HOLD_EVENTS),
         mode: Mode::Deliver,
         counts: Counts::default(),
         consumed: 0,
@@ -332,6 +545,15 @@ pub fn run(
         }
         {
             let mut c = consumer.borrow_mut();
+            if !c.hold.is_empty() {
+                let _ = c.release_held(false);
+                if let Err(e) = c.sink.flush() {
+                    errors.output(e);
+                }
+                if let Some(e) = c.output_error.take() {
+                    errors.output(e);
+                }
+            }
             if let Some(forget) = c.cgroups.trim() {
                 loader.forget_cgroups(&forget);
             }
@@ -374,7 +596,8 @@ pub fn run(
         if queue.is_full() {
             queue.wait_for_room(poll_timeout);
         } else if taken < RECORDS_PER_TURN as u64 {
-            wait_for_records(&ring, poll_timeout);
+            let held = !consumer.borrow().hold.is_empty();
+            wait_for_records(&ring, if held { HASH_POLL } else { poll_timeout });
         }
     }
 
@@ -401,6 +624,24 @@ pub fn run(
             }
             if liveness.is_alive() {
                 notifier.watchdog_tick();
+            }
+        }
+    }
+    {
+        let mut c = consumer.borrow_mut();
+        if c.mode == Mode::Deliver {
+            // Wait for no hash past its deadline: what is held goes out now.
+            let _ = c.release_held(true);
+            if let Err(e) = c.sink.flush() {
+                errors.output(e);
+            }
+            if let Some(e) = c.output_error.take() {
+                errors.output(e);
+            }
+        } else {
+            let n = c.hold.len() as u64;
+            if let Mode::Discard(reason) = c.mode {
+                c.counts.add(reason, n);
             }
         }
     }

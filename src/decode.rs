@@ -1,8 +1,8 @@
 //! Raw ring-buffer record -> owned [`ExecEvent`], with every length checked.
 
 use crate::bpf_loader::{types, HEADER_LEN};
+pub use crate::event::{Action, ExecEvent, Syscall};
 use crate::event::{ExeIdentity, OldCreds};
-pub use crate::event::{ExecEvent, Syscall};
 
 // SAFETY: `types::event` is the skeleton's `#[repr(C)]` copy of `struct
 // event`: integers and integer arrays only, so every bit pattern is valid.
@@ -23,6 +23,14 @@ pub enum DecodeError {
     },
 }
 
+/// Whether a record is a fork record (not an event), read from its header.
+pub fn is_fork_record(record: &[u8]) -> bool {
+    let at = std::mem::offset_of!(types::event, kind);
+    record.get(at..at + 4).is_some_and(|b| {
+        u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) == types::event_kind::EVENT_KIND_FORK.0
+    })
+}
+
 impl ExecEvent {
     /// Decode a record into a new event.
     pub fn decode(record: &[u8]) -> Result<ExecEvent, DecodeError> {
@@ -40,9 +48,13 @@ impl ExecEvent {
         let mut h = types::event::default();
         plain::copy_from_bytes(&mut h, header_bytes)
             .map_err(|_| DecodeError::Short(record.len()))?;
-        if h.kind != types::event_kind::EVENT_KIND_EXEC.0 {
-            return Err(DecodeError::UnknownKind(h.kind));
-        }
+        use types::event_kind as K;
+        self.action = match h.kind {
+            k if k == K::EVENT_KIND_EXEC.0 => Action::Exec,
+            k if k == K::EVENT_KIND_EXIT.0 => Action::Exit,
+            k if k == K::EVENT_KIND_FORK.0 => Action::Fork,
+            k => return Err(DecodeError::UnknownKind(k)),
+        };
         let data = &record[HEADER_LEN..];
         let lens = [
             usize::from(h.filename_len),
@@ -114,6 +126,10 @@ impl ExecEvent {
         self.args_read_failed = flag(F::EVENT_FLAG_ARGS_READ_FAILED);
         self.exe_read_failed = flag(F::EVENT_FLAG_EXE_READ_FAILED);
         self.start_ns = h.start_ns;
+        self.parent_start_ns = h.parent_start_ns;
+        self.exit_status = h.exit_status;
+        self.lineage = None;
+        self.hash = None;
         self.sid = h.sid;
         self.pgid = h.pgid;
         self.tty = (h.tty_major != 0 || h.tty_minor != 0).then_some((h.tty_major, h.tty_minor));
@@ -123,7 +139,8 @@ impl ExecEvent {
         assemble_path(&mut self.script, script, self.script_truncated);
         self.exe_pseudo = flag(F::EVENT_FLAG_EXE_PSEUDO);
         self.exe_upper_layer = flag(F::EVENT_FLAG_EXE_UPPER_LAYER);
-        self.exe_identity = (self.errno.is_none()).then_some(ExeIdentity {
+        let ran = self.errno.is_none() && self.action == Action::Exec;
+        self.exe_identity = ran.then_some(ExeIdentity {
             dev: h.exe_dev,
             ino: h.exe_ino,
             size: h.exe_size,
@@ -477,6 +494,25 @@ mod tests {
             ExecEvent::decode(&r),
             Err(DecodeError::Lengths { .. })
         ));
+    }
+
+    #[test]
+    fn exit_records_decode_to_exit_events() {
+        let mut r = Record::exec(&[]);
+        r.header.kind = types::event_kind::EVENT_KIND_EXIT.0;
+        r.header.exit_status = 9 | 0x80;
+        r.header.start_ns = 1_000;
+        r.header.boot_ns = 5_000;
+        let ev = ExecEvent::decode(&r.encode()).unwrap();
+        assert_eq!(ev.action, Action::Exit);
+        assert_eq!(ev.exit_code(), Some(137));
+        assert_eq!(ev.exit_signal().as_deref(), Some("SIGKILL"));
+        assert!(ev.core_dumped());
+        assert_eq!(ev.duration_ns(), Some(4_000));
+        assert_eq!(ev.exe_identity, None);
+        r.header.exit_status = 3 << 8;
+        let ev = ExecEvent::decode(&r.encode()).unwrap();
+        assert_eq!((ev.exit_code(), ev.exit_signal()), (Some(3), None));
     }
 
     #[test]

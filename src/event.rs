@@ -6,11 +6,39 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::cgroups::CgroupInfo;
+use crate::entity_id::EntityId;
+use crate::exe_hash::{FileIdentity, HashOutcome};
+use crate::process_table::{Image, Related};
 
 /// `process.command_line` is for display and search: at most this many
 /// bytes of arguments (keyword fields are not indexed past ~1 KiB anyway);
 /// `process.args` carries them all.
 pub const COMMAND_LINE_MAX: usize = 4096;
+
+/// What a record says happened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Action {
+    #[default]
+    Exec,
+    /// The process ended (its last thread exited).
+    Exit,
+    /// A new process: for the process table only, never an event.
+    Fork,
+}
+
+/// Who the process is and where it comes from, from the daemon's table of
+/// live processes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lineage {
+    pub entity_id: EntityId,
+    pub parent_entity_id: Option<EntityId>,
+    /// The parent's image and start, when the table knows it.
+    pub parent: Option<Related>,
+    pub session_leader: Option<Related>,
+    pub group_leader: Option<Related>,
+    /// The image this process ran before this exec (a second exec).
+    pub previous: Option<Arc<Image>>,
+}
 
 /// Bytes of one `--env` value kept; longer values are cut and flagged.
 pub const ENV_VALUE_MAX: usize = 4096;
@@ -166,8 +194,18 @@ pub struct ExecEvent {
     pub cgroup: Option<Arc<CgroupInfo>>,
     /// Set by the daemon: whether the process is in execwatch's pid namespace.
     pub host_pid_ns: Option<bool>,
+    /// Exec, exit, or a fork for the process table.
+    pub action: Action,
     /// Process start (the fork), CLOCK_BOOTTIME nanoseconds.
     pub start_ns: u64,
+    /// The real parent's start, likewise.
+    pub parent_start_ns: u64,
+    /// Exit: the wait status (exit code << 8, 0x80 core dumped, signal).
+    pub exit_status: u32,
+    /// Set by the daemon from its process table.
+    pub lineage: Option<Lineage>,
+    /// Set by the daemon: the executable's SHA-256, or why there is none.
+    pub hash: Option<HashOutcome>,
     /// Session and process group ids in the initial pid namespace; 0: none.
     pub sid: u32,
     pub pgid: u32,
@@ -451,6 +489,96 @@ impl ExecEvent {
             self.env_value_truncated |= keep < entry.len();
             self.env_vars.push(entry[..keep].to_vec());
         }
+    }
+
+    pub fn is_exec(&self) -> bool {
+        self.action == Action::Exec
+    }
+
+    /// ECS `event.action`.
+    pub fn action_name(&self) -> &'static str {
+        match self.action {
+            Action::Exec => "exec",
+            Action::Exit => "exit",
+            Action::Fork => "fork",
+        }
+    }
+
+    /// ECS `event.type`.
+    pub fn event_type(&self) -> &'static [&'static str] {
+        match self.action {
+            Action::Exit => &["end"],
+            _ => &["start"],
+        }
+    }
+
+    /// Exit: the code the process passed to exit(), or 128 + the signal
+    /// that killed it (as a shell reports it).
+    pub fn exit_code(&self) -> Option<u32> {
+        (self.action == Action::Exit).then(|| match self.exit_signal_number() {
+            Some(sig) => 128 + sig,
+            None => (self.exit_status >> 8) & 0xff,
+        })
+    }
+
+    fn exit_signal_number(&self) -> Option<u32> {
+        let sig = self.exit_status & 0x7f;
+        (self.action == Action::Exit && sig != 0).then_some(sig)
+    }
+
+    /// Exit: the signal that killed the process (`SIGKILL`).
+    pub fn exit_signal(&self) -> Option<Cow<'static, str>> {
+        self.exit_signal_number()
+            .map(|n| match nix::sys::signal::Signal::try_from(n as i32) {
+                Ok(s) => Cow::Borrowed(s.as_str()),
+                Err(_) => Cow::Owned(format!("SIG{n}")),
+            })
+    }
+
+    /// Exit: a core dump was written.
+    pub fn core_dumped(&self) -> bool {
+        self.action == Action::Exit && self.exit_status & 0x80 != 0
+    }
+
+    /// Exit: nanoseconds the process lived.
+    pub fn duration_ns(&self) -> Option<u64> {
+        (self.action == Action::Exit).then(|| self.boot_ns.saturating_sub(self.start_ns))
+    }
+
+    pub fn entity_id(&self) -> Option<&EntityId> {
+        self.lineage.as_ref().map(|l| &l.entity_id)
+    }
+
+    pub fn parent_entity_id(&self) -> Option<&EntityId> {
+        self.lineage.as_ref()?.parent_entity_id.as_ref()
+    }
+
+    pub fn parent(&self) -> Option<&Related> {
+        self.lineage.as_ref()?.parent.as_ref()
+    }
+
+    pub fn parent_image(&self) -> Option<&Image> {
+        self.parent()?.image.as_deref()
+    }
+
+    pub fn session_leader(&self) -> Option<&Related> {
+        self.lineage.as_ref()?.session_leader.as_ref()
+    }
+
+    pub fn group_leader(&self) -> Option<&Related> {
+        self.lineage.as_ref()?.group_leader.as_ref()
+    }
+
+    pub fn previous_image(&self) -> Option<&Image> {
+        self.lineage.as_ref()?.previous.as_deref()
+    }
+
+    /// The executable's identity as the hasher checks it.
+    pub fn file_identity(&self) -> Option<FileIdentity> {
+        let i = self.exe_identity?;
+        Some(FileIdentity::from_kernel(
+            i.dev, i.ino, i.size, i.mtime, i.ctime,
+        ))
     }
 
     /// The process lives in another pid namespace than execwatch.

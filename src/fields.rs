@@ -40,6 +40,9 @@ pub enum Value<'a> {
     Octal(u32),
     /// Seconds and nanoseconds since the Unix epoch, rendered RFC 3339 UTC.
     UnixTime(i64, u32),
+    /// A process image: JSON `[{"executable":..,"args":[..]}]`, journald
+    /// `NAME_EXE` and `NAME_ARGV_n`, text the executable.
+    Image(&'a crate::process_table::Image),
 }
 
 impl Value<'_> {
@@ -71,6 +74,7 @@ pub enum List<'a> {
     Args(&'a ExecEvent),
     Env(&'a ExecEvent),
     Privileges(crate::event::Privileges),
+    Image(&'a crate::process_table::Image),
     Static(&'static [&'static str]),
 }
 
@@ -82,6 +86,7 @@ impl List<'_> {
             List::Args(ev) => ev.args().for_each(f),
             List::Env(ev) => ev.env_vars.iter().for_each(|v| f(v)),
             List::Privileges(p) => p.iter().for_each(|p| f(p.name().as_bytes())),
+            List::Image(i) => i.args().for_each(f),
             List::Static(items) => items.iter().for_each(|s| f(s.as_bytes())),
         }
     }
@@ -94,6 +99,8 @@ pub enum Type {
     Number,
     Bool,
     StringArray,
+    /// An array of objects.
+    ObjectArray,
 }
 
 impl Type {
@@ -103,6 +110,7 @@ impl Type {
             Type::Number => "number",
             Type::Bool => "bool",
             Type::StringArray => "array of strings",
+            Type::ObjectArray => "array of objects",
         }
     }
 }
@@ -133,11 +141,39 @@ pub enum Text {
     Absent(&'static str),
 }
 
+/// Which events carry a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum On {
+    Exec,
+    Exit,
+    Both,
+}
+
+impl On {
+    pub fn carries(self, ev: &ExecEvent) -> bool {
+        use crate::event::Action;
+        matches!(
+            (self, ev.action),
+            (On::Both, _) | (On::Exec, Action::Exec) | (On::Exit, Action::Exit)
+        )
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            On::Exec => "exec",
+            On::Exit => "exit",
+            On::Both => "exec, exit",
+        }
+    }
+}
+
 /// One event field.
 #[derive(Clone, Copy)]
 pub struct Field {
     /// ECS path, dotted: `process.parent.pid`.
     pub json: &'static str,
+    /// Which events carry it.
+    pub on: On,
     pub journald: Journald,
     pub text: Text,
     pub ty: Type,
@@ -209,6 +245,7 @@ const JSON_RAW: &str = "JSON strings are Unicode; journald and text keep or esca
 pub static FIELDS: &[Field] = &[
     Field {
         json: "@timestamp",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_TIMESTAMP"),
         text: Text::Prefix,
         ty: Type::String,
@@ -218,6 +255,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "event.kind",
+        on: On::Both,
         journald: Journald::Absent(NO_CONSTANT),
         text: Text::Absent(NO_CONSTANT),
         ty: Type::String,
@@ -227,6 +265,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "event.category",
+        on: On::Both,
         journald: Journald::Absent(NO_CONSTANT),
         text: Text::Absent(NO_CONSTANT),
         ty: Type::StringArray,
@@ -236,24 +275,27 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "event.type",
+        on: On::Both,
         journald: Journald::Absent("follows from EXECWATCH_ACTION"),
         text: Text::Absent("follows from the action that leads the line"),
         ty: Type::StringArray,
         present: "always",
-        doc: "`[\"start\"]`.",
-        value: |_| Some(Value::List(List::Static(&["start"]))),
+        doc: "`[\"start\"]` for an exec, `[\"end\"]` for an exit.",
+        value: |ev| Some(Value::List(List::Static(ev.event_type()))),
     },
     Field {
         json: "event.action",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_ACTION"),
         text: Text::Bare,
         ty: Type::String,
         present: "always",
-        doc: "`exec`.",
-        value: |_| constant("exec"),
+        doc: "`exec` or `exit`.",
+        value: |ev| constant(ev.action_name()),
     },
     Field {
         json: "event.outcome",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_OUTCOME"),
         text: Text::BareIf(|ev| !ev.succeeded()),
         ty: Type::String,
@@ -263,6 +305,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "event.sequence",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_SEQUENCE"),
         text: Text::Label("seq"),
         ty: Type::Number,
@@ -271,7 +314,18 @@ pub static FIELDS: &[Field] = &[
         value: |ev| num(ev.seq),
     },
     Field {
+        json: "event.duration",
+        on: On::Exit,
+        journald: Journald::Field("EXECWATCH_DURATION"),
+        text: Text::Label("duration"),
+        ty: Type::Number,
+        present: "exit",
+        doc: "Nanoseconds from the process start (its fork) to its end.",
+        value: |ev| ev.duration_ns().map(Value::Num),
+    },
+    Field {
         json: "error.code",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_ERRNO"),
         text: Text::Label("error"),
         ty: Type::String,
@@ -281,6 +335,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "error.message",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_ERROR_MESSAGE"),
         text: Text::Absent("the errno name says it"),
         ty: Type::String,
@@ -290,6 +345,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "process.pid",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_PID"),
         text: Text::Label("pid"),
         ty: Type::Number,
@@ -298,7 +354,18 @@ pub static FIELDS: &[Field] = &[
         value: |ev| num(ev.pid),
     },
     Field {
+        json: "process.entity_id",
+        on: On::Both,
+        journald: Journald::Field("EXECWATCH_ENTITY_ID"),
+        text: Text::Label("entity"),
+        ty: Type::String,
+        present: "when known",
+        doc: "A short id unique to this process on this host, across reboots: derived from the boot id, the pid and the start time. The same on the process's exec events (a second exec keeps it) and its exit.",
+        value: |ev| ev.entity_id().map(|e| Value::Text(Cow::Borrowed(e.as_str()))),
+    },
+    Field {
         json: "process.thread.id",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_TID"),
         text: Text::LabelIf("tid", |ev| ev.tid != ev.pid),
         ty: Type::Number,
@@ -308,6 +375,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "process.parent.pid",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_PPID"),
         text: Text::Label("ppid"),
         ty: Type::Number,
@@ -316,7 +384,58 @@ pub static FIELDS: &[Field] = &[
         value: |ev| num(ev.ppid),
     },
     Field {
+        json: "process.parent.entity_id",
+        on: On::Both,
+        journald: Journald::Field("EXECWATCH_PARENT_ENTITY_ID"),
+        text: Text::Label("parent-entity"),
+        ty: Type::String,
+        present: "when known",
+        doc: "The parent's `process.entity_id`.",
+        value: |ev| ev.parent_entity_id().map(|e| Value::Text(Cow::Borrowed(e.as_str()))),
+    },
+    Field {
+        json: "process.parent.executable",
+        on: On::Both,
+        journald: Journald::Field("EXECWATCH_PARENT_EXE"),
+        text: Text::Label("parent-exe"),
+        ty: Type::String,
+        present: "parent known",
+        doc: "What the parent runs (a forked child that never exec'd: its parent's image).",
+        value: |ev| ev.parent_image().map(|i| i.executable()).and_then(non_empty),
+    },
+    Field {
+        json: "process.parent.args",
+        on: On::Both,
+        journald: Journald::Field("EXECWATCH_PARENT_ARGV"),
+        text: Text::Label("parent-argv"),
+        ty: Type::StringArray,
+        present: "parent known",
+        doc: "The parent's argv (at most 64 arguments and 1 KiB).",
+        value: |ev| ev.parent_image().map(|i| Value::List(List::Image(i))),
+    },
+    Field {
+        json: "process.parent.name",
+        on: On::Both,
+        journald: Journald::Field("EXECWATCH_PARENT_COMM"),
+        text: Text::Label("parent-comm"),
+        ty: Type::String,
+        present: "parent known",
+        doc: "The parent's task name.",
+        value: |ev| ev.parent_image().map(|i| i.name()).and_then(non_empty),
+    },
+    Field {
+        json: "process.parent.start",
+        on: On::Both,
+        journald: Journald::Field("EXECWATCH_PARENT_START"),
+        text: Text::Label("parent-start"),
+        ty: Type::String,
+        present: "parent known",
+        doc: "When the parent started, RFC 3339 UTC.",
+        value: |ev| ev.parent().map(|p| Value::BootTime(p.start_boot_ns)),
+    },
+    Field {
         json: "process.session_leader.pid",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_SID"),
         text: Text::Label("sid"),
         ty: Type::Number,
@@ -325,7 +444,18 @@ pub static FIELDS: &[Field] = &[
         value: |ev| (ev.sid != 0).then_some(Value::Num(ev.sid.into())),
     },
     Field {
+        json: "process.session_leader.entity_id",
+        on: On::Both,
+        journald: Journald::Field("EXECWATCH_SID_ENTITY_ID"),
+        text: Text::Label("sid-entity"),
+        ty: Type::String,
+        present: "leader known",
+        doc: "The session leader's `process.entity_id`.",
+        value: |ev| ev.session_leader().map(|r| Value::Text(Cow::Borrowed(r.entity_id.as_str()))),
+    },
+    Field {
         json: "process.group_leader.pid",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_PGID"),
         text: Text::Label("pgid"),
         ty: Type::Number,
@@ -334,7 +464,18 @@ pub static FIELDS: &[Field] = &[
         value: |ev| (ev.pgid != 0).then_some(Value::Num(ev.pgid.into())),
     },
     Field {
+        json: "process.group_leader.entity_id",
+        on: On::Both,
+        journald: Journald::Field("EXECWATCH_PGID_ENTITY_ID"),
+        text: Text::Label("pgid-entity"),
+        ty: Type::String,
+        present: "leader known",
+        doc: "The process group leader's `process.entity_id`.",
+        value: |ev| ev.group_leader().map(|r| Value::Text(Cow::Borrowed(r.entity_id.as_str()))),
+    },
+    Field {
         json: "process.start",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_PROCESS_START"),
         text: Text::Label("start"),
         ty: Type::String,
@@ -343,7 +484,18 @@ pub static FIELDS: &[Field] = &[
         value: |ev| Some(Value::BootTime(ev.start_ns)),
     },
     Field {
+        json: "process.end",
+        on: On::Exit,
+        journald: Journald::Field("EXECWATCH_PROCESS_END"),
+        text: Text::Label("end"),
+        ty: Type::String,
+        present: "exit",
+        doc: "When the process ended, RFC 3339 UTC.",
+        value: |ev| (!ev.is_exec()).then_some(Value::BootTime(ev.boot_ns)),
+    },
+    Field {
         json: "process.name",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_COMM"),
         text: Text::Label("comm"),
         ty: Type::String,
@@ -353,6 +505,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "process.executable",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_EXE"),
         text: Text::Label("exe"),
         ty: Type::String,
@@ -362,6 +515,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "process.args",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_ARGV"),
         text: Text::Label("argv"),
         ty: Type::StringArray,
@@ -371,6 +525,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "process.args_count",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_ARGC"),
         text: Text::LabelIf("argc", ExecEvent::args_incomplete),
         ty: Type::Number,
@@ -380,6 +535,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "process.command_line",
+        on: On::Exec,
         journald: Journald::Absent("EXECWATCH_ARGV_n carry the arguments and MESSAGE shows them"),
         text: Text::Absent("argv= shows the arguments"),
         ty: Type::String,
@@ -394,6 +550,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "process.working_directory",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_CWD"),
         text: Text::Label("cwd"),
         ty: Type::String,
@@ -403,6 +560,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "process.interactive",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_INTERACTIVE"),
         text: Text::Label("interactive"),
         ty: Type::Bool,
@@ -412,6 +570,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "process.tty.char_device.major",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_TTY_MAJOR"),
         text: Text::Label("tty-major"),
         ty: Type::Number,
@@ -421,6 +580,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "process.tty.char_device.minor",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_TTY_MINOR"),
         text: Text::Label("tty-minor"),
         ty: Type::Number,
@@ -430,6 +590,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "process.env_vars",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_ENV"),
         text: Text::Label("env"),
         ty: Type::StringArray,
@@ -438,7 +599,38 @@ pub static FIELDS: &[Field] = &[
         value: |ev| (!ev.env_vars.is_empty()).then_some(Value::List(List::Env(ev))),
     },
     Field {
+        json: "process.exit_code",
+        on: On::Exit,
+        journald: Journald::Field("EXECWATCH_EXIT_CODE"),
+        text: Text::Label("exit-code"),
+        ty: Type::Number,
+        present: "exit",
+        doc: "The code the process passed to `exit()`, or 128 + the signal that killed it (as a shell reports it; `execwatch.exit.signal` names the signal).",
+        value: |ev| ev.exit_code().map(|c| Value::Num(c.into())),
+    },
+    Field {
+        json: "process.previous",
+        on: On::Exec,
+        journald: Journald::Field("EXECWATCH_PREVIOUS"),
+        text: Text::Label("previous"),
+        ty: Type::ObjectArray,
+        present: "second exec",
+        doc: "When the process exec'd before (same `process.entity_id`): the image it ran until this exec, as an ECS array of one `{executable, args}`. journald: `EXECWATCH_PREVIOUS_EXE`, `EXECWATCH_PREVIOUS_ARGV_0`, ...",
+        value: |ev| ev.previous_image().map(Value::Image),
+    },
+    Field {
+        json: "process.hash.sha256",
+        on: On::Exec,
+        journald: Journald::Field("EXECWATCH_SHA256"),
+        text: Text::Label("sha256"),
+        ty: Type::String,
+        present: "hashed",
+        doc: "SHA-256 of the executable, computed by the daemon from a file whose identity (device, inode, size, mtime, ctime) it checked equals the one that ran; cached by that identity.",
+        value: |ev| match ev.hash { Some(crate::exe_hash::HashOutcome::Hash(d)) => Some(Value::Text(Cow::Owned(String::from_utf8_lossy(&d.hex()).into_owned()))), _ => None },
+    },
+    Field {
         json: "user.id",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_UID"),
         text: Text::Label("uid"),
         ty: Type::String,
@@ -448,6 +640,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "user.effective.id",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_EUID"),
         text: Text::LabelIf("euid", |ev| ev.euid != ev.uid),
         ty: Type::String,
@@ -457,6 +650,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "user.effective.group.id",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_EGID"),
         text: Text::LabelIf("egid", |ev| ev.egid != ev.gid),
         ty: Type::String,
@@ -466,6 +660,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "user.audit.id",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_AUID"),
         text: Text::Label("auid"),
         ty: Type::String,
@@ -475,6 +670,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "group.id",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_GID"),
         text: Text::Label("gid"),
         ty: Type::String,
@@ -484,6 +680,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "container.id",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_CONTAINER_ID"),
         text: Text::Label("container"),
         ty: Type::String,
@@ -493,6 +690,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "container.runtime",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_CONTAINER_RUNTIME"),
         text: Text::Label("runtime"),
         ty: Type::String,
@@ -502,6 +700,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "container.name",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_CONTAINER_NAME"),
         text: Text::Label("container-name"),
         ty: Type::String,
@@ -511,6 +710,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "container.image.name",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_CONTAINER_IMAGE"),
         text: Text::Label("image"),
         ty: Type::String,
@@ -520,6 +720,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "container.image.tag",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_CONTAINER_IMAGE_TAG"),
         text: Text::Label("image-tag"),
         ty: Type::StringArray,
@@ -533,6 +734,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "container.image.hash.all",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_CONTAINER_IMAGE_DIGEST"),
         text: Text::Label("image-digest"),
         ty: Type::StringArray,
@@ -546,6 +748,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "orchestrator.type",
+        on: On::Both,
         journald: Journald::Absent("EXECWATCH_POD_UID says it"),
         text: Text::Absent("pod= says it"),
         ty: Type::String,
@@ -555,6 +758,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "kubernetes.pod.uid",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_POD_UID"),
         text: Text::Label("pod"),
         ty: Type::String,
@@ -564,6 +768,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "kubernetes.pod.name",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_POD_NAME"),
         text: Text::Label("pod-name"),
         ty: Type::String,
@@ -573,6 +778,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "kubernetes.namespace",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_POD_NAMESPACE"),
         text: Text::Label("namespace"),
         ty: Type::String,
@@ -582,6 +788,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "kubernetes.container.name",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_K8S_CONTAINER_NAME"),
         text: Text::Label("k8s-container"),
         ty: Type::String,
@@ -595,6 +802,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.caller.name",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_CALLER_COMM"),
         text: Text::LabelIf("caller", |ev| ev.caller_comm != ev.comm),
         ty: Type::String,
@@ -604,6 +812,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.filename",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_FILENAME"),
         text: Text::LabelIf("filename", |ev| ev.filename != ev.executable),
         ty: Type::String,
@@ -613,6 +822,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.syscall",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_SYSCALL"),
         text: Text::Label("syscall"),
         ty: Type::String,
@@ -622,6 +832,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.errno",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_ERRNO_NUMBER"),
         text: Text::Absent("error= names it"),
         ty: Type::Number,
@@ -631,6 +842,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.dirfd",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_DIRFD"),
         text: Text::Label("dirfd"),
         ty: Type::Number,
@@ -643,6 +855,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.at_flags",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_AT_FLAGS"),
         text: Text::Label("at_flags"),
         ty: Type::Number,
@@ -651,7 +864,38 @@ pub static FIELDS: &[Field] = &[
         value: |ev| ev.has_execveat_args().then_some(Value::Num(ev.at_flags.into())),
     },
     Field {
+        json: "execwatch.exit.signal",
+        on: On::Exit,
+        journald: Journald::Field("EXECWATCH_EXIT_SIGNAL"),
+        text: Text::Label("signal"),
+        ty: Type::String,
+        present: "killed by a signal",
+        doc: "The signal that ended the process: `SIGKILL`, `SIGSEGV`.",
+        value: |ev| ev.exit_signal().map(Value::Text),
+    },
+    Field {
+        json: "execwatch.exit.core_dumped",
+        on: On::Exit,
+        journald: Journald::Field("EXECWATCH_EXIT_CORE_DUMPED"),
+        text: Text::Label("core-dumped"),
+        ty: Type::Bool,
+        present: "exit",
+        doc: "A core dump was written.",
+        value: |ev| (!ev.is_exec()).then_some(Value::Bool(ev.core_dumped())),
+    },
+    Field {
+        json: "execwatch.hash.skipped",
+        on: On::Exec,
+        journald: Journald::Field("EXECWATCH_HASH_SKIPPED"),
+        text: Text::Label("hash-skipped"),
+        ty: Type::String,
+        present: "success, not hashed",
+        doc: "Why `process.hash.sha256` is absent: `too_large` (over `--hash-max-size`), `gone` (no file to open), `changed` (the file opened is not the one that ran), `unreadable`, or `busy` (not hashed within 1 s; the next exec of the file gets it).",
+        value: |ev| match ev.hash { Some(crate::exe_hash::HashOutcome::Skipped(r)) => Some(Value::Text(Cow::Borrowed(r.as_str()))), _ => None },
+    },
+    Field {
         json: "execwatch.audit.session_id",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_SESSION_ID"),
         text: Text::Label("ses"),
         ty: Type::Number,
@@ -661,6 +905,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.args_bytes",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_ARGS_BYTES"),
         text: Text::Absent(TEXT_DETAIL),
         ty: Type::Number,
@@ -670,6 +915,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.args_incomplete",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_ARGS_INCOMPLETE"),
         text: Text::Label("args-incomplete"),
         ty: Type::Bool,
@@ -679,6 +925,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.args_truncated",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_ARGS_TRUNCATED"),
         text: Text::Absent("args-incomplete says it"),
         ty: Type::Bool,
@@ -688,6 +935,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.args_read_failed",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_ARGS_READ_FAILED"),
         text: Text::Absent("args-incomplete says it"),
         ty: Type::Bool,
@@ -697,6 +945,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.command_line_truncated",
+        on: On::Exec,
         journald: Journald::Absent("journald has no command line field"),
         text: Text::Absent("text has no command line field"),
         ty: Type::Bool,
@@ -706,6 +955,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.filename_truncated",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_FILENAME_TRUNCATED"),
         text: Text::Label("filename-truncated"),
         ty: Type::Bool,
@@ -715,6 +965,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.executable_truncated",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_EXE_TRUNCATED"),
         text: Text::Label("exe-truncated"),
         ty: Type::Bool,
@@ -724,6 +975,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.executable_read_failed",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_EXE_READ_FAILED"),
         text: Text::Label("exe-unreadable"),
         ty: Type::Bool,
@@ -733,6 +985,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.working_directory_truncated",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_CWD_TRUNCATED"),
         text: Text::Label("cwd-truncated"),
         ty: Type::Bool,
@@ -742,6 +995,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.script",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_SCRIPT"),
         text: Text::Label("script"),
         ty: Type::String,
@@ -751,6 +1005,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.script_truncated",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_SCRIPT_TRUNCATED"),
         text: Text::Label("script-truncated"),
         ty: Type::Bool,
@@ -760,6 +1015,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.executable.device",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_EXE_DEVICE"),
         text: Text::Label("exe-dev"),
         ty: Type::String,
@@ -769,6 +1025,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.executable.inode",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_EXE_INODE"),
         text: Text::Label("exe-inode"),
         ty: Type::Number,
@@ -778,6 +1035,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.executable.size",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_EXE_SIZE"),
         text: Text::Label("exe-size"),
         ty: Type::Number,
@@ -787,6 +1045,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.executable.nlink",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_EXE_NLINK"),
         text: Text::Label("exe-nlink"),
         ty: Type::Number,
@@ -796,6 +1055,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.executable.uid",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_EXE_UID"),
         text: Text::Label("exe-uid"),
         ty: Type::String,
@@ -805,6 +1065,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.executable.gid",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_EXE_GID"),
         text: Text::Label("exe-gid"),
         ty: Type::String,
@@ -814,6 +1075,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.executable.mode",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_EXE_MODE"),
         text: Text::Label("exe-mode"),
         ty: Type::String,
@@ -823,6 +1085,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.executable.mtime",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_EXE_MTIME"),
         text: Text::Label("exe-mtime"),
         ty: Type::String,
@@ -832,6 +1095,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.executable.ctime",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_EXE_CTIME"),
         text: Text::Label("exe-ctime"),
         ty: Type::String,
@@ -841,6 +1105,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.executable.memfd",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_EXE_MEMFD"),
         text: Text::Label("memfd"),
         ty: Type::Bool,
@@ -850,6 +1115,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.executable.deleted",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_EXE_DELETED"),
         text: Text::Label("deleted"),
         ty: Type::Bool,
@@ -859,6 +1125,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.executable.upper_layer",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_EXE_UPPER_LAYER"),
         text: Text::Label("upper-layer"),
         ty: Type::Bool,
@@ -868,6 +1135,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.privileges_raised",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_PRIVILEGES_RAISED"),
         text: Text::Label("privileges-raised"),
         ty: Type::StringArray,
@@ -880,6 +1148,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.env_truncated",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_ENV_TRUNCATED"),
         text: Text::Label("env-truncated"),
         ty: Type::Bool,
@@ -889,6 +1158,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.env_value_truncated",
+        on: On::Exec,
         journald: Journald::Field("EXECWATCH_ENV_VALUE_TRUNCATED"),
         text: Text::Label("env-value-truncated"),
         ty: Type::Bool,
@@ -898,6 +1168,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.cgroup.id",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_CGROUP_ID"),
         text: Text::LabelIf("cgroup-id", ExecEvent::cgroup_unresolved),
         ty: Type::Number,
@@ -907,6 +1178,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.cgroup.path",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_CGROUP_PATH"),
         text: Text::Label("cgroup"),
         ty: Type::String,
@@ -916,6 +1188,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.cgroup.unresolved",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_CGROUP_UNRESOLVED"),
         text: Text::Label("cgroup-unresolved"),
         ty: Type::Bool,
@@ -925,6 +1198,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.cgroup.path_truncated",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_CGROUP_PATH_TRUNCATED"),
         text: Text::Label("cgroup-truncated"),
         ty: Type::Bool,
@@ -934,6 +1208,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.container.unconfirmed_id",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_CONTAINER_UNCONFIRMED_ID"),
         text: Text::Label("unconfirmed-container"),
         ty: Type::String,
@@ -943,6 +1218,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.container.rootless_uid",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_CONTAINER_ROOTLESS_UID"),
         text: Text::Label("rootless-uid"),
         ty: Type::Number,
@@ -952,6 +1228,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.systemd.unit",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_SYSTEMD_UNIT"),
         text: Text::Label("unit"),
         ty: Type::String,
@@ -961,6 +1238,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.systemd.slice",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_SYSTEMD_SLICE"),
         text: Text::Label("slice"),
         ty: Type::String,
@@ -970,6 +1248,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.pid_ns.inode",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_PIDNS_INODE"),
         text: Text::Absent(TEXT_DETAIL),
         ty: Type::Number,
@@ -979,6 +1258,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.pid_ns.pid",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_PIDNS_PID"),
         text: Text::LabelIf("nspid", ExecEvent::in_other_pid_ns),
         ty: Type::Number,
@@ -988,6 +1268,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.pid_ns.host",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_PIDNS_HOST"),
         text: Text::Absent("nspid= marks a process in another pid namespace"),
         ty: Type::Bool,
@@ -997,6 +1278,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.mnt_ns.inode",
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_MNTNS_INODE"),
         text: Text::Absent(TEXT_DETAIL),
         ty: Type::Number,
@@ -1006,6 +1288,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.raw.args",
+        on: On::Both,
         journald: Journald::Absent(JSON_RAW),
         text: Text::Absent(JSON_RAW),
         ty: Type::StringArray,
@@ -1017,6 +1300,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.raw.name",
+        on: On::Both,
         journald: Journald::Absent(JSON_RAW),
         text: Text::Absent(JSON_RAW),
         ty: Type::String,
@@ -1026,6 +1310,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.raw.executable",
+        on: On::Both,
         journald: Journald::Absent(JSON_RAW),
         text: Text::Absent(JSON_RAW),
         ty: Type::String,
@@ -1035,6 +1320,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.raw.filename",
+        on: On::Exec,
         journald: Journald::Absent(JSON_RAW),
         text: Text::Absent(JSON_RAW),
         ty: Type::String,
@@ -1044,6 +1330,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.raw.caller_name",
+        on: On::Exec,
         journald: Journald::Absent(JSON_RAW),
         text: Text::Absent(JSON_RAW),
         ty: Type::String,
@@ -1053,6 +1340,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.raw.cgroup_path",
+        on: On::Both,
         journald: Journald::Absent(JSON_RAW),
         text: Text::Absent(JSON_RAW),
         ty: Type::String,
@@ -1062,6 +1350,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.raw.working_directory",
+        on: On::Exec,
         journald: Journald::Absent(JSON_RAW),
         text: Text::Absent(JSON_RAW),
         ty: Type::String,
@@ -1071,6 +1360,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.raw.script",
+        on: On::Exec,
         journald: Journald::Absent(JSON_RAW),
         text: Text::Absent(JSON_RAW),
         ty: Type::String,
@@ -1080,6 +1370,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "execwatch.raw.env_vars",
+        on: On::Exec,
         journald: Journald::Absent(JSON_RAW),
         text: Text::Absent(JSON_RAW),
         ty: Type::StringArray,
@@ -1092,6 +1383,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "ecs.version",
+        on: On::Both,
         journald: Journald::Absent(NO_CONSTANT),
         text: Text::Absent(NO_CONSTANT),
         ty: Type::String,
@@ -1107,7 +1399,7 @@ pub const ECS_VERSION: &str = "8.11.0";
 /// The field table of docs/schema.md, generated from [`FIELDS`].
 pub fn markdown_table() -> String {
     let mut s = String::from(
-        "| field | type | present | journald | text | meaning |\n|---|---|---|---|---|---|\n",
+        "| field | type | events | present | journald | text | meaning |\n|---|---|---|---|---|---|---|\n",
     );
     for f in FIELDS {
         let journald = match f.journald {
@@ -1122,9 +1414,10 @@ pub fn markdown_table() -> String {
             Text::Absent(_) => "-".into(),
         };
         s.push_str(&format!(
-            "| `{}` | {} | {} | {} | {} | {} |\n",
+            "| `{}` | {} | {} | {} | {} | {} | {} |\n",
             f.json,
             f.ty.name(),
+            f.on.name(),
             f.present,
             journald,
             text,
@@ -1267,7 +1560,50 @@ mod tests {
             exe_identity: Some(crate::event::ExeIdentity::default()),
             ..Default::default()
         };
-        vec![a, b, c, d, rootless]
+        // Lineage and a hash on the exec, and an exit killed by a signal.
+        let ids = crate::entity_id::EntityIds::new(crate::entity_id::BootId([7; 16]));
+        let limits = crate::process_table::Limits::default();
+        let image = |exe: &[u8], args: &[&[u8]]| {
+            Arc::new(crate::process_table::Image::new(
+                exe,
+                args.iter().copied(),
+                b"bash",
+                &limits,
+            ))
+        };
+        let related = crate::process_table::Related {
+            pid: 1,
+            entity_id: ids.from_ticks(1, 5),
+            start_ticks: 5,
+            start_boot_ns: 50_000_000,
+            image: Some(image(b"/bin/bash", &[b"bash", b"-c", b"x\xff"])),
+        };
+        a.lineage = Some(crate::event::Lineage {
+            entity_id: ids.from_ticks(100, 9),
+            parent_entity_id: Some(related.entity_id),
+            parent: Some(related.clone()),
+            session_leader: Some(related.clone()),
+            group_leader: Some(related.clone()),
+            previous: Some(image(b"/bin/sh", &[b"sh", b"-c", b"exec x"])),
+        });
+        a.hash = Some(crate::exe_hash::HashOutcome::Hash(
+            crate::exe_hash::Sha256Digest([0xab; 32]),
+        ));
+        let mut d = d;
+        d.hash = Some(crate::exe_hash::HashOutcome::Skipped(
+            crate::exe_hash::SkipReason::TooLarge,
+        ));
+        let exit = ExecEvent {
+            action: crate::event::Action::Exit,
+            pid: 100,
+            start_ns: 1,
+            boot_ns: 9,
+            exit_status: 9 | 0x80,
+            executable: b"/bin/sleep".to_vec(),
+            lineage: a.lineage.clone(),
+            ..Default::default()
+        };
+        vec![a, b, c, d, rootless, exit]
     }
 
     fn json_get<'v>(v: &'v serde_json::Value, path: &str) -> Option<&'v serde_json::Value> {
@@ -1301,6 +1637,9 @@ mod tests {
             Type::StringArray => v
                 .as_array()
                 .is_some_and(|a| a.iter().all(serde_json::Value::is_string)),
+            Type::ObjectArray => v
+                .as_array()
+                .is_some_and(|a| a.iter().all(serde_json::Value::is_object)),
         }
     }
 
@@ -1321,7 +1660,12 @@ mod tests {
             let line = String::from_utf8(out.clone()).unwrap();
 
             for f in FIELDS {
-                let Some(v) = (f.value)(&ev) else {
+                let value = if f.on.carries(&ev) {
+                    (f.value)(&ev)
+                } else {
+                    None
+                };
+                let Some(v) = value else {
                     assert!(
                         json_get(&j, f.json).is_none(),
                         "{} absent but in JSON",
@@ -1339,6 +1683,9 @@ mod tests {
                     f.ty
                 );
                 match f.journald {
+                    Journald::Field(n) if f.ty == Type::ObjectArray => {
+                        assert!(has(&format!("{n}_EXE")), "{} missing from journald", f.json)
+                    }
                     Journald::Field(n) if f.ty == Type::StringArray => {
                         let empty = jv.as_array().is_some_and(Vec::is_empty);
                         assert!(
@@ -1385,6 +1732,13 @@ mod tests {
                 let declared = FIELDS.iter().any(|f| match f.journald {
                     Journald::Field(n) => {
                         k == n
+                            || (f.ty == Type::ObjectArray
+                                && k.strip_prefix(n).is_some_and(|r| {
+                                    r == "_EXE"
+                                        || r.strip_prefix("_ARGV_").is_some_and(|r| {
+                                            r == "OMITTED" || r.bytes().all(|b| b.is_ascii_digit())
+                                        })
+                                }))
                             || (f.ty == Type::StringArray
                                 && k.strip_prefix(n)
                                     .and_then(|r| r.strip_prefix('_'))

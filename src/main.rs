@@ -132,6 +132,19 @@ struct RunArgs {
     #[arg(long)]
     failed_only: bool,
 
+    /// No exit events (the exit hook is not attached).
+    #[arg(long)]
+    no_exits: bool,
+
+    /// Do not hash executables (process.hash.sha256).
+    #[arg(long)]
+    no_hash: bool,
+
+    /// Largest executable hashed; larger ones get execwatch.hash.skipped
+    /// too_large (suffixes K, KiB, M, MiB, G, GiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "64MiB")]
+    hash_max_size: u64,
+
     /// Copy this environment variable into process.env_vars (repeatable, up
     /// to 16; e.g. LD_PRELOAD). Without it nothing of the environment is read.
     #[arg(long = "env", value_name = "NAME", value_parser = parse_env_name)]
@@ -316,6 +329,7 @@ fn run(args: &RunArgs, format: Format) -> Result<()> {
             failed_only: args.failed_only,
         },
         capture_env: !args.env.is_empty(),
+        exits: !args.no_exits,
     };
     let mut object = MaybeUninit::uninit();
     let mut loader = BpfLoader::load(&config, &mut object)?;
@@ -345,6 +359,7 @@ fn run(args: &RunArgs, format: Format) -> Result<()> {
         drain_timeout: Duration::from_secs(args.drain_timeout),
         metrics,
         env_names: args.env.iter().map(|n| n.as_bytes().to_vec()).collect(),
+        hash_max_size: (!args.no_hash).then_some(args.hash_max_size),
         liveness,
     };
     let mut notifier = Notifier::from_env();

@@ -235,7 +235,7 @@ impl Entry {
 }
 
 /// Another process as seen from an event: the parent or a leader.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Related {
     pub pid: u32,
     pub entity_id: EntityId,

@@ -60,7 +60,7 @@ impl Formats {
             let pid = format!(" pid={} ", json["process"]["pid"]);
             // argv[i] is the marker (no argument holds a quote in these tests).
             let second_is_m = |l: &String| {
-                l.split_once("argv=[")
+                l.split_once(" argv=[")
                     .and_then(|(_, rest)| rest.split(' ').nth(i))
                     .is_some_and(|a| a.trim_end_matches(']') == quoted)
             };

@@ -43,6 +43,9 @@ const volatile __u32 filter_cgroup = 0;   /* only under cgroup_filter[0] */
 const volatile __u32 containers_only = 0; /* only outside the initial pid ns */
 /* Copy the environment into successful exec records (--env). */
 const volatile __u32 capture_env = 0;
+/* Processes started before this (CLOCK_BOOTTIME ns, set at load) get an
+ * exit record even if they never exec'd while execwatch ran. */
+const volatile __u64 started_ns = 0;
 
 /* Next sequence number; taken before a record is reserved, so a drop leaves a gap. */
 __u64 next_seq = 0;
@@ -202,6 +205,8 @@ static __always_inline void fill_task(struct event *ev, struct task_struct *task
 
 	ev->kind = EVENT_KIND_EXEC;
 	ev->boot_ns = bpf_ktime_get_boot_ns();
+	ev->start_ns = task->group_leader->start_boottime;
+	ev->parent_start_ns = task->real_parent->group_leader->start_boottime;
 	ev->cgroup_id = bpf_get_current_cgroup_id();
 	ev->pid = task->tgid;
 	ev->ppid = task->real_parent->tgid;
@@ -248,7 +253,6 @@ static __always_inline void fill_context(struct event *ev, struct task_struct *t
 	struct pid *pgid = sig->pids[PIDTYPE_PGID];
 	struct tty_struct *tty = sig->tty;
 
-	ev->start_ns = task->group_leader->start_boottime;
 	ev->sid = sid ? sid->numbers[0].nr : 0;
 	ev->pgid = pgid ? pgid->numbers[0].nr : 0;
 	if (tty) {
@@ -641,6 +645,99 @@ static __always_inline void record_failed_exec(const char *filename_ptr,
 	ev->args_size = off;
 	ev->args_len = off;
 	submit(buf, sizeof(struct event) + start + off);
+}
+
+/* A header-only record straight in the ring buffer (no scratch copy). */
+static __always_inline struct event *reserve_header(void)
+{
+	struct event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+
+	if (ev)
+		__builtin_memset(ev, 0, sizeof(*ev));
+	return ev;
+}
+
+static __always_inline void submit_header(struct event *ev)
+{
+	__u64 flags = BPF_RB_NO_WAKEUP;
+
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes) {
+		flags = BPF_RB_FORCE_WAKEUP;
+		stat_inc(STAT_WAKEUPS_FORCED);
+	}
+	bpf_ringbuf_submit(ev, flags);
+}
+
+#define PF_KTHREAD 0x00200000
+#define PF_FORKNOEXEC 0x00000040
+#define SIGNAL_GROUP_EXIT 0x00000004
+
+/*
+ * A process ends when its last thread exits: signal->live has just dropped
+ * to 0 (do_exit decrements it before this tracepoint). Reported for a
+ * process that exec'd, and for one already running when execwatch started;
+ * a fork that never exec'd makes no event.
+ */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(process_exit, struct task_struct *task)
+{
+	struct signal_struct *sig = task->signal;
+	struct event *ev;
+	__u64 start, seq;
+
+	if (sig->live.counter != 0 || (task->flags & PF_KTHREAD))
+		return 0;
+	start = task->group_leader->start_boottime;
+	if ((task->flags & PF_FORKNOEXEC) && start >= started_ns)
+		return 0;
+	if (filtered_out(task)) {
+		stat_inc(STAT_FILTERED);
+		return 0;
+	}
+	stat_inc(STAT_SEEN);
+	/* Like exec records: the number is taken first, so a drop leaves a gap. */
+	seq = __sync_fetch_and_add(&next_seq, 1);
+
+	ev = reserve_header();
+	if (!ev) {
+		stat_inc(STAT_LOST_RINGBUF_FULL);
+		return 0;
+	}
+	fill_task(ev, task);
+	fill_context(ev, task);
+	ev->kind = EVENT_KIND_EXIT;
+	ev->seq = seq;
+	ev->tid = task->pid;
+	ev->exit_status = (sig->flags & SIGNAL_GROUP_EXIT) ? sig->group_exit_code
+							    : task->exit_code;
+	submit_header(ev);
+	stat_inc(STAT_SUBMITTED);
+	return 0;
+}
+
+/* A new process, for the daemon's table of live processes: its children see
+ * the image it inherited (a subshell) when it never execs. Threads skipped. */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(process_fork, struct task_struct *parent, struct task_struct *child)
+{
+	struct event *ev;
+
+	if (child->tgid == parent->tgid)
+		return 0;
+	ev = reserve_header();
+	if (!ev) {
+		stat_inc(STAT_FORKS_LOST);
+		return 0;
+	}
+	ev->kind = EVENT_KIND_FORK;
+	ev->boot_ns = bpf_ktime_get_boot_ns();
+	ev->pid = child->tgid;
+	ev->ppid = parent->tgid;
+	ev->start_ns = child->start_boottime;
+	ev->parent_start_ns = parent->group_leader->start_boottime;
+	submit_header(ev);
+	stat_inc(STAT_FORKS);
+	return 0;
 }
 
 #if defined(__TARGET_ARCH_x86)

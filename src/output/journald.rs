@@ -69,6 +69,9 @@ pub fn write_event(buf: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
         let Journald::Field(name) = f.journald else {
             continue;
         };
+        if !f.on.carries(ev) {
+            continue;
+        }
         if let Some(v) = (f.value)(ev) {
             write_value(buf, name, &v, clock, &mut scratch);
         }
@@ -124,6 +127,16 @@ fn write_value(buf: &mut Vec<u8>, name: &str, v: &Value<'_>, clock: &Clock, scra
             scratch.clear();
             v.write_formatted(scratch);
             field(buf, name, scratch);
+        }
+        Value::Image(i) => {
+            field(buf, &format!("{name}_EXE"), i.executable());
+            write_value(
+                buf,
+                &format!("{name}_ARGV"),
+                &Value::List(crate::fields::List::Image(i)),
+                clock,
+                scratch,
+            );
         }
     }
 }

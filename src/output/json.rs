@@ -71,6 +71,9 @@ pub fn write_event(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
     let mut comma = [false; MAX_DEPTH + 1];
     out.push(b'{');
     for (f, path) in FIELDS.iter().zip(paths()) {
+        if !f.on.carries(ev) {
+            continue;
+        }
         let Some(v) = (f.value)(ev) else { continue };
         let objs = &path.objects;
         let mut same = 0;
@@ -137,6 +140,13 @@ fn write_value(out: &mut Vec<u8>, v: &Value<'_>, clock: &Clock) {
             out.push(b'"');
         }
         Value::Joined(l, max) => write_joined(out, l, *max),
+        Value::Image(i) => {
+            out.extend_from_slice(b"[{\"executable\":");
+            json_string(out, i.executable());
+            out.extend_from_slice(b",\"args\":");
+            write_list(out, &List::Image(i), json_string);
+            out.extend_from_slice(b"}]");
+        }
     }
 }
 

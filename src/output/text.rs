@@ -12,6 +12,9 @@ use crate::fields::{List, Text, Value, FIELDS};
 /// timestamp), then the message.
 pub fn write_event(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
     for f in FIELDS {
+        if !f.on.carries(ev) {
+            continue;
+        }
         if let (Text::Prefix, Some(v)) = (f.text, (f.value)(ev)) {
             write_value(out, &v, clock);
             out.push(b' ');
@@ -25,6 +28,9 @@ pub fn write_event(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
 pub fn write_message(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
     let start = out.len();
     for f in FIELDS {
+        if !f.on.carries(ev) {
+            continue;
+        }
         let (label, shown) = match f.text {
             Text::Label(l) => (Some(l), true),
             Text::LabelIf(l, cond) => (Some(l), cond(ev)),
@@ -87,6 +93,7 @@ fn write_value(out: &mut Vec<u8>, v: &Value<'_>, clock: &Clock) {
         Value::Dev(..) | Value::Octal(_) | Value::UnixTime(..) => {
             v.write_formatted(out);
         }
+        Value::Image(i) => text_quoted(out, i.executable()),
     }
 }
 
