@@ -108,8 +108,9 @@ def bpf_delta(before, after):
 
 
 class Tracer:
-    def __init__(self, name, kind, extra=(), output="file"):
+    def __init__(self, name, kind, extra=(), output="file", binary=None):
         self.name, self.kind, self.extra, self.output = name, kind, list(extra), output
+        self.binary = binary or EXECWATCH
 
     def start(self, marker):
         self.out_path = os.path.join(WORK, f"out-{self.name}.log")
@@ -117,7 +118,7 @@ class Tracer:
         out = open(os.devnull, "wb") if self.output == "null" else open(self.out_path, "wb")
         err = open(self.err_path, "wb")
         if self.kind == "execwatch":
-            cmd = [EXECWATCH, "--format", "json"] + self.extra
+            cmd = [self.binary, "--format", "json"] + self.extra
             ready = (self.err_path, "execwatch attached")
         else:
             ensure_tracefs()
@@ -142,7 +143,9 @@ class Tracer:
         # The storm's own exec carries the marker too: count the no-op's only.
         m = marker.encode()
         with open(self.out_path, "rb") as f:
-            return sum(1 for line in f if m in line and b"/storm " not in line)
+            # Exec events only: exit events carry the argv of what ended.
+            return sum(1 for line in f
+                       if m in line and b"/storm " not in line and b'"action":"exec"' in line)
 
     def wait_delivered(self, marker, want):
         """Wait until the tracer wrote all it will write (or 5 s)."""
@@ -279,6 +282,9 @@ def main():
     ap.add_argument("--count", type=int, default=1500, help="execs per worker per round")
     ap.add_argument("--quick", action="store_true", help="main comparison only, 3 rounds")
     ap.add_argument("--out", help="also write the markdown report here")
+    ap.add_argument("--baseline", help="another execwatch binary (an older build) run beside this one")
+    ap.add_argument("--variants", action="store_true",
+                    help="also run execwatch with --no-exits --no-hash, and with --env LD_PRELOAD")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/run.py loads BPF programs: run it as root (scripts/bench)")
@@ -297,6 +303,11 @@ def main():
         tracers = {"none": None,
                    "execwatch (json to file)": Tracer("ew-file", "execwatch"),
                    "execwatch (json to /dev/null)": Tracer("ew-null", "execwatch", output="null")}
+        if args.baseline:
+            tracers["execwatch baseline (json to file)"] = Tracer("ew-base", "execwatch", binary=args.baseline)
+        if args.variants:
+            tracers["execwatch --no-exits --no-hash"] = Tracer("ew-noexit", "execwatch", ["--no-exits", "--no-hash"])
+            tracers["execwatch --env LD_PRELOAD"] = Tracer("ew-env", "execwatch", ["--env", "LD_PRELOAD"])
         if execsnoop_bt() and shutil.which("bpftrace"):
             tracers["bpftrace execsnoop.bt"] = Tracer("bpftrace", "bpftrace")
         else:

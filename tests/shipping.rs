@@ -336,13 +336,24 @@ fn forged_logger_entries_are_not_selected_by_the_shipped_configs() {
             m.push(extra.to_string());
             m
         };
-        let selected = wait_entries(&with(&real_arg), 1);
+        // The real exec, and its exit: both execwatch's own entries.
+        let selected = wait_entries(&with(&real_arg), 2);
         assert_eq!(
             selected.len(),
-            1,
-            "{name} selects execwatch's own entry: {selectors:?}"
+            2,
+            "{name} selects execwatch's own entries: {selectors:?}"
         );
-        assert_eq!(selected[0]["_PID"], daemon.id().to_string());
+        for e in &selected {
+            assert_eq!(e["_PID"], daemon.id().to_string());
+        }
+        let mut kinds: Vec<&str> = selected
+            .iter()
+            .map(|e| e["MESSAGE_ID"].as_str().unwrap())
+            .collect();
+        kinds.sort();
+        let mut want = [ids::EXEC, ids::EXIT];
+        want.sort();
+        assert_eq!(kinds, want, "{name}");
         assert_eq!(
             journal_entries(&with(&forged_arg)),
             Vec::<Value>::new(),

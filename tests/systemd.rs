@@ -300,6 +300,7 @@ fn catalog_explains_every_message_id() {
     for id in [
         ids::EXEC,
         ids::EXEC_FAILED,
+        ids::EXIT,
         ids::STARTED,
         ids::LOST,
         ids::SUMMARY,

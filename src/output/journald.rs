@@ -18,6 +18,8 @@ pub mod message_ids {
     pub const EXEC: &str = "f09ad527e8ef47a6917d817cfe678f23";
     /// A failed exec.
     pub const EXEC_FAILED: &str = "9231b8bcd2bb4b2c92ef027577427ed7";
+    /// A process ended.
+    pub const EXIT: &str = "fee24699c8db43fe83cbbbad27f4c12f";
     /// The daemon attached and records.
     pub const STARTED: &str = "5084ea02f125437bae2cc1bbb89afe1e";
     /// Exec events were lost.
@@ -56,10 +58,10 @@ pub fn write_event(buf: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
     buf.extend_from_slice(b"MESSAGE=");
     text::write_message(buf, ev, clock);
     buf.push(b'\n');
-    let (id, prio) = if ev.succeeded() {
-        (message_ids::EXEC, "6")
-    } else {
-        (message_ids::EXEC_FAILED, "5")
+    let (id, prio) = match (ev.action, ev.succeeded()) {
+        (crate::event::Action::Exit, _) => (message_ids::EXIT, "6"),
+        (_, true) => (message_ids::EXEC, "6"),
+        (_, false) => (message_ids::EXEC_FAILED, "5"),
     };
     field(buf, "MESSAGE_ID", id.as_bytes());
     field(buf, "PRIORITY", prio.as_bytes());
