@@ -81,9 +81,12 @@ fn container_of(comp: &str, parent: Option<&str>) -> Option<(String, Option<&'st
         }
     }
     // cgroupfs drivers: /docker/<id>, /libpod_parent/libpod-<id>,
-    // /kubepods/<qos>/pod<uid>/<id>
+    // /kubepods/<qos>/pod<uid>/<id> (containerd), .../pod<uid>/crio-<id>
     if let Some(id) = comp.strip_prefix("libpod-").filter(|id| is_hex64(id)) {
         return Some((id.to_string(), Some("podman")));
+    }
+    if let Some(id) = comp.strip_prefix("crio-").filter(|id| is_hex64(id)) {
+        return Some((id.to_string(), Some("cri-o")));
     }
     if is_hex64(comp) {
         let runtime = match parent {
@@ -456,6 +459,11 @@ mod tests {
         let i = p(&format!("/kubepods/besteffort/pod{POD}/{ID}"));
         assert_eq!(i.claimed_pod_uid.as_deref(), Some(POD));
         assert_eq!(claim(&i), (Some(ID), None));
+        let i = p(&format!("/kubepods/besteffort/pod{POD}/crio-{ID}"));
+        assert_eq!(i.claimed_pod_uid.as_deref(), Some(POD));
+        assert_eq!(claim(&i), (Some(ID), Some("cri-o")));
+        let i = p(&format!("/kubepods/besteffort/pod{POD}/crio-conmon-{ID}"));
+        assert!(i.claims.is_empty(), "conmon is not the container");
     }
 
     #[test]

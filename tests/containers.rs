@@ -5,6 +5,8 @@
 //! Containers run with runc under each runtime's own state root (`--root`)
 //! and cgroup naming, their bundles carrying the annotations containerd or
 //! CRI-O write: the daemon confirms them from that state, as on a real node.
+//! What the events say about containers is checked in JSON, journald and
+//! text (tests/common/formats.rs).
 //! State roots runc creates here (/run/docker/runtime-runc/moby,
 //! /run/containerd/runc/k8s.io) are left in place, empty: /run is a tmpfs.
 
@@ -15,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::formats::{Formats, Seen};
 use common::{busybox_rootfs, has_arg, marker, podman, run_quiet, Daemon, PodmanImage};
 use execwatch::cgroups::{parse, CgroupCache};
 use execwatch::containers::{Layout, Resolver, StateRoot};
@@ -227,7 +230,7 @@ struct Case {
 
 #[test]
 fn containers_are_confirmed_from_their_runtimes_state_and_named() {
-    let d = Daemon::start(&["--verbose"]);
+    let f = Formats::start(&[]);
     let systemd_pod = |uid: &str, qos: &str| {
         format!(
             "/kubepods.slice/kubepods-{qos}.slice/kubepods-{qos}-pod{}.slice",
@@ -255,6 +258,7 @@ fn containers_are_confirmed_from_their_runtimes_state_and_named() {
             k8s: None,
             docker: true,
         },
+        // containerd, systemd driver and cgroupfs driver.
         Case {
             root: CONTAINERD_ROOT,
             cgroup: format!(
@@ -278,9 +282,20 @@ fn containers_are_confirmed_from_their_runtimes_state_and_named() {
             k8s: Some(("web-0", "shop", "nginx")),
             docker: false,
         },
+        // CRI-O, systemd driver and cgroupfs driver (`<parent>/crio-<id>`).
         Case {
             root: RUNC_ROOT,
             cgroup: format!("{}/crio-{{ID}}.scope", systemd_pod(POD_B, "besteffort")),
+            annotations: crio_annotations(POD_B),
+            runtime: "cri-o",
+            pod_uid: Some(POD_B),
+            names: ("postgres", "registry.local:5000/library/postgres", "16"),
+            k8s: Some(("db-0", "data", "postgres")),
+            docker: false,
+        },
+        Case {
+            root: RUNC_ROOT,
+            cgroup: format!("/kubepods/burstable/pod{POD_B}/crio-{{ID}}"),
             annotations: crio_annotations(POD_B),
             runtime: "cri-o",
             pod_uid: Some(POD_B),
@@ -322,58 +337,57 @@ fn containers_are_confirmed_from_their_runtimes_state_and_named() {
         None,
     ));
 
-    let mut events = Vec::new();
-    for (m, _, _) in &expected {
-        events.push(d.wait_for(1, WAIT, |v| has_arg(v, m)).remove(0));
-    }
-    let plain = d.wait_for(1, WAIT, |v| has_arg(v, &m)).remove(0);
-    let stopped = d.stop();
+    let seen: Vec<Seen> = expected.iter().map(|(m, _, _)| f.exec_with(m)).collect();
+    let plain = f.exec_with(&m);
+    f.stop();
     drop(running);
 
-    for (case, ((_, id, path), e)) in cases.iter().zip(expected.iter().zip(&events)) {
-        assert_eq!(e["container"]["id"], id.as_str(), "{path}: {e}");
-        assert_eq!(e["container"]["runtime"], case.runtime, "{path}");
-        assert_eq!(e["execwatch"]["cgroup"]["path"], path.as_str());
-        assert_eq!(e["execwatch"]["pid_ns"]["host"], false);
-        assert!(e["execwatch"]["systemd"].get("unit").is_none(), "{e}");
-        match case.pod_uid {
-            Some(uid) => {
-                assert_eq!(e["kubernetes"]["pod"]["uid"], uid, "{path}");
-                assert_eq!(e["orchestrator"]["type"], "kubernetes");
+    for (case, ((_, id, path), s)) in cases.iter().zip(expected.iter().zip(&seen)) {
+        s.has("container.id", id.as_str().into())
+            .has("container.runtime", case.runtime.into())
+            .has("execwatch.cgroup.path", path.as_str().into())
+            .has("execwatch.pid_ns.host", false.into())
+            .has("process.executable", "/bin/busybox".into())
+            .has("container.name", case.names.0.into())
+            .has("container.image.name", case.names.1.into())
+            .has("container.image.tag", json!([case.names.2]))
+            .lacks("container.image.hash.all")
+            .lacks("execwatch.systemd.unit")
+            .lacks("execwatch.container.unconfirmed_id")
+            .lacks("execwatch.container.rootless_uid");
+        match (case.pod_uid, case.k8s) {
+            (Some(uid), Some((pod, ns, ctr))) => {
+                s.has("kubernetes.pod.uid", uid.into())
+                    .has("orchestrator.type", "kubernetes".into())
+                    .has("kubernetes.pod.name", pod.into())
+                    .has("kubernetes.namespace", ns.into())
+                    .has("kubernetes.container.name", ctr.into());
             }
-            None => assert!(e.get("kubernetes").is_none()),
-        }
-        assert_eq!(e["process"]["executable"], "/bin/busybox");
-        // Names: the daemon's attribution line (the renderers add them).
-        let a = attribution(&stopped.stderr, path);
-        assert_eq!(a["message"], "container confirmed", "{a}");
-        assert_eq!(a["container_id"], id.as_str());
-        assert_eq!(a["runtime"], case.runtime);
-        assert_eq!(a["container_name"], case.names.0, "{path}: {a}");
-        assert_eq!(a["image_name"], case.names.1, "{path}: {a}");
-        assert_eq!(a["image_tag"], case.names.2, "{path}: {a}");
-        match case.k8s {
-            Some((pod, ns, ctr)) => {
-                assert_eq!(a["pod_name"], pod);
-                assert_eq!(a["pod_namespace"], ns);
-                assert_eq!(a["k8s_container_name"], ctr);
-                assert_eq!(a["pod_uid"], case.pod_uid.unwrap());
+            _ => {
+                s.lacks("kubernetes.pod.uid")
+                    .lacks("orchestrator.type")
+                    .lacks("kubernetes.pod.name")
+                    .lacks("kubernetes.namespace")
+                    .lacks("kubernetes.container.name");
             }
-            None => assert!(a.get("pod_name").is_none(), "{a}"),
         }
-        assert!(a.get("rootless_uid").is_none());
     }
-    assert_eq!(plain["container"]["id"], name.as_str(), "{plain}");
-    assert_eq!(plain["container"]["runtime"], "runc");
-    let a = attribution(&stopped.stderr, &path);
-    assert!(a.get("container_name").is_none(), "runc has no names: {a}");
+    // runc keeps no names.
+    plain
+        .has("container.id", name.as_str().into())
+        .has("container.runtime", "runc".into())
+        .has("execwatch.cgroup.path", path.as_str().into())
+        .lacks("container.name")
+        .lacks("container.image.name")
+        .lacks("kubernetes.pod.name")
+        .lacks("execwatch.container.unconfirmed_id");
 }
 
 #[test]
 fn a_container_that_lives_one_second_is_confirmed_and_named() {
     // `runc run` in the foreground deletes the state as the container
-    // exits: the daemon must have read it within that second.
-    let d = Daemon::start(&["--verbose"]);
+    // exits: each daemon must have read it within that second.
+    let f = Formats::start(&[]);
     let m = marker("one-second");
     let id = hex64(&m);
     let path = format!("/system.slice/cri-containerd-{id}.scope");
@@ -389,12 +403,18 @@ fn a_container_that_lives_one_second_is_confirmed_and_named() {
         !Path::new(CONTAINERD_ROOT).join(&id).exists(),
         "runc removed the state on exit"
     );
-    let e = d.wait_for(1, WAIT, |v| has_arg(v, &m)).remove(0);
-    let stopped = d.stop();
-    assert_eq!(e["container"]["id"], id.as_str(), "{e}");
-    let a = attribution(&stopped.stderr, &path);
-    assert_eq!(a["container_name"], "nginx", "{a}");
-    assert_eq!(a["pod_name"], "web-0");
+    let s = f.exec_with(&m);
+    f.stop();
+    s.has("container.id", id.as_str().into())
+        .has("container.runtime", "containerd".into())
+        .has("container.name", "nginx".into())
+        .has("container.image.name", "docker.io/library/nginx".into())
+        .has("container.image.tag", json!(["1.25"]))
+        .has("kubernetes.pod.uid", POD_A.into())
+        .has("kubernetes.pod.name", "web-0".into())
+        .has("kubernetes.namespace", "shop".into())
+        .has("kubernetes.container.name", "nginx".into())
+        .lacks("execwatch.container.unconfirmed_id");
 }
 
 #[test]
@@ -408,6 +428,11 @@ fn state_written_after_the_first_exec_is_picked_up() {
     run_in_cgroup_keep(&path, &early);
     let e = d.wait_for(1, WAIT, |v| has_arg(v, &early)).remove(0);
     assert!(e.get("container").is_none(), "{e}");
+    assert_eq!(
+        e["execwatch"]["container"]["unconfirmed_id"],
+        name.as_str(),
+        "{e}"
+    );
     let late = marker("late-late");
     let c = Runc::bundle(RUNC_ROOT, &name, &path, &format!("/bin/true {late}"), &[]).detached();
     let e = d.wait_for(1, WAIT, |v| has_arg(v, &late)).remove(0);
@@ -416,6 +441,7 @@ fn state_written_after_the_first_exec_is_picked_up() {
     let _ = std::fs::remove_dir(cgroup2_root().join(path.trim_start_matches('/')));
     assert_eq!(e["container"]["id"], name.as_str(), "{e}");
     assert_eq!(e["container"]["runtime"], "runc");
+    assert!(e["execwatch"].get("container").is_none(), "{e}");
 }
 
 /// Like `run_in_cgroup`, but the cgroup stays.
@@ -502,7 +528,9 @@ fn a_forged_container_cgroup_is_not_a_container() {
     // What issue 14 tried as a new user: a cgroup named like a docker
     // container in the subtree systemd delegates to the user, with and
     // without state the user wrote; and one in a system slice with no state.
-    let d = Daemon::start(&["--verbose"]);
+    // --verbose: the JSON daemon's debug line says which runtime's state a
+    // rootless container has, which no event field carries.
+    let f = Formats::start(&["--verbose"]);
     let uid = test_uid();
     let user = format!("/user.slice/user-{uid}.slice/user@{uid}.service/app.slice");
     let runtime_dir = UserRuntimeDir::create(uid);
@@ -544,43 +572,51 @@ fn a_forged_container_cgroup_is_not_a_container() {
     exec_in_cgroup_as(&bare, uid, &bare_m);
     exec_in_cgroup_as(&stated, uid, &stated_m);
     exec_in_cgroup_as(&system, 0, &system_m);
-    let find = |m: &str| {
-        d.wait_for(1, WAIT, |v| has_arg(v, m) && v["process"]["name"] == "true")
-            .remove(0)
-    };
-    let (bare_e, stated_e, system_e) = (find(&bare_m), find(&stated_m), find(&system_m));
-    let stopped = d.stop();
+    // argv[1] is the marker for `true` only (not for setpriv or sh).
+    let (bare_s, stated_s, system_s) = (
+        f.exec_with(&bare_m),
+        f.exec_with(&stated_m),
+        f.exec_with(&system_m),
+    );
+    let stopped = f.stop();
     drop(cgroups);
 
-    for (e, path, id) in [
-        (&bare_e, &bare, &bare_id),
-        (&stated_e, &stated, &stated_id),
-        (&system_e, &system, &system_id),
+    for (s, path, id) in [
+        (&bare_s, &bare, &bare_id),
+        (&stated_s, &stated, &stated_id),
+        (&system_s, &system, &system_id),
     ] {
-        assert!(e.get("container").is_none(), "forged id reported: {e}");
-        assert!(!e.to_string().contains(&format!("\"id\":\"{id}\"")), "{e}");
-        assert_eq!(e["execwatch"]["cgroup"]["path"], path.as_str());
-    }
-    // No state at all: not a container, the cgroup is just what it is named.
-    for (e, id) in [(&bare_e, &bare_id), (&system_e, &system_id)] {
-        assert_eq!(
-            e["execwatch"]["systemd"]["unit"],
-            format!("docker-{id}.scope"),
-            "{e}"
+        s.lacks("container.id")
+            .lacks("container.runtime")
+            .lacks("container.name")
+            .lacks("container.image.name")
+            .lacks("kubernetes.pod.uid")
+            .has("execwatch.container.unconfirmed_id", id.as_str().into())
+            .has("execwatch.cgroup.path", path.as_str().into());
+        assert!(s.json.get("container").is_none(), "{}", s.json);
+        assert!(
+            !s.json.to_string().contains(&format!("\"id\":\"{id}\"")),
+            "{}",
+            s.json
         );
     }
-    assert_eq!(bare_e["user"]["id"], uid.to_string());
-    for (path, id) in [(&bare, &bare_id), (&system, &system_id)] {
-        let a = attribution(&stopped.stderr, path);
-        assert_eq!(a["message"], "container not confirmed", "{a}");
-        assert_eq!(a["unconfirmed_id"], id.as_str());
-        assert!(a.get("container_id").is_none());
+    // No state at all: not a container, the cgroup is just what it is named.
+    for (s, id) in [(&bare_s, &bare_id), (&system_s, &system_id)] {
+        s.has(
+            "execwatch.systemd.unit",
+            format!("docker-{id}.scope").into(),
+        )
+        .lacks("execwatch.container.rootless_uid");
     }
-    // The user's own state confirms a rootless container of that user only.
+    bare_s.has("user.id", uid.to_string().into());
+    // The user's own state confirms a rootless container of that user only:
+    // still no container.id, and the scope is the runtime's, not a unit.
+    stated_s
+        .has("execwatch.container.rootless_uid", uid.into())
+        .lacks("execwatch.systemd.unit");
     let a = attribution(&stopped.stderr, &stated);
     assert_eq!(a["container_id"], stated_id.as_str(), "{a}");
-    assert_eq!(a["rootless_uid"], uid, "{a}");
-    assert_eq!(a["runtime"], "runc");
+    assert_eq!(a["runtime"], "runc", "{a}");
 }
 
 /// A scratch directory under /run (root-owned, 0755 all the way up).
@@ -774,7 +810,7 @@ fn the_cache_retries_until_the_runtime_writes_state() {
 
 #[test]
 fn a_podman_container_is_confirmed_and_named() {
-    let d = Daemon::start(&["--verbose"]);
+    let f = Formats::start(&[]);
     let pid = std::process::id();
     let image = PodmanImage::busybox(&format!("localhost/execwatch-test-bb:t{pid}"));
     let name = format!("execwatch-test-{pid}");
@@ -784,25 +820,31 @@ fn a_podman_container_is_confirmed_and_named() {
         .args(["/bin/sh", "-c", &format!("/bin/true {m}; sleep 2")])
         .output()
         .unwrap();
-    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let e = d.wait_for(1, WAIT, |v| {
-        has_arg(v, &m) && v["process"]["name"] == "true"
-    });
-    let stopped = d.stop();
-    let _ = podman().args(["rm", "-f", &name]).output();
     assert!(
         out.status.success(),
         "podman run: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let e = &e[0];
-    assert_eq!(e["container"]["id"], id.as_str(), "{e}");
-    assert_eq!(e["container"]["runtime"], "podman");
-    let path = e["execwatch"]["cgroup"]["path"].as_str().unwrap();
-    let a = attribution(&stopped.stderr, path);
-    assert_eq!(a["container_name"], name.as_str(), "{a}");
-    assert_eq!(a["image_name"], "localhost/execwatch-test-bb", "{a}");
-    assert_eq!(a["image_tag"], format!("t{pid}"), "{a}");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // `true`'s argv[1] is the marker; sh has it inside argv[2].
+    let s = f.exec_with(&m);
+    f.stop();
+    let _ = podman().args(["rm", "-f", &name]).output();
+    s.has("container.id", id.as_str().into())
+        .has("container.runtime", "podman".into())
+        .has("container.name", name.as_str().into())
+        .has("container.image.name", "localhost/execwatch-test-bb".into())
+        .has("container.image.tag", json!([format!("t{pid}")]))
+        .has("process.name", "true".into())
+        .lacks("kubernetes.pod.uid")
+        .lacks("kubernetes.pod.name")
+        .lacks("execwatch.container.unconfirmed_id")
+        .lacks("execwatch.systemd.unit");
+    let path = s.json["execwatch"]["cgroup"]["path"].as_str().unwrap();
+    assert!(
+        path.contains(&id),
+        "podman's cgroup names the container: {path}"
+    );
 }
 
 /// Where this host mounts cgroup v2 (pure or hybrid).

@@ -1,7 +1,7 @@
 //! Where an exec ran, on which binary, with which privileges: real
 //! processes under the real BPF program, each fact checked in JSON, journald
-//! and text. Which journald field and text label carry a fact is read from
-//! the one declaration of each field (`execwatch::fields::FIELDS`).
+//! and text (tests/common/formats.rs: which journald field and text label
+//! carry a fact is read from the one declaration of each field).
 
 mod common;
 
@@ -10,198 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{journal_bytes, journal_entries, marker, Daemon};
-use execwatch::fields::{Journald, Text, FIELDS};
-use serde_json::Value;
+use common::formats::Formats;
+use common::{marker, Daemon};
 
 const ENV_VAR: &str = "EXECWATCH_TEST_SECRET";
 const PYTHON: &str = "/usr/bin/python3";
-
-/// The three daemons, one per format, watching the same execs.
-struct Formats {
-    json: Daemon,
-    text: Daemon,
-    journald: Daemon,
-}
-
-/// One exec as each format shows it.
-struct Seen {
-    json: Value,
-    journal: Value,
-    text: String,
-}
-
-impl Formats {
-    fn start() -> Formats {
-        let args = ["--env", ENV_VAR, "--env", "LD_PRELOAD"];
-        Formats {
-            json: Daemon::start_format("json", &args),
-            text: Daemon::start_format("text", &args),
-            journald: Daemon::start_format("journald", &args),
-        }
-    }
-
-    /// The successful exec whose argv[1] is `m`, in each format.
-    fn exec_with(&self, m: &str) -> Seen {
-        self.exec_at(m, 1)
-    }
-
-    /// The successful exec whose argv[i] is `m`, in each format.
-    fn exec_at(&self, m: &str, i: usize) -> Seen {
-        let json = self
-            .json
-            .wait_for(1, Duration::from_secs(10), |v| {
-                v["process"]["args"][i] == m && v["event"]["outcome"] == "success"
-            })
-            .remove(0);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let text = loop {
-            let quoted = format!("\"{m}\"");
-            let pid = format!(" pid={} ", json["process"]["pid"]);
-            // argv[i] is the marker (no argument holds a quote in these tests).
-            let second_is_m = |l: &String| {
-                l.split_once(" argv=[")
-                    .and_then(|(_, rest)| rest.split(' ').nth(i))
-                    .is_some_and(|a| a.trim_end_matches(']') == quoted)
-            };
-            let ok =
-                |l: &String| l.contains(&pid) && !l.contains(" exec failure ") && second_is_m(l);
-            if let Some(l) = self.text.lines_with(m).into_iter().find(ok) {
-                break l;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no text line with {m}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let journal = loop {
-            // Each daemon numbers on its own: match by argv.
-            let found = journal_entries(&[
-                format!("EXECWATCH_ARGV_{i}={m}"),
-                format!("EXECWATCH_PID={}", json["process"]["pid"]),
-                "EXECWATCH_OUTCOME=success".into(),
-            ]);
-            if let Some(e) = found.into_iter().next() {
-                break e;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no journal entry with {m}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        Seen {
-            json,
-            journal,
-            text,
-        }
-    }
-}
-
-fn json_at<'v>(v: &'v Value, path: &str) -> Option<&'v Value> {
-    path.split('.').try_fold(v, |cur, seg| cur.get(seg))
-}
-
-impl Seen {
-    /// `path` has `want` in JSON, and the same value in journald and on the
-    /// text line under the field's declared name and label.
-    fn has(&self, path: &str, want: Value) -> &Seen {
-        let f = FIELDS
-            .iter()
-            .find(|f| f.json == path)
-            .unwrap_or_else(|| panic!("{path} is not a declared field"));
-        assert_eq!(
-            json_at(&self.json, path),
-            Some(&want),
-            "JSON {path} in {}",
-            self.json
-        );
-        if let Journald::Field(name) = f.journald {
-            let journal = |n: &str| self.journal.get(n).map(journal_bytes);
-            match &want {
-                Value::Array(items) => {
-                    for (i, item) in items.iter().enumerate() {
-                        assert_eq!(
-                            journal(&format!("{name}_{i}")),
-                            Some(item.as_str().unwrap().as_bytes().to_vec()),
-                            "journald {name}_{i}"
-                        );
-                    }
-                }
-                Value::Bool(b) => assert_eq!(
-                    journal(name),
-                    Some(if *b { b"1".to_vec() } else { b"0".to_vec() }),
-                    "journald {name}"
-                ),
-                Value::String(s) => {
-                    assert_eq!(
-                        journal(name),
-                        Some(s.as_bytes().to_vec()),
-                        "journald {name}"
-                    )
-                }
-                other => assert_eq!(
-                    journal(name),
-                    Some(other.to_string().into_bytes()),
-                    "journald {name}"
-                ),
-            }
-        }
-        // A conditional label (shown only when it adds something) is checked
-        // when it is on the line.
-        let label = match f.text {
-            Text::Label(l) => Some(l),
-            Text::LabelIf(l, _) if self.text.contains(&format!(" {l}=")) => Some(l),
-            _ => None,
-        };
-        if let Some(l) = label {
-            let ok = match &want {
-                Value::Bool(true) => self.text.split(' ').any(|t| t == l),
-                Value::Bool(false) => !self.text.split(' ').any(|t| t == l),
-                Value::String(s) => {
-                    self.text.contains(&format!(" {l}=\"{s}\""))
-                        || self.text.contains(&format!(" {l}={s}"))
-                }
-                Value::Array(items) => {
-                    let inner: Vec<String> = items
-                        .iter()
-                        .map(|i| format!("\"{}\"", i.as_str().unwrap()))
-                        .collect();
-                    self.text.contains(&format!(" {l}=[{}]", inner.join(" ")))
-                }
-                other => self.text.contains(&format!(" {l}={other}")),
-            };
-            assert!(ok, "text {l} = {want} in: {}", self.text);
-        }
-        self
-    }
-
-    /// `path` is absent from JSON and journald, and its label from the text.
-    fn lacks(&self, path: &str) -> &Seen {
-        let f = FIELDS.iter().find(|f| f.json == path).unwrap();
-        assert_eq!(json_at(&self.json, path), None, "JSON {path}");
-        if let Journald::Field(name) = f.journald {
-            assert!(self.journal.get(name).is_none(), "journald {name}");
-            assert!(
-                self.journal.get(format!("{name}_0")).is_none(),
-                "journald {name}_0"
-            );
-        }
-        if let Text::Label(l) | Text::LabelIf(l, _) = f.text {
-            assert!(
-                !self.text.contains(&format!(" {l}=")) && !self.text.split(' ').any(|t| t == l),
-                "text {l} in: {}",
-                self.text
-            );
-        }
-        self
-    }
-
-    fn pid(&self) -> u64 {
-        self.json["process"]["pid"].as_u64().unwrap()
-    }
-}
 
 /// A fresh directory anyone may enter, removed at the end.
 fn scratch_dir(name: &str) -> common::tempdir::TempDir {
@@ -245,7 +58,7 @@ fn as_nobody(prog: &Path, m: &str) -> Command {
 
 #[test]
 fn exec_context_in_every_format() {
-    let f = Formats::start();
+    let f = Formats::start(&["--env", ENV_VAR, "--env", "LD_PRELOAD"]);
     let dir = scratch_dir("ctx");
     let d = dir.0.to_str().unwrap().to_string();
 
@@ -458,10 +271,7 @@ fn exec_context_in_every_format() {
     let s = f.exec_with(&m);
     assert!(!s.json.to_string().contains("PATH="), "{}", s.json);
 
-    for d in [f.json, f.text, f.journald] {
-        let stopped = d.stop();
-        assert!(stopped.status.success(), "{}", stopped.stderr);
-    }
+    f.stop();
 }
 
 #[test]

@@ -116,6 +116,10 @@ fn runtime_state_roots_are_mounted_read_only_at_their_own_paths() {
             vol["hostPath"]["path"], mount["mountPath"],
             "the node's path, mounted at the same path: {vol}"
         );
+        // A directory: a missing root is made as the runtime would make it
+        // (root-owned), never a file or socket in its place.
+        let ty = vol["hostPath"]["type"].as_str().unwrap_or_default();
+        assert!(["Directory", "DirectoryOrCreate"].contains(&ty), "{vol}");
     }
     // No runtime socket directory is mounted: read-only does not stop connect().
     for m in mounts {

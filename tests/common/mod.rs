@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod formats;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_execwatch");
 
 /// Fail (never skip) when not root: these tests load BPF programs.

@@ -1,0 +1,239 @@
+//! The same execs seen by three daemons, one per format, and a checker that
+//! a fact is in all three. Which journald field and text label carry a fact
+//! is read from the one declaration of each field
+//! (`execwatch::fields::FIELDS`), so the tests cannot drift from it.
+
+use std::time::{Duration, Instant};
+
+use execwatch::fields::{Field, Journald, Text, FIELDS};
+use serde_json::Value;
+
+use super::{journal_bytes, journal_entries, Daemon, Stopped};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The three daemons, one per format, watching the same execs.
+pub struct Formats {
+    pub json: Daemon,
+    pub text: Daemon,
+    pub journald: Daemon,
+}
+
+/// One exec as each format shows it.
+pub struct Seen {
+    pub json: Value,
+    pub journal: Value,
+    pub text: String,
+}
+
+impl Formats {
+    /// Start the three daemons, each with `args`.
+    pub fn start(args: &[&str]) -> Formats {
+        Formats {
+            json: Daemon::start_format("json", args),
+            text: Daemon::start_format("text", args),
+            journald: Daemon::start_format("journald", args),
+        }
+    }
+
+    /// The successful exec whose argv[1] is `m`, in each format.
+    pub fn exec_with(&self, m: &str) -> Seen {
+        self.exec_at(m, 1)
+    }
+
+    /// The successful exec whose argv[i] is `m`, in each format.
+    pub fn exec_at(&self, m: &str, i: usize) -> Seen {
+        let json = self
+            .json
+            .wait_for(1, WAIT, |v| {
+                v["process"]["args"][i] == m && v["event"]["outcome"] == "success"
+            })
+            .remove(0);
+        let deadline = Instant::now() + WAIT;
+        let text = loop {
+            let quoted = format!("\"{m}\"");
+            let pid = format!(" pid={} ", json["process"]["pid"]);
+            // argv[i] is the marker (no argument holds a quote in these tests).
+            let ith_is_m = |l: &String| {
+                l.split_once(" argv=[")
+                    .and_then(|(_, rest)| rest.split(' ').nth(i))
+                    .is_some_and(|a| a.trim_end_matches(']') == quoted)
+            };
+            // A successful exec's line: `<time> exec seq=...` (not `exit`,
+            // not `exec failure`).
+            let exec_ok = |l: &String| {
+                let mut words = l.split(' ').skip(1);
+                words.next() == Some("exec") && words.next().is_some_and(|w| w.starts_with("seq="))
+            };
+            let ok = |l: &String| l.contains(&pid) && exec_ok(l) && ith_is_m(l);
+            if let Some(l) = self.text.lines_with(m).into_iter().find(ok) {
+                break l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no text line for pid {} with argv[{i}] {m}: {:?}",
+                json["process"]["pid"],
+                self.text.lines_with(m)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let journal = loop {
+            // Other tests' journald daemons write the same execs to the same
+            // journal: take this daemon's entry (journald's trusted _PID).
+            let found = journal_entries(&[
+                format!("_PID={}", self.journald.pid()),
+                format!("EXECWATCH_ARGV_{i}={m}"),
+                format!("EXECWATCH_PID={}", json["process"]["pid"]),
+                "EXECWATCH_OUTCOME=success".into(),
+            ]);
+            if let Some(e) = found.into_iter().next() {
+                break e;
+            }
+            assert!(Instant::now() < deadline, "no journal entry with {m}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        Seen {
+            json,
+            journal,
+            text,
+        }
+    }
+
+    /// Stop all three; each must exit cleanly. The JSON daemon's output.
+    pub fn stop(self) -> Stopped {
+        let json = self.json.stop();
+        for (name, stopped) in [
+            ("text", self.text.stop()),
+            ("journald", self.journald.stop()),
+        ] {
+            assert!(
+                stopped.status.success(),
+                "{name} daemon: {}",
+                stopped.stderr
+            );
+        }
+        assert!(json.status.success(), "json daemon: {}", json.stderr);
+        json
+    }
+}
+
+/// The value at a dotted JSON path.
+pub fn json_at<'v>(v: &'v Value, path: &str) -> Option<&'v Value> {
+    path.split('.').try_fold(v, |cur, seg| cur.get(seg))
+}
+
+fn field(path: &str) -> &'static Field {
+    FIELDS
+        .iter()
+        .find(|f| f.json == path)
+        .unwrap_or_else(|| panic!("{path} is not a declared field"))
+}
+
+impl Seen {
+    /// `path` has `want` in JSON, and the same value in journald and on the
+    /// text line under the field's declared name and label.
+    pub fn has(&self, path: &str, want: Value) -> &Seen {
+        let f = field(path);
+        assert_eq!(
+            json_at(&self.json, path),
+            Some(&want),
+            "JSON {path} in {}",
+            self.json
+        );
+        if let Journald::Field(name) = f.journald {
+            let journal = |n: &str| self.journal.get(n).map(journal_bytes);
+            match &want {
+                Value::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        assert_eq!(
+                            journal(&format!("{name}_{i}")),
+                            Some(item.as_str().unwrap().as_bytes().to_vec()),
+                            "journald {name}_{i}"
+                        );
+                    }
+                    assert_eq!(
+                        journal(&format!("{name}_{}", items.len())),
+                        None,
+                        "journald {name}: more than {} items",
+                        items.len()
+                    );
+                }
+                Value::Bool(b) => assert_eq!(
+                    journal(name),
+                    Some(if *b { b"1".to_vec() } else { b"0".to_vec() }),
+                    "journald {name}"
+                ),
+                Value::String(s) => {
+                    assert_eq!(
+                        journal(name),
+                        Some(s.as_bytes().to_vec()),
+                        "journald {name}"
+                    )
+                }
+                other => assert_eq!(
+                    journal(name),
+                    Some(other.to_string().into_bytes()),
+                    "journald {name}"
+                ),
+            }
+        }
+        // A conditional label (shown only when it adds something) is checked
+        // when it is on the line.
+        let label = match f.text {
+            Text::Label(l) => Some(l),
+            Text::LabelIf(l, _) if self.text.contains(&format!(" {l}=")) => Some(l),
+            _ => None,
+        };
+        if let Some(l) = label {
+            let token = |t: &str| self.text.split(' ').any(|w| w == t);
+            let ok = match &want {
+                Value::Bool(true) => token(l),
+                Value::Bool(false) => !token(l),
+                // Quoted (untrusted bytes) or bare (execwatch's own words).
+                Value::String(s) => {
+                    self.text.contains(&format!(" {l}=\"{s}\"")) || token(&format!("{l}={s}"))
+                }
+                Value::Array(items) => {
+                    let inner: Vec<String> = items
+                        .iter()
+                        .map(|i| format!("\"{}\"", i.as_str().unwrap()))
+                        .collect();
+                    self.text.contains(&format!(" {l}=[{}]", inner.join(" ")))
+                }
+                other => token(&format!("{l}={other}")),
+            };
+            assert!(ok, "text {l} = {want} in: {}", self.text);
+        }
+        self
+    }
+
+    /// `path` is absent from JSON and journald, and its label from the text.
+    pub fn lacks(&self, path: &str) -> &Seen {
+        let f = field(path);
+        assert_eq!(
+            json_at(&self.json, path),
+            None,
+            "JSON {path} in {}",
+            self.json
+        );
+        if let Journald::Field(name) = f.journald {
+            assert!(self.journal.get(name).is_none(), "journald {name}");
+            assert!(
+                self.journal.get(format!("{name}_0")).is_none(),
+                "journald {name}_0"
+            );
+        }
+        if let Text::Label(l) | Text::LabelIf(l, _) = f.text {
+            assert!(
+                !self.text.contains(&format!(" {l}=")) && !self.text.split(' ').any(|t| t == l),
+                "text {l} in: {}",
+                self.text
+            );
+        }
+        self
+    }
+
+    pub fn pid(&self) -> u64 {
+        self.json["process"]["pid"].as_u64().unwrap()
+    }
+}
