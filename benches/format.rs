@@ -1,11 +1,13 @@
 //! Daemon-side cost per event without the kernel: decode a typical record,
-//! format it as JSON and as text. `cargo bench --bench format`.
+//! format it as JSON, as text, and as the terminal table. `cargo bench
+//! --bench format`.
 
 use std::hint::black_box;
 use std::time::Instant;
 
 use execwatch::decode::ExecEvent;
 use execwatch::output::clock::Clock;
+use execwatch::output::table::{Table, Zone};
 use execwatch::output::{json, text};
 
 #[allow(dead_code)]
@@ -74,6 +76,13 @@ fn main() {
         bench(&format!("decode+text {nargs}x{arglen}"), 200_000, || {
             ev.decode_from(black_box(&rec)).unwrap();
             text::write_event(&mut buf, &ev, &clock);
+            black_box(&buf);
+            buf.clear();
+        });
+        let mut table = Table::new(true, Zone::Local);
+        bench(&format!("decode+table {nargs}x{arglen}"), 200_000, || {
+            ev.decode_from(black_box(&rec)).unwrap();
+            table.write_event(&mut buf, &ev, &clock);
             black_box(&buf);
             buf.clear();
         });

@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 use std::fs::File;
-use std::io;
+use std::io::{self, IsTerminal};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +24,7 @@ use crate::event::{Action, Lineage};
 use crate::exe_hash::{HashConfig, HashHold, HashOutcome, HashRequest, Hasher, Requested};
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
+use crate::output::table::Table;
 use crate::output::{EventSink, Format};
 use crate::process_table::{Entry, ExecRecord, Limits, ProcessTable, Related};
 use crate::sd_notify::Notifier;
@@ -455,7 +456,12 @@ pub fn run(
     let liveness = &opts.liveness;
     let queue = OutputQueue::new(QUEUE_BUDGET);
     let (queue_writer, notes) = QueueWriter::new(Arc::clone(&queue));
-    let sink = EventSink::new(format, queue_writer).context("opening the output")?;
+    let mut sink = EventSink::new(format, queue_writer).context("opening the output")?;
+    if format == Format::Text && io::stdout().is_terminal() {
+        // A person reads it: aligned columns. Piped, the plain lines stay.
+        sink.show_table(Table::for_terminal())
+            .context("writing the table header")?;
+    }
     let direct = format == Format::Journald;
     let writer = if direct {
         None

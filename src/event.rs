@@ -140,6 +140,18 @@ impl Syscall {
     }
 }
 
+/// Where a process runs, as [`ExecEvent::workload`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload<'a> {
+    /// A container confirmed by root-owned runtime state, and its name there.
+    Container { id: &'a str, name: Option<&'a str> },
+    /// A container id the cgroup path claims that no root-owned state
+    /// confirms (a rootless container, a forgery, or one gone too soon).
+    UnconfirmedContainer(&'a str),
+    /// The innermost systemd unit of a process outside containers.
+    Unit(&'a str),
+}
+
 /// One exec, owned. Buffers are reused by [`ExecEvent::decode_from`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecEvent {
@@ -399,6 +411,21 @@ impl ExecEvent {
         self.attribution()?.unit.as_deref()
     }
 
+    /// Where the process runs, for people: its confirmed container, else a
+    /// container id claimed without confirmation, else its systemd unit.
+    pub fn workload(&self) -> Option<Workload<'_>> {
+        if let Some(id) = self.container_id() {
+            return Some(Workload::Container {
+                id,
+                name: self.container_name(),
+            });
+        }
+        if let Some(id) = self.unconfirmed_container_id() {
+            return Some(Workload::UnconfirmedContainer(id));
+        }
+        self.systemd_unit().map(Workload::Unit)
+    }
+
     pub fn systemd_slice(&self) -> Option<&str> {
         self.attribution()?.slice.as_deref()
     }
@@ -622,6 +649,52 @@ mod tests {
         };
         ok.set_args([&b"ls"[..]]);
         assert!(!ok.args_incomplete());
+    }
+
+    #[test]
+    fn workload_prefers_a_confirmed_container_then_a_claim_then_the_unit() {
+        use crate::containers::ContainerInfo;
+        let with = |cg: CgroupInfo| ExecEvent {
+            cgroup: Some(Arc::new(cg)),
+            ..Default::default()
+        };
+        let system = with(CgroupInfo {
+            container_id: Some("abc".into()),
+            unit: Some("ignored.service".into()),
+            container: Some(Arc::new(ContainerInfo {
+                id: Some("abc".into()),
+                name: Some("web".into()),
+                ..Default::default()
+            })),
+            ..Default::default()
+        });
+        assert_eq!(
+            system.workload(),
+            Some(Workload::Container {
+                id: "abc",
+                name: Some("web")
+            })
+        );
+        let rootless = with(CgroupInfo {
+            unit: Some("user@1000.service".into()),
+            container: Some(Arc::new(ContainerInfo {
+                id: Some("def".into()),
+                rootless_uid: Some(1000),
+                name: Some("theirs".into()),
+                ..Default::default()
+            })),
+            ..Default::default()
+        });
+        assert_eq!(
+            rootless.workload(),
+            Some(Workload::UnconfirmedContainer("def"))
+        );
+        let unit = with(CgroupInfo {
+            unit: Some("cron.service".into()),
+            ..Default::default()
+        });
+        assert_eq!(unit.workload(), Some(Workload::Unit("cron.service")));
+        assert_eq!(ExecEvent::default().workload(), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub mod clock;
 pub mod escape;
 pub mod journald;
 pub mod json;
+pub mod table;
 pub mod text;
 
 use std::io::{self, Write};
@@ -14,7 +15,7 @@ use clock::Clock;
 /// Output format of exec events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// One escaped line per exec, for people.
+    /// For people: a table on a terminal, else one escaped line per exec.
     Text,
     /// One ECS JSON object per line (docs/schema.md).
     Json,
@@ -31,6 +32,8 @@ pub struct EventSink<W: Write> {
     out: W,
     /// Set for `Format::Journald`: entries go there, not to `out`.
     journal: Option<journald::Journal>,
+    /// `Format::Text` as a table, for a terminal ([`EventSink::show_table`]).
+    table: Option<table::Table>,
 }
 
 /// Flush to the writer once this much is buffered, even mid-batch.
@@ -49,7 +52,20 @@ impl<W: Write> EventSink<W> {
             buf: Vec::with_capacity(FLUSH_AT + 64 * 1024),
             out,
             journal,
+            table: None,
         })
+    }
+
+    /// Show `Format::Text` as `table` (for a person at a terminal); other
+    /// formats ignore it. The header is flushed at once, alone: the writer
+    /// counts delivered events by lines, so no event may share its write.
+    pub fn show_table(&mut self, table: table::Table) -> io::Result<()> {
+        if self.format != Format::Text {
+            return Ok(());
+        }
+        table.write_header(&mut self.buf);
+        self.table = Some(table);
+        self.flush()
     }
 
     pub fn clock_mut(&mut self) -> &mut Clock {
@@ -58,7 +74,10 @@ impl<W: Write> EventSink<W> {
 
     pub fn write_event(&mut self, ev: &ExecEvent) -> io::Result<()> {
         match self.format {
-            Format::Text => text::write_event(&mut self.buf, ev, &self.clock),
+            Format::Text => match &mut self.table {
+                Some(t) => t.write_event(&mut self.buf, ev, &self.clock),
+                None => text::write_event(&mut self.buf, ev, &self.clock),
+            },
             Format::Json => json::write_event(&mut self.buf, ev, &self.clock),
             Format::Journald => {
                 // One datagram per entry: nothing to batch.

@@ -93,6 +93,17 @@ impl Daemon {
     /// Start `execwatch --format FORMAT ARGS` with a NOTIFY_SOCKET, and wait
     /// for READY=1: the programs are attached and the ring buffer is read.
     pub fn start_format(format: &str, args: &[&str]) -> Daemon {
+        Daemon::start_with_stdout(format, args, Stdio::piped(), &[])
+    }
+
+    /// [`Daemon::start_format`] with stdout sent to `stdout` (not read here
+    /// unless it is a pipe) and extra environment variables.
+    pub fn start_with_stdout(
+        format: &str,
+        args: &[&str],
+        stdout: Stdio,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         require_root();
         if format == "journald" {
             ensure_journald();
@@ -107,8 +118,9 @@ impl Daemon {
             .arg(format)
             .args(args)
             .env("NOTIFY_SOCKET", &sock_path)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn execwatch");
@@ -116,26 +128,27 @@ impl Daemon {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
 
-        let out = child.stdout.take().unwrap();
         let ev = Arc::clone(&events);
         let ln = Arc::clone(&lines);
         let json = format == "json";
-        let stdout_done = thread::spawn(move || {
-            for line in BufReader::new(out).split(b'\n') {
-                let line = line.expect("read stdout");
-                if json {
-                    let v: Value = serde_json::from_slice(&line).unwrap_or_else(|e| {
-                        panic!(
-                            "stdout line is not JSON ({e}): {}",
-                            String::from_utf8_lossy(&line)
-                        )
-                    });
-                    ev.lock().unwrap().push(v);
-                } else {
-                    let l = String::from_utf8(line).expect("text output is UTF-8");
-                    ln.lock().unwrap().push(l);
+        let stdout_done = child.stdout.take().map(|out| {
+            thread::spawn(move || {
+                for line in BufReader::new(out).split(b'\n') {
+                    let line = line.expect("read stdout");
+                    if json {
+                        let v: Value = serde_json::from_slice(&line).unwrap_or_else(|e| {
+                            panic!(
+                                "stdout line is not JSON ({e}): {}",
+                                String::from_utf8_lossy(&line)
+                            )
+                        });
+                        ev.lock().unwrap().push(v);
+                    } else {
+                        let l = String::from_utf8(line).expect("text output is UTF-8");
+                        ln.lock().unwrap().push(l);
+                    }
                 }
-            }
+            })
         });
         let err = child.stderr.take().unwrap();
         let se = Arc::clone(&stderr);
@@ -155,7 +168,7 @@ impl Daemon {
             events,
             lines,
             stderr,
-            stdout_done: Some(stdout_done),
+            stdout_done,
             stderr_done: Some(stderr_done),
             _notify_dir: None,
         };
@@ -260,11 +273,9 @@ impl Daemon {
 
     fn stop_now(&mut self) -> Stopped {
         let status = self.child.wait().expect("wait execwatch");
-        self.stdout_done
-            .take()
-            .unwrap()
-            .join()
-            .expect("stdout reader");
+        if let Some(h) = self.stdout_done.take() {
+            h.join().expect("stdout reader");
+        }
         self.stderr_done
             .take()
             .unwrap()
@@ -281,7 +292,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if self.stdout_done.is_some() {
+        if self.stderr_done.is_some() {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
