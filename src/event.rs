@@ -562,6 +562,19 @@ impl ExecEvent {
             })
     }
 
+    /// A short word for people: the errno of a failed exec, how an exit
+    /// ended (`exit=3`, `SIGKILL`), nothing for a successful exec.
+    pub fn status_label(&self) -> Option<Cow<'static, str>> {
+        match self.action {
+            Action::Exit => {
+                Some(self.exit_signal().unwrap_or_else(|| {
+                    Cow::Owned(format!("exit={}", self.exit_code().unwrap_or(0)))
+                }))
+            }
+            _ => self.error_code(),
+        }
+    }
+
     /// Exit: a core dump was written.
     pub fn core_dumped(&self) -> bool {
         self.action == Action::Exit && self.exit_status & 0x80 != 0

@@ -176,6 +176,7 @@ impl Table {
         if self.colour {
             out.extend_from_slice(b", in red");
         }
+        out.extend_from_slice(b"; exits show exit=N or the signal there");
         out.extend_from_slice(b"; piped: plain text lines\n");
         pad_right(out, "TIME", TIME_W);
         out.push(b' ');
@@ -233,7 +234,8 @@ impl Table {
         put_cell(out, &self.cell, WHERE_W, true);
         out.push(b' ');
 
-        pad_right(out, ev.error_code().as_deref().unwrap_or(""), ERROR_W);
+        let status = ev.status_label();
+        pad_right(out, status.as_deref().unwrap_or(""), ERROR_W);
         out.push(b' ');
 
         self.cell.clear();
@@ -435,7 +437,7 @@ mod tests {
         let h = header(&t);
         assert_eq!(
             h.lines().next(),
-            Some("# execwatch: UTC; failures show ERROR; piped: plain text lines")
+            Some("# execwatch: UTC; failures show ERROR; exits show exit=N or the signal there; piped: plain text lines")
         );
         let line = h.lines().nth(1).unwrap();
         assert_eq!(
@@ -488,6 +490,17 @@ mod tests {
         // A name longer than its column shifts only the command.
         assert_eq!(cell(&rows[3], user, USER_W), "77       ");
         assert!(rows[3].contains(" ENAMETOOLONG /nope\n"), "{}", rows[3]);
+    }
+
+    #[test]
+    fn exits_show_how_they_ended() {
+        let mut t = table(false);
+        let mut ev = event(&[b"sleep", b"9"]);
+        ev.action = crate::event::Action::Exit;
+        ev.exit_status = 9;
+        assert!(row(&mut t, &ev).contains(" SIGKILL "));
+        ev.exit_status = 3 << 8;
+        assert!(row(&mut t, &ev).contains(" exit=3 "));
     }
 
     #[test]
