@@ -126,7 +126,10 @@ fn a_terminal_gets_a_table_with_failures_in_red() {
     let note = lines.next().unwrap();
     assert!(
         note.starts_with("# execwatch: local time (UTC")
-            && note.ends_with("; failures show ERROR, in red; piped: plain text lines"),
+            && note.ends_with(
+                "; failures show ERROR, in red; exits show exit=N or the signal there; \
+                 piped: plain text lines"
+            ),
         "{note}"
     );
     let header = lines.next().unwrap();
