@@ -43,10 +43,22 @@ impl Formats {
 
     /// The successful exec whose argv[i] is `m`, in each format.
     pub fn exec_at(&self, m: &str, i: usize) -> Seen {
+        self.find(m, i, "exec")
+    }
+
+    /// The exit of the process whose argv[i] is `m`, in each format.
+    pub fn exit_at(&self, m: &str, i: usize) -> Seen {
+        self.find(m, i, "exit")
+    }
+
+    /// `action` is `exec` (successful) or `exit`.
+    fn find(&self, m: &str, i: usize, action: &str) -> Seen {
         let json = self
             .json
             .wait_for(1, WAIT, |v| {
-                v["process"]["args"][i] == m && v["event"]["outcome"] == "success"
+                v["process"]["args"][i] == m
+                    && v["event"]["action"] == action
+                    && (action == "exit" || v["event"]["outcome"] == "success")
             })
             .remove(0);
         let deadline = Instant::now() + WAIT;
@@ -60,10 +72,10 @@ impl Formats {
                     .is_some_and(|a| a.trim_end_matches(']') == quoted)
             };
             // A successful exec's line: `<time> exec seq=...` (not `exit`,
-            // not `exec failure`).
+            // not `exec failure`); an exit's: `<time> exit seq=...`.
             let exec_ok = |l: &String| {
                 let mut words = l.split(' ').skip(1);
-                words.next() == Some("exec") && words.next().is_some_and(|w| w.starts_with("seq="))
+                words.next() == Some(action) && words.next().is_some_and(|w| w.starts_with("seq="))
             };
             let ok = |l: &String| l.contains(&pid) && exec_ok(l) && ith_is_m(l);
             if let Some(l) = self.text.lines_with(m).into_iter().find(ok) {
@@ -84,8 +96,10 @@ impl Formats {
                 format!("_PID={}", self.journald.pid()),
                 format!("EXECWATCH_ARGV_{i}={m}"),
                 format!("EXECWATCH_PID={}", json["process"]["pid"]),
-                "EXECWATCH_OUTCOME=success".into(),
-            ]);
+                format!("EXECWATCH_ACTION={action}"),
+            ])
+            .into_iter()
+            .filter(|e| action == "exit" || e["EXECWATCH_OUTCOME"] == "success");
             if let Some(e) = found.into_iter().next() {
                 break e;
             }
@@ -143,6 +157,22 @@ impl Seen {
         if let Journald::Field(name) = f.journald {
             let journal = |n: &str| self.journal.get(n).map(journal_bytes);
             match &want {
+                // A process image: NAME_EXE and NAME_ARGV_n.
+                Value::Array(items) if items.iter().all(Value::is_object) => {
+                    let image = &items[0];
+                    assert_eq!(
+                        journal(&format!("{name}_EXE")),
+                        image["executable"].as_str().map(|e| e.as_bytes().to_vec()),
+                        "journald {name}_EXE"
+                    );
+                    for (i, arg) in image["args"].as_array().unwrap().iter().enumerate() {
+                        assert_eq!(
+                            journal(&format!("{name}_ARGV_{i}")),
+                            Some(arg.as_str().unwrap().as_bytes().to_vec()),
+                            "journald {name}_ARGV_{i}"
+                        );
+                    }
+                }
                 Value::Array(items) => {
                     for (i, item) in items.iter().enumerate() {
                         assert_eq!(
@@ -192,6 +222,11 @@ impl Seen {
                 // Quoted (untrusted bytes) or bare (execwatch's own words).
                 Value::String(s) => {
                     self.text.contains(&format!(" {l}=\"{s}\"")) || token(&format!("{l}={s}"))
+                }
+                // A process image: the text shows its executable.
+                Value::Array(items) if items.iter().all(Value::is_object) => {
+                    let exe = items[0]["executable"].as_str().unwrap();
+                    self.text.contains(&format!(" {l}=\"{exe}\""))
                 }
                 Value::Array(items) => {
                     let inner: Vec<String> = items
