@@ -382,7 +382,6 @@ impl<'obj> BpfLoader<'obj> {
         if f.failed_only {
             open.progs.exec_success.set_autoload(false);
             open.progs.save_caller.set_autoload(false);
-            open.progs.process_fork.set_autoload(false);
         }
         if f.failed_only || !config.exits {
             open.progs.process_exit.set_autoload(false);

@@ -53,14 +53,6 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "seen",
         "Exec and exit events that reached a hook and passed the filters",
     ),
-    (
-        "forks",
-        "Fork records written for the process table (not events)",
-    ),
-    (
-        "forks_lost",
-        "Fork records the kernel dropped (the ring buffer was full)",
-    ),
     ("submitted", "Records the kernel wrote into the ring buffer"),
     (
         "events",
@@ -157,9 +149,6 @@ counters! {
     caller_comm_missing: Source::Kernel(S::STAT_CALLER_COMM_MISSING), Detail, "caller_comm_missing";
     wakeups_forced: Source::Kernel(S::STAT_WAKEUPS_FORCED), Detail, "wakeups_forced";
     filtered: Source::Kernel(S::STAT_FILTERED), Detail, "filtered";
-    /// Fork records for the process table (not events), and those lost.
-    forks: Source::Kernel(S::STAT_FORKS), Detail, "forks";
-    forks_lost: Source::Kernel(S::STAT_FORKS_LOST), Detail, "forks_lost";
 }
 
 /// Number of counters.

@@ -135,15 +135,6 @@ struct Consumer<'a> {
 
 impl Consumer<'_> {
     fn on_record(&mut self, record: &[u8]) -> i32 {
-        if crate::decode::is_fork_record(record) {
-            // Not an event: it only feeds the process table.
-            if self.mode == Mode::Deliver && self.event.decode_from(record).is_ok() {
-                let ev = &self.event;
-                self.table
-                    .on_fork(ev.pid, ev.ppid, ev.start_ns, Some(ev.parent_start_ns));
-            }
-            return 0;
-        }
         self.consumed += 1;
         if let Mode::Discard(reason) = self.mode {
             self.counts.add(reason, 1);
@@ -193,6 +184,11 @@ impl Consumer<'_> {
         let table = &mut self.table;
         match ev.action {
             Action::Exec if ev.succeeded() => {
+                if let Some((ancestor, ancestor_start)) = ev.image_ancestor {
+                    // The parent is a fork that never exec'd (a subshell):
+                    // it runs its ancestor's image (a no-op when known).
+                    table.on_fork(ev.ppid, ancestor, ev.parent_start_ns, Some(ancestor_start));
+                }
                 if ev.ppid != 0 && table.get(ev.ppid).is_none() {
                     // A parent the table missed (its fork record lost, or
                     // it predates the seeding): read it from /proc.
@@ -247,7 +243,6 @@ impl Consumer<'_> {
                     previous: None,
                 });
             }
-            Action::Fork => {}
         }
     }
 

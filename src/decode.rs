@@ -23,14 +23,6 @@ pub enum DecodeError {
     },
 }
 
-/// Whether a record is a fork record (not an event), read from its header.
-pub fn is_fork_record(record: &[u8]) -> bool {
-    let at = std::mem::offset_of!(types::event, kind);
-    record.get(at..at + 4).is_some_and(|b| {
-        u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) == types::event_kind::EVENT_KIND_FORK.0
-    })
-}
-
 impl ExecEvent {
     /// Decode a record into a new event.
     pub fn decode(record: &[u8]) -> Result<ExecEvent, DecodeError> {
@@ -52,7 +44,6 @@ impl ExecEvent {
         self.action = match h.kind {
             k if k == K::EVENT_KIND_EXEC.0 => Action::Exec,
             k if k == K::EVENT_KIND_EXIT.0 => Action::Exit,
-            k if k == K::EVENT_KIND_FORK.0 => Action::Fork,
             k => return Err(DecodeError::UnknownKind(k)),
         };
         let data = &record[HEADER_LEN..];
@@ -127,6 +118,7 @@ impl ExecEvent {
         self.exe_read_failed = flag(F::EVENT_FLAG_EXE_READ_FAILED);
         self.start_ns = h.start_ns;
         self.parent_start_ns = h.parent_start_ns;
+        self.image_ancestor = (h.image_pid != 0).then_some((h.image_pid, h.image_start_ns));
         self.exit_status = h.exit_status;
         self.lineage = None;
         self.hash = None;

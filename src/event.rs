@@ -22,8 +22,6 @@ pub enum Action {
     Exec,
     /// The process ended (its last thread exited).
     Exit,
-    /// A new process: for the process table only, never an event.
-    Fork,
 }
 
 /// Who the process is and where it comes from, from the daemon's table of
@@ -206,12 +204,15 @@ pub struct ExecEvent {
     pub cgroup: Option<Arc<CgroupInfo>>,
     /// Set by the daemon: whether the process is in execwatch's pid namespace.
     pub host_pid_ns: Option<bool>,
-    /// Exec, exit, or a fork for the process table.
+    /// Exec or exit.
     pub action: Action,
     /// Process start (the fork), CLOCK_BOOTTIME nanoseconds.
     pub start_ns: u64,
     /// The real parent's start, likewise.
     pub parent_start_ns: u64,
+    /// Exec: when the parent never exec'd, the ancestor whose image it runs
+    /// (pid, start).
+    pub image_ancestor: Option<(u32, u64)>,
     /// Exit: the wait status (exit code << 8, 0x80 core dumped, signal).
     pub exit_status: u32,
     /// Set by the daemon from its process table.
@@ -527,7 +528,6 @@ impl ExecEvent {
         match self.action {
             Action::Exec => "exec",
             Action::Exit => "exit",
-            Action::Fork => "fork",
         }
     }
 

@@ -71,6 +71,22 @@ fn lineage_exits_and_hashes_in_every_format() {
         "the parent's start is the process's own start"
     );
 
+    // A subshell forks without exec: its child's parent is that fork, which
+    // runs bash's image (no record per fork: the exec names the ancestor).
+    let sub = marker("sub");
+    let cmd = format!("(/bin/true {sub}; true); true");
+    run(Command::new("bash").args(["-c", &cmd]));
+    let child = f.exec_with(&sub);
+    child
+        .has("process.parent.executable", "/usr/bin/bash".into())
+        .has("process.parent.args", json!(["bash", "-c", cmd]));
+    assert_ne!(
+        json_at(&child.json, "process.parent.pid"),
+        json_at(&child.json, "process.group_leader.pid"),
+        "the parent is the subshell, not bash itself: {}",
+        child.json
+    );
+
     // Exit: `sh -c 'exit 3'` ends with code 3 and its start's entity id.
     let m = marker("exit3");
     let status = Command::new("sh")

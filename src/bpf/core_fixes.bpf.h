@@ -96,4 +96,23 @@ static __always_inline int inode_on_upper_layer(struct inode *inode)
 	return BPF_CORE_READ(oi, __upperdentry) != NULL;
 }
 
+/* kernel_cap_t: two u32 words before 6.3, one u64 since. */
+struct kernel_cap_struct___pre63 {
+	__u32 cap[2];
+} __attribute__((preserve_access_index));
+
+struct cred___pre63 {
+	struct kernel_cap_struct___pre63 cap_permitted;
+} __attribute__((preserve_access_index));
+
+static __always_inline __u64 cap_permitted(const struct cred *cred)
+{
+	struct cred___pre63 *old = (void *)cred;
+
+	if (bpf_core_field_exists(cred->cap_permitted.val))
+		return cred->cap_permitted.val; /* a plain load: no helper call */
+	return BPF_CORE_READ(old, cap_permitted.cap[0]) |
+	       ((__u64)BPF_CORE_READ(old, cap_permitted.cap[1]) << 32);
+}
+
 #endif /* EXECWATCH_CORE_FIXES_BPF_H */

@@ -236,13 +236,32 @@ static __always_inline void fill_task(struct event *ev, struct task_struct *task
 	__builtin_memcpy(ev->comm, task->comm, EVENT_COMM_LEN);
 }
 
-/* Capabilities as 64 bits: kernel_cap_t was two u32 before 6.3, one u64 since. */
-static __always_inline __u64 cap_permitted(const struct cred *cred)
-{
-	__u64 caps = 0;
+#define PF_FORKNOEXEC 0x00000040
+/* Nearest ancestors walked to find one that exec'd. */
+#define IMAGE_ANCESTORS_MAX 8
 
-	bpf_core_read(&caps, sizeof(caps), &cred->cap_permitted);
-	return caps;
+/*
+ * A parent that never exec'd (a subshell: forked, not exec'd) runs its
+ * ancestor's image. Name that ancestor, so the daemon can give the parent's
+ * context without a record per fork. The flag is the group leader's:
+ * threads are made with it set.
+ */
+static __always_inline void set_image_ancestor(struct event *ev, struct task_struct *task)
+{
+	struct task_struct *a = task->real_parent->group_leader;
+	int i;
+
+	ev->image_pid = 0;
+	ev->image_start_ns = 0;
+	if (!(a->flags & PF_FORKNOEXEC))
+		return;
+	for (i = 0; i < IMAGE_ANCESTORS_MAX; i++) {
+		a = a->real_parent->group_leader;
+		if (!(a->flags & PF_FORKNOEXEC))
+			break;
+	}
+	ev->image_pid = a->tgid;
+	ev->image_start_ns = a->start_boottime;
 }
 
 /* Session, group, terminal and start of the process: where it runs. */
@@ -461,6 +480,7 @@ int BPF_PROG(exec_success, struct task_struct *task, pid_t old_pid,
 	fill_context(ev, task);
 	ev->tid = old_pid;
 	ev->cap_permitted = cap_permitted(cred);
+	set_image_ancestor(ev, task);
 	if (BPF_CORE_READ_BITFIELD(bprm, secureexec))
 		ev->flags |= EVENT_FLAG_SECUREEXEC;
 	if (bprm->interp != bprm->filename)
@@ -669,7 +689,6 @@ static __always_inline void submit_header(struct event *ev)
 }
 
 #define PF_KTHREAD 0x00200000
-#define PF_FORKNOEXEC 0x00000040
 #define SIGNAL_GROUP_EXIT 0x00000004
 
 /*
@@ -688,7 +707,8 @@ int BPF_PROG(process_exit, struct task_struct *task)
 	if (sig->live.counter != 0 || (task->flags & PF_KTHREAD))
 		return 0;
 	start = task->group_leader->start_boottime;
-	if ((task->flags & PF_FORKNOEXEC) && start >= started_ns)
+	/* The leader's flag: every thread is made with PF_FORKNOEXEC set. */
+	if ((task->group_leader->flags & PF_FORKNOEXEC) && start >= started_ns)
 		return 0;
 	if (filtered_out(task)) {
 		stat_inc(STAT_FILTERED);
@@ -715,30 +735,6 @@ int BPF_PROG(process_exit, struct task_struct *task)
 	return 0;
 }
 
-/* A new process, for the daemon's table of live processes: its children see
- * the image it inherited (a subshell) when it never execs. Threads skipped. */
-SEC("tp_btf/sched_process_fork")
-int BPF_PROG(process_fork, struct task_struct *parent, struct task_struct *child)
-{
-	struct event *ev;
-
-	if (child->tgid == parent->tgid)
-		return 0;
-	ev = reserve_header();
-	if (!ev) {
-		stat_inc(STAT_FORKS_LOST);
-		return 0;
-	}
-	ev->kind = EVENT_KIND_FORK;
-	ev->boot_ns = bpf_ktime_get_boot_ns();
-	ev->pid = child->tgid;
-	ev->ppid = parent->tgid;
-	ev->start_ns = child->start_boottime;
-	ev->parent_start_ns = parent->group_leader->start_boottime;
-	submit_header(ev);
-	stat_inc(STAT_FORKS);
-	return 0;
-}
 
 #if defined(__TARGET_ARCH_x86)
 #define NR_EXECVE 59

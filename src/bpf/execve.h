@@ -51,9 +51,6 @@ enum event_kind {
 	EVENT_KIND_EXEC = 1,
 	/* The last thread of a process exited (header only). */
 	EVENT_KIND_EXIT = 2,
-	/* A new process (not a thread); header only, for the daemon's process
-	 * table: no sequence number, not an event, counted apart. */
-	EVENT_KIND_FORK = 3,
 };
 
 /* Bits of event.flags. */
@@ -108,9 +105,6 @@ enum stat_index {
 	STAT_FILTERED,
 	/* A cgroup or cwd path component could not be read. */
 	STAT_PATH_READ_FAILED,
-	/* Fork records (not events): written, and dropped with the ring full. */
-	STAT_FORKS,
-	STAT_FORKS_LOST,
 	STAT_MAX,
 };
 
@@ -127,6 +121,9 @@ struct event {
 	__u64 cgroup_id; /* cgroup v2 id of the process */
 	__u64 start_ns;  /* process start, CLOCK_BOOTTIME (group leader's) */
 	__u64 parent_start_ns; /* the real parent's start, likewise */
+	/* Exec: when the parent never exec'd (a subshell), its image is that of
+	 * its nearest ancestor that did: that process's start (and image_pid). */
+	__u64 image_start_ns;
 	__u64 old_cap_permitted; /* the caller's, when EVENT_FLAG_OLD_CREDS */
 	__u64 cap_permitted;
 	/* The executable's inode (successful execs). */
@@ -169,7 +166,7 @@ struct event {
 	__s32 dirfd;     /* execveat dirfd (failed execveat only) */
 	__u32 at_flags;  /* execveat flags (failed execveat only) */
 	__u32 exit_status; /* EVENT_KIND_EXIT: wait status (code << 8 | core 0x80 | signal) */
-	__u32 reserved32;
+	__u32 image_pid; /* 0: the parent exec'd itself */
 	__u16 filename_len; /* bytes, NUL included */
 	__u16 exe_len;      /* bytes: components leaf first, each NUL-ended */
 	__u16 cgroup_len;   /* bytes, like exe_len; 0 once the daemon knows it */
