@@ -127,6 +127,9 @@ impl ExecEvent {
         self.tty = (h.tty_major != 0 || h.tty_minor != 0).then_some((h.tty_major, h.tty_minor));
         self.cwd_truncated = flag(F::EVENT_FLAG_CWD_TRUNCATED);
         assemble_path(&mut self.cwd, cwd, self.cwd_truncated);
+        if self.cwd.is_empty() && !self.cwd_truncated && self.action == Action::Exec {
+            self.cwd.push(b'/'); // the walk stopped at the root at once
+        }
         self.script_truncated = flag(F::EVENT_FLAG_SCRIPT_TRUNCATED);
         assemble_path(&mut self.script, script, self.script_truncated);
         self.exe_pseudo = flag(F::EVENT_FLAG_EXE_PSEUDO);
@@ -340,6 +343,12 @@ mod tests {
             ExecEvent::decode(&r.encode()).unwrap().script,
             b"/home/u/s.sh"
         );
+    }
+
+    #[test]
+    fn a_cwd_at_the_root_is_slash() {
+        let r = Record::exec(&[b"x"]);
+        assert_eq!(ExecEvent::decode(&r.encode()).unwrap().cwd, b"/");
     }
 
     #[test]
