@@ -102,7 +102,12 @@ fn check(b: &Boot, want_kernel: &str, want_hook: &str) {
     // Process context, read through the CO-RE shims on every kernel.
     assert_eq!(ok["process"]["working_directory"], "/", "{ok}");
     assert_eq!(ok["process"]["interactive"], false, "{ok}");
-    assert!(ok["process"]["session_leader"]["pid"].is_u64(), "{ok}");
+    // Lineage from the process table: /init (busybox sh) started it.
+    assert_eq!(
+        ok["process"]["parent"]["executable"], "/bin/busybox",
+        "{ok}"
+    );
+    assert!(ok["process"]["entity_id"].is_string(), "{ok}");
     assert!(
         ok["process"]["start"]
             .as_str()

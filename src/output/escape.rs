@@ -45,6 +45,11 @@ fn plain_byte(b: u8) -> bool {
 /// subparts, as `String::from_utf8_lossy` sees them.
 fn escape<R: Rules>(out: &mut Vec<u8>, bytes: &[u8]) {
     out.reserve(bytes.len());
+    // Valid UTF-8 is the common case, and from_utf8 checks it a word at a
+    // time where utf8_chunks goes byte by byte.
+    if let Ok(s) = std::str::from_utf8(bytes) {
+        return escape_valid::<R>(out, s);
+    }
     for chunk in bytes.utf8_chunks() {
         escape_valid::<R>(out, chunk.valid());
         if !chunk.invalid().is_empty() {
