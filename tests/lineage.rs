@@ -191,8 +191,10 @@ fn no_exits_turns_the_hook_off_in_the_kernel() {
 }
 
 /// The process table's memory stays under its stated bound through 100 000
-/// short-lived processes (fork + exec + exit each).
+/// short-lived processes (fork + exec + exit each). In the slow set: the
+/// storm would crowd out the daemons of tests running beside it.
 #[test]
+#[ignore = "an exec storm of 100 000 processes (about 40 s): scripts/test runs it with --ignored"]
 fn a_hundred_thousand_processes_stay_under_the_table_bound() {
     common::require_root();
     let dir = common::tempdir::TempDir::new("storm");
