@@ -433,8 +433,11 @@ fn state_written_after_the_first_exec_is_picked_up() {
         name.as_str(),
         "{e}"
     );
+    // Retries back off (10 ms doubling to 250 ms): an exec a second after
+    // the state appeared is confirmed, whenever the first one came.
     let late = marker("late-late");
-    let c = Runc::bundle(RUNC_ROOT, &name, &path, &format!("/bin/true {late}"), &[]).detached();
+    let script = format!("/bin/true {late}-0; sleep 1; /bin/true {late}");
+    let c = Runc::bundle(RUNC_ROOT, &name, &path, &script, &[]).detached();
     let e = d.wait_for(1, WAIT, |v| has_arg(v, &late)).remove(0);
     d.stop();
     drop(c);
