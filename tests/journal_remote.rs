@@ -275,13 +275,15 @@ fn journal_upload_carries_every_field_to_journal_remote() {
         .first()
         .and_then(|e| e["__CURSOR"].as_str().map(str::to_string));
     let (daemon_pid, m) = record_one_exec();
+    // The exec's entry (its exit has the same argv and an entry of its own).
     let ours = [
         format!("EXECWATCH_ARGV_1={m}"),
         format!("_PID={daemon_pid}"),
+        "EXECWATCH_ACTION=exec".to_string(),
     ];
     let deadline = Instant::now() + Duration::from_secs(10);
     let local = loop {
-        let e = journal_json(&[&ours[0], &ours[1]]);
+        let e = journal_json(&[&ours[0], &ours[1], &ours[2]]);
         if !e.is_empty() || Instant::now() > deadline {
             break e;
         }
@@ -320,7 +322,7 @@ fn journal_upload_carries_every_field_to_journal_remote() {
     let file = format!("--file={}", remote_file.display());
     let deadline = Instant::now() + Duration::from_secs(10);
     let remote = loop {
-        let e = journal_json(&[&file, &ours[0], &ours[1]]);
+        let e = journal_json(&[&file, &ours[0], &ours[1], &ours[2]]);
         if !e.is_empty() || Instant::now() > deadline {
             break e;
         }
