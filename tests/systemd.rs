@@ -153,6 +153,7 @@ fn journald_entries_are_native_fields_and_cannot_be_forged() {
         let e = journal_entries(&[
             format!("EXECWATCH_ARGV_1={m}"),
             format!("_PID={daemon_pid}"),
+            "EXECWATCH_ACTION=exec".into(),
         ]);
         if !e.is_empty() || Instant::now() > deadline {
             break e;
