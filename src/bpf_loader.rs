@@ -3,11 +3,11 @@
 
 use std::mem::MaybeUninit;
 
-use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{ErrorKind, MapCore, MapFlags, OpenObject};
 
 #[allow(clippy::all, clippy::pedantic, unused_imports)]
-mod skel {
+pub(crate) mod skel {
     include!(concat!(env!("OUT_DIR"), "/execve.skel.rs"));
 }
 
@@ -120,6 +120,8 @@ pub enum LoadError {
     Tracefs(#[from] crate::tracefs::TracefsError),
     #[error("--failed-execs tracepoints needs Linux 5.15 or newer (bpf_task_pt_regs)")]
     TracepointsNeedNewerKernel,
+    #[error(transparent)]
+    Handover(#[from] crate::handover::HandoverError),
     #[error("{what} failed (run with --verbose to see libbpf's log)")]
     Libbpf {
         what: &'static str,
@@ -165,6 +167,7 @@ impl KernelStats {
 pub struct BpfLoader<'obj> {
     skel: ExecveSkel<'obj>,
     failed_execs: FailedExecs,
+    handover: crate::handover::Handover,
 }
 
 /// The comm as the kernel stores it: at most 15 bytes, NUL-padded.
@@ -256,6 +259,16 @@ impl<'obj> BpfLoader<'obj> {
         config: &Config,
         object: &'obj mut MaybeUninit<OpenObject>,
     ) -> Result<Self, LoadError> {
+        Self::load_keeping(config, object, crate::handover::Keep::Nothing)
+    }
+
+    /// [`Self::load`], taking over what a previous daemon kept in `keep`
+    /// and keeping this daemon's objects there (crate::handover).
+    pub fn load_keeping(
+        config: &Config,
+        object: &'obj mut MaybeUninit<OpenObject>,
+        keep: crate::handover::Keep,
+    ) -> Result<Self, LoadError> {
         let mut open = ExecveSkelBuilder::default()
             .open(object)
             .map_err(|e| LoadError::from_libbpf("opening the BPF object", e))?;
@@ -317,14 +330,23 @@ impl<'obj> BpfLoader<'obj> {
             open.progs.exec_failed_execveat.set_autoload(false);
         }
 
-        let mut skel = open
+        let plan = crate::handover::prepare(&mut open, keep)?;
+        let skel = open
             .load()
             .map_err(|e| LoadError::from_libbpf("loading the BPF program", e))?;
         fill_filter_maps(&skel, f, cgroup_dir.as_ref())
             .map_err(|e| LoadError::from_libbpf("filling the filter maps", e))?;
-        skel.attach()
-            .map_err(|e| LoadError::from_libbpf("attaching the BPF programs", e))?;
-        Ok(BpfLoader { skel, failed_execs })
+        let handover = plan.attach(&skel).map_err(|e| match e {
+            crate::handover::HandoverError::Libbpf { what, source } => {
+                LoadError::from_libbpf(what, source)
+            }
+            e => e.into(),
+        })?;
+        Ok(BpfLoader {
+            skel,
+            failed_execs,
+            handover,
+        })
     }
 
     /// The failed-exec hook in use (never `Auto`).
@@ -357,9 +379,36 @@ impl<'obj> BpfLoader<'obj> {
         &self.skel.maps.events
     }
 
-    /// Detach every program: no new records arrive after this.
+    /// Detach every program: no new records arrive after this. When the
+    /// objects are kept for the next daemon, leave them attached instead,
+    /// and have records carry their cgroup path again: the next daemon
+    /// starts with no cgroup known.
     pub fn detach(&mut self) {
-        self.skel.links = Default::default();
+        if !self.handover.keeps() {
+            self.handover.drop_links();
+            return;
+        }
+        let known = &self.skel.maps.known_cgroups;
+        for key in known.keys().collect::<Vec<_>>() {
+            let _ = known.delete(&key);
+        }
+        tracing::info!(
+            "leaving the programs attached for the next execwatch: records wait in the ring buffer"
+        );
+    }
+
+    /// What a previous daemon left and this one took over.
+    pub fn handover(&self) -> &crate::handover::Handover {
+        &self.handover
+    }
+
+    /// The previous daemon's ring buffer, when not continued (see handover).
+    pub fn events_prev_map(&self) -> &libbpf_rs::Map<'obj> {
+        &self.skel.maps.events_prev
+    }
+
+    pub(crate) fn meta_map(&self) -> &libbpf_rs::Map<'obj> {
+        &self.skel.maps.meta
     }
 
     /// Sum the per-CPU counters.

@@ -139,6 +139,13 @@ pub fn run<W: Write>(
     let ring = builder
         .build()
         .context("setting up the ring buffer reader")?;
+    crate::handover::drain_previous(
+        loader,
+        &ring,
+        |record: &[u8]| consumer.borrow_mut().on_record(record),
+        || consumer.borrow().events + consumer.borrow().decode_errors,
+    )
+    .context("draining what the previous execwatch left")?;
     // Attached and reading: an exec from now on is recorded.
     notifier.ready("recording");
     let poll_timeout = match notifier.watchdog_interval() {
@@ -146,9 +153,9 @@ pub fn run<W: Write>(
         None => opts.poll_interval,
     };
 
-    // The counters start at zero when the program loads: whatever was lost
-    // before this loop runs is reported by the first check.
-    let mut last_stats = KernelStats::default();
+    // Whatever was lost and not yet reported (since load, or since the
+    // previous daemon's last report) is reported by the first check.
+    let mut last_stats = crate::handover::reported_stats(&loader.handover().carried);
     let mut last_stats_at = Instant::now();
     let mut result = Ok(());
 
@@ -204,6 +211,11 @@ pub fn run<W: Write>(
                 ));
             }
             last_stats = now;
+            if let Err(e) =
+                crate::handover::save_progress(loader, c.events, c.decode_errors, &last_stats)
+            {
+                tracing::debug!(error = %e, "meta map not updated");
+            }
         }
     }
 
@@ -229,14 +241,27 @@ pub fn run<W: Write>(
         m.kernel(&last_stats, &kernel);
     }
     let c = consumer.into_inner();
+    crate::handover::save_progress(loader, c.events, c.decode_errors, &kernel)
+        .context("writing the meta map")?;
     let summary = Summary {
         events: c.events,
         decode_errors: c.decode_errors,
         kernel,
     };
+    // Counters kept from earlier daemons: seen = events_before + events +
+    // lost_total + decode_errors_before + decode_errors + pending, where
+    // pending waits in the ring buffer for the next daemon.
+    let before = loader.handover().carried;
+    let pending = i128::from(kernel.seen)
+        - i128::from(before.delivered + summary.events)
+        - i128::from(kernel.lost())
+        - i128::from(before.decode_errors + summary.decode_errors);
     info!(
         message_id = SUMMARY,
         events = summary.events,
+        events_before = before.delivered,
+        decode_errors_before = before.decode_errors,
+        pending = pending as i64,
         seen = kernel.seen,
         lost_total = kernel.lost(),
         lost_ringbuf_full = kernel.lost_ringbuf_full,

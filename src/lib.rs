@@ -4,6 +4,7 @@ pub mod bpf_loader;
 pub mod cgroups;
 pub mod daemon;
 pub mod decode;
+pub mod handover;
 pub mod metrics;
 pub mod output;
 pub mod preflight;

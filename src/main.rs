@@ -82,6 +82,46 @@ struct Cli {
     /// Log libbpf's messages and debug details to stderr.
     #[arg(short, long)]
     verbose: bool,
+
+    /// Pin the BPF objects in this bpffs directory (e.g. /sys/fs/bpf/execwatch),
+    /// so that a daemon started with the same directory takes them over with
+    /// no gap; `execwatch detach --bpf-pin-dir DIR` removes them.
+    #[arg(long, value_name = "DIR")]
+    bpf_pin_dir: Option<std::path::PathBuf>,
+}
+
+/// `execwatch detach`: remove what daemons pinned with --bpf-pin-dir.
+#[derive(Debug, Parser)]
+#[command(name = "execwatch detach")]
+struct DetachCli {
+    /// The directory given to the daemons' --bpf-pin-dir.
+    #[arg(long, value_name = "DIR")]
+    bpf_pin_dir: std::path::PathBuf,
+}
+
+fn detach_main() -> ExitCode {
+    let cli = DetachCli::parse_from(std::env::args_os().skip(1));
+    match execwatch::handover::detach(&cli.bpf_pin_dir) {
+        Ok(names) if names.is_empty() && !cli.bpf_pin_dir.exists() => {
+            eprintln!(
+                "execwatch: {} does not exist: nothing to detach",
+                cli.bpf_pin_dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(names) => {
+            eprintln!(
+                "execwatch: removed {} pinned objects and the directory {}: nothing stays attached through it",
+                names.len(),
+                cli.bpf_pin_dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("execwatch: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Parse `123`, `16K`, `16KiB`, `8M`, `8MiB` (binary units).
@@ -232,8 +272,9 @@ fn run(cli: &Cli, format: Format) -> Result<()> {
             failed_only: cli.failed_only,
         },
     };
+    let keep = execwatch::handover::Keep::choose(cli.bpf_pin_dir.as_deref())?;
     let mut object = MaybeUninit::uninit();
-    let mut loader = BpfLoader::load(&config, &mut object)?;
+    let mut loader = BpfLoader::load_keeping(&config, &mut object, keep)?;
     info!(
         message_id = journald::message_ids::STARTED,
         max_args_bytes = config.max_args_bytes,
@@ -265,6 +306,9 @@ fn run(cli: &Cli, format: Format) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "detach") {
+        return detach_main();
+    }
     let cli = Cli::parse();
     let format = cli.format.unwrap_or_else(|| {
         if journald::stderr_is_journal() {
