@@ -126,9 +126,13 @@ fn remove_cgroup_tree(dir: &Path) {
     let _ = std::fs::remove_dir(dir);
 }
 
-#[test]
-#[ignore = "boots a container (slow): scripts/test runs it with --ignored"]
-fn shipped_unit_runs_under_real_systemd() {
+/// One container at a time: they boot from the same rootfs directory.
+static CONTAINER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Boot the rootfs with the shipped unit, unchanged and enabled, and the
+/// binary bind-mounted in; returns once execwatch.service is active, with
+/// the container's PID 1.
+fn boot_shipped_unit(name: &str) -> (Container, u32) {
     common::require_root();
     let root = rootfs();
     // The shipped unit, unchanged, enabled; the binary bind-mounted in.
@@ -148,9 +152,11 @@ fn shipped_unit_runs_under_real_systemd() {
     // the container's systemd.
     let cg = execwatch::cgroups::cgroup2_mount()
         .unwrap()
-        .join(format!("execwatch-nspawn-{}", std::process::id()));
+        .join(format!("execwatch-nspawn-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&cg).unwrap();
-    let log = std::fs::File::create(std::env::temp_dir().join("execwatch-nspawn.log")).unwrap();
+    let log =
+        std::fs::File::create(std::env::temp_dir().join(format!("execwatch-nspawn-{name}.log")))
+            .unwrap();
     let script = format!(
         "echo $$ > {}/cgroup.procs && exec systemd-nspawn -q -D {} --register=no --keep-unit -b \
          -M execwatch-test --bind-ro={}:/usr/local/bin/execwatch \
@@ -180,11 +186,20 @@ fn shipped_unit_runs_under_real_systemd() {
         }
         assert!(
             Instant::now() < deadline,
-            "execwatch.service did not become active; see /tmp/execwatch-nspawn.log"
+            "execwatch.service did not become active; see /tmp/execwatch-nspawn-{name}.log"
         );
         std::thread::sleep(Duration::from_millis(300));
     };
 
+    (container, init)
+}
+
+#[test]
+#[ignore = "boots a container (slow): scripts/test runs it with --ignored"]
+fn shipped_unit_runs_under_real_systemd() {
+    let _one = CONTAINER.lock().unwrap_or_else(|e| e.into_inner());
+    let (container, init) = boot_shipped_unit("unit");
+    let cg = container.cgroup.clone();
     // An exec inside the container lands in the container's journal.
     let m = marker("nspawn");
     assert!(inside(init, &["/bin/true", &m]).status.success());
@@ -235,4 +250,153 @@ fn shipped_unit_runs_under_real_systemd() {
     );
     drop(container);
     assert!(!cg.exists(), "the container's cgroup is cleaned up");
+}
+
+/// The host pid of a process of the container (pid `inner` in it).
+fn host_pid(container: &Container, inner: u32) -> u32 {
+    let cg = container
+        .cgroup
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|&pid| {
+            status_field(pid, "NSpid:")
+                .is_some_and(|v| v.split_whitespace().last() == Some(&inner.to_string()))
+                && std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                    .is_ok_and(|c| c.contains(&cg))
+        })
+        .unwrap_or_else(|| panic!("no host pid for the container's pid {inner}"))
+}
+
+/// execwatch's journal entries of this boot matching `filters`, with only
+/// the fields the restart test reads.
+fn journal(init: u32, filters: &[&str]) -> Vec<Value> {
+    let mut args = vec![
+        "journalctl",
+        "-b",
+        "-u",
+        "execwatch",
+        "-o",
+        "json",
+        "--no-pager",
+        "--output-fields=MESSAGE,EXECWATCH_SEQUENCE,EXECWATCH_ARGV_1,EXECWATCH_ARGV_2,LOST_TOTAL,RECORDS",
+    ];
+    args.extend_from_slice(filters);
+    let out = inside(init, &args);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn field_u64(v: &Value, k: &str) -> Option<u64> {
+    v[k].as_str()?.parse().ok()
+}
+
+#[test]
+#[ignore = "boots a container (slow): scripts/test runs it with --ignored"]
+fn restart_keeps_programs_attached_and_stop_detaches_them() {
+    let _one = CONTAINER.lock().unwrap_or_else(|e| e.into_inner());
+    let (container, init) = boot_shipped_unit("restart");
+    let show = |p: &str| {
+        inside_str(
+            init,
+            &["systemctl", "show", "-p", p, "--value", "execwatch"],
+        )
+    };
+    let m = marker("nspawn-restart");
+    // Every exec on the kernel reaches the container's execwatch: the loop
+    // runs here, on the host.
+    let execs = common::ExecLoop::start(&m);
+    execs.wait_for_more(50);
+    const RESTARTS: usize = 2;
+    for _ in 0..RESTARTS {
+        let out = inside(init, &["systemctl", "restart", "execwatch"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // 5 maps, and an array and a link per hook (3 or 4 hooks).
+        let stored: u32 = show("NFileDescriptorStore").parse().unwrap();
+        assert!(stored >= 11, "{stored} objects in the fd store");
+        execs.wait_for_more(50);
+    }
+    let daemon = host_pid(&container, show("MainPID").parse().unwrap());
+    let ids = common::bpf_ids(daemon);
+    let n = execs.stop();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let last = (n - 1).to_string();
+    while journal(
+        init,
+        &[
+            &format!("EXECWATCH_ARGV_1={m}"),
+            &format!("EXECWATCH_ARGV_2={last}"),
+        ],
+    )
+    .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the last exec of the loop never reached the journal"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // Every exec of the loop in the journal exactly once.
+    let mut count = vec![0u32; n as usize];
+    for e in journal(init, &[&format!("EXECWATCH_ARGV_1={m}")]) {
+        count[field_u64(&e, "EXECWATCH_ARGV_2").unwrap() as usize] += 1;
+    }
+    let missing: Vec<usize> = (0..count.len()).filter(|&i| count[i] == 0).collect();
+    let twice: Vec<usize> = (0..count.len()).filter(|&i| count[i] > 1).collect();
+    assert!(
+        missing.is_empty() && twice.is_empty(),
+        "of {n} execs, missing {missing:?}, twice {twice:?}"
+    );
+
+    // One sequence through the restarts: no duplicate, no gap.
+    let all = journal(init, &[]);
+    let mut seqs: Vec<u64> = all
+        .iter()
+        .filter_map(|e| field_u64(e, "EXECWATCH_SEQUENCE"))
+        .collect();
+    let len = seqs.len();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), len, "a sequence number twice in the journal");
+    let gaps: Vec<u64> = seqs
+        .windows(2)
+        .filter(|w| w[1] != w[0] + 1)
+        .map(|w| w[0])
+        .collect();
+    assert!(gaps.is_empty(), "sequence gaps after {gaps:?}");
+    let message = |e: &Value| e["MESSAGE"].as_str().unwrap_or("").to_string();
+    let takeovers = all
+        .iter()
+        .filter(|e| {
+            message(e)
+                == "taking over the ring buffer: draining what the previous execwatch left first"
+        })
+        .count();
+    assert_eq!(
+        takeovers, RESTARTS,
+        "each restart drained the kept buffer first"
+    );
+    for s in all.iter().filter(|e| message(e) == "summary") {
+        assert_eq!(field_u64(s, "LOST_TOTAL"), Some(0), "{s}");
+    }
+
+    // A stop releases the store (systemd 252): nothing stays attached.
+    assert!(inside(init, &["systemctl", "stop", "execwatch"])
+        .status
+        .success());
+    assert_eq!(show("NFileDescriptorStore"), "0");
+    assert!(!ids.links.is_empty() && !ids.progs.is_empty(), "{ids:?}");
+    common::assert_all_gone(&ids);
+    drop(container);
 }

@@ -5,15 +5,11 @@
 
 mod common;
 
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{has_arg, marker, run_quiet, Daemon, Stopped};
+use common::{assert_all_gone, bpf_ids, has_arg, marker, still_there, Daemon, ExecLoop, Stopped};
 use serde_json::Value;
 
 /// A bpffs of its own, mounted on a temporary directory for one test.
@@ -46,54 +42,6 @@ impl Drop for BpfFs {
     }
 }
 
-/// `/bin/true MARKER i` for i = 0, 1, ... one after the other until stopped.
-struct ExecLoop {
-    stop: Arc<AtomicBool>,
-    done: Arc<AtomicU64>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl ExecLoop {
-    fn start(m: &str) -> ExecLoop {
-        let stop = Arc::new(AtomicBool::new(false));
-        let done = Arc::new(AtomicU64::new(0));
-        let (s, d, m) = (Arc::clone(&stop), Arc::clone(&done), m.to_string());
-        let thread = thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                let i = d.load(Ordering::Relaxed);
-                assert!(run_quiet(Command::new("/bin/true").arg(&m).arg(i.to_string())).success());
-                d.store(i + 1, Ordering::Relaxed);
-                thread::sleep(Duration::from_millis(2));
-            }
-        });
-        ExecLoop {
-            stop,
-            done,
-            thread: Some(thread),
-        }
-    }
-
-    fn count(&self) -> u64 {
-        self.done.load(Ordering::Relaxed)
-    }
-
-    fn wait_for_more(&self, n: u64) {
-        let target = self.count() + n;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.count() < target {
-            assert!(Instant::now() < deadline, "the exec loop is stuck");
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Stop; the number of execs run.
-    fn stop(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().unwrap();
-        self.count()
-    }
-}
-
 /// The loop index of an event of the loop (argv: true MARKER i).
 fn loop_index(v: &Value) -> Option<u64> {
     v["process"]["args"]
@@ -108,95 +56,6 @@ fn seq(v: &Value) -> u64 {
     v["event"]["sequence"]
         .as_u64()
         .expect("every event has a sequence")
-}
-
-/// Kernel ids of the BPF objects a process holds fds to (its fdinfo).
-#[derive(Debug, Default)]
-struct BpfIds {
-    links: Vec<u32>,
-    progs: Vec<u32>,
-    maps: Vec<u32>,
-}
-
-fn bpf_ids(pid: u32) -> BpfIds {
-    let mut ids = BpfIds::default();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap() {
-        let Ok(text) = std::fs::read_to_string(entry.unwrap().path()) else {
-            continue;
-        };
-        let field = |k: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(k)?.trim().parse::<u32>().ok())
-        };
-        if let Some(id) = field("link_id:") {
-            ids.links.push(id);
-        } else if let Some(id) = field("map_id:") {
-            // Program arrays are never opened by id here: closing such an
-            // fd while the kernel's deferred clearing of the array is
-            // pending leaks a reference (seen on 6.18), so they would stay.
-            // They go with the programs that use them, checked instead.
-            if field("map_type:") != Some(libbpf_rs::MapType::ProgArray.into()) {
-                ids.maps.push(id);
-            }
-        } else if let Some(id) = field("prog_id:") {
-            ids.progs.push(id);
-        }
-    }
-    ids.links.sort_unstable();
-    ids.links.dedup();
-    ids.progs.sort_unstable();
-    ids.progs.dedup();
-    ids.maps.sort_unstable();
-    ids.maps.dedup();
-    ids
-}
-
-fn link_exists(id: u32) -> bool {
-    // SAFETY: a plain syscall wrapper; a non-negative return is a new fd
-    // that nothing else owns.
-    let fd = unsafe { libbpf_rs::libbpf_sys::bpf_link_get_fd_by_id(id) };
-    if fd >= 0 {
-        // SAFETY: see above.
-        drop(unsafe { OwnedFd::from_raw_fd(fd) });
-    }
-    fd >= 0
-}
-
-/// Which of `ids` the kernel still has.
-fn still_there(ids: &BpfIds) -> Vec<String> {
-    let mut left = Vec::new();
-    left.extend(
-        ids.links
-            .iter()
-            .filter(|&&id| link_exists(id))
-            .map(|id| format!("link {id}")),
-    );
-    left.extend(
-        ids.progs
-            .iter()
-            .filter(|&&id| libbpf_rs::Program::fd_from_id(id).is_ok())
-            .map(|id| format!("prog {id}")),
-    );
-    left.extend(
-        ids.maps
-            .iter()
-            .filter_map(|&id| libbpf_rs::MapHandle::from_map_id(id).ok().map(|m| (id, m)))
-            .map(|(id, m)| format!("map {id} {:?}", libbpf_rs::MapCore::name(&m))),
-    );
-    left
-}
-
-/// Wait until the kernel has freed all of `ids` (freeing is deferred).
-fn assert_all_gone(ids: &BpfIds) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let left = still_there(ids);
-        if left.is_empty() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "still loaded: {left:?}");
-        thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn detach(dir: &Path) -> std::process::Output {
