@@ -402,11 +402,6 @@ impl<'obj> BpfLoader<'obj> {
         &self.handover
     }
 
-    /// The previous daemon's ring buffer, when not continued (see handover).
-    pub fn events_prev_map(&self) -> &libbpf_rs::Map<'obj> {
-        &self.skel.maps.events_prev
-    }
-
     pub(crate) fn meta_map(&self) -> &libbpf_rs::Map<'obj> {
         &self.skel.maps.meta
     }

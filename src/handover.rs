@@ -24,8 +24,9 @@ use libbpf_rs::{
 use nix::fcntl::{Flock, FlockArg};
 use tracing::{info, warn};
 
-use crate::bpf_loader::skel::{ExecveSkel, OpenExecveSkel};
+use crate::bpf_loader::skel::{ExecveSkel, ExecveSkelBuilder, OpenExecveSkel};
 use crate::bpf_loader::{types, BpfLoader, KernelStats};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 
 /// Layout of the kept maps this build reads and writes (`EVENT_LAYOUT_VERSION`).
 pub const LAYOUT_VERSION: u32 = types::event_layout::EVENT_LAYOUT_VERSION.0;
@@ -432,9 +433,12 @@ fn loaded_hook<'a, 'obj>(skel: &'a ExecveSkel<'obj>, hook: Hook) -> LoadedHook<'
     }
 }
 
-/// A map's type and sizes: what must match for a takeover.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A map's name, type and sizes: what must match for a takeover. (libbpf
+/// renames a reused map after the kernel's name, and the skeleton then
+/// finds its maps by name.)
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Shape {
+    name: String,
     ty: MapType,
     key: u32,
     value: u32,
@@ -443,7 +447,10 @@ struct Shape {
 
 impl Shape {
     fn of_open(map: &OpenMapMut<'_>) -> Shape {
+        // The kernel keeps BPF_OBJ_NAME_LEN - 1 bytes of a name.
+        let name = map.name().as_bytes();
         Shape {
+            name: String::from_utf8_lossy(&name[..name.len().min(15)]).into_owned(),
             ty: map.map_type(),
             key: map.key_size(),
             value: map.value_size(),
@@ -452,8 +459,11 @@ impl Shape {
     }
 
     fn of_fd(fd: BorrowedFd<'_>) -> Option<Shape> {
-        let info = MapInfo::new(fd).ok()?.info;
+        let map = MapInfo::new(fd).ok()?;
+        let name = map.name().unwrap_or_default().to_string();
+        let info = map.info;
         Some(Shape {
+            name,
             ty: MapType::from(info.type_),
             key: info.key_size,
             value: info.value_size,
@@ -508,7 +518,7 @@ impl Found {
             return Ok(false);
         };
         let shape = Shape::of_fd(fd.as_fd());
-        if compatible && shape == Some(Shape::of_open(map)) {
+        if compatible && shape.as_ref() == Some(&Shape::of_open(map)) {
             map.reuse_fd(fd.as_fd())
                 .map_err(libbpf_err("reusing a kept map"))?;
             self.reused.insert(name);
@@ -529,6 +539,7 @@ pub(crate) struct Plan {
     release: BTreeSet<String>,
     reused: BTreeSet<&'static str>,
     prev_events: Option<PrevEvents>,
+    prev_events_fd: Option<OwnedFd>,
     carried: Option<Meta>,
     found_any: bool,
 }
@@ -537,15 +548,6 @@ pub(crate) struct Plan {
 /// build and configuration, and make the skeleton reuse what fits.
 /// Dispatchers and implementations are attached by [`Plan::attach`].
 pub(crate) fn prepare(open: &mut OpenExecveSkel<'_>, keep: Keep) -> Result<Plan, HandoverError> {
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .unwrap_or(4096);
-    open.maps
-        .events_prev
-        .set_max_entries(u32::try_from(page).unwrap_or(4096))
-        .map_err(libbpf_err("sizing the previous ring buffer map"))?;
-
     let found_list = match &keep {
         Keep::Nothing => Vec::new(),
         Keep::FdStore => listen_fds(),
@@ -575,7 +577,8 @@ pub(crate) fn prepare(open: &mut OpenExecveSkel<'_>, keep: Keep) -> Result<Plan,
         .objects
         .get(META)
         .filter(|fd| {
-            Shape::of_fd(fd.as_fd()) == Some(meta_shape) && META_LEN == meta_shape.value as usize
+            Shape::of_fd(fd.as_fd()).as_ref() == Some(&meta_shape)
+                && META_LEN == meta_shape.value as usize
         })
         .and_then(|fd| read_meta(fd.as_fd()));
     let kept_layout = kept_meta.map(|m| m.layout_version);
@@ -599,19 +602,28 @@ pub(crate) fn prepare(open: &mut OpenExecveSkel<'_>, keep: Keep) -> Result<Plan,
     found.take_over(CALLER_COMMS, &mut open.maps.caller_comms, same_layout)?;
 
     let mut prev_events = None;
+    let mut prev_events_fd = None;
     if let Some(fd) = found.objects.get(EVENTS) {
         let shape = Shape::of_fd(fd.as_fd());
-        let continues = same_layout && shape == Some(Shape::of_open(&open.maps.events));
-        if !continues && shape.is_some_and(|s| s.ty == MapType::RingBuf) {
+        let ours = Shape::of_open(&open.maps.events);
+        let continues = same_layout && shape.as_ref() == Some(&ours);
+        // Read through a copy of this build's object: same name needed.
+        if !continues
+            && shape
+                .as_ref()
+                .is_some_and(|s| s.ty == MapType::RingBuf && s.name == ours.name)
+        {
             // Drained (decoded or counted) once this daemon's programs run.
-            open.maps
-                .events_prev
-                .reuse_fd(fd.as_fd())
-                .map_err(libbpf_err("reusing the previous ring buffer"))?;
             prev_events = Some(PrevEvents {
                 layout_version: kept_layout,
                 decodable: same_layout,
             });
+            prev_events_fd = Some(fd.try_clone().map_err(|e| HandoverError::Io {
+                path: EVENTS.into(),
+                source: e,
+            })?);
+        } else if !continues {
+            warn!(kept = ?shape, "the previous ring buffer cannot be read by this build: what it still holds is lost (reason upgrade), shown by the gap in sequence numbers");
         }
         found.take_over(EVENTS, &mut open.maps.events, continues)?;
     }
@@ -631,7 +643,7 @@ pub(crate) fn prepare(open: &mut OpenExecveSkel<'_>, keep: Keep) -> Result<Plan,
         let array = found.objects.remove(hook.array_name());
         let link = found.objects.remove(hook.link_name());
         let paired = matches!((&array, &link), (Some(a), Some(l))
-            if Shape::of_fd(a.as_fd()) == Some(Shape::of_open(h.array))
+            if Shape::of_fd(a.as_fd()).as_ref() == Some(&Shape::of_open(h.array))
                 && fdinfo(l.as_fd(), "link_type").is_some());
         match (array, link) {
             (Some(array), Some(link)) if paired => {
@@ -668,6 +680,7 @@ pub(crate) fn prepare(open: &mut OpenExecveSkel<'_>, keep: Keep) -> Result<Plan,
         release: found.release,
         reused: found.reused,
         prev_events,
+        prev_events_fd,
         carried,
         found_any,
     })
@@ -694,6 +707,8 @@ pub struct Handover {
     links: BTreeMap<Hook, Attachment>,
     /// The previous daemon's ring buffer, to drain before anything else.
     pub prev_events: Option<PrevEvents>,
+    /// Its fd, until drained.
+    prev_events_fd: std::sync::Mutex<Option<OwnedFd>>,
     /// The ring buffer was taken over: it holds records from before this start.
     pub continues_events: bool,
     /// What the daemons before this one delivered and reported (zero when
@@ -813,6 +828,7 @@ impl Plan {
         let handover = Handover {
             continues_events: self.reused.contains(EVENTS),
             prev_events: self.prev_events,
+            prev_events_fd: std::sync::Mutex::new(self.prev_events_fd.take()),
             keep: self.keep,
             links,
             carried,
@@ -967,9 +983,29 @@ pub fn drain_previous<'cb>(
                 "draining the previous execwatch's ring buffer first: its record layout is not this build's, so its records are counted as lost (reason upgrade), by sequence number"
             );
         }
+        let Some(fd) = handover
+            .prev_events_fd
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return Ok(());
+        };
+        // libbpf-rs reads a ring buffer from a map of an object only: a
+        // second copy of this build's object, with no programs, whose
+        // `events` is the previous buffer.
+        let mut storage = std::mem::MaybeUninit::uninit();
+        let mut open = ExecveSkelBuilder::default().open(&mut storage)?;
+        for mut prog in open.open_object_mut().progs_mut() {
+            prog.set_autoload(false);
+        }
+        open.maps.scratch.set_max_entries(1)?;
+        open.maps.events.reuse_fd(fd.as_fd())?;
+        drop(fd);
+        let prev_obj = open.load()?;
         let records = std::cell::RefCell::new(PrevRecords::default());
         let mut builder = RingBufferBuilder::new();
-        builder.add(loader.events_prev_map(), |record: &[u8]| {
+        builder.add(&prev_obj.maps.events, |record: &[u8]| {
             let mut r = records.borrow_mut();
             r.count += 1;
             // Every layout starts with the u64 sequence number.
@@ -1009,6 +1045,7 @@ pub fn drain_previous<'cb>(
             std::thread::sleep(Duration::from_millis(10));
         }
         drop(prev_ring);
+        drop(prev_obj);
         let r = records.into_inner();
         if prev.decodable {
             info!(

@@ -237,3 +237,135 @@ fn a_pin_dir_off_bpffs_is_refused_with_one_line() {
     assert!(err.contains("not on a BPF filesystem (bpffs)"), "{err}");
     assert!(err.contains("mount -t bpf bpf /sys/fs/bpf"), "{err}");
 }
+
+/// A second build of execwatch with another record layout (build.rs reads
+/// EXECWATCH_TEST_LAYOUT), in a target directory of its own.
+fn other_layout_build() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = manifest.join("target/layout-test");
+    let status = Command::new(option_env!("CARGO").unwrap_or("cargo"))
+        .args(["build", "--locked", "--bin", "execwatch", "--target-dir"])
+        .arg(&target)
+        .env("EXECWATCH_TEST_LAYOUT", "1")
+        .current_dir(manifest)
+        .status()
+        .expect("run cargo");
+    assert!(
+        status.success(),
+        "building the other-layout execwatch failed"
+    );
+    target.join("debug/execwatch")
+}
+
+/// The lost (reason upgrade) report of a daemon that drained a previous
+/// ring buffer of another layout: (count, first seq, last seq).
+fn upgrade_loss(stopped: &Stopped) -> (u64, u64, u64) {
+    let report = stopped
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["lost_upgrade"].is_u64())
+        .unwrap_or_else(|| panic!("no lost_upgrade report:\n{}", stopped.stderr));
+    (
+        u(&report, "lost_upgrade"),
+        u(&report, "first_seq"),
+        u(&report, "last_seq"),
+    )
+}
+
+#[test]
+#[ignore = "builds execwatch a second time (slow): scripts/test runs it with --ignored"]
+fn upgrade_and_downgrade_between_layouts_lose_nothing_silently_and_duplicate_nothing() {
+    let other = other_layout_build();
+    let fs = BpfFs::mount("upgrade");
+    let dir = fs.dir.join("execwatch");
+    let dir_arg = dir.to_str().unwrap();
+    let m = marker("upgrade");
+
+    // Default layout, then the other one, then back, with a loop running
+    // through both hand-overs and a gap before each.
+    let a = Daemon::start(&["--bpf-pin-dir", dir_arg]);
+    let execs = ExecLoop::start(&m);
+    execs.wait_for_more(30);
+    let a = a.stop();
+    execs.wait_for_more(30);
+    let b = Daemon::start_bin(&other, &["--bpf-pin-dir", dir_arg]);
+    execs.wait_for_more(30);
+    let b = b.stop();
+    execs.wait_for_more(30);
+    let c = Daemon::start(&["--bpf-pin-dir", dir_arg]);
+    execs.wait_for_more(30);
+    let ids = bpf_ids(c.pid());
+    let n = execs.stop();
+    let last = n - 1;
+    c.wait_for(1, Duration::from_secs(20), |v| {
+        has_arg(v, &m) && loop_index(v) == Some(last)
+    });
+    let c = c.stop();
+    for s in [&a, &b, &c] {
+        assert!(s.status.success(), "{}", s.stderr);
+        let summary = s.summary();
+        assert_eq!(u(&summary, "lost_total"), 0, "{summary}");
+        // A build reading the other's records would misplace every field.
+        assert_eq!(u(&summary, "decode_errors"), 0, "{summary}");
+        assert_accounting(&summary);
+    }
+    for s in [&b, &c] {
+        assert!(
+            s.stderr.contains("its record layout is not this build's"),
+            "{}",
+            s.stderr
+        );
+        // Neither counters nor buffer of the other layout were taken over.
+        assert_eq!(u(&s.summary(), "events_before"), 0);
+    }
+
+    // Nothing twice; what is missing was counted as lost (upgrade).
+    let (lost_b, first_b, last_b) = upgrade_loss(&b);
+    let (lost_c, first_c, last_c) = upgrade_loss(&c);
+    assert!(lost_b > 0 && lost_c > 0, "the gaps' records were counted");
+    let mut per_index = vec![0u32; n as usize];
+    for out in [&a, &b, &c] {
+        for v in out.events.iter().filter(|v| has_arg(v, &m)) {
+            per_index[loop_index(v).unwrap() as usize] += 1;
+        }
+    }
+    assert!(per_index.iter().all(|&k| k <= 1), "an exec delivered twice");
+    let missing = per_index.iter().filter(|&&k| k == 0).count() as u64;
+    assert!(
+        missing <= lost_b + lost_c,
+        "{missing} missing, {lost_b} + {lost_c} counted"
+    );
+
+    // One sequence: delivered numbers and the counted ranges tile it.
+    let mut seqs: Vec<u64> = [&a, &b, &c]
+        .iter()
+        .flat_map(|o| o.events.iter().map(seq))
+        .chain(first_b..=last_b)
+        .chain(first_c..=last_c)
+        .collect();
+    assert_eq!(last_b - first_b + 1, lost_b);
+    assert_eq!(last_c - first_c + 1, lost_c);
+    let len = seqs.len();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(
+        seqs.len(),
+        len,
+        "a sequence number both delivered and counted lost"
+    );
+    let gaps: Vec<u64> = seqs
+        .windows(2)
+        .filter(|w| w[1] != w[0] + 1)
+        .map(|w| w[0] + 1)
+        .collect();
+    assert!(gaps.is_empty(), "sequence gaps after {gaps:?}");
+
+    let out = detach(&dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_all_gone(&ids);
+}

@@ -721,16 +721,6 @@ int BPF_PROG(exec_failed, struct pt_regs *regs, long ret)
 		__type(value, __u32);                                          \
 	} name SEC(".maps")
 
-/*
- * Loader only, never used by a program: the previous daemon's ring buffer
- * when this build cannot continue it (another layout or size), so that the
- * daemon can drain it; a one-page buffer otherwise.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 4096);
-} events_prev SEC(".maps");
-
 HOOK_ARRAY(hook_rename);
 HOOK_ARRAY(hook_exec);
 HOOK_ARRAY(hook_sysexit);

@@ -64,8 +64,13 @@ impl Stopped {
 impl Daemon {
     /// Start `execwatch --format json ARGS` and wait until it is attached.
     pub fn start(args: &[&str]) -> Daemon {
+        Daemon::start_bin(BIN, args)
+    }
+
+    /// [`Daemon::start`] with another build of execwatch.
+    pub fn start_bin(bin: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Daemon {
         require_root();
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin)
             .arg("--format")
             .arg("json")
             .args(args)
