@@ -369,3 +369,68 @@ fn upgrade_and_downgrade_between_layouts_lose_nothing_silently_and_duplicate_not
     );
     assert_all_gone(&ids);
 }
+
+#[test]
+fn a_new_ring_buffer_size_drains_the_old_buffer_first_and_decodes_it() {
+    let fs = BpfFs::mount("resize");
+    let dir = fs.dir.join("execwatch");
+    let dir_arg = dir.to_str().unwrap();
+    let m = marker("resize");
+    let a = Daemon::start(&["--bpf-pin-dir", dir_arg]);
+    let execs = ExecLoop::start(&m);
+    execs.wait_for_more(30);
+    let a = a.stop();
+    execs.wait_for_more(30);
+    // Same layout, another size: counters and sequence kept, the old
+    // buffer read to its end before the new one.
+    let b = Daemon::start(&["--bpf-pin-dir", dir_arg, "--ring-buffer-size", "16MiB"]);
+    execs.wait_for_more(30);
+    let ids = bpf_ids(b.pid());
+    let n = execs.stop();
+    b.wait_for(1, Duration::from_secs(20), |v| {
+        has_arg(v, &m) && loop_index(v) == Some(n - 1)
+    });
+    let b = b.stop();
+    assert!(b.status.success(), "{}", b.stderr);
+    assert!(
+        b.stderr.contains(
+            "draining the previous execwatch's ring buffer first (another size, same layout)"
+        ),
+        "{}",
+        b.stderr
+    );
+    assert_each_exec_once(&[&a, &b], &m, n);
+    assert_sequence_contiguous(&[&a, &b]);
+    let (sa, sb) = (a.summary(), b.summary());
+    assert_eq!(u(&sb, "lost_total"), 0, "{sb}");
+    assert_eq!(
+        u(&sb, "events_before"),
+        u(&sa, "events"),
+        "counters kept: {sb}"
+    );
+    assert_accounting(&sb);
+    let out = detach(&dir);
+    assert!(out.status.success());
+    assert_all_gone(&ids);
+}
+
+#[test]
+fn bpffs_is_mounted_at_sys_fs_bpf_when_absent_and_the_daemon_says_so() {
+    common::require_root();
+    // A mount namespace of its own, where /sys/fs/bpf is surely empty: the
+    // daemon mounts bpffs there, and it all goes with the namespace.
+    let script = format!(
+        "umount -l /sys/fs/bpf 2>/dev/null; \
+         exec {} --format json --bpf-pin-dir /sys/fs/bpf/execwatch-test",
+        common::BIN
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
+    let d = Daemon::start_cmd(cmd);
+    d.wait_for_stderr("mounted bpffs at /sys/fs/bpf", Duration::from_secs(10));
+    let ids = bpf_ids(d.pid());
+    let stopped = d.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    // The pins went with the namespace's bpffs.
+    assert_all_gone(&ids);
+}

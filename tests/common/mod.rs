@@ -69,11 +69,16 @@ impl Daemon {
 
     /// [`Daemon::start`] with another build of execwatch.
     pub fn start_bin(bin: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Daemon {
+        let mut cmd = Command::new(bin);
+        cmd.arg("--format").arg("json").args(args);
+        Daemon::start_cmd(cmd)
+    }
+
+    /// Start `cmd`, which runs execwatch with `--format json` (through a
+    /// wrapper, say), and wait until it is attached.
+    pub fn start_cmd(mut cmd: Command) -> Daemon {
         require_root();
-        let mut child = Command::new(bin)
-            .arg("--format")
-            .arg("json")
-            .args(args)
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
