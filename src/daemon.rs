@@ -241,8 +241,9 @@ pub fn run<W: Write>(
         m.kernel(&last_stats, &kernel);
     }
     let c = consumer.into_inner();
-    crate::handover::save_progress(loader, c.events, c.decode_errors, &kernel)
-        .context("writing the meta map")?;
+    if let Err(e) = crate::handover::save_progress(loader, c.events, c.decode_errors, &kernel) {
+        warn!(error = %e, "could not record this run's counts for the next execwatch");
+    }
     let summary = Summary {
         events: c.events,
         decode_errors: c.decode_errors,

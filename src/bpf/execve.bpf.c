@@ -36,7 +36,6 @@ const volatile __u32 exclude_comms = 0;   /* not comms in comm_exclude */
 const volatile __u32 filter_cgroup = 0;   /* only under cgroup_filter[0] */
 const volatile __u32 containers_only = 0; /* only outside the initial pid ns */
 
-
 struct event_buf {
 	struct event ev;
 	__u8 data[EVENT_DATA_MAX];
