@@ -24,9 +24,10 @@ use libbpf_rs::{
 use nix::fcntl::{Flock, FlockArg};
 use tracing::{info, warn};
 
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+
 use crate::bpf_loader::skel::{ExecveSkel, ExecveSkelBuilder, OpenExecveSkel};
 use crate::bpf_loader::{types, BpfLoader, KernelStats};
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 
 /// Layout of the kept maps this build reads and writes (`EVENT_LAYOUT_VERSION`).
 pub const LAYOUT_VERSION: u32 = types::event_layout::EVENT_LAYOUT_VERSION.0;
@@ -38,9 +39,6 @@ const STATS: &str = "stats";
 const SEQ: &str = "seq";
 const META: &str = "meta";
 const CALLER_COMMS: &str = "caller_comms";
-
-/// The default pin directory of the DaemonSet and the docs.
-pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/execwatch";
 
 /// bpffs, as statfs reports it.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -54,12 +52,12 @@ pub enum HandoverError {
     )]
     NotBpffs { path: String },
     #[error(
-        "--bpf-pin-dir {path}: no bpffs at /sys/fs/bpf and mounting one failed ({source}); \
+        "--bpf-pin-dir {path}: no bpffs at /sys/fs/bpf and mounting one failed ({err}); \
          mount it on the host with `mount -t bpf bpf /sys/fs/bpf`"
     )]
-    Mount { path: String, source: nix::Error },
-    #[error("--bpf-pin-dir {path}: {source}")]
-    Io { path: String, source: io::Error },
+    Mount { path: String, err: nix::Error },
+    #[error("--bpf-pin-dir {path}: {err}")]
+    Io { path: String, err: io::Error },
     #[error(
         "--bpf-pin-dir {path}: an execwatch daemon is running with this directory; stop it \
          first (its programs stay attached while it runs)"
@@ -74,9 +72,9 @@ pub enum HandoverError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> HandoverError + '_ {
-    move |source| HandoverError::Io {
+    move |err| HandoverError::Io {
         path: path.display().to_string(),
-        source,
+        err,
     }
 }
 
@@ -145,9 +143,9 @@ fn ensure_bpffs(path: &Path) -> Result<(), HandoverError> {
             nix::mount::MsFlags::empty(),
             None::<&str>,
         )
-        .map_err(|source| HandoverError::Mount {
+        .map_err(|err| HandoverError::Mount {
             path: path.display().to_string(),
-            source,
+            err,
         })?;
         info!("mounted bpffs at /sys/fs/bpf: nothing was mounted there");
         return Ok(());
@@ -618,9 +616,9 @@ pub(crate) fn prepare(open: &mut OpenExecveSkel<'_>, keep: Keep) -> Result<Plan,
                 layout_version: kept_layout,
                 decodable: same_layout,
             });
-            prev_events_fd = Some(fd.try_clone().map_err(|e| HandoverError::Io {
+            prev_events_fd = Some(fd.try_clone().map_err(|err| HandoverError::Io {
                 path: EVENTS.into(),
-                source: e,
+                err,
             })?);
         } else if !continues {
             warn!(kept = ?shape, "the previous ring buffer cannot be read by this build: what it still holds is lost (reason upgrade), shown by the gap in sequence numbers");
@@ -721,7 +719,7 @@ pub struct Handover {
 fn pin_fd(fd: BorrowedFd<'_>, path: &Path) -> Result<(), HandoverError> {
     let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| HandoverError::Io {
         path: path.display().to_string(),
-        source: io::Error::from(io::ErrorKind::InvalidInput),
+        err: io::Error::from(io::ErrorKind::InvalidInput),
     })?;
     // SAFETY: `fd` is an open BPF object and `c` a NUL-terminated path that
     // lives across the call.
