@@ -56,6 +56,11 @@ pub enum HandoverError {
          mount it on the host with `mount -t bpf bpf /sys/fs/bpf`"
     )]
     Mount { path: String, err: nix::Error },
+    #[error(
+        "--bpf-pin-dir {path}: the root of a bpffs mount; give a directory of execwatch's \
+         own below it, such as {path}/execwatch"
+    )]
+    MountRoot { path: String },
     #[error("--bpf-pin-dir {path}: {err}")]
     Io { path: String, err: io::Error },
     #[error(
@@ -155,11 +160,22 @@ fn ensure_bpffs(path: &Path) -> Result<(), HandoverError> {
     })
 }
 
+/// A bpffs mount's root also holds bpffs's own files: not a pin directory.
+fn refuse_mount_root(path: &Path) -> Result<(), HandoverError> {
+    if is_bpffs(path) && !path.parent().is_some_and(is_bpffs) {
+        return Err(HandoverError::MountRoot {
+            path: path.display().to_string(),
+        });
+    }
+    Ok(())
+}
+
 impl PinDir {
     /// Create (on bpffs) and lock the directory; waits for a daemon that
     /// still holds it.
     pub fn open(path: &Path) -> Result<PinDir, HandoverError> {
         ensure_bpffs(path)?;
+        refuse_mount_root(path)?;
         fs::create_dir_all(path).map_err(io_err(path))?;
         let dir = fs::File::open(path).map_err(io_err(path))?;
         let lock = match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
@@ -1086,6 +1102,7 @@ pub fn detach(dir: &Path) -> Result<Vec<String>, HandoverError> {
             path: dir.display().to_string(),
         });
     }
+    refuse_mount_root(dir)?;
     let handle = fs::File::open(dir).map_err(io_err(dir))?;
     let _lock = Flock::lock(handle, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
         if e == nix::errno::Errno::EWOULDBLOCK {

@@ -224,6 +224,24 @@ fn detach_refuses_while_a_daemon_uses_the_directory() {
 }
 
 #[test]
+fn the_root_of_a_bpffs_is_refused_as_a_pin_dir() {
+    let fs = BpfFs::mount("root");
+    for args in [&["--format", "json"][..], &["detach"][..]] {
+        // timeout: a daemon that wrongly starts must not hang the test.
+        let out = Command::new("timeout")
+            .args(["20", common::BIN])
+            .args(args)
+            .arg("--bpf-pin-dir")
+            .arg(&fs.dir)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("the root of a bpffs mount"), "{err}");
+    }
+}
+
+#[test]
 fn a_pin_dir_off_bpffs_is_refused_with_one_line() {
     common::require_root();
     let dir = std::env::temp_dir().join(format!("execwatch-not-bpffs-{}", std::process::id()));
