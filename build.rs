@@ -67,17 +67,24 @@ fn main() {
         );
     }
 
+    let mut clang_args: Vec<std::ffi::OsString> = vec![
+        "-I".into(),
+        vmlinux_dir.into_os_string(),
+        format!("-D__TARGET_ARCH_{bpf_arch}").into(),
+        // v3: atomic fetch-add (the global sequence number), 32-bit jumps.
+        "-mcpu=v3".into(),
+        "-Wall".into(),
+        "-Werror".into(),
+    ];
+    // Test-only: another record layout, for tests/restart.rs's upgrade test.
+    if env::var_os("EXECWATCH_TEST_LAYOUT").is_some() {
+        clang_args.push("-DEXECWATCH_TEST_LAYOUT".into());
+    }
+    println!("cargo:rerun-if-env-changed=EXECWATCH_TEST_LAYOUT");
+
     SkeletonBuilder::new()
         .source(SRC)
-        .clang_args([
-            "-I".into(),
-            vmlinux_dir.into_os_string(),
-            format!("-D__TARGET_ARCH_{bpf_arch}").into(),
-            // v3: atomic fetch-add (the global sequence number), 32-bit jumps.
-            "-mcpu=v3".into(),
-            "-Wall".into(),
-            "-Werror".into(),
-        ])
+        .clang_args(clang_args)
         .build_and_generate(out.join("execve.skel.rs"))
         .expect("building the BPF skeleton failed");
 

@@ -3,11 +3,11 @@
 
 use std::mem::MaybeUninit;
 
-use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{ErrorKind, MapCore, MapFlags, OpenObject};
 
 #[allow(clippy::all, clippy::pedantic, unused_imports)]
-mod skel {
+pub(crate) mod skel {
     include!(concat!(env!("OUT_DIR"), "/execve.skel.rs"));
 }
 
@@ -204,6 +204,8 @@ pub enum LoadError {
     Tracefs(#[from] crate::tracefs::TracefsError),
     #[error("--failed-execs tracepoints needs Linux 5.15 or newer (bpf_task_pt_regs)")]
     TracepointsNeedNewerKernel,
+    #[error(transparent)]
+    Handover(#[from] crate::handover::HandoverError),
     #[error("{what} failed (run with --verbose to see libbpf's log)")]
     Libbpf {
         what: &'static str,
@@ -226,6 +228,7 @@ impl LoadError {
 pub struct BpfLoader<'obj> {
     skel: ExecveSkel<'obj>,
     failed_execs: FailedExecs,
+    handover: crate::handover::Handover,
 }
 
 /// The comm as the kernel stores it: at most [`COMM_MAX`] bytes, NUL-padded.
@@ -313,20 +316,17 @@ fn resolve_failed_execs(
 
 /// Attach `prog` to tracepoint `id` through a perf event of our own: libbpf
 /// would look the id up in /sys/kernel/tracing, which may not be mounted.
-fn attach_tracepoint(
+pub(crate) fn attach_tracepoint(
     prog: &libbpf_rs::ProgramMut<'_>,
     id: u64,
-) -> Result<libbpf_rs::Link, LoadError> {
+) -> Result<libbpf_rs::Link, libbpf_rs::Error> {
     use std::os::fd::IntoRawFd;
-    let what = "attaching the syscall exit tracepoints";
-    let fd = crate::tracefs::open_tracepoint_event(id)
-        .map_err(|e| LoadError::from_libbpf(what, libbpf_rs::Error::from(e)))?;
+    let fd = crate::tracefs::open_tracepoint_event(id).map_err(libbpf_rs::Error::from)?;
     // The link owns the perf event from here on and closes it on detach.
     let raw = fd.into_raw_fd();
-    prog.attach_perf_event(raw).map_err(|e| {
+    prog.attach_perf_event(raw).inspect_err(|_| {
         // SAFETY: the attach failed, so `raw` is still ours alone to close.
         drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) });
-        LoadError::from_libbpf(what, e)
     })
 }
 
@@ -335,6 +335,16 @@ impl<'obj> BpfLoader<'obj> {
     pub fn load(
         config: &Config,
         object: &'obj mut MaybeUninit<OpenObject>,
+    ) -> Result<Self, LoadError> {
+        Self::load_keeping(config, object, crate::handover::Keep::Nothing)
+    }
+
+    /// [`Self::load`], taking over what a previous daemon kept in `keep`
+    /// and keeping this daemon's objects there (crate::handover).
+    pub fn load_keeping(
+        config: &Config,
+        object: &'obj mut MaybeUninit<OpenObject>,
+        keep: crate::handover::Keep,
     ) -> Result<Self, LoadError> {
         config.validate()?;
         let mut open = ExecveSkelBuilder::default()
@@ -394,28 +404,24 @@ impl<'obj> BpfLoader<'obj> {
             open.progs.exec_failed_execve.set_autoload(false);
             open.progs.exec_failed_execveat.set_autoload(false);
         }
-        // Attached below, with ids that do not need /sys/kernel/tracing.
-        open.progs.exec_failed_execve.set_autoattach(false);
-        open.progs.exec_failed_execveat.set_autoattach(false);
 
-        let mut skel = open
+        let plan = crate::handover::prepare(&mut open, keep)?;
+        let skel = open
             .load()
             .map_err(|e| LoadError::from_libbpf("loading the BPF program", e))?;
         fill_filter_maps(&skel, f, cgroup_dir.as_ref())
             .map_err(|e| LoadError::from_libbpf("filling the filter maps", e))?;
-        skel.attach()
-            .map_err(|e| LoadError::from_libbpf("attaching the BPF programs", e))?;
-        if let Some(ids) = exit_event_ids {
-            skel.links.exec_failed_execve = Some(attach_tracepoint(
-                &skel.progs.exec_failed_execve,
-                ids.execve,
-            )?);
-            skel.links.exec_failed_execveat = Some(attach_tracepoint(
-                &skel.progs.exec_failed_execveat,
-                ids.execveat,
-            )?);
-        }
-        Ok(BpfLoader { skel, failed_execs })
+        let handover = plan.attach(&skel, exit_event_ids).map_err(|e| match e {
+            crate::handover::HandoverError::Libbpf { what, source } => {
+                LoadError::from_libbpf(what, source)
+            }
+            e => e.into(),
+        })?;
+        Ok(BpfLoader {
+            skel,
+            failed_execs,
+            handover,
+        })
     }
 
     /// The failed-exec hook in use (never `Auto`).
@@ -448,9 +454,31 @@ impl<'obj> BpfLoader<'obj> {
         &self.skel.maps.events
     }
 
-    /// Detach every program: no new records arrive after this.
+    /// Detach every program: no new records arrive after this. When the
+    /// objects are kept for the next daemon, leave them attached instead,
+    /// and have records carry their cgroup path again: the next daemon
+    /// starts with no cgroup known.
     pub fn detach(&mut self) {
-        self.skel.links = Default::default();
+        if !self.handover.keeps() {
+            self.handover.drop_links();
+            return;
+        }
+        let known = &self.skel.maps.known_cgroups;
+        for key in known.keys().collect::<Vec<_>>() {
+            let _ = known.delete(&key);
+        }
+        tracing::info!(
+            "leaving the programs attached for the next execwatch: records wait in the ring buffer"
+        );
+    }
+
+    /// What a previous daemon left and this one took over.
+    pub fn handover(&self) -> &crate::handover::Handover {
+        &self.handover
+    }
+
+    pub(crate) fn meta_map(&self) -> &libbpf_rs::Map<'obj> {
+        &self.skel.maps.meta
     }
 
     /// The kernel's counters (the `Source::Kernel` entries of the counter

@@ -17,7 +17,14 @@ pub enum Source {
 }
 
 /// What a counter means for the run's arithmetic:
-/// `seen = delivered + lost (every reason) + decode errors`.
+/// `seen = delivered + lost (every reason) + decode errors + before + pending`.
+///
+/// The kernel's counters (and the daemon's losses) count from when the
+/// `stats` map was created, which may be by an earlier daemon that kept its
+/// objects for the next one (crate::handover); `before` is what those earlier
+/// daemons took from the ring buffer and delivered or rejected, `pending`
+/// what this one leaves in a kept ring buffer for the next. Both are zero
+/// in a run that keeps nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
     /// Execs that reached a hook and passed the filters.
@@ -28,6 +35,10 @@ pub enum Class {
     Lost,
     /// Records that could not be decoded.
     DecodeError,
+    /// Delivered or rejected by earlier daemons on the same kept counters.
+    Before,
+    /// Left in a kept ring buffer for the next daemon, at stop.
+    Pending,
     /// Facts that are not part of the arithmetic (degraded fields, wakeups,
     /// filtered execs, records written to the ring buffer).
     Detail,
@@ -53,13 +64,29 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "seen",
         "Exec and exit events that reached a hook and passed the filters",
     ),
+    (
+        "seen_upgrade",
+        "Records read from the ring buffer of a previous execwatch of another record layout, whose counters were not taken over (each is also lost, reason upgrade)",
+    ),
     ("submitted", "Records the kernel wrote into the ring buffer"),
     (
         "events",
         "Events accepted by the output (stdout or journald), by outcome (exits count as success)",
     ),
+    (
+        "events_before",
+        "Events delivered by earlier daemons on the same kept counters (restart without a gap)",
+    ),
     ("lost", "Exec events never delivered, by reason"),
     ("decode_errors", "Malformed ring-buffer records skipped"),
+    (
+        "decode_errors_before",
+        "Malformed records skipped by earlier daemons on the same kept counters",
+    ),
+    (
+        "pending",
+        "Records left in the kept ring buffer for the next daemon (set at stop)",
+    ),
     (
         "read_failed",
         "Events delivered with a field whose memory could not be read",
@@ -130,9 +157,14 @@ macro_rules! counters {
 
 counters! {
     seen: Source::Kernel(S::STAT_SEEN), Seen, "seen";
+    /// Records of a previous build's ring buffer of another layout: seen by
+    /// its counters, which this daemon could not take over.
+    seen_upgrade: Source::Daemon, Seen, "seen_upgrade";
     submitted: Source::Kernel(S::STAT_SUBMITTED), Detail, "submitted";
     events_success: Source::Daemon, Delivered, "events", "outcome" = "success";
     events_failure: Source::Daemon, Delivered, "events", "outcome" = "failure";
+    /// Delivered by the daemons before this one on the kept counters.
+    events_before: Source::Daemon, Before, "events_before";
     /// The ring buffer was full.
     lost_ringbuf_full: Source::Kernel(S::STAT_LOST_RINGBUF_FULL), Lost, "lost", "reason" = "ringbuf_full";
     /// No scratch record (should never happen).
@@ -141,7 +173,12 @@ counters! {
     lost_output: Source::Daemon, Lost, "lost", "reason" = "output";
     /// Not written before the drain deadline at shutdown.
     lost_shutdown: Source::Daemon, Lost, "lost", "reason" = "shutdown";
+    /// In a previous build's ring buffer of another record layout.
+    lost_upgrade: Source::Daemon, Lost, "lost", "reason" = "upgrade";
     decode_errors: Source::Daemon, DecodeError, "decode_errors";
+    decode_errors_before: Source::Daemon, Before, "decode_errors_before";
+    /// Left in the kept ring buffer at stop: the next daemon delivers them.
+    pending: Source::Daemon, Pending, "pending";
     args_read_failed: Source::Kernel(S::STAT_ARGS_READ_FAILED), Detail, "read_failed", "field" = "args";
     filename_read_failed: Source::Kernel(S::STAT_FILENAME_READ_FAILED), Detail, "read_failed", "field" = "filename";
     exe_read_failed: Source::Kernel(S::STAT_EXE_READ_FAILED), Detail, "read_failed", "field" = "exe";
@@ -212,14 +249,16 @@ impl Counts {
         }
     }
 
-    /// `seen - (delivered + lost + decode errors)`: zero once every record
-    /// has been delivered or counted; records still on their way make it
-    /// positive during the run.
+    /// `seen - (delivered + lost + decode errors + before + pending)`: zero
+    /// once every record has been delivered, counted, or left for the next
+    /// daemon; records still on their way make it positive during the run.
     pub fn unaccounted(&self) -> i128 {
         i128::from(self.total(Class::Seen))
             - i128::from(self.delivered())
             - i128::from(self.lost())
             - i128::from(self.total(Class::DecodeError))
+            - i128::from(self.total(Class::Before))
+            - i128::from(self.total(Class::Pending))
     }
 
     /// The reasons whose counters grew since `prev`, with how many.
@@ -255,6 +294,9 @@ pub fn loss_hint(reason: &str) -> &'static str {
         "output" => "the output failed (see the error)",
         "shutdown" => {
             "not written before the drain deadline at shutdown (raise --drain-timeout, or the output is too slow)"
+        }
+        "upgrade" => {
+            "left by a previous execwatch with another record layout, unreadable by this one (their sequence numbers are in the log)"
         }
         _ => "see the lost_* counters",
     }
@@ -308,7 +350,13 @@ mod tests {
             assert!(labelled > 0 || members.len() == 1, "family {m}");
         }
         // The daemon's reasons are there.
-        for reason in ["output", "shutdown", "ringbuf_full", "no_scratch"] {
+        for reason in [
+            "output",
+            "shutdown",
+            "ringbuf_full",
+            "no_scratch",
+            "upgrade",
+        ] {
             assert!(TABLE
                 .iter()
                 .any(|d| d.class == Class::Lost && d.label == Some(("reason", reason))));
@@ -336,6 +384,27 @@ mod tests {
             s.contains(" lost_output=1") && !s.contains("filtered"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn a_takeover_adds_up_with_what_came_before_and_what_is_left() {
+        // Kernel counters kept from an earlier daemon: 10 seen, of which it
+        // delivered 4; this one delivered 3 and left 2 in the buffer.
+        let mut c = Counts::default();
+        c.set(Counter::seen, 10);
+        c.set(Counter::events_before, 4);
+        c.set(Counter::events_success, 3);
+        c.set(Counter::decode_errors_before, 1);
+        assert_eq!(c.unaccounted(), 2);
+        c.set(Counter::pending, 2);
+        assert_eq!(c.unaccounted(), 0);
+        assert_eq!(c.delivered(), 3, "this daemon's deliveries only");
+        // An older layout's buffer: its records were seen by its counters.
+        c.add(Counter::lost_upgrade, 5);
+        assert_eq!(c.unaccounted(), -5);
+        c.add(Counter::seen_upgrade, 5);
+        assert_eq!(c.unaccounted(), 0);
+        assert_eq!(c.lost(), 5);
     }
 
     #[test]

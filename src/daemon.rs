@@ -1,8 +1,9 @@
 //! The daemon loop: take a bounded batch of records from the ring buffer,
 //! decode and format them, then check the stop flag, the output, the
 //! counters and the watchdog. On a stop signal or an error: detach, deliver
-//! what is left until the drain deadline, count the rest as lost, and
-//! summarise.
+//! what is left until the drain deadline, count the rest as lost (or, when
+//! the objects are kept for the next daemon, leave it to that one), and
+//! summarise. Before the loop: what a previous daemon left (crate::handover).
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -22,6 +23,7 @@ use crate::decode::ExecEvent;
 use crate::entity_id::EntityIds;
 use crate::event::{Action, Lineage};
 use crate::exe_hash::{HashConfig, HashHold, HashOutcome, HashRequest, Hasher, Requested};
+use crate::handover::PrevDrain;
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::output::table::Table;
@@ -35,6 +37,22 @@ const HASH_HOLD_MAX: Duration = Duration::from_secs(1);
 const HASH_HOLD_EVENTS: usize = 65_536;
 /// The poll timeout while events wait for a hash.
 const HASH_POLL: Duration = Duration::from_millis(5);
+
+/// Longest the drain of a taken-over ring buffer delays READY.
+const TAKEOVER_DRAIN_MAX: Duration = Duration::from_secs(10);
+
+/// Reads of the kernel counters at a kept stop, 5 ms apart, until they
+/// agree: the programs stay attached and may be half-way through a record.
+const KEPT_SETTLE_TRIES: usize = 400;
+
+/// The kernel's counters agree: every exec seen was written or dropped (no
+/// program was half-way through a record when they were read).
+fn kernel_settled(kernel: &Counts) -> bool {
+    kernel.get(Counter::seen)
+        == kernel.get(Counter::submitted)
+            + kernel.get(Counter::lost_ringbuf_full)
+            + kernel.get(Counter::lost_no_scratch)
+}
 
 /// Records taken from the ring buffer in one turn of the loop, at most:
 /// the stop flag, the output and the counters are checked between turns.
@@ -418,9 +436,15 @@ fn wait_for_records(ring: &RingBuffer<'_>, timeout: Duration) {
     unsafe { libc::epoll_wait(ring.epoll_fd(), event.as_mut_ptr(), 1, ms) };
 }
 
-/// Kernel counts plus the daemon's.
-fn gather(kernel: &Counts, consumer: &RefCell<Consumer<'_>>, queue: &OutputQueue) -> Counts {
+/// Kernel counts plus the daemon's (`carried`: from earlier daemons).
+fn gather(
+    kernel: &Counts,
+    carried: &Counts,
+    consumer: &RefCell<Consumer<'_>>,
+    queue: &OutputQueue,
+) -> Counts {
     let mut c = *kernel;
+    c.merge(carried);
     c.merge(&consumer.borrow().counts);
     c.merge(&queue.counts());
     c
@@ -436,6 +460,95 @@ fn report_losses(prev: &Counts, now: &Counts) {
             .collect();
         now.log_losses(new, &hint.join("; "));
     }
+}
+
+/// Read to its end the ring buffer of a previous daemon that this one does
+/// not continue (another size or layout), before this daemon's own: its
+/// records are decoded when the layout is this build's, else counted as
+/// lost (reason `upgrade`).
+fn drain_previous_buffer(
+    loader: &BpfLoader<'_>,
+    consumer: &RefCell<Consumer<'_>>,
+    queue: &OutputQueue,
+    errors: &mut Errors,
+) -> Result<()> {
+    let Some(prev) = loader.handover().take_previous_buffer() else {
+        return Ok(());
+    };
+    let decodable = prev.info.decodable;
+    let drain = RefCell::new(PrevDrain::start(loader.handover(), prev.info));
+    prev.read(|map| -> Result<()> {
+        let mut builder = RingBufferBuilder::new();
+        builder.add(map, |record: &[u8]| {
+            let is_event = drain.borrow_mut().note(record);
+            if decodable {
+                return consumer.borrow_mut().on_record(record);
+            }
+            if is_event {
+                // Seen by the previous build's counters, not this one's.
+                let mut c = consumer.borrow_mut();
+                c.counts.add(Counter::seen_upgrade, 1);
+                c.counts.add(Counter::lost_upgrade, 1);
+            }
+            0
+        })?;
+        let ring = builder.build()?;
+        loop {
+            // A full queue holds the reading back: no turn to judge by.
+            let read = if queue.is_full() {
+                queue.wait_for_room(Duration::from_millis(100));
+                false
+            } else {
+                take_records(&ring, consumer, RECORDS_PER_TURN, errors);
+                true
+            };
+            if let Some(e) = queue.take_error() {
+                errors.output(e);
+            }
+            if errors.is_set() || (read && drain.borrow_mut().finished()) {
+                break;
+            }
+            if read {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        Ok(())
+    })
+    .context("reading the previous execwatch's ring buffer")??;
+    drain.borrow().report();
+    Ok(())
+}
+
+/// A ring buffer taken over holds what the previous daemon left: deliver
+/// it before anything else is announced (READY).
+fn drain_taken_over(
+    ring: &RingBuffer<'_>,
+    consumer: &RefCell<Consumer<'_>>,
+    queue: &OutputQueue,
+    stop: &AtomicBool,
+    errors: &mut Errors,
+) {
+    tracing::info!("taking over the ring buffer: draining what the previous execwatch left first");
+    let before = consumer.borrow().consumed;
+    // The main loop reads on from where this stops: the bound only keeps
+    // READY from waiting on a backlog behind a slow output.
+    let until = Instant::now() + TAKEOVER_DRAIN_MAX;
+    while !stop.load(Ordering::Relaxed) && !errors.is_set() && Instant::now() < until {
+        if queue.is_full() {
+            queue.wait_for_room(Duration::from_millis(100));
+        } else if take_records(ring, consumer, RECORDS_PER_TURN, errors) == 0
+            && !consumer.borrow().paused
+        {
+            break; // empty
+        }
+        if let Some(e) = queue.take_error() {
+            errors.output(e);
+        }
+    }
+    tracing::info!(
+        records = consumer.borrow().consumed - before,
+        "drained the records the previous execwatch left"
+    );
 }
 
 /// Run until `stop` is set or an error, then drain and summarise. Events
@@ -517,6 +630,12 @@ pub fn run(
     let ring = builder
         .build()
         .context("setting up the ring buffer reader")?;
+    let mut errors = Errors::default();
+    // What the previous daemon left comes first.
+    drain_previous_buffer(loader, &consumer, &queue, &mut errors)?;
+    if loader.handover().continues_events {
+        drain_taken_over(&ring, &consumer, &queue, stop, &mut errors);
+    }
     // Attached and reading: an exec from now on is recorded.
     notifier.ready("recording");
     liveness.touch();
@@ -525,12 +644,13 @@ pub fn run(
         None => opts.poll_interval,
     };
 
-    // The kernel counters start at zero when the program loads: whatever was
-    // lost before this loop runs is reported by the first check.
+    // Whatever was lost and not yet reported (since load, or since the
+    // previous daemon's last report) is reported by the first check.
+    let carried = loader.handover().carried;
+    let carried_counts = carried.carried_counts();
     let mut kernel = Counts::default();
-    let mut reported = Counts::default();
+    let mut reported = carried.reported_counts();
     let mut last_stats_at = Instant::now();
-    let mut errors = Errors::default();
 
     while !stop.load(Ordering::Relaxed) {
         let taken = if queue.is_full() {
@@ -574,9 +694,12 @@ pub fn run(
                     break;
                 }
             }
-            let counts = gather(&kernel, &consumer, &queue);
+            let counts = gather(&kernel, &carried_counts, &consumer, &queue);
             report_losses(&reported, &counts);
             reported = counts;
+            if let Err(e) = crate::handover::save_progress(loader, &counts, false) {
+                tracing::debug!(error = %e, "meta map not updated");
+            }
             if let Some(m) = &opts.metrics {
                 m.publish(&counts);
             }
@@ -603,7 +726,9 @@ pub fn run(
     }
 
     // Stop new records, then deliver what is already in the ring buffer and
-    // the output queue, until the deadline.
+    // the output queue, until the deadline. Kept objects stay attached: the
+    // records that keep coming wait for the next daemon.
+    let keeps = loader.handover().keeps();
     let deadline = Instant::now() + opts.drain_timeout;
     notifier.stopping();
     loader.detach();
@@ -657,44 +782,75 @@ pub fn run(
         errors.output(e);
     }
 
-    // Whatever is still in the ring buffer is lost: count it.
-    consumer.borrow_mut().mode = Mode::Discard(if errors.output_failed {
-        Counter::lost_output
-    } else {
-        Counter::lost_shutdown
-    });
-    let _ = ring.consume_raw();
-    // The kernel's final counts. A program that was running at detach may
-    // still submit a record: take it until the counts agree.
-    for _ in 0..20 {
-        match loader.stats() {
-            Ok(now) => kernel = now,
-            Err(e) => {
-                errors.set(anyhow::Error::new(e).context("reading BPF counters"));
+    if keeps {
+        // What is left waits in the kept buffer (`pending`), even after an
+        // output failure: the next daemon delivers it. Only the kernel's
+        // counts must agree with each other.
+        for _ in 0..KEPT_SETTLE_TRIES {
+            match loader.stats() {
+                Ok(now) => kernel = now,
+                Err(e) => {
+                    errors.set(anyhow::Error::new(e).context("reading BPF counters"));
+                    break;
+                }
+            }
+            if kernel_settled(&kernel) {
                 break;
             }
+            std::thread::sleep(Duration::from_millis(5));
         }
-        let settled = kernel.get(Counter::submitted) == consumer.borrow().consumed
-            && kernel.get(Counter::seen)
-                == kernel.get(Counter::submitted)
-                    + kernel.get(Counter::lost_ringbuf_full)
-                    + kernel.get(Counter::lost_no_scratch);
-        if settled {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    } else {
+        // Whatever is still in the ring buffer is lost: count it.
+        consumer.borrow_mut().mode = Mode::Discard(if errors.output_failed {
+            Counter::lost_output
+        } else {
+            Counter::lost_shutdown
+        });
         let _ = ring.consume_raw();
+        // The kernel's final counts. A program that was running at detach may
+        // still submit a record: take it until the counts agree.
+        for _ in 0..20 {
+            match loader.stats() {
+                Ok(now) => kernel = now,
+                Err(e) => {
+                    errors.set(anyhow::Error::new(e).context("reading BPF counters"));
+                    break;
+                }
+            }
+            if kernel.get(Counter::submitted) == consumer.borrow().consumed
+                && kernel_settled(&kernel)
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            let _ = ring.consume_raw();
+        }
     }
     drop(ring);
 
-    let counts = gather(&kernel, &consumer, &queue);
+    let mut counts = gather(&kernel, &carried_counts, &consumer, &queue);
+    if keeps {
+        let consumed = carried.consumed() + consumer.borrow().consumed;
+        counts.set(
+            Counter::pending,
+            kernel.get(Counter::submitted).saturating_sub(consumed),
+        );
+    }
     report_losses(&reported, &counts);
     if let Some(m) = &opts.metrics {
         m.publish(&counts);
     }
+    if let Err(e) = crate::handover::save_progress(loader, &counts, true) {
+        warn!(error = %e, "could not record this run's counts for the next execwatch");
+    }
     counts.log_summary();
     let unaccounted = counts.unaccounted();
-    if unaccounted != 0 {
+    if unaccounted != 0 && loader.handover().predecessor_unclean {
+        warn!(
+            unaccounted = unaccounted.to_string(),
+            "the summary does not add up by the records the previous execwatch took after its last count: it did not exit cleanly"
+        );
+    } else if unaccounted != 0 {
         tracing::error!(
             unaccounted = unaccounted.to_string(),
             "the summary does not add up: seen != delivered + lost + decode errors"

@@ -11,6 +11,7 @@ pub mod entity_id;
 pub mod event;
 pub mod exe_hash;
 pub mod fields;
+pub mod handover;
 pub mod liveness;
 pub mod metrics;
 pub mod output;

@@ -48,6 +48,9 @@ enum Command {
     /// Check whether this host can run execwatch: one line per requirement,
     /// ok or missing and what to do; exit status 0 when it can run.
     Check,
+    /// Remove the BPF objects daemons pinned with --bpf-pin-dir DIR: their
+    /// programs stop recording. Refused while a daemon uses DIR.
+    Detach(DetachArgs),
 }
 
 /// scripts/package's subcommand: writes the man pages and completions. Added
@@ -158,6 +161,46 @@ struct RunArgs {
     /// Log libbpf's messages and debug details to stderr.
     #[arg(short, long)]
     verbose: bool,
+
+    /// Pin the BPF objects in this bpffs directory (e.g. /sys/fs/bpf/execwatch),
+    /// so that a daemon started with the same directory takes them over with
+    /// no gap; `execwatch detach --bpf-pin-dir DIR` removes them.
+    #[arg(long, value_name = "DIR")]
+    bpf_pin_dir: Option<PathBuf>,
+}
+
+/// `execwatch detach`'s flags.
+#[derive(Debug, Args)]
+struct DetachArgs {
+    /// The directory given to the daemons' --bpf-pin-dir.
+    #[arg(long, value_name = "DIR")]
+    bpf_pin_dir: PathBuf,
+}
+
+/// `execwatch detach`: remove what daemons pinned with --bpf-pin-dir.
+fn detach(args: &DetachArgs) -> ExitCode {
+    let dir = &args.bpf_pin_dir;
+    match execwatch::handover::detach(dir) {
+        Ok(names) if names.is_empty() && !dir.exists() => {
+            eprintln!(
+                "execwatch: {} does not exist: nothing to detach",
+                dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(names) => {
+            eprintln!(
+                "execwatch: removed {} pinned objects and the directory {}: nothing stays attached through it",
+                names.len(),
+                dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("execwatch: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Parse `123`, `16K`, `16KiB`, `8M`, `8MiB` (binary units).
@@ -331,8 +374,9 @@ fn run(args: &RunArgs, format: Format) -> Result<()> {
         capture_env: !args.env.is_empty(),
         exits: !args.no_exits,
     };
+    let keep = execwatch::handover::Keep::choose(args.bpf_pin_dir.as_deref())?;
     let mut object = MaybeUninit::uninit();
-    let mut loader = BpfLoader::load(&config, &mut object)?;
+    let mut loader = BpfLoader::load_keeping(&config, &mut object, keep)?;
     info!(
         message_id = journald::message_ids::STARTED,
         max_args_bytes = config.max_args_bytes,
@@ -440,6 +484,7 @@ fn main() -> ExitCode {
         None => run_daemon(&cli.run),
         Some(Command::Run(args)) => run_daemon(&args),
         Some(Command::Check) => check(),
+        Some(Command::Detach(args)) => detach(&args),
     }
 }
 
@@ -499,6 +544,21 @@ mod tests {
         let e = Cli::try_parse_from(["execwatch", "--format", "json", "check"]).unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict, "{e}");
         assert!(Cli::try_parse_from(["execwatch", "check", "--format", "json"]).is_err());
+    }
+
+    #[test]
+    fn detach_is_a_subcommand_of_its_own() {
+        let cli =
+            Cli::try_parse_from(["execwatch", "detach", "--bpf-pin-dir", "/sys/fs/bpf/x"]).unwrap();
+        let Some(Command::Detach(args)) = cli.command else {
+            panic!("`detach` parses as Command::Detach: {cli:?}");
+        };
+        assert_eq!(args.bpf_pin_dir, Path::new("/sys/fs/bpf/x"));
+        let run = Cli::try_parse_from(["execwatch", "--bpf-pin-dir", "/sys/fs/bpf/x"]).unwrap();
+        assert_eq!(
+            run.run.bpf_pin_dir.as_deref(),
+            Some(Path::new("/sys/fs/bpf/x"))
+        );
     }
 
     #[test]

@@ -85,3 +85,45 @@ impl Notifier {
         }
     }
 }
+
+/// The fd-store side of the protocol (`FDSTORE=1`): hands `fd` to systemd
+/// under `name`, not polled (`FDPOLL=0`: BPF links cannot be). systemd keeps
+/// it while the unit is active or restarting, and passes it back in
+/// `LISTEN_FDS`; it needs `FileDescriptorStoreMax=` in the unit.
+pub fn store_fd(name: &str, fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let msg = format!("FDSTORE=1\nFDNAME={name}\nFDPOLL=0");
+    let raw = [fd.as_raw_fd()];
+    send_with_fds(&msg, &[nix::sys::socket::ControlMessage::ScmRights(&raw)])
+}
+
+/// Drop every fd stored under `name` (`FDSTOREREMOVE=1`).
+pub fn remove_fds(name: &str) -> std::io::Result<()> {
+    send_with_fds(&format!("FDSTOREREMOVE=1\nFDNAME={name}"), &[])
+}
+
+fn send_with_fds(msg: &str, cmsgs: &[nix::sys::socket::ControlMessage<'_>]) -> std::io::Result<()> {
+    use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
+    use std::os::fd::AsRawFd;
+    let path = std::env::var("NOTIFY_SOCKET")
+        .map_err(|_| std::io::Error::other("NOTIFY_SOCKET is not set"))?;
+    let addr = match path.strip_prefix('@') {
+        Some(name) => UnixAddr::new_abstract(name.as_bytes()),
+        None => UnixAddr::new(path.as_str()),
+    }?;
+    let sock = socket::socket(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let iov = [std::io::IoSlice::new(msg.as_bytes())];
+    socket::sendmsg(
+        sock.as_raw_fd(),
+        &iov,
+        cmsgs,
+        MsgFlags::empty(),
+        Some(&addr),
+    )?;
+    Ok(())
+}

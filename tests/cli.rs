@@ -266,3 +266,25 @@ fn daemon_flags_before_a_subcommand_are_a_usage_error() {
     );
     assert_no_panic(&o);
 }
+
+#[test]
+fn detach_needs_its_directory_and_takes_no_daemon_flags() {
+    let o = run(&["detach"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--bpf-pin-dir <DIR>"), "{err}");
+    assert_no_panic(&o);
+    let o = run(&["detach", "--bpf-pin-dir", "/tmp/x", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_no_panic(&o);
+}
+
+#[test]
+fn detach_of_a_directory_that_does_not_exist_has_nothing_to_do() {
+    let dir = std::env::temp_dir().join(common::marker("no-pins"));
+    let o = run(&["detach", "--bpf-pin-dir", dir.to_str().unwrap()]);
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("does not exist: nothing to detach"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

@@ -40,7 +40,8 @@ fn daemonset_validates_and_asks_only_for_what_it_needs() {
         r#"drop: ["ALL"]"#,
         "privileged: false",
         "readOnlyRootFilesystem: true",
-        r#"args: ["--format", "json", "--metrics-addr", "0.0.0.0:9464"]"#,
+        r#"args: ["--format", "json", "--metrics-addr", "0.0.0.0:9464", "--bpf-pin-dir", "/sys/fs/bpf/execwatch"]"#,
+        "mountPropagation: HostToContainer",
         "path: /metrics",
         "path: /sys/kernel/btf",
     ] {

@@ -1,22 +1,28 @@
 //! The shipped unit, unchanged, under a real systemd (PID 1 of a
 //! systemd-nspawn container booted from a minimal Debian rootfs): the
-//! hardening must not break the daemon. Slow (a boot, and a debootstrap on
-//! first use), so it is ignored by a plain `cargo test`; scripts/test runs it
-//! with `--ignored`. The Debian package gets the same treatment in
-//! tests/package.rs.
+//! hardening must not break the daemon, and `systemctl restart` leaves no
+//! gap. Slow (a boot, and a debootstrap on first use), so it is ignored by a
+//! plain `cargo test`; scripts/test runs it with `--ignored`. The Debian
+//! package gets the same treatment in tests/package.rs.
 
 mod common;
 #[path = "common/nspawn.rs"]
 mod nspawn;
 
+use std::time::{Duration, Instant};
+
 use common::marker;
 use nspawn::Container;
+use serde_json::Value;
 
-#[test]
-#[ignore = "boots a container (slow): scripts/test runs it with --ignored"]
-fn shipped_unit_runs_under_real_systemd() {
+/// One container at a time: each runs an execwatch that records every exec
+/// of the host, and two boots at once are slow enough to time out.
+static CONTAINER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Boot with the shipped unit, unchanged and enabled, and the binary
+/// bind-mounted in; returns once execwatch.service is active.
+fn boot_shipped_unit(name: &str) -> Container {
     common::require_root();
-    // The shipped unit, unchanged, enabled; the binary bind-mounted in.
     let unit =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/systemd/execwatch.service");
     let prepare = |root: &std::path::Path| {
@@ -32,14 +38,31 @@ fn shipped_unit_runs_under_real_systemd() {
         std::fs::write(root.join("usr/local/bin/execwatch"), b"").unwrap(); // bind target
     };
     let bind = format!("--bind-ro={}:/usr/local/bin/execwatch", common::BIN);
-    let container = Container::boot("nspawn-unit", prepare, &[bind]);
+    let container = Container::boot(name, prepare, &[bind]);
+    let state = container.run_str(&["systemctl", "is-active", "execwatch"]);
     assert_eq!(
-        container.run_str(&["systemctl", "is-active", "execwatch"]),
+        state,
         "active",
-        "see {}",
-        container.log.display()
+        "see {} and its journal:\n{}",
+        container.log.display(),
+        container.run_str(&[
+            "journalctl",
+            "-b",
+            "-u",
+            "execwatch",
+            "--no-pager",
+            "-n",
+            "30"
+        ])
     );
+    container
+}
 
+#[test]
+#[ignore = "boots a container (slow): scripts/test runs it with --ignored"]
+fn shipped_unit_runs_under_real_systemd() {
+    let _one = CONTAINER.lock().unwrap_or_else(|e| e.into_inner());
+    let container = boot_shipped_unit("nspawn-unit");
     // An exec inside the container lands in the container's journal.
     let m = marker("nspawn");
     assert!(container.run(&["/bin/true", &m]).status.success());
@@ -66,4 +89,159 @@ fn shipped_unit_runs_under_real_systemd() {
     let cg = container.cgroup.clone();
     drop(container);
     assert!(!cg.exists(), "the container's cgroup is cleaned up");
+}
+
+/// The host pid of a process of the container (pid `inner` in it).
+fn host_pid(container: &Container, inner: u32) -> u32 {
+    let cg = container
+        .cgroup
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|&pid| {
+            nspawn::status_field(pid, "NSpid:")
+                .is_some_and(|v| v.split_whitespace().last() == Some(&inner.to_string()))
+                && std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                    .is_ok_and(|c| c.contains(&cg))
+        })
+        .unwrap_or_else(|| panic!("no host pid for the container's pid {inner}"))
+}
+
+/// execwatch's journal entries of this boot matching `filters`, with only
+/// the fields the restart test reads.
+fn journal(container: &Container, filters: &[&str]) -> Vec<Value> {
+    let mut args = vec![
+        "journalctl",
+        "-b",
+        "-u",
+        "execwatch",
+        "-o",
+        "json",
+        "--no-pager",
+        "--output-fields=MESSAGE,EXECWATCH_ACTION,EXECWATCH_SEQUENCE,EXECWATCH_ARGV_1,EXECWATCH_ARGV_2,LOST_TOTAL,RECORDS,PENDING",
+    ];
+    args.extend_from_slice(filters);
+    let out = container.run(&args);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn field_u64(v: &Value, k: &str) -> Option<u64> {
+    v[k].as_str()?.parse().ok()
+}
+
+#[test]
+#[ignore = "boots a container (slow): scripts/test runs it with --ignored"]
+fn restart_keeps_programs_attached_and_stop_detaches_them() {
+    let _one = CONTAINER.lock().unwrap_or_else(|e| e.into_inner());
+    let container = boot_shipped_unit("nspawn-restart");
+    let show = |p: &str| container.run_str(&["systemctl", "show", "-p", p, "--value", "execwatch"]);
+    let m = marker("nspawn-restart");
+    // Every exec on the kernel reaches the container's execwatch: the loop
+    // runs here, on the host.
+    let execs = common::ExecLoop::start(&m);
+    execs.wait_for_more(50);
+    const RESTARTS: usize = 2;
+    for _ in 0..RESTARTS {
+        let out = container.run(&["systemctl", "restart", "execwatch"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // 5 maps, and an array and a link per hook (rename, exec, exit,
+        // fork, and one or two for failed execs).
+        let stored: u32 = show("NFileDescriptorStore").parse().unwrap();
+        assert!(stored >= 15, "{stored} objects in the fd store");
+        execs.wait_for_more(50);
+    }
+    let daemon = host_pid(&container, show("MainPID").parse().unwrap());
+    let ids = common::bpf_ids(daemon);
+    let n = execs.stop();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let last = (n - 1).to_string();
+    while journal(
+        &container,
+        &[
+            &format!("EXECWATCH_ARGV_1={m}"),
+            &format!("EXECWATCH_ARGV_2={last}"),
+        ],
+    )
+    .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the last exec of the loop never reached the journal"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // Every exec of the loop in the journal exactly once (exits carry the
+    // argv of what ended, too).
+    let mut count = vec![0u32; n as usize];
+    for e in journal(
+        &container,
+        &[&format!("EXECWATCH_ARGV_1={m}"), "EXECWATCH_ACTION=exec"],
+    ) {
+        count[field_u64(&e, "EXECWATCH_ARGV_2").unwrap() as usize] += 1;
+    }
+    let missing: Vec<usize> = (0..count.len()).filter(|&i| count[i] == 0).collect();
+    let twice: Vec<usize> = (0..count.len()).filter(|&i| count[i] > 1).collect();
+    assert!(
+        missing.is_empty() && twice.is_empty(),
+        "of {n} execs, missing {missing:?}, twice {twice:?}"
+    );
+
+    // One sequence through the restarts: no duplicate, no gap.
+    let all = journal(&container, &[]);
+    let mut seqs: Vec<u64> = all
+        .iter()
+        .filter_map(|e| field_u64(e, "EXECWATCH_SEQUENCE"))
+        .collect();
+    let len = seqs.len();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), len, "a sequence number twice in the journal");
+    let gaps: Vec<u64> = seqs
+        .windows(2)
+        .filter(|w| w[1] != w[0] + 1)
+        .map(|w| w[0])
+        .collect();
+    assert!(gaps.is_empty(), "sequence gaps after {gaps:?}");
+    let message = |e: &Value| e["MESSAGE"].as_str().unwrap_or("").to_string();
+    let takeovers = all
+        .iter()
+        .filter(|e| {
+            message(e)
+                == "taking over the ring buffer: draining what the previous execwatch left first"
+        })
+        .count();
+    assert_eq!(
+        takeovers, RESTARTS,
+        "each restart drained the kept buffer first"
+    );
+    let summaries: Vec<&Value> = all.iter().filter(|e| message(e) == "summary").collect();
+    assert_eq!(summaries.len(), RESTARTS, "one per restart");
+    for s in summaries {
+        assert_eq!(field_u64(s, "LOST_TOTAL"), Some(0), "{s}");
+        assert!(field_u64(s, "PENDING").is_some(), "{s}");
+    }
+    // Every summary added up (else the daemon says so and fails).
+    assert!(
+        !all.iter().any(|e| message(e).contains("does not add up")),
+        "a summary did not add up"
+    );
+
+    // A stop releases the store (systemd 252): nothing stays attached.
+    container.run_ok(&["systemctl", "stop", "execwatch"]);
+    assert_eq!(show("NFileDescriptorStore"), "0");
+    assert!(!ids.links.is_empty() && !ids.progs.is_empty(), "{ids:?}");
+    common::assert_all_gone(&ids);
+    drop(container);
 }

@@ -70,6 +70,7 @@ const FILES: &[&str] = &[
     "/usr/share/man/man1/execwatch.1.gz",
     "/usr/share/man/man1/execwatch-run.1.gz",
     "/usr/share/man/man1/execwatch-check.1.gz",
+    "/usr/share/man/man1/execwatch-detach.1.gz",
     "/usr/share/bash-completion/completions/execwatch",
     "/usr/share/zsh/vendor-completions/_execwatch",
     "/usr/share/fish/vendor_completions.d/execwatch.fish",
@@ -142,8 +143,10 @@ fn package_holds_the_daemon_unit_catalog_man_pages_and_completions() {
         "--max-args-bytes",
         "--failed-execs",
         "--metrics-addr",
+        "--bpf-pin-dir",
         "execwatch-check(1)",
         "execwatch-run(1)",
+        "execwatch-detach(1)",
         env!("CARGO_PKG_VERSION"),
     ] {
         assert!(man.contains(want), "{want} not in the man page:\n{man}");

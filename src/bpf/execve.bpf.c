@@ -29,6 +29,8 @@ enum event_limits *unused_event_limits __attribute__((unused));
 enum event_kind *unused_event_kind __attribute__((unused));
 enum event_flag *unused_event_flag __attribute__((unused));
 enum stat_index *unused_stat_index __attribute__((unused));
+enum event_layout *unused_event_layout __attribute__((unused));
+enum handover_flag *unused_handover_flag __attribute__((unused));
 
 /* Set by the loader before load(). */
 const volatile __u32 max_args_bytes = ARGS_DEFAULT_LIMIT;
@@ -46,9 +48,6 @@ const volatile __u32 capture_env = 0;
 /* Processes started before this (CLOCK_BOOTTIME ns, set at load) get an
  * exit record even if they never exec'd while execwatch ran. */
 const volatile __u64 started_ns = 0;
-
-/* Next sequence number; taken before a record is reserved, so a drop leaves a gap. */
-__u64 next_seq = 0;
 
 struct event_buf {
 	struct event ev;
@@ -147,6 +146,35 @@ struct {
 	__type(key, __u64);
 	__type(value, __u8);
 } known_cgroups SEC(".maps");
+
+/*
+ * The next sequence number, taken before a record is reserved so that a drop
+ * leaves a gap. A map of its own, of a shape that never changes: a restarted
+ * or upgraded daemon keeps it, and the numbering carries on.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} seq SEC(".maps");
+
+/* Written by the daemon only: what the kept maps hold (struct handover_meta). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct handover_meta);
+} meta SEC(".maps");
+
+static __always_inline __u64 take_seq(void)
+{
+	__u32 zero = 0;
+	__u64 *next = bpf_map_lookup_elem(&seq, &zero);
+
+	/* Never NULL (an array's key 0); the verifier wants the test. */
+	return next ? __sync_fetch_and_add(next, 1) : 0;
+}
 
 static __always_inline void stat_inc(__u32 idx)
 {
@@ -400,11 +428,11 @@ static __always_inline struct event_buf *begin_record(void)
 	stat_inc(STAT_SEEN);
 	buf = scratch_get();
 	if (!buf) {
-		__sync_fetch_and_add(&next_seq, 1);
+		take_seq();
 		stat_inc(STAT_LOST_NO_SCRATCH);
 		return NULL;
 	}
-	buf->ev.seq = __sync_fetch_and_add(&next_seq, 1);
+	buf->ev.seq = take_seq();
 	buf->ev.flags = 0;
 	buf->ev.retval = 0;
 	buf->ev.dirfd = 0;
@@ -716,7 +744,7 @@ int BPF_PROG(process_exit, struct task_struct *task)
 	}
 	stat_inc(STAT_SEEN);
 	/* Like exec records: the number is taken first, so a drop leaves a gap. */
-	seq = __sync_fetch_and_add(&next_seq, 1);
+	seq = take_seq();
 
 	ev = reserve_header();
 	if (!ev) {
@@ -823,5 +851,70 @@ int BPF_PROG(exec_failed_sys_exit, struct pt_regs *regs, long ret)
 		record_failed_execve(regs, ret);
 	else
 		record_failed_execveat(regs, ret);
+	return 0;
+}
+
+/*
+ * Dispatchers: the only programs attached. Each runs the implementation in
+ * slot 0 of its one-slot program array, so a restarted daemon swaps in its
+ * own implementation with one map update: every exec runs exactly one of
+ * the two (no gap, no duplicate), and the attachment itself never changes.
+ * Their names, sections and arrays are a fixed interface between releases
+ * (docs/design.md, "Restart and upgrade"); an empty slot records nothing.
+ */
+#define HOOK_ARRAY(name)                                                       \
+	struct {                                                               \
+		__uint(type, BPF_MAP_TYPE_PROG_ARRAY);                         \
+		__uint(max_entries, 1);                                        \
+		__type(key, __u32);                                            \
+		__type(value, __u32);                                          \
+	} name SEC(".maps")
+
+HOOK_ARRAY(hook_rename);
+HOOK_ARRAY(hook_exec);
+HOOK_ARRAY(hook_sysexit);
+HOOK_ARRAY(hook_fexecve);
+HOOK_ARRAY(hook_fexecat);
+HOOK_ARRAY(hook_exit);
+
+SEC("tp_btf/task_rename")
+int dispatch_rename(void *ctx)
+{
+	bpf_tail_call(ctx, &hook_rename, 0);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int dispatch_exec(void *ctx)
+{
+	bpf_tail_call(ctx, &hook_exec, 0);
+	return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int dispatch_sysexit(void *ctx)
+{
+	bpf_tail_call(ctx, &hook_sysexit, 0);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_exit_execve")
+int dispatch_fexecve(void *ctx)
+{
+	bpf_tail_call(ctx, &hook_fexecve, 0);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_exit_execveat")
+int dispatch_fexecat(void *ctx)
+{
+	bpf_tail_call(ctx, &hook_fexecat, 0);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int dispatch_exit(void *ctx)
+{
+	bpf_tail_call(ctx, &hook_exit, 0);
 	return 0;
 }

@@ -175,6 +175,55 @@ struct event {
 	__u16 reserved[3];
 	char comm[EVENT_COMM_LEN];        /* after exec */
 	char caller_comm[EVENT_COMM_LEN]; /* before exec */
+#ifdef EXECWATCH_TEST_LAYOUT
+	__u64 test_layout; /* test-only build: a header the default build cannot read */
+#endif
+};
+
+/*
+ * Hand-over between daemons (restart, upgrade; docs/design.md). A daemon
+ * takes over the kept ring buffer, counters, caller comms and meta map only
+ * when their version is its own: bump EVENT_LAYOUT_VERSION on any change of
+ * struct event, enum stat_index, struct caller_comm or struct handover_meta.
+ * Fixed across versions: every record starts with its __u64 seq, which is
+ * EVENT_NO_SEQ in a record that is not an event (none today; a daemon skips
+ * such records in a buffer of another layout), the `seq` map, and
+ * the dispatchers with their program arrays.
+ */
+#define EVENT_NO_SEQ (~0ULL)
+#ifdef EXECWATCH_TEST_LAYOUT
+#define EVENT_LAYOUT_TEST_OFFSET 1000 /* test-only build, see build.rs */
+#else
+#define EVENT_LAYOUT_TEST_OFFSET 0
+#endif
+enum event_layout {
+	EVENT_LAYOUT_VERSION = 1 + EVENT_LAYOUT_TEST_OFFSET,
+};
+
+/* Bits of handover_meta.flags. */
+enum handover_flag {
+	/* The daemon that wrote it exited and saved its final counts. */
+	HANDOVER_CLEAN_EXIT = 1 << 0,
+};
+
+/*
+ * The `meta` map's one value; the BPF side never touches it. The daemon
+ * side of the counters (crate::counters) as all daemons on these maps left
+ * them, so that the next one's summary still adds up.
+ */
+struct handover_meta {
+	__u32 layout_version; /* of the maps kept with this one */
+	__u32 flags;          /* enum handover_flag */
+	__u64 delivered;      /* records decoded and written, all daemons */
+	__u64 decode_errors;  /* records rejected, all daemons */
+	/* Loss counters as last reported: the next daemon reports the rest. */
+	__u64 lost_ringbuf_full_reported;
+	__u64 lost_no_scratch_reported;
+	/* The daemons' own loss counters, and records of an older layout read. */
+	__u64 lost_output;
+	__u64 lost_shutdown;
+	__u64 lost_upgrade;
+	__u64 seen_upgrade;
 };
 
 #endif /* EXECWATCH_EXECVE_H */

@@ -98,7 +98,7 @@ impl Drop for Overlay {
     }
 }
 
-fn status_field(pid: u32, name: &str) -> Option<String> {
+pub fn status_field(pid: u32, name: &str) -> Option<String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()

@@ -1,0 +1,565 @@
+//! Restart and upgrade with --bpf-pin-dir, for real: two daemons one after
+//! the other on a private bpffs while a steady exec loop runs. Every exec of
+//! the loop is delivered exactly once across the two outputs, the sequence
+//! carries on with no gap, and `execwatch detach` leaves nothing attached.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{assert_all_gone, bpf_ids, has_arg, marker, still_there, Daemon, ExecLoop, Stopped};
+use serde_json::Value;
+
+/// A bpffs of its own, mounted on a temporary directory for one test.
+struct BpfFs {
+    dir: PathBuf,
+}
+
+impl BpfFs {
+    fn mount(name: &str) -> BpfFs {
+        common::require_root();
+        let dir =
+            std::env::temp_dir().join(format!("execwatch-bpffs-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        nix::mount::mount(
+            Some("bpf"),
+            &dir,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .expect("mount a bpffs");
+        BpfFs { dir }
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// The loop index of an event of the loop (argv: true MARKER i).
+fn loop_index(v: &Value) -> Option<u64> {
+    v["process"]["args"]
+        .as_array()?
+        .get(2)?
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+fn seq(v: &Value) -> u64 {
+    v["event"]["sequence"]
+        .as_u64()
+        .expect("every event has a sequence")
+}
+
+fn detach(dir: &Path) -> std::process::Output {
+    Command::new(common::BIN)
+        .args(["detach", "--bpf-pin-dir"])
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
+/// Every loop exec in `outputs` exactly once, indices 0..n.
+fn assert_each_exec_once(outputs: &[&Stopped], m: &str, n: u64) {
+    let mut seen = vec![0u32; n as usize];
+    for out in outputs {
+        for v in out.events.iter().filter(|v| has_arg(v, m)) {
+            let i = loop_index(v).unwrap_or_else(|| panic!("no loop index: {v}"));
+            seen[i as usize] += 1;
+        }
+    }
+    let missing: Vec<usize> = (0..seen.len()).filter(|&i| seen[i] == 0).collect();
+    let twice: Vec<usize> = (0..seen.len()).filter(|&i| seen[i] > 1).collect();
+    assert!(
+        missing.is_empty() && twice.is_empty(),
+        "of {n} execs, missing {missing:?}, delivered more than once {twice:?}"
+    );
+}
+
+/// Sequence numbers of all events: no duplicate, and no gap when nothing
+/// was lost.
+fn assert_sequence_contiguous(outputs: &[&Stopped]) -> (u64, u64) {
+    let mut seqs: Vec<u64> = outputs
+        .iter()
+        .flat_map(|o| o.events.iter().map(seq))
+        .collect();
+    let n = seqs.len();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), n, "a sequence number was delivered twice");
+    let (first, last) = (seqs[0], *seqs.last().unwrap());
+    let gaps: Vec<u64> = seqs
+        .windows(2)
+        .filter(|w| w[1] != w[0] + 1)
+        .map(|w| w[0] + 1)
+        .collect();
+    assert!(gaps.is_empty(), "sequence gaps after {gaps:?}");
+    (first, last)
+}
+
+fn u(v: &Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or_else(|| panic!("no {k} in {v}"))
+}
+
+/// The summary's accounting: seen + seen_upgrade = events_before + events +
+/// lost + decode_errors_before + decode_errors + pending.
+fn assert_accounting(s: &Value) {
+    assert_eq!(
+        u(s, "seen") + u(s, "seen_upgrade"),
+        u(s, "events_before")
+            + u(s, "events")
+            + u(s, "lost_total")
+            + u(s, "decode_errors_before")
+            + u(s, "decode_errors")
+            + u(s, "pending"),
+        "{s}"
+    );
+    assert_eq!(u(s, "seen_upgrade"), u(s, "lost_upgrade"), "{s}");
+}
+
+#[test]
+fn second_daemon_on_the_pin_dir_takes_over_with_no_gap_and_no_duplicate() {
+    let fs = BpfFs::mount("takeover");
+    let dir = fs.dir.join("execwatch");
+    let dir_arg = dir.to_str().unwrap();
+    let m = marker("restart");
+    let a = Daemon::start(&["--bpf-pin-dir", dir_arg]);
+    let execs = ExecLoop::start(&m);
+    execs.wait_for_more(30);
+    let a = a.stop();
+    assert!(a.status.success(), "{}", a.stderr);
+    // Nobody reads for a while: the loop's execs wait in the kept buffer.
+    execs.wait_for_more(30);
+    let b = Daemon::start(&["--bpf-pin-dir", dir_arg]);
+    execs.wait_for_more(30);
+    let ids = bpf_ids(b.pid());
+    let n = execs.stop();
+    let last = n - 1;
+    b.wait_for(1, Duration::from_secs(20), |v| {
+        has_arg(v, &m) && loop_index(v) == Some(last)
+    });
+    let b = b.stop();
+    assert!(b.status.success(), "{}", b.stderr);
+
+    assert_each_exec_once(&[&a, &b], &m, n);
+    let in_b = b.events.iter().filter(|v| has_arg(v, &m)).count();
+    assert!(
+        in_b > 30,
+        "the second daemon delivered the gap's execs too ({in_b})"
+    );
+    let (_, last_seq_a) = assert_sequence_contiguous(&[&a]);
+    let (first_seq_b, _) = assert_sequence_contiguous(&[&b]);
+    assert_eq!(first_seq_b, last_seq_a + 1, "the sequence carries on");
+    assert_sequence_contiguous(&[&a, &b]);
+
+    // It drained the kept buffer first, and said so.
+    assert!(
+        b.stderr.contains(
+            "taking over the ring buffer: draining what the previous execwatch left first"
+        ),
+        "{}",
+        b.stderr
+    );
+    let drained = b
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "drained the records the previous execwatch left")
+        .expect("a drain report");
+    assert!(u(&drained, "records") >= 30, "{drained}");
+
+    let (sa, sb) = (a.summary(), b.summary());
+    assert_eq!(u(&sa, "lost_total"), 0, "{sa}");
+    assert_eq!(u(&sb, "lost_total"), 0, "{sb}");
+    assert_eq!(u(&sa, "events_before"), 0, "{sa}");
+    assert_eq!(u(&sb, "events_before"), u(&sa, "events"), "{sb}");
+    assert_accounting(&sa);
+    assert_accounting(&sb);
+
+    // The pins keep everything alive after both daemons exited...
+    assert!(!ids.links.is_empty() && !ids.progs.is_empty(), "{ids:?}");
+    assert!(still_there(&ids).len() >= ids.links.len(), "{ids:?}");
+    // ... until detach.
+    let out = detach(&dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dir.exists());
+    assert_all_gone(&ids);
+}
+
+#[test]
+fn what_a_daemon_leaves_at_stop_is_pending_and_the_next_one_delivers_it() {
+    let fs = BpfFs::mount("pending");
+    let dir = fs.dir.join("execwatch");
+    let dir_arg = dir.to_str().unwrap();
+    let m = marker("pending");
+    // Records wait in the buffer (long poll), and the stop writes none of
+    // them (no drain time): they stay for the next daemon.
+    let a = Daemon::start(&[
+        "--bpf-pin-dir",
+        dir_arg,
+        "--poll-interval",
+        "10000",
+        "--drain-timeout",
+        "0",
+    ]);
+    for i in 0..20 {
+        assert!(Command::new("/bin/true")
+            .arg(&m)
+            .arg(i.to_string())
+            .status()
+            .unwrap()
+            .success());
+    }
+    let a = a.stop();
+    assert!(a.status.success(), "{}", a.stderr);
+    let sa = a.summary();
+    let in_a = a.events.iter().filter(|v| has_arg(v, &m)).count();
+    assert!(in_a < 20, "the first daemon wrote every exec: {sa}");
+    assert!(u(&sa, "pending") >= (20 - in_a) as u64, "{sa}");
+    assert_eq!(u(&sa, "lost_total"), 0, "not lost: {sa}");
+    assert_accounting(&sa);
+
+    let b = Daemon::start(&["--bpf-pin-dir", dir_arg]);
+    let ids = bpf_ids(b.pid());
+    b.wait_for(20 - in_a, Duration::from_secs(20), |v| has_arg(v, &m));
+    let b = b.stop();
+    assert!(b.status.success(), "{}", b.stderr);
+    assert_each_exec_once(&[&a, &b], &m, 20);
+    let sb = b.summary();
+    assert_eq!(u(&sb, "events_before"), u(&sa, "events"), "{sb}");
+    assert_accounting(&sb);
+    assert!(detach(&dir).status.success());
+    assert_all_gone(&ids);
+}
+
+#[test]
+fn a_takeover_after_a_crash_delivers_the_rest_once_and_says_the_count_may_be_off() {
+    let fs = BpfFs::mount("crash");
+    let dir = fs.dir.join("execwatch");
+    let dir_arg = dir.to_str().unwrap();
+    let m = marker("crash");
+    let a = Daemon::start(&["--bpf-pin-dir", dir_arg]);
+    let execs = ExecLoop::start(&m);
+    execs.wait_for_more(30);
+    // Killed: no drain, no final count, the programs stay pinned.
+    let a = a.kill();
+    execs.wait_for_more(30);
+    let b = Daemon::start(&["--bpf-pin-dir", dir_arg]);
+    execs.wait_for_more(30);
+    let ids = bpf_ids(b.pid());
+    let n = execs.stop();
+    b.wait_for(1, Duration::from_secs(20), |v| {
+        has_arg(v, &m) && loop_index(v) == Some(n - 1)
+    });
+    let b = b.stop();
+    assert!(b.status.success(), "{}", b.stderr);
+    assert!(
+        b.stderr
+            .contains("the previous execwatch did not exit cleanly"),
+        "{}",
+        b.stderr
+    );
+    // Nothing twice; b has every exec from where a stopped reading (what a
+    // read and had not written when it died is the only possible loss).
+    let mut per_index = vec![0u32; n as usize];
+    for out in [&a, &b] {
+        for v in out.events.iter().filter(|v| has_arg(v, &m)) {
+            per_index[loop_index(v).unwrap() as usize] += 1;
+        }
+    }
+    assert!(per_index.iter().all(|&k| k <= 1), "an exec delivered twice");
+    let first_in_b = b
+        .events
+        .iter()
+        .filter(|v| has_arg(v, &m))
+        .filter_map(loop_index)
+        .min()
+        .expect("b delivered loop execs");
+    let missing_after: Vec<usize> = (first_in_b as usize..n as usize)
+        .filter(|&i| per_index[i] == 0)
+        .collect();
+    assert!(missing_after.is_empty(), "missing {missing_after:?}");
+    assert!(n - first_in_b > 30, "b delivered what came while none ran");
+    assert_sequence_contiguous(&[&b]);
+    let out = detach(&dir);
+    assert!(out.status.success());
+    assert_all_gone(&ids);
+}
+
+#[test]
+fn detach_refuses_while_a_daemon_uses_the_directory() {
+    let fs = BpfFs::mount("busy");
+    let dir = fs.dir.join("execwatch");
+    let d = Daemon::start(&["--bpf-pin-dir", dir.to_str().unwrap()]);
+    let out = detach(&dir);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("an execwatch daemon is running with this directory"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+    let ids = bpf_ids(d.pid());
+    let stopped = d.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let out = detach(&dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_all_gone(&ids);
+}
+
+#[test]
+fn the_root_of_a_bpffs_is_refused_as_a_pin_dir() {
+    let fs = BpfFs::mount("root");
+    for args in [&["--format", "json"][..], &["detach"][..]] {
+        // timeout: a daemon that wrongly starts must not hang the test.
+        let out = Command::new("timeout")
+            .args(["20", common::BIN])
+            .args(args)
+            .arg("--bpf-pin-dir")
+            .arg(&fs.dir)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("the root of a bpffs mount"), "{err}");
+    }
+}
+
+#[test]
+fn a_pin_dir_off_bpffs_is_refused_with_one_line() {
+    common::require_root();
+    let dir = std::env::temp_dir().join(format!("execwatch-not-bpffs-{}", std::process::id()));
+    let out = Command::new(common::BIN)
+        .args(["--format", "json", "--bpf-pin-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not on a BPF filesystem (bpffs)"), "{err}");
+    assert!(err.contains("mount -t bpf bpf /sys/fs/bpf"), "{err}");
+}
+
+/// A second build of execwatch with another record layout (build.rs reads
+/// EXECWATCH_TEST_LAYOUT), in a target directory of its own.
+fn other_layout_build() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = manifest.join("target/layout-test");
+    let status = Command::new(option_env!("CARGO").unwrap_or("cargo"))
+        .args(["build", "--locked", "--bin", "execwatch", "--target-dir"])
+        .arg(&target)
+        .env("EXECWATCH_TEST_LAYOUT", "1")
+        .current_dir(manifest)
+        .status()
+        .expect("run cargo");
+    assert!(
+        status.success(),
+        "building the other-layout execwatch failed"
+    );
+    target.join("debug/execwatch")
+}
+
+/// The report of a daemon that drained a previous ring buffer of another
+/// layout: (records counted as lost, first seq, last seq).
+fn upgrade_loss(stopped: &Stopped) -> (u64, u64, u64) {
+    let report = stopped
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| {
+            v["message"]
+                == "drained the previous execwatch's ring buffer: records of another layout counted as lost (reason upgrade)"
+        })
+        .unwrap_or_else(|| panic!("no upgrade drain report:\n{}", stopped.stderr));
+    (
+        u(&report, "records"),
+        u(&report, "first_seq"),
+        u(&report, "last_seq"),
+    )
+}
+
+#[test]
+#[ignore = "builds execwatch a second time (slow): scripts/test runs it with --ignored"]
+fn upgrade_and_downgrade_between_layouts_lose_nothing_silently_and_duplicate_nothing() {
+    let other = other_layout_build();
+    let fs = BpfFs::mount("upgrade");
+    let dir = fs.dir.join("execwatch");
+    let dir_arg = dir.to_str().unwrap();
+    let m = marker("upgrade");
+
+    // Default layout, then the other one, then back, with a loop running
+    // through both hand-overs and a gap before each.
+    let a = Daemon::start(&["--bpf-pin-dir", dir_arg]);
+    let execs = ExecLoop::start(&m);
+    execs.wait_for_more(30);
+    let a = a.stop();
+    execs.wait_for_more(30);
+    let b = Daemon::start_bin(&other, &["--bpf-pin-dir", dir_arg]);
+    execs.wait_for_more(30);
+    let b = b.stop();
+    execs.wait_for_more(30);
+    let c = Daemon::start(&["--bpf-pin-dir", dir_arg]);
+    execs.wait_for_more(30);
+    let ids = bpf_ids(c.pid());
+    let n = execs.stop();
+    let last = n - 1;
+    c.wait_for(1, Duration::from_secs(20), |v| {
+        has_arg(v, &m) && loop_index(v) == Some(last)
+    });
+    let c = c.stop();
+    for s in [&a, &b, &c] {
+        assert!(s.status.success(), "{}", s.stderr);
+        let summary = s.summary();
+        // Only what the other layout left was lost, and counted.
+        assert_eq!(
+            u(&summary, "lost_total"),
+            u(&summary, "lost_upgrade"),
+            "{summary}"
+        );
+        // A build reading the other's records would misplace every field.
+        assert_eq!(u(&summary, "decode_errors"), 0, "{summary}");
+        assert_accounting(&summary);
+    }
+    for s in [&b, &c] {
+        assert!(
+            s.stderr.contains("its record layout is not this build's"),
+            "{}",
+            s.stderr
+        );
+        // Neither counters nor buffer of the other layout were taken over.
+        assert_eq!(u(&s.summary(), "events_before"), 0);
+    }
+
+    // Nothing twice; what is missing was counted as lost (upgrade).
+    let (lost_b, first_b, last_b) = upgrade_loss(&b);
+    let (lost_c, first_c, last_c) = upgrade_loss(&c);
+    assert!(lost_b > 0 && lost_c > 0, "the gaps' records were counted");
+    // ... in the summary too (their counters start afresh with each layout).
+    assert_eq!(u(&b.summary(), "lost_upgrade"), lost_b);
+    assert_eq!(u(&c.summary(), "lost_upgrade"), lost_c);
+    assert_eq!(u(&a.summary(), "lost_upgrade"), 0);
+    let mut per_index = vec![0u32; n as usize];
+    for out in [&a, &b, &c] {
+        for v in out.events.iter().filter(|v| has_arg(v, &m)) {
+            per_index[loop_index(v).unwrap() as usize] += 1;
+        }
+    }
+    assert!(per_index.iter().all(|&k| k <= 1), "an exec delivered twice");
+    let missing = per_index.iter().filter(|&&k| k == 0).count() as u64;
+    assert!(
+        missing <= lost_b + lost_c,
+        "{missing} missing, {lost_b} + {lost_c} counted"
+    );
+
+    // One sequence: delivered numbers and the counted ranges tile it.
+    let mut seqs: Vec<u64> = [&a, &b, &c]
+        .iter()
+        .flat_map(|o| o.events.iter().map(seq))
+        .chain(first_b..=last_b)
+        .chain(first_c..=last_c)
+        .collect();
+    assert_eq!(last_b - first_b + 1, lost_b);
+    assert_eq!(last_c - first_c + 1, lost_c);
+    let len = seqs.len();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(
+        seqs.len(),
+        len,
+        "a sequence number both delivered and counted lost"
+    );
+    let gaps: Vec<u64> = seqs
+        .windows(2)
+        .filter(|w| w[1] != w[0] + 1)
+        .map(|w| w[0] + 1)
+        .collect();
+    assert!(gaps.is_empty(), "sequence gaps after {gaps:?}");
+
+    let out = detach(&dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_all_gone(&ids);
+}
+
+#[test]
+fn a_new_ring_buffer_size_drains_the_old_buffer_first_and_decodes_it() {
+    let fs = BpfFs::mount("resize");
+    let dir = fs.dir.join("execwatch");
+    let dir_arg = dir.to_str().unwrap();
+    let m = marker("resize");
+    let a = Daemon::start(&["--bpf-pin-dir", dir_arg]);
+    let execs = ExecLoop::start(&m);
+    execs.wait_for_more(30);
+    let a = a.stop();
+    execs.wait_for_more(30);
+    // Same layout, another size: counters and sequence kept, the old
+    // buffer read to its end before the new one.
+    let b = Daemon::start(&["--bpf-pin-dir", dir_arg, "--ring-buffer-size", "16MiB"]);
+    execs.wait_for_more(30);
+    let ids = bpf_ids(b.pid());
+    let n = execs.stop();
+    b.wait_for(1, Duration::from_secs(20), |v| {
+        has_arg(v, &m) && loop_index(v) == Some(n - 1)
+    });
+    let b = b.stop();
+    assert!(b.status.success(), "{}", b.stderr);
+    assert!(
+        b.stderr.contains(
+            "draining the previous execwatch's ring buffer first (another size, same layout)"
+        ),
+        "{}",
+        b.stderr
+    );
+    assert_each_exec_once(&[&a, &b], &m, n);
+    assert_sequence_contiguous(&[&a, &b]);
+    let (sa, sb) = (a.summary(), b.summary());
+    assert_eq!(u(&sb, "lost_total"), 0, "{sb}");
+    assert_eq!(
+        u(&sb, "events_before"),
+        u(&sa, "events"),
+        "counters kept: {sb}"
+    );
+    assert_accounting(&sb);
+    let out = detach(&dir);
+    assert!(out.status.success());
+    assert_all_gone(&ids);
+}
+
+#[test]
+fn bpffs_is_mounted_at_sys_fs_bpf_when_absent_and_the_daemon_says_so() {
+    common::require_root();
+    // A mount namespace of its own, where /sys/fs/bpf is surely empty: the
+    // daemon mounts bpffs there, and it all goes with the namespace.
+    let script = format!(
+        "umount -l /sys/fs/bpf 2>/dev/null; \
+         exec {} --format json --bpf-pin-dir /sys/fs/bpf/execwatch-test",
+        common::BIN
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
+    let d = Daemon::start_cmd(cmd);
+    d.wait_for_stderr("mounted bpffs at /sys/fs/bpf", Duration::from_secs(10));
+    let ids = bpf_ids(d.pid());
+    let stopped = d.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    // The pins went with the namespace's bpffs.
+    assert_all_gone(&ids);
+}
