@@ -252,6 +252,8 @@ pub struct ExecEvent {
     pub env_value_truncated: bool,
     pub(crate) args_bytes: Vec<u8>,
     pub(crate) arg_ends: Vec<usize>,
+    /// Every captured argument is valid UTF-8 (checked once, when set).
+    pub(crate) args_utf8: bool,
 }
 
 impl ExecEvent {
@@ -263,6 +265,11 @@ impl ExecEvent {
             start = end + 1;
             arg
         })
+    }
+
+    /// Whether every captured argument is valid UTF-8.
+    pub fn args_utf8(&self) -> bool {
+        self.args_utf8
     }
 
     /// Number of captured arguments (at most `argc`).
@@ -283,6 +290,7 @@ impl ExecEvent {
             self.arg_ends.push(self.args_bytes.len());
             self.args_bytes.push(0);
         }
+        self.args_utf8 = std::str::from_utf8(&self.args_bytes).is_ok();
     }
 
     /// Split the NUL-separated argument area. At most `argc` pieces; a last
@@ -302,6 +310,9 @@ impl ExecEvent {
         if let Some(&last) = self.arg_ends.last() {
             self.args_bytes.truncate(last + 1);
         }
+        // NULs are valid UTF-8 and no sequence spans one: one pass says it
+        // for every argument.
+        self.args_utf8 = std::str::from_utf8(&self.args_bytes).is_ok();
     }
 
     /// `success` or `failure`.

@@ -45,8 +45,18 @@ impl Default for Clock {
 
 /// Append `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` for Unix nanoseconds.
 pub fn write_rfc3339(out: &mut Vec<u8>, unix_ns: i128) {
-    let secs = unix_ns.div_euclid(1_000_000_000) as i64;
-    let nanos = unix_ns.rem_euclid(1_000_000_000) as u32;
+    // i64 arithmetic where it fits (until 2262): an i128 division is a
+    // library call, and this runs for several fields of every event.
+    let (secs, nanos) = match i64::try_from(unix_ns) {
+        Ok(ns) => (
+            ns.div_euclid(1_000_000_000),
+            ns.rem_euclid(1_000_000_000) as u32,
+        ),
+        Err(_) => (
+            unix_ns.div_euclid(1_000_000_000) as i64,
+            unix_ns.rem_euclid(1_000_000_000) as u32,
+        ),
+    };
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400) as u32;
     let (y, m, d) = civil_from_days(days);
