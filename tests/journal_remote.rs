@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::ensure_journald;
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
@@ -16,48 +17,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 const REMOTE: &str = "/lib/systemd/systemd-journal-remote";
 const UPLOAD: &str = "/lib/systemd/systemd-journal-upload";
 const PORT: u16 = 19532;
-
-/// Start a standalone systemd-journald when none is listening (PID 1 is not
-/// systemd here), as tests/systemd.rs does.
-fn ensure_journald() {
-    let up = || {
-        UnixDatagram::unbound()
-            .unwrap()
-            .connect(JOURNAL_SOCKET)
-            .is_ok()
-    };
-    if up() {
-        return;
-    }
-    std::fs::create_dir_all("/run/systemd/journal").unwrap();
-    let journald = [
-        "/lib/systemd/systemd-journald",
-        "/usr/lib/systemd/systemd-journald",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).exists())
-    .expect("systemd-journald is installed (Debian package systemd)");
-    let started = Command::new("setsid")
-        .args(["--fork", journald])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("start systemd-journald");
-    assert!(started.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !up() {
-        assert!(
-            Instant::now() < deadline,
-            "systemd-journald did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn ip(args: &[&str]) {
     let o = Command::new("ip")

@@ -10,10 +10,11 @@ mod spawned;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{ensure_journald, journal_entries};
 use common::{marker, run_quiet};
 use execwatch::output::journald::message_ids as ids;
 use serde_json::Value;
-use spawned::{ensure_journald, journal_entries, NotifySocket, BIN};
+use spawned::{NotifySocket, BIN};
 
 const VENV_PYTHON: &str = "/var/cache/execwatch/venv/bin/python3";
 

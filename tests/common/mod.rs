@@ -1,6 +1,9 @@
 //! Shared test harness: runs the real daemon against the real kernel.
 #![allow(dead_code)]
 
+pub mod journal;
+#[allow(unused_imports)]
+pub use journal::{ensure_journald, journal_bytes, journal_entries, JOURNAL_SOCKET};
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -352,70 +355,6 @@ pub fn read_all(mut r: impl Read) -> String {
     let mut s = String::new();
     let _ = r.read_to_string(&mut s);
     s
-}
-
-pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
-
-/// Start a standalone systemd-journald when none is listening (PID 1 here
-/// is not systemd).
-pub fn ensure_journald() {
-    use std::os::unix::net::UnixDatagram;
-    let up = || {
-        UnixDatagram::unbound()
-            .unwrap()
-            .connect(JOURNAL_SOCKET)
-            .is_ok()
-    };
-    if up() {
-        return;
-    }
-    std::fs::create_dir_all("/run/systemd/journal").unwrap();
-    let journald = [
-        "/lib/systemd/systemd-journald",
-        "/usr/lib/systemd/systemd-journald",
-    ]
-    .into_iter()
-    .find(|p| std::path::Path::new(p).exists())
-    .expect("systemd-journald is installed (Debian package systemd)");
-    // --fork: setsid returns at once, journald lives on in its own session.
-    let started = Command::new("setsid")
-        .args(["--fork", journald])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("start systemd-journald");
-    assert!(started.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !up() {
-        assert!(
-            Instant::now() < deadline,
-            "systemd-journald did not come up"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// journald entries matching `matches` (journalctl match expressions).
-pub fn journal_entries(matches: &[String]) -> Vec<Value> {
-    let out = Command::new("journalctl")
-        .args(["-o", "json", "--no-pager", "--all"])
-        .args(matches)
-        .output()
-        .expect("run journalctl");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-/// A journal field as bytes: journalctl gives non-printable values as arrays.
-pub fn journal_bytes(v: &Value) -> Vec<u8> {
-    match v {
-        Value::String(s) => s.as_bytes().to_vec(),
-        Value::Array(a) => a.iter().map(|x| x.as_u64().unwrap() as u8).collect(),
-        other => panic!("not a journal field value: {other}"),
-    }
 }
 
 /// podman with this host's settings (deploy/image/containers.conf: PID 1 is

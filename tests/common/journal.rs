@@ -1,0 +1,71 @@
+//! A real journald for the tests, and reading it back. Standalone (used by
+//! tests/common and tests/spawned through `#[path]`).
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+/// Start a standalone systemd-journald when none is listening (PID 1 here
+/// is not systemd).
+pub fn ensure_journald() {
+    let up = || {
+        UnixDatagram::unbound()
+            .unwrap()
+            .connect(JOURNAL_SOCKET)
+            .is_ok()
+    };
+    if up() {
+        return;
+    }
+    std::fs::create_dir_all("/run/systemd/journal").unwrap();
+    let journald = [
+        "/lib/systemd/systemd-journald",
+        "/usr/lib/systemd/systemd-journald",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .expect("systemd-journald is installed (Debian package systemd)");
+    // --fork: setsid returns at once, journald lives on in its own session.
+    let started = Command::new("setsid")
+        .args(["--fork", journald])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("start systemd-journald");
+    assert!(started.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !up() {
+        assert!(
+            Instant::now() < deadline,
+            "systemd-journald did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// journald entries matching `matches` (journalctl match expressions).
+pub fn journal_entries(matches: &[String]) -> Vec<Value> {
+    let out = Command::new("journalctl")
+        .args(["-o", "json", "--no-pager", "--all"])
+        .args(matches)
+        .output()
+        .expect("run journalctl");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// A journal field as bytes: journalctl gives non-printable values as arrays.
+pub fn journal_bytes(v: &Value) -> Vec<u8> {
+    match v {
+        Value::String(s) => s.as_bytes().to_vec(),
+        Value::Array(a) => a.iter().map(|x| x.as_u64().unwrap() as u8).collect(),
+        other => panic!("not a journal field value: {other}"),
+    }
+}
