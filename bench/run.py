@@ -143,9 +143,12 @@ class Tracer:
         # The storm's own exec carries the marker too: count the no-op's only.
         m = marker.encode()
         with open(self.out_path, "rb") as f:
-            # Exec events only: exit events carry the argv of what ended.
+            # Exec events only: execwatch's exit events carry the argv of
+            # what ended (bpftrace prints execs only).
+            exec_only = self.kind != "execwatch" or None
             return sum(1 for line in f
-                       if m in line and b"/storm " not in line and b'"action":"exec"' in line)
+                       if m in line and b"/storm " not in line
+                       and (exec_only or b'"action":"exec"' in line))
 
     def wait_delivered(self, marker, want):
         """Wait until the tracer wrote all it will write (or 5 s)."""
