@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::formats::Formats;
-use common::{marker, Daemon};
+use common::{marker, run_ok as run, Daemon};
 
 const ENV_VAR: &str = "EXECWATCH_TEST_SECRET";
 const PYTHON: &str = "/usr/bin/python3";
@@ -26,15 +26,6 @@ fn scratch_dir(name: &str) -> common::tempdir::TempDir {
 fn copy_exe(from: &str, to: &Path, mode: u32) {
     std::fs::copy(from, to).unwrap();
     std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("run command");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Run `prog m` as uid 65534 with no capabilities. setpriv keeps root's

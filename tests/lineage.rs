@@ -8,17 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::formats::{json_at, Formats};
-use common::{marker, Daemon};
+use common::{marker, run_ok as run, Daemon};
 use serde_json::json;
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("run command");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn sha256sum(path: &str) -> String {
     let out = Command::new("sha256sum").arg(path).output().unwrap();

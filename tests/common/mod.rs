@@ -342,6 +342,16 @@ fn argv_has(v: &Value, marker: &str) -> bool {
         .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(marker)))
 }
 
+/// Run a command to completion; it must succeed (its stderr says why not).
+pub fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().expect("run command");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Run a command to completion, ignoring its output.
 pub fn run_quiet(cmd: &mut Command) -> ExitStatus {
     cmd.stdout(Stdio::null())
