@@ -208,8 +208,8 @@ impl Consumer<'_> {
                     table.on_fork(ev.ppid, ancestor, ev.parent_start_ns, Some(ancestor_start));
                 }
                 if ev.ppid != 0 && table.get(ev.ppid).is_none() {
-                    // A parent the table missed (its fork record lost, or
-                    // it predates the seeding): read it from /proc.
+                    // A parent the table missed (evicted, or it predates the
+                    // seeding): read it from /proc.
                     let _ = table.seed_pid(ev.ppid);
                 }
                 let rec = ExecRecord {

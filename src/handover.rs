@@ -1173,7 +1173,8 @@ impl PrevDrain {
         }
     }
 
-    /// Note a record; whether it is an event (else a fork record).
+    /// Note a record; whether it is an event (else a non-event record of
+    /// another layout, sequence all ones).
     pub fn note(&mut self, record: &[u8]) -> bool {
         self.turn += 1;
         // A record too short for a sequence number is not a fork record of
