@@ -395,7 +395,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "process.parent.executable",
-        on: On::Exec,
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_PARENT_EXE"),
         text: Text::Label("parent-exe"),
         ty: Type::String,
@@ -405,7 +405,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "process.parent.args",
-        on: On::Exec,
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_PARENT_ARGV"),
         text: Text::Label("parent-argv"),
         ty: Type::StringArray,
@@ -415,7 +415,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "process.parent.name",
-        on: On::Exec,
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_PARENT_COMM"),
         text: Text::Label("parent-comm"),
         ty: Type::String,
@@ -425,7 +425,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "process.parent.start",
-        on: On::Exec,
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_PARENT_START"),
         text: Text::Label("parent-start"),
         ty: Type::String,
@@ -445,7 +445,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "process.session_leader.entity_id",
-        on: On::Exec,
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_SID_ENTITY_ID"),
         text: Text::Label("sid-entity"),
         ty: Type::String,
@@ -465,7 +465,7 @@ pub static FIELDS: &[Field] = &[
     },
     Field {
         json: "process.group_leader.entity_id",
-        on: On::Exec,
+        on: On::Both,
         journald: Journald::Field("EXECWATCH_PGID_ENTITY_ID"),
         text: Text::Label("pgid-entity"),
         ty: Type::String,
