@@ -4,55 +4,15 @@
 mod common;
 
 use std::io::Read;
-use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::notify::NotifySocket;
 use common::{ensure_journald, journal_bytes as bytes, journal_entries, marker, run_quiet};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-struct Notified {
-    sock: UnixDatagram,
-    _dir: std::path::PathBuf,
-}
-
-impl Notified {
-    fn new(name: &str) -> Notified {
-        let dir =
-            std::env::temp_dir().join(format!("execwatch-notify-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let sock = UnixDatagram::bind(dir.join("notify")).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        Notified { sock, _dir: dir }
-    }
-
-    fn path(&self) -> std::path::PathBuf {
-        self._dir.join("notify")
-    }
-
-    /// Messages received until `pred` holds for one of them, or timeout.
-    fn until(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Vec<String> {
-        let deadline = Instant::now() + timeout;
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        while Instant::now() < deadline {
-            if let Ok(n) = self.sock.recv(&mut buf) {
-                let m = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let done = pred(&m);
-                got.push(m);
-                if done {
-                    return got;
-                }
-            }
-        }
-        panic!("timed out; received: {got:?}");
-    }
-}
-
-fn spawn(args: &[&str], notify: &Notified, env: &[(&str, &str)]) -> Child {
+fn spawn(args: &[&str], notify: &NotifySocket, env: &[(&str, &str)]) -> Child {
     common::require_root();
     let mut cmd = Command::new(common::BIN);
     cmd.args(args)
@@ -68,7 +28,7 @@ fn spawn(args: &[&str], notify: &Notified, env: &[(&str, &str)]) -> Child {
 
 #[test]
 fn sd_notify_ready_after_attach_status_watchdog_stopping() {
-    let n = Notified::new("sd");
+    let n = NotifySocket::new("sd");
     let mut child = spawn(
         &["--format", "json", "--stats-interval", "1"],
         &n,
@@ -126,7 +86,7 @@ fn no_notify_socket_is_a_no_op() {
 #[test]
 fn journald_entries_are_native_fields_and_cannot_be_forged() {
     ensure_journald();
-    let n = Notified::new("journal");
+    let n = NotifySocket::new("journal");
     let mut child = spawn(&["--format", "journald"], &n, &[]);
     n.until(Duration::from_secs(60), |m| m.contains("READY=1"));
     let m = marker("journal");
@@ -205,8 +165,8 @@ fn journald_is_the_default_when_stderr_is_the_journal() {
     ensure_journald();
     // Give execwatch a stderr whose device:inode JOURNAL_STREAM names, as
     // systemd does for a service whose output goes to the journal.
-    let n = Notified::new("stream");
-    let err_path = n._dir.join("stderr");
+    let n = NotifySocket::new("stream");
+    let err_path = n.dir().join("stderr");
     let err = std::fs::File::create(&err_path).unwrap();
     let st = nix::sys::stat::fstat(&err).unwrap();
     common::require_root();

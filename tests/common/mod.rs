@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod journal;
+pub mod notify;
 #[allow(unused_imports)]
 pub use journal::{ensure_journald, journal_bytes, journal_entries, JOURNAL_SOCKET};
 use std::io::{BufRead, BufReader, Read};

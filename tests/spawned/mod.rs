@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -211,65 +210,8 @@ impl Flood {
     }
 }
 
-/// A NOTIFY_SOCKET to receive sd_notify messages on.
-pub struct NotifySocket {
-    sock: UnixDatagram,
-    dir: std::path::PathBuf,
-}
-
-impl NotifySocket {
-    pub fn new(name: &str) -> NotifySocket {
-        let dir =
-            std::env::temp_dir().join(format!("execwatch-notify-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let sock = UnixDatagram::bind(dir.join("notify")).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        NotifySocket { sock, dir }
-    }
-
-    pub fn path(&self) -> String {
-        self.dir.join("notify").to_string_lossy().into_owned()
-    }
-
-    /// Messages until one satisfies `pred`; panics after `timeout`.
-    pub fn until(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Vec<String> {
-        let deadline = Instant::now() + timeout;
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        while Instant::now() < deadline {
-            if let Ok(n) = self.sock.recv(&mut buf) {
-                let m = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let done = pred(&m);
-                got.push(m);
-                if done {
-                    return got;
-                }
-            }
-        }
-        panic!("timed out after {timeout:?}; received: {got:?}");
-    }
-
-    /// Every message received during `d`.
-    pub fn collect(&self, d: Duration) -> Vec<String> {
-        let deadline = Instant::now() + d;
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        while Instant::now() < deadline {
-            if let Ok(n) = self.sock.recv(&mut buf) {
-                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-            }
-        }
-        got
-    }
-}
-
-impl Drop for NotifySocket {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+#[allow(unused_imports)]
+pub use crate::common::notify::NotifySocket;
 
 pub fn rss_kib(pid: u32) -> u64 {
     status_kib(pid, "VmRSS:")
