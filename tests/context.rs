@@ -6,6 +6,7 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -270,10 +271,19 @@ fn failed_exec_carries_cwd_and_session() {
     let d = Daemon::start(&[]);
     let dir = scratch_dir("failcwd");
     let m = marker("failcwd");
-    let _ = Command::new("./missing")
-        .arg(&m)
-        .current_dir(&dir.0)
-        .status();
+    // A session of its own, so the leader is known whatever session runs the tests
+    // (under some CI runners that is session 0, which has no leader to name).
+    let mut cmd = Command::new("./missing");
+    cmd.arg(&m).current_dir(&dir.0);
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let _ = cmd.status();
     let ev = d
         .wait_for(1, Duration::from_secs(10), |v| {
             v["execwatch"]["filename"] == "./missing"
@@ -281,8 +291,8 @@ fn failed_exec_carries_cwd_and_session() {
         })
         .remove(0);
     assert_eq!(ev["event"]["outcome"], "failure");
-    assert!(
-        ev["process"]["session_leader"]["pid"].as_u64().is_some(),
+    assert_eq!(
+        ev["process"]["session_leader"]["pid"], ev["process"]["pid"],
         "{ev}"
     );
     assert!(ev["execwatch"].get("executable").is_none(), "{ev}");
