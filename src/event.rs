@@ -254,6 +254,9 @@ pub struct ExecEvent {
     pub(crate) arg_ends: Vec<usize>,
     /// Every captured argument is valid UTF-8 (checked once, when set).
     pub(crate) args_utf8: bool,
+    /// Every captured argument is plain printable ASCII (its own escape in
+    /// every format), checked once, when set.
+    pub(crate) args_plain: bool,
 }
 
 impl ExecEvent {
@@ -270,6 +273,18 @@ impl ExecEvent {
     /// Whether every captured argument is valid UTF-8.
     pub fn args_utf8(&self) -> bool {
         self.args_utf8
+    }
+
+    /// Whether every captured argument is plain printable ASCII, which every
+    /// format copies as it is.
+    pub fn args_plain(&self) -> bool {
+        self.args_plain
+    }
+
+    fn check_args(&mut self) {
+        let plain = self.args().all(crate::output::escape::is_plain);
+        self.args_plain = plain;
+        self.args_utf8 = self.args_plain || std::str::from_utf8(&self.args_bytes).is_ok();
     }
 
     /// Number of captured arguments (at most `argc`).
@@ -290,7 +305,7 @@ impl ExecEvent {
             self.arg_ends.push(self.args_bytes.len());
             self.args_bytes.push(0);
         }
-        self.args_utf8 = std::str::from_utf8(&self.args_bytes).is_ok();
+        self.check_args();
     }
 
     /// Split the NUL-separated argument area. At most `argc` pieces; a last
@@ -312,7 +327,7 @@ impl ExecEvent {
         }
         // NULs are valid UTF-8 and no sequence spans one: one pass says it
         // for every argument.
-        self.args_utf8 = std::str::from_utf8(&self.args_bytes).is_ok();
+        self.check_args();
     }
 
     /// `success` or `failure`.

@@ -56,7 +56,20 @@ impl Value<'_> {
                 out.push(b':');
                 out.extend_from_slice(n.format(*minor).as_bytes());
             }
-            Value::Octal(mode) => out.extend_from_slice(format!("{mode:o}").as_bytes()),
+            Value::Octal(mode) => {
+                let mut digits = [0u8; 11];
+                let mut i = digits.len();
+                let mut m = *mode;
+                loop {
+                    i -= 1;
+                    digits[i] = b'0' + (m & 7) as u8;
+                    m >>= 3;
+                    if m == 0 {
+                        break;
+                    }
+                }
+                out.extend_from_slice(&digits[i..]);
+            }
             Value::UnixTime(sec, nsec) => crate::output::clock::write_rfc3339(
                 out,
                 i128::from(*sec) * 1_000_000_000 + i128::from(*nsec),
@@ -1442,6 +1455,20 @@ mod tests {
     use crate::output::{journald, json, text};
     use std::collections::BTreeSet;
     use std::sync::Arc;
+
+    #[test]
+    fn modes_render_in_octal() {
+        for (mode, want) in [
+            (0o100755, "100755"),
+            (0, "0"),
+            (0o7, "7"),
+            (u32::MAX, "37777777777"),
+        ] {
+            let mut out = Vec::new();
+            assert!(Value::Octal(mode).write_formatted(&mut out));
+            assert_eq!(out, want.as_bytes());
+        }
+    }
 
     /// Events that together give every field a value: hostile bytes
     /// everywhere, every flag set, each kind of attribution.

@@ -98,6 +98,9 @@ pub struct Image {
     name_len: u8,
     pub executable_truncated: bool,
     pub args_truncated: bool,
+    /// Every kept argument is plain printable ASCII (copied as it is by
+    /// every format), checked once here rather than per event that shows it.
+    args_plain: bool,
 }
 
 impl Image {
@@ -114,6 +117,7 @@ impl Image {
         bytes.extend_from_slice(exe);
         let mut argc = 0u16;
         let mut args_truncated = false;
+        let mut args_plain = true;
         let max_args = limits.max_args.min(u16::MAX as usize);
         for arg in args {
             let used = bytes.len() - exe.len();
@@ -126,6 +130,7 @@ impl Image {
             let arg = arg.split(|&b| b == 0).next().unwrap_or_default();
             let room = limits.max_args_bytes - used - 1;
             let kept = arg.len().min(room);
+            args_plain &= crate::output::escape::is_plain(&arg[..kept]);
             bytes.extend_from_slice(&arg[..kept]);
             bytes.push(0);
             argc += 1;
@@ -146,6 +151,7 @@ impl Image {
             name_len: name_len as u8,
             executable_truncated: exe.len() < executable.len(),
             args_truncated,
+            args_plain,
         }
     }
 
@@ -166,6 +172,11 @@ impl Image {
 
     pub fn argc(&self) -> usize {
         self.argc as usize
+    }
+
+    /// Whether every argument is plain printable ASCII.
+    pub fn args_plain(&self) -> bool {
+        self.args_plain
     }
 
     /// The task name (`comm`).

@@ -192,6 +192,20 @@ impl QueueWriter {
     }
 }
 
+impl crate::output::ChunkWrite for QueueWriter {
+    fn write_chunk(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
+        let mut p = self.pending.borrow_mut();
+        if p.bytes.is_empty() {
+            // The buffer itself becomes the chunk; its spare takes its place.
+            std::mem::swap(&mut p.bytes, buf);
+        } else {
+            p.bytes.extend_from_slice(buf);
+            buf.clear();
+        }
+        Ok(())
+    }
+}
+
 impl Write for QueueWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.pending.borrow_mut().bytes.extend_from_slice(buf);

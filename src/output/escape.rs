@@ -40,13 +40,77 @@ fn plain_byte(b: u8) -> bool {
     (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'
 }
 
+/// Sixteen bytes at a time with SSE2 (every x86-64 has it): the index of the
+/// first byte at or after `i` that is not plain, or the end.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn skip_plain_wide(bytes: &[u8], mut i: usize) -> usize {
+    use std::arch::x86_64::*;
+    while i + 16 <= bytes.len() {
+        // SAFETY: `i + 16 <= len`, so the unaligned 16-byte load stays
+        // inside `bytes`; SSE2 is part of the x86-64 baseline.
+        let mask = unsafe {
+            let v = _mm_loadu_si128(bytes.as_ptr().add(i).cast());
+            // Signed compare: below 0x20, and every byte from 0x80 up.
+            let low = _mm_cmplt_epi8(v, _mm_set1_epi8(0x20));
+            let del = _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f));
+            let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+            let bs = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+            _mm_movemask_epi8(_mm_or_si128(
+                _mm_or_si128(low, del),
+                _mm_or_si128(quote, bs),
+            ))
+        };
+        if mask != 0 {
+            return i + mask.trailing_zeros() as usize;
+        }
+        i += 16;
+    }
+    i
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn skip_plain_wide(_bytes: &[u8], i: usize) -> usize {
+    i
+}
+
+/// The index of the first byte at or after `i` that is not plain printable
+/// ASCII (a control, DEL, `"`, `\\` or any byte from 0x80), or the end.
+#[inline]
+fn skip_plain(bytes: &[u8], i: usize) -> usize {
+    let mut i = skip_plain_wide(bytes, i);
+    while let Some(w) = bytes.get(i..i + 8) {
+        if !plain_word(u64::from_le_bytes(w.try_into().expect("8 bytes"))) {
+            break;
+        }
+        i += 8;
+    }
+    while i < bytes.len() && plain_byte(bytes[i]) {
+        i += 1;
+    }
+    i
+}
+
+/// True when `bytes` is printable ASCII without `"` or `\\`: it is its own
+/// escape in both formats, so it can be copied as it is.
+pub fn is_plain(bytes: &[u8]) -> bool {
+    skip_plain(bytes, 0) == bytes.len()
+}
+
 /// Escape `bytes` by the format's rules. The UTF-8 walk is the standard
 /// library's (`utf8_chunks`): invalid sequences come out in maximal
 /// subparts, as `String::from_utf8_lossy` sees them.
 fn escape<R: Rules>(out: &mut Vec<u8>, bytes: &[u8]) {
+    // Plain ASCII is the common case: copied with no UTF-8 check at all.
+    let plain = skip_plain(bytes, 0);
+    out.extend_from_slice(&bytes[..plain]);
+    let bytes = &bytes[plain..];
+    if bytes.is_empty() {
+        return;
+    }
     out.reserve(bytes.len());
-    // Valid UTF-8 is the common case, and from_utf8 checks it a word at a
-    // time where utf8_chunks goes byte by byte.
+    // from_utf8 checks a word at a time where utf8_chunks goes byte by byte.
     if let Ok(s) = std::str::from_utf8(bytes) {
         return escape_valid::<R>(out, s);
     }
@@ -63,17 +127,8 @@ fn escape_valid<R: Rules>(out: &mut Vec<u8>, s: &str) {
     let mut run = 0; // start of the pending verbatim run
     let mut i = 0;
     while i < bytes.len() {
-        while let Some(w) = bytes.get(i..i + 8) {
-            if !plain_word(u64::from_le_bytes(w.try_into().expect("8 bytes"))) {
-                break;
-            }
-            i += 8;
-        }
+        i = skip_plain(bytes, i);
         let Some(&b) = bytes.get(i) else { break };
-        if plain_byte(b) {
-            i += 1;
-            continue;
-        }
         out.extend_from_slice(&bytes[run..i]);
         if b < 0x80 {
             R::ascii(out, b);
@@ -343,6 +398,43 @@ mod tests {
             json(with_quote.as_bytes()),
             format!("\"{}\"", with_quote.replace('"', "\\\""))
         );
+    }
+
+    /// Each byte that is not plain, at every offset of a 16-byte block and
+    /// of the 8-byte and byte-wise tails: the wide scanner stops at it.
+    #[test]
+    fn the_scanner_stops_at_every_non_plain_byte_at_every_offset() {
+        let specials: &[u8] = &[0x00, 0x1f, b'"', b'\\', 0x7f, 0x80, 0xc3, 0xff];
+        for len in [1usize, 7, 8, 15, 16, 17, 31, 32, 33, 47] {
+            for pos in 0..len {
+                for &b in specials {
+                    let mut v = vec![b'a'; len];
+                    v[pos] = b;
+                    assert_eq!(skip_plain(&v, 0), pos, "len {len} pos {pos} byte {b:#x}");
+                    assert!(!is_plain(&v));
+                    let back: String = serde_json::from_str(&json(&v)).unwrap();
+                    assert_eq!(back, String::from_utf8_lossy(&v), "{v:x?}");
+                    assert!(!text(&v).chars().any(|c| c.is_control()));
+                }
+                assert!(is_plain(&vec![b' '; len]));
+                assert!(is_plain(&vec![b'~'; len]));
+            }
+        }
+        // Plain is exactly printable ASCII less the quote and the backslash.
+        for b in 0..=255u8 {
+            let plain = (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\';
+            assert_eq!(
+                is_plain(
+                    &[b'x'; 20]
+                        .iter()
+                        .chain([b].iter())
+                        .copied()
+                        .collect::<Vec<_>>()
+                ),
+                plain,
+                "{b:#x}"
+            );
+        }
     }
 
     #[test]

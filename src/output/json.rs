@@ -16,9 +16,15 @@ const MAX_DEPTH: usize = 6;
 /// Each field's path split into object keys, the keys interned so that the
 /// writer compares numbers, not strings, per event.
 struct Path {
-    /// (key id, key) of each enclosing object, outermost first.
-    objects: Vec<(u16, &'static str)>,
-    leaf: &'static str,
+    /// (key id, `"key":{`) of each enclosing object, outermost first.
+    objects: Vec<(u16, Box<[u8]>)>,
+    /// `"leaf":`
+    leaf: Box<[u8]>,
+}
+
+/// `"k":` followed by `open` (empty, or `{`), made once per key.
+fn key_bytes(k: &str, open: &str) -> Box<[u8]> {
+    format!("\"{k}\":{open}").into_bytes().into_boxed_slice()
 }
 
 fn paths() -> &'static [Path] {
@@ -44,23 +50,25 @@ fn paths() -> &'static [Path] {
                                 ids.len() - 1
                             }
                         };
-                        (id as u16, s)
+                        (id as u16, key_bytes(s, "{"))
                     })
                     .collect();
-                Path { objects, leaf }
+                Path {
+                    objects,
+                    leaf: key_bytes(leaf, ""),
+                }
             })
             .collect()
     })
 }
 
-fn key(out: &mut Vec<u8>, comma: &mut bool, k: &str) {
+#[inline(always)]
+fn key(out: &mut Vec<u8>, comma: &mut bool, k: &[u8]) {
     if *comma {
         out.push(b',');
     }
     *comma = true;
-    out.push(b'"');
-    out.extend_from_slice(k.as_bytes());
-    out.extend_from_slice(b"\":");
+    out.extend_from_slice(k);
 }
 
 /// Append one JSON line (with its newline) for `ev`.
@@ -74,7 +82,10 @@ pub fn write_event(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
         if !f.on.carries(ev) {
             continue;
         }
-        let Some(v) = (f.value)(ev) else { continue };
+        // Matched in place: moving the returned value out costs a
+        // store-forwarding stall per field (seen in perf).
+        let value = (f.value)(ev);
+        let Some(v) = value.as_ref() else { continue };
         let objs = &path.objects;
         let mut same = 0;
         while same < depth && same < objs.len() && open[same] == objs[same].0 {
@@ -85,19 +96,44 @@ pub fn write_event(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
             depth -= 1;
         }
         while depth < objs.len() {
-            key(out, &mut comma[depth], objs[depth].1);
-            out.push(b'{');
+            key(out, &mut comma[depth], &objs[depth].1);
             open[depth] = objs[depth].0;
             depth += 1;
             comma[depth] = false;
         }
-        key(out, &mut comma[depth], path.leaf);
-        write_value(out, &v, clock);
+        key(out, &mut comma[depth], &path.leaf);
+        write_value(out, v, clock);
     }
     for _ in 0..depth {
         out.push(b'}');
     }
     out.extend_from_slice(b"}\n");
+}
+
+/// A list whose every element is known to be plain printable ASCII: its
+/// own JSON escape, so it is copied, not scanned again.
+fn known_plain(list: &List<'_>) -> bool {
+    match list {
+        List::Args(ev) => ev.args_plain(),
+        List::Image(i) => i.args_plain(),
+        List::Static(_) | List::Privileges(_) => true,
+        List::One(_) | List::Env(_) => false,
+    }
+}
+
+fn plain_string(out: &mut Vec<u8>, b: &[u8]) {
+    out.push(b'"');
+    out.extend_from_slice(b);
+    out.push(b'"');
+}
+
+/// A JSON array of strings, copied where they are known plain.
+fn write_strings(out: &mut Vec<u8>, list: &List<'_>) {
+    if known_plain(list) {
+        write_list(out, list, plain_string)
+    } else {
+        write_list(out, list, json_string)
+    }
 }
 
 fn write_list(out: &mut Vec<u8>, list: &List<'_>, item: fn(&mut Vec<u8>, &[u8])) {
@@ -131,7 +167,7 @@ fn write_value(out: &mut Vec<u8>, v: &Value<'_>, clock: &Clock) {
             write_rfc3339(out, clock.unix_ns(*ns));
             out.push(b'"');
         }
-        Value::List(l) => write_list(out, l, json_string),
+        Value::List(l) => write_strings(out, l),
         Value::Base64List(l) => write_list(out, l, json_base64),
         Value::Base64(b) => json_base64(out, b),
         Value::Dev(..) | Value::Octal(_) | Value::UnixTime(..) => {
@@ -144,7 +180,7 @@ fn write_value(out: &mut Vec<u8>, v: &Value<'_>, clock: &Clock) {
             out.extend_from_slice(b"[{\"executable\":");
             json_string(out, i.executable());
             out.extend_from_slice(b",\"args\":");
-            write_list(out, &List::Image(i), json_string);
+            write_strings(out, &List::Image(i));
             out.extend_from_slice(b"}]");
         }
     }
@@ -152,6 +188,11 @@ fn write_value(out: &mut Vec<u8>, v: &Value<'_>, clock: &Clock) {
 
 /// The elements joined by spaces, cut at `max` bytes on a UTF-8 boundary.
 fn write_joined(out: &mut Vec<u8>, list: &List<'_>, max: usize) {
+    let escape: fn(&mut Vec<u8>, &[u8]) = if known_plain(list) {
+        |out, b| out.extend_from_slice(b)
+    } else {
+        json_escape
+    };
     out.push(b'"');
     let mut budget = max;
     let mut first = true;
@@ -175,7 +216,7 @@ fn write_joined(out: &mut Vec<u8>, list: &List<'_>, max: usize) {
             take -= 1;
         }
         cut = take < item.len();
-        json_escape(out, &item[..take]);
+        escape(out, &item[..take]);
         budget -= take;
     });
     out.push(b'"');
@@ -207,6 +248,39 @@ mod tests {
         assert_eq!(v["execwatch"]["command_line_truncated"], true);
         assert_eq!(v["process"]["args"][1].as_str().unwrap(), long);
         assert_eq!(v["process"]["args"][2], "tail");
+    }
+
+    /// Plain arguments are copied, others escaped: both give the same JSON
+    /// strings, and one hostile argument takes the whole list off the copy path.
+    #[test]
+    fn plain_and_escaped_arguments_render_alike() {
+        let long_plain = "x".repeat(5000);
+        let mut ev = ExecEvent::default();
+        ev.set_args([&b"prog"[..], long_plain.as_bytes(), b"a b"]);
+        ev.argc = 3;
+        assert!(ev.args_plain());
+        let v = render(&ev);
+        assert_eq!(v["process"]["args"][1].as_str().unwrap(), long_plain);
+        let cl = v["process"]["command_line"].as_str().unwrap();
+        assert_eq!(cl.len(), COMMAND_LINE_MAX);
+        assert!(cl.starts_with("prog xxx"));
+
+        ev.set_args([&b"prog"[..], b"q\"\n\x1b", b"a b"]);
+        assert!(!ev.args_plain());
+        let v = render(&ev);
+        assert_eq!(v["process"]["args"][1], "q\"\n\u{1b}");
+        assert_eq!(v["process"]["command_line"], "prog q\"\n\u{1b} a b");
+
+        let image = crate::process_table::Image::new(
+            b"/bin/x",
+            [&b"x"[..], b"say \"hi\""],
+            b"x",
+            &crate::process_table::Limits::default(),
+        );
+        assert!(!image.args_plain());
+        let mut out = Vec::new();
+        write_strings(&mut out, &List::Image(&image));
+        assert_eq!(out, br#"["x","say \"hi\""]"#);
     }
 
     #[test]

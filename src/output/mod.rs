@@ -25,7 +25,7 @@ pub enum Format {
 
 /// Formats events into a reused buffer and writes them in batches: the
 /// daemon flushes after each ring-buffer drain, not after each event.
-pub struct EventSink<W: Write> {
+pub struct EventSink<W: ChunkWrite> {
     format: Format,
     clock: Clock,
     buf: Vec<u8>,
@@ -36,10 +36,25 @@ pub struct EventSink<W: Write> {
     table: Option<table::Table>,
 }
 
+/// What an [`EventSink`] flushes into. The default copies the buffer out; a
+/// writer that can take it whole swaps it instead, saving a copy per event.
+pub trait ChunkWrite: Write {
+    /// Take everything in `buf`, leaving it empty.
+    fn write_chunk(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
+        self.write_all(buf)?;
+        buf.clear();
+        Ok(())
+    }
+}
+
+impl ChunkWrite for Vec<u8> {}
+impl ChunkWrite for io::Sink {}
+impl ChunkWrite for std::fs::File {}
+
 /// Flush to the writer once this much is buffered, even mid-batch.
 const FLUSH_AT: usize = 256 * 1024;
 
-impl<W: Write> EventSink<W> {
+impl<W: ChunkWrite> EventSink<W> {
     /// For `Format::Journald` this connects to journald, which can fail.
     pub fn new(format: Format, out: W) -> io::Result<Self> {
         let journal = match format {
@@ -98,8 +113,7 @@ impl<W: Write> EventSink<W> {
 
     pub fn flush(&mut self) -> io::Result<()> {
         if !self.buf.is_empty() {
-            self.out.write_all(&self.buf)?;
-            self.buf.clear();
+            self.out.write_chunk(&mut self.buf)?;
         }
         self.out.flush()
     }
