@@ -48,6 +48,8 @@ pub struct Daemon {
     lines: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<String>>,
     stdout_done: Option<thread::JoinHandle<()>>,
+    /// The last output line, when it ended without its newline.
+    cut_tail: Arc<Mutex<Option<Vec<u8>>>>,
     stderr_done: Option<thread::JoinHandle<()>>,
     _notify_dir: Option<tempdir::TempDir>,
 }
@@ -151,11 +153,23 @@ impl Daemon {
 
         let ev = Arc::clone(&events);
         let ln = Arc::clone(&lines);
+        let cut_tail = Arc::new(Mutex::new(None));
+        let tail = Arc::clone(&cut_tail);
         let json = format == "json";
         let stdout_done = child.stdout.take().map(|out| {
             thread::spawn(move || {
-                for line in BufReader::new(out).split(b'\n') {
-                    let line = line.expect("read stdout");
+                let mut out = BufReader::new(out);
+                loop {
+                    let mut line = Vec::new();
+                    if out.read_until(b'\n', &mut line).expect("read stdout") == 0 {
+                        break;
+                    }
+                    if line.pop() != Some(b'\n') {
+                        // A daemon killed mid-write leaves a cut line; a
+                        // stopped one never does (checked in stop()).
+                        *tail.lock().unwrap() = Some(line);
+                        break;
+                    }
                     if json {
                         let v: Value = serde_json::from_slice(&line).unwrap_or_else(|e| {
                             panic!(
@@ -190,6 +204,7 @@ impl Daemon {
             lines,
             stderr,
             stdout_done,
+            cut_tail,
             stderr_done: Some(stderr_done),
             _notify_dir: None,
         };
@@ -289,7 +304,14 @@ impl Daemon {
             nix::sys::signal::Signal::SIGTERM,
         )
         .expect("signal execwatch");
-        self.stop_now()
+        let stopped = self.stop_now();
+        if let Some(t) = self.cut_tail.lock().unwrap().take() {
+            panic!(
+                "a stopped daemon's output ends in a cut line: {}",
+                String::from_utf8_lossy(&t)
+            );
+        }
+        stopped
     }
 
     /// SIGKILL (a crash), then collect everything.
