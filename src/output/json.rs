@@ -5,8 +5,9 @@ use std::sync::OnceLock;
 
 use super::clock::{write_rfc3339, Clock};
 use super::escape::{json_base64, json_escape, json_string};
+use crate::event::Action;
 use crate::event::ExecEvent;
-use crate::fields::{List, Value, FIELDS};
+use crate::fields::{List, On, Value, FIELDS};
 
 pub use crate::fields::ECS_VERSION;
 
@@ -16,6 +17,7 @@ const MAX_DEPTH: usize = 6;
 /// Each field's path split into object keys, the keys interned so that the
 /// writer compares numbers, not strings, per event.
 struct Path {
+    value: Getter,
     /// (key id, `"key":{`) of each enclosing object, outermost first.
     objects: Vec<(u16, Box<[u8]>)>,
     /// `"leaf":`
@@ -27,39 +29,69 @@ fn key_bytes(k: &str, open: &str) -> Box<[u8]> {
     format!("\"{k}\":{open}").into_bytes().into_boxed_slice()
 }
 
-fn paths() -> &'static [Path] {
-    static PATHS: OnceLock<Vec<Path>> = OnceLock::new();
-    PATHS.get_or_init(|| {
-        let mut ids: Vec<&'static str> = Vec::new();
-        FIELDS
-            .iter()
-            .map(|f| {
-                let mut segs: Vec<&'static str> = f.json.split('.').collect();
-                let leaf = segs.pop().unwrap_or(f.json);
-                let mut prefix = String::new();
-                let objects = segs
-                    .into_iter()
-                    .map(|s| {
-                        // Intern by full prefix: `a.x` and `b.x` are different objects.
-                        prefix.push_str(s);
-                        prefix.push('.');
-                        let id = match ids.iter().position(|p| *p == prefix.as_str()) {
-                            Some(i) => i,
-                            None => {
-                                ids.push(Box::leak(prefix.clone().into_boxed_str()));
-                                ids.len() - 1
-                            }
-                        };
-                        (id as u16, key_bytes(s, "{"))
-                    })
-                    .collect();
-                Path {
-                    objects,
-                    leaf: key_bytes(leaf, ""),
-                }
-            })
-            .collect()
+type Getter = for<'a> fn(&'a ExecEvent) -> Option<Value<'a>>;
+
+/// The fields each kind of event carries, in list order: the writer walks
+/// only those.
+struct Layout {
+    exec: Vec<Path>,
+    exit: Vec<Path>,
+}
+
+fn layout() -> &'static Layout {
+    static LAYOUT: OnceLock<Layout> = OnceLock::new();
+    LAYOUT.get_or_init(|| {
+        let all = paths();
+        let pick = |on: &[On]| {
+            FIELDS
+                .iter()
+                .zip(&all)
+                .filter(|(f, _)| on.contains(&f.on))
+                .map(|(_, p)| Path {
+                    value: p.value,
+                    objects: p.objects.clone(),
+                    leaf: p.leaf.clone(),
+                })
+                .collect()
+        };
+        Layout {
+            exec: pick(&[On::Both, On::Exec]),
+            exit: pick(&[On::Both, On::Exit]),
+        }
     })
+}
+
+fn paths() -> Vec<Path> {
+    let mut ids: Vec<&'static str> = Vec::new();
+    FIELDS
+        .iter()
+        .map(|f| {
+            let mut segs: Vec<&'static str> = f.json.split('.').collect();
+            let leaf = segs.pop().unwrap_or(f.json);
+            let mut prefix = String::new();
+            let objects = segs
+                .into_iter()
+                .map(|s| {
+                    // Intern by full prefix: `a.x` and `b.x` are different objects.
+                    prefix.push_str(s);
+                    prefix.push('.');
+                    let id = match ids.iter().position(|p| *p == prefix.as_str()) {
+                        Some(i) => i,
+                        None => {
+                            ids.push(Box::leak(prefix.clone().into_boxed_str()));
+                            ids.len() - 1
+                        }
+                    };
+                    (id as u16, key_bytes(s, "{"))
+                })
+                .collect();
+            Path {
+                value: f.value,
+                objects,
+                leaf: key_bytes(leaf, ""),
+            }
+        })
+        .collect()
 }
 
 #[inline(always)]
@@ -78,13 +110,14 @@ pub fn write_event(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
     // Whether the object at each depth (0: the root) already has a member.
     let mut comma = [false; MAX_DEPTH + 1];
     out.push(b'{');
-    for (f, path) in FIELDS.iter().zip(paths()) {
-        if !f.on.carries(ev) {
-            continue;
-        }
+    let paths = match ev.action {
+        Action::Exec => &layout().exec,
+        Action::Exit => &layout().exit,
+    };
+    for path in paths {
         // Matched in place: moving the returned value out costs a
         // store-forwarding stall per field (seen in perf).
-        let value = (f.value)(ev);
+        let value = (path.value)(ev);
         let Some(v) = value.as_ref() else { continue };
         let objs = &path.objects;
         let mut same = 0;
