@@ -6,7 +6,6 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -57,10 +56,11 @@ fn exec_context_in_every_format() {
     // A relative exec from a temporary cwd, without a terminal.
     let m = marker("cwd");
     copy_exe("/bin/true", &dir.0.join("prog"), 0o755);
-    run(Command::new("./prog")
-        .arg(&m)
-        .current_dir(&dir.0)
-        .env_remove(ENV_VAR));
+    let mut cmd = Command::new("./prog");
+    cmd.arg(&m).current_dir(&dir.0).env_remove(ENV_VAR);
+    // A session of its own: no terminal, whatever terminal runs the tests.
+    common::in_new_session(&mut cmd);
+    run(&mut cmd);
     let s = f.exec_with(&m);
     s.has("process.working_directory", d.clone().into())
         .has("process.executable", format!("{d}/prog").into())
@@ -275,14 +275,7 @@ fn failed_exec_carries_cwd_and_session() {
     // (under some CI runners that is session 0, which has no leader to name).
     let mut cmd = Command::new("./missing");
     cmd.arg(&m).current_dir(&dir.0);
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(drop)
-                .map_err(std::io::Error::from)
-        });
-    }
+    common::in_new_session(&mut cmd);
     let _ = cmd.status();
     let ev = d
         .wait_for(1, Duration::from_secs(10), |v| {

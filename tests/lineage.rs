@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -66,11 +67,17 @@ fn lineage_exits_and_hashes_in_every_format() {
     // runs bash's image (no record per fork: the exec names the ancestor).
     let sub = marker("sub");
     let cmd = format!("(/bin/true {sub}; true); true");
-    run(Command::new("bash").args(["-c", &cmd]));
+    // A process group of its own, led by bash (the runner's may be group 0).
+    run(Command::new("bash").args(["-c", &cmd]).process_group(0));
     let child = f.exec_with(&sub);
     child
         .has("process.parent.executable", "/usr/bin/bash".into())
         .has("process.parent.args", json!(["bash", "-c", cmd]));
+    assert!(
+        json_at(&child.json, "process.group_leader.pid").is_some(),
+        "{}",
+        child.json
+    );
     assert_ne!(
         json_at(&child.json, "process.parent.pid"),
         json_at(&child.json, "process.group_leader.pid"),

@@ -366,6 +366,21 @@ fn argv_has(v: &Value, marker: &str) -> bool {
 }
 
 /// Run a command to completion; it must succeed (its stderr says why not).
+/// Start `cmd` in a session (and process group) of its own: no controlling
+/// terminal, and a known leader, whatever session runs the tests (a CI
+/// runner's may be session 0, which has no leader).
+pub fn in_new_session(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        })
+    }
+}
+
 pub fn run_ok(cmd: &mut Command) {
     let out = cmd.output().expect("run command");
     assert!(
