@@ -127,7 +127,7 @@ impl Image {
             }
             // An argument holds no NUL when it comes from argv; cut at one so a
             // bad caller cannot shift the ones after it.
-            let arg = arg.split(|&b| b == 0).next().unwrap_or_default();
+            let arg = &arg[..memchr::memchr(0, arg).unwrap_or(arg.len())];
             let room = limits.max_args_bytes - used - 1;
             let kept = arg.len().min(room);
             args_plain &= crate::output::escape::is_plain(&arg[..kept]);
