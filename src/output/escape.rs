@@ -46,23 +46,35 @@ fn plain_byte(b: u8) -> bool {
 #[inline(always)]
 fn skip_plain_wide(bytes: &[u8], mut i: usize) -> usize {
     use std::arch::x86_64::*;
-    while i + 16 <= bytes.len() {
-        // SAFETY: `i + 16 <= len`, so the unaligned 16-byte load stays
-        // inside `bytes`; SSE2 is part of the x86-64 baseline.
-        let mask = unsafe {
-            let v = _mm_loadu_si128(bytes.as_ptr().add(i).cast());
-            // Signed compare: below 0x20, and every byte from 0x80 up.
-            let low = _mm_cmplt_epi8(v, _mm_set1_epi8(0x20));
-            let del = _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f));
+    /// Bit n set when byte n of the 16 at `at` is not plain.
+    #[inline(always)]
+    fn not_plain(bytes: &[u8], at: usize) -> u32 {
+        debug_assert!(at + 16 <= bytes.len());
+        // SAFETY: callers keep `at + 16 <= len`, so the unaligned 16-byte
+        // load stays inside `bytes`; SSE2 is part of the x86-64 baseline.
+        unsafe {
+            let v = _mm_loadu_si128(bytes.as_ptr().add(at).cast());
+            // +1 maps 0x20..=0x7e to 0x21..=0x7f, the only bytes above 0x20
+            // as signed: controls, DEL and all bytes from 0x80 fall out.
+            let shifted = _mm_add_epi8(v, _mm_set1_epi8(1));
+            let printable = _mm_cmpgt_epi8(shifted, _mm_set1_epi8(0x20));
             let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
             let bs = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
-            _mm_movemask_epi8(_mm_or_si128(
-                _mm_or_si128(low, del),
-                _mm_or_si128(quote, bs),
-            ))
-        };
-        if mask != 0 {
-            return i + mask.trailing_zeros() as usize;
+            let plain = _mm_andnot_si128(_mm_or_si128(quote, bs), printable);
+            !(_mm_movemask_epi8(plain) as u32) & 0xffff
+        }
+    }
+    while i + 32 <= bytes.len() {
+        let m = not_plain(bytes, i) | not_plain(bytes, i + 16) << 16;
+        if m != 0 {
+            return i + m.trailing_zeros() as usize;
+        }
+        i += 32;
+    }
+    if i + 16 <= bytes.len() {
+        let m = not_plain(bytes, i);
+        if m != 0 {
+            return i + m.trailing_zeros() as usize;
         }
         i += 16;
     }
