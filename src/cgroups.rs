@@ -206,6 +206,23 @@ struct Entry {
     info: Arc<CgroupInfo>,
     /// When the unconfirmed claim may be looked up again, and the wait after.
     retry: Option<(Instant, Duration)>,
+    /// CLOCK_BOOTTIME of the cgroup's first event, and of the last lookup
+    /// that found no state: an exec after that lookup may find it.
+    first_event_ns: u64,
+    looked_ns: u64,
+}
+
+/// For this long after a cgroup's first exec, any exec made after the last
+/// failed lookup is looked up again at once (within the retry budget): a
+/// container's runtime writes its state around its first execs, and the
+/// daemon may see those execs in one batch, microseconds apart.
+pub const EAGER_RETRY_WINDOW: Duration = Duration::from_secs(1);
+
+/// CLOCK_BOOTTIME now, in ns: the clock of the events' times.
+fn boot_ns_now() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
 }
 
 /// Cgroup ids the daemon has resolved. The BPF side stops sending a path for
@@ -232,15 +249,18 @@ impl CgroupCache {
         }
     }
 
-    /// Attribution for an event: from the path it carries (first exec in a
-    /// cgroup), else from the cache. A claimed container not confirmed yet
-    /// is looked up again, at most every few milliseconds: its runtime may
-    /// not have written its state when the first exec was seen.
+    /// Attribution for an event made at `event_ns` (CLOCK_BOOTTIME): from
+    /// the path it carries (first exec in a cgroup), else from the cache. A
+    /// claimed container not confirmed yet is looked up again: at once for
+    /// an exec made after the last lookup, in the cgroup's first second;
+    /// else at most every few milliseconds, backing off. Its runtime may not
+    /// have written its state when the first exec was seen.
     pub fn resolve(
         &mut self,
         id: u64,
         path: Option<&[u8]>,
         truncated: bool,
+        event_ns: u64,
     ) -> Option<Arc<CgroupInfo>> {
         match path {
             Some(p) => {
@@ -255,6 +275,8 @@ impl CgroupCache {
                 let entry = Entry {
                     info: Arc::clone(&info),
                     retry,
+                    first_event_ns: event_ns,
+                    looked_ns: boot_ns_now(),
                 };
                 if self.known.insert(id, entry).is_none() {
                     self.new.push(id);
@@ -265,7 +287,11 @@ impl CgroupCache {
                 let entry = self.known.get_mut(&id)?;
                 if let Some((at, wait)) = entry.retry {
                     let now = Instant::now();
-                    if now >= at && take_retry(&mut self.retry_budget, now) {
+                    let eager = event_ns > entry.looked_ns
+                        && event_ns.saturating_sub(entry.first_event_ns)
+                            < EAGER_RETRY_WINDOW.as_nanos() as u64;
+                    if (now >= at || eager) && take_retry(&mut self.retry_budget, now) {
+                        entry.looked_ns = boot_ns_now();
                         let container = self.resolver.resolve(&entry.info);
                         if container.as_ref().is_some_and(|c| c.id.is_some()) {
                             let info = (*entry.info).clone().with_container(container);
@@ -554,13 +580,13 @@ mod tests {
     fn cache_resolves_once_then_from_memory() {
         let mut c = CgroupCache::default();
         let a = c
-            .resolve(7, Some(b"/system.slice/a.service"), false)
+            .resolve(7, Some(b"/system.slice/a.service"), false, 0)
             .unwrap();
         assert_eq!(c.take_new(), vec![7]);
-        let b = c.resolve(7, None, false).unwrap();
+        let b = c.resolve(7, None, false, 0).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
         assert!(c.take_new().is_empty());
-        assert_eq!(c.resolve(8, None, false), None, "unknown id: no guess");
+        assert_eq!(c.resolve(8, None, false, 0), None, "unknown id: no guess");
         assert_eq!(c.trim(), None);
     }
 
@@ -578,7 +604,7 @@ mod tests {
         };
         let mut c = CgroupCache::new(Resolver::new(layout));
         let path = format!("/system.slice/docker-{ID}.scope");
-        let a = c.resolve(9, Some(path.as_bytes()), false).unwrap();
+        let a = c.resolve(9, Some(path.as_bytes()), false, 0).unwrap();
         assert_eq!(a.container_id, None);
         let ctr = a.container.as_ref().unwrap();
         assert_eq!(
@@ -587,10 +613,48 @@ mod tests {
         );
         assert!(c.known[&9].retry.is_some());
         std::thread::sleep(RETRY_FIRST);
-        let b = c.resolve(9, None, false).unwrap();
+        let b = c.resolve(9, None, false, 0).unwrap();
         assert_eq!(b.container_id, None);
         let (_, wait) = c.known[&9].retry.unwrap();
         assert_eq!(wait, RETRY_FIRST * 2, "the wait doubles");
+    }
+
+    #[test]
+    fn an_exec_after_a_failed_lookup_is_looked_up_again_at_once() {
+        let layout = crate::containers::Layout {
+            roots: vec![crate::containers::StateRoot {
+                dir: "/nonexistent/execwatch-test".into(),
+                runtime: "runc",
+                namespaced: false,
+            }],
+            user_runtime_dirs: "/nonexistent/execwatch-test".into(),
+            docker_containers: "/nonexistent/execwatch-test".into(),
+        };
+        let mut c = CgroupCache::new(Resolver::new(layout));
+        let path = format!("/system.slice/docker-{ID}.scope");
+        let t0 = Instant::now();
+        let first = boot_ns_now();
+        c.resolve(9, Some(path.as_bytes()), false, first).unwrap();
+        let looked = c.known[&9].looked_ns;
+        // An exec from before that lookup: the lookup stands (until the timer).
+        c.resolve(9, None, false, looked - 1).unwrap();
+        if t0.elapsed() < RETRY_FIRST {
+            assert_eq!(c.known[&9].looked_ns, looked, "not looked up again");
+        }
+        // An exec after it: looked up at once, without waiting for the timer.
+        c.resolve(9, None, false, boot_ns_now()).unwrap();
+        assert!(c.known[&9].looked_ns > looked, "looked up again");
+        // Past the cgroup's first second, only the timer retries.
+        let later = first + EAGER_RETRY_WINDOW.as_nanos() as u64 + 1;
+        let before = c.known[&9].looked_ns;
+        let t1 = Instant::now();
+        c.resolve(9, None, false, later.max(boot_ns_now())).unwrap();
+        if t1.elapsed() < RETRY_FIRST {
+            assert_eq!(
+                c.known[&9].looked_ns, before,
+                "no eager retry after the window"
+            );
+        }
     }
 
     #[test]
@@ -611,7 +675,7 @@ mod tests {
     fn cache_is_bounded() {
         let mut c = CgroupCache::default();
         for id in 0..CACHE_MAX as u64 {
-            c.resolve(id, Some(b"/x.service"), false);
+            c.resolve(id, Some(b"/x.service"), false, 0);
         }
         let forgotten = c.trim().unwrap();
         assert_eq!(forgotten.len(), CACHE_MAX);

@@ -165,6 +165,7 @@ impl Consumer<'_> {
                     ev.cgroup_id,
                     ev.cgroup_path.as_deref(),
                     ev.cgroup_path_truncated,
+                    ev.boot_ns,
                 );
                 ev.host_pid_ns = self.own_pidns.map(|ino| ino == u64::from(ev.pidns_ino));
                 ev.select_env(&self.env_names);

@@ -794,12 +794,12 @@ fn the_cache_retries_until_the_runtime_writes_state() {
     let path = format!("/system.slice/runc-{name}.scope");
     let cg = Cgroup::create(&path);
     let mut cache = CgroupCache::default();
-    let first = cache.resolve(1, Some(path.as_bytes()), false).unwrap();
+    let first = cache.resolve(1, Some(path.as_bytes()), false, 0).unwrap();
     assert_eq!(first.container_id, None);
     let c = Runc::bundle(RUNC_ROOT, &name, &path, "sleep 5", &[]).detached();
     let deadline = Instant::now() + Duration::from_secs(2);
     let confirmed = loop {
-        let now = cache.resolve(1, None, false).unwrap();
+        let now = cache.resolve(1, None, false, 0).unwrap();
         if now.container_id.is_some() || Instant::now() > deadline {
             break now;
         }
