@@ -14,6 +14,8 @@ pub(crate) mod skel {
 pub use skel::types;
 use skel::{ExecveSkel, ExecveSkelBuilder};
 
+use crate::output::clock::boot_ns_now;
+
 /// Bytes of the fixed record header (`struct event`).
 pub const HEADER_LEN: usize = std::mem::size_of::<types::event>();
 /// Hard upper bound of `max_args_bytes`.
@@ -264,13 +266,6 @@ fn fill_filter_maps(
             .update(&0u32.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)?;
     }
     Ok(())
-}
-
-/// CLOCK_BOOTTIME now, as bpf_ktime_get_boot_ns() reads it.
-fn boot_ns_now() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
 }
 
 /// Kernel with bpf_task_pt_regs, which the tracepoint programs use.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::containers::{ContainerInfo, Resolver};
+use crate::output::clock::boot_ns_now;
 
 /// A container id named by one component of a cgroup path. Anyone who can
 /// create cgroups can write one: [`crate::containers`] confirms it.
@@ -217,13 +218,6 @@ struct Entry {
 /// container's runtime writes its state around its first execs, and the
 /// daemon may see those execs in one batch, microseconds apart.
 pub const EAGER_RETRY_WINDOW: Duration = Duration::from_secs(1);
-
-/// CLOCK_BOOTTIME now, in ns: the clock of the events' times.
-fn boot_ns_now() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
-}
 
 /// Cgroup ids the daemon has resolved. The BPF side stops sending a path for
 /// an id once the daemon has marked it known; ids are never reused.

@@ -743,12 +743,7 @@ fn read_proc(pid: u32, limits: &Limits) -> Option<ProcRead> {
     })
 }
 
-/// CLOCK_BOOTTIME now, in ns: the clock of BPF's `bpf_ktime_get_boot_ns`.
-pub fn boot_ns_now() -> u64 {
-    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
-        .expect("CLOCK_BOOTTIME exists on every supported kernel");
-    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
-}
+pub use crate::output::clock::boot_ns_now;
 
 /// Up to `max` bytes of a file: `/proc/PID/cmdline` can be megabytes.
 fn read_bounded(path: &str, max: usize) -> io::Result<Vec<u8>> {

@@ -14,6 +14,12 @@ fn now_ns(id: ClockId) -> i128 {
     i128::from(ts.tv_sec()) * 1_000_000_000 + i128::from(ts.tv_nsec())
 }
 
+/// CLOCK_BOOTTIME now, in ns: the clock of BPF's `bpf_ktime_get_boot_ns`,
+/// which stamps every event.
+pub fn boot_ns_now() -> u64 {
+    now_ns(ClockId::CLOCK_BOOTTIME) as u64
+}
+
 impl Clock {
     pub fn new() -> Clock {
         let mut c = Clock { offset_ns: 0 };
