@@ -7,7 +7,7 @@ use super::clock::{write_rfc3339, Clock};
 use super::escape::{json_base64, json_escape, json_string};
 use crate::event::Action;
 use crate::event::ExecEvent;
-use crate::fields::{List, On, Value, FIELDS};
+use crate::fields::{Field, List, On, Value, FIELDS};
 
 pub use crate::fields::ECS_VERSION;
 
@@ -30,7 +30,6 @@ const KEY_MAX: usize = 32;
 /// `"k":` followed by `open` (empty, or `{`), made once per key, padded so
 /// that it is copied with a fixed-size move: a memcpy call per key cost
 /// more than the rest of the key's writing (seen in perf).
-#[derive(Clone)]
 struct Key {
     bytes: [u8; KEY_MAX],
     len: u8,
@@ -58,31 +57,18 @@ struct Layout {
 
 fn layout() -> &'static Layout {
     static LAYOUT: OnceLock<Layout> = OnceLock::new();
-    LAYOUT.get_or_init(|| {
-        let all = paths();
-        let pick = |on: &[On]| {
-            FIELDS
-                .iter()
-                .zip(&all)
-                .filter(|(f, _)| on.contains(&f.on))
-                .map(|(_, p)| Path {
-                    value: p.value,
-                    objects: p.objects.clone(),
-                    leaf: p.leaf.clone(),
-                })
-                .collect()
-        };
-        Layout {
-            exec: pick(&[On::Both, On::Exec]),
-            exit: pick(&[On::Both, On::Exit]),
-        }
+    LAYOUT.get_or_init(|| Layout {
+        exec: paths(|f| f.on != On::Exit),
+        exit: paths(|f| f.on != On::Exec),
     })
 }
 
-fn paths() -> Vec<Path> {
+/// The paths of the fields `keep` selects, in list order.
+fn paths(keep: impl Fn(&Field) -> bool) -> Vec<Path> {
     let mut ids: Vec<&'static str> = Vec::new();
     FIELDS
         .iter()
+        .filter(|f| keep(f))
         .map(|f| {
             let mut segs: Vec<&'static str> = f.json.split('.').collect();
             let leaf = segs.pop().unwrap_or(f.json);
@@ -377,7 +363,7 @@ mod tests {
 
     #[test]
     fn paths_fit_the_writer() {
-        assert!(paths().iter().all(|p| p.objects.len() < MAX_DEPTH));
+        assert!(paths(|_| true).iter().all(|p| p.objects.len() < MAX_DEPTH));
         for f in FIELDS {
             for seg in f.json.split('.') {
                 assert!(seg.len() + 4 <= KEY_MAX, "{} does not fit KEY_MAX", f.json);
