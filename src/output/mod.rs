@@ -47,10 +47,6 @@ pub trait ChunkWrite: Write {
     }
 }
 
-impl ChunkWrite for Vec<u8> {}
-impl ChunkWrite for io::Sink {}
-impl ChunkWrite for std::fs::File {}
-
 /// Flush to the writer once this much is buffered, even mid-batch.
 const FLUSH_AT: usize = 256 * 1024;
 

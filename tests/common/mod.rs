@@ -365,7 +365,6 @@ fn argv_has(v: &Value, marker: &str) -> bool {
         .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(marker)))
 }
 
-/// Run a command to completion; it must succeed (its stderr says why not).
 /// Start `cmd` in a session (and process group) of its own: no controlling
 /// terminal, and a known leader, whatever session runs the tests (a CI
 /// runner's may be session 0, which has no leader).
@@ -381,6 +380,7 @@ pub fn in_new_session(cmd: &mut Command) -> &mut Command {
     }
 }
 
+/// Run a command to completion; it must succeed (its stderr says why not).
 pub fn run_ok(cmd: &mut Command) {
     let out = cmd.output().expect("run command");
     assert!(
