@@ -78,8 +78,9 @@ fn lineage_exits_and_hashes_in_every_format() {
         "{}",
         child.json
     );
+    let ppid = json_at(&child.json, "process.parent.pid").expect("a parent pid");
     assert_ne!(
-        json_at(&child.json, "process.parent.pid"),
+        Some(ppid),
         json_at(&child.json, "process.group_leader.pid"),
         "the parent is the subshell, not bash itself: {}",
         child.json

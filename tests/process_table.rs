@@ -3,6 +3,8 @@
 //! RSS is measured within this test process, so the tests here run one at a
 //! time (LOCK) and nothing else allocates meanwhile.
 
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -274,11 +276,15 @@ fn real_processes_seeded_from_proc_come_and_go() {
 fn a_shells_child_seeded_from_proc_has_the_shell_and_its_args_as_parent() {
     let _g = lock();
     // `; true` keeps bash from exec'ing sleep in its own place.
-    let mut bash = Command::new("/usr/bin/bash")
-        .args(["-c", "/usr/bin/sleep 30; true", "lineage-test"])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    // In a session of its own, so that its leader is known (bash) whatever
+    // session runs the tests.
+    let mut bash = common::in_new_session(
+        Command::new("/usr/bin/bash")
+            .args(["-c", "/usr/bin/sleep 30; true", "lineage-test"])
+            .stdin(Stdio::null()),
+    )
+    .spawn()
+    .unwrap();
     let bash_pid = bash.id();
     let end = Instant::now() + Duration::from_secs(10);
     let sleep_pid = loop {
@@ -330,11 +336,10 @@ fn a_shells_child_seeded_from_proc_has_the_shell_and_its_args_as_parent() {
             b"lineage-test"
         ]
     );
-    // The session leader, when alive, is found with its id.
-    if let Some(leader) = t.get(sleep.session_leader) {
-        let l = ctx.session_leader.as_ref().unwrap();
-        assert_eq!((l.pid, l.entity_id), (leader.pid, leader.entity_id));
-    }
+    // The session leader (bash) is found with its id.
+    assert_eq!(sleep.session_leader, bash_pid);
+    let l = ctx.session_leader.as_ref().expect("the leader is in the table");
+    assert_eq!((l.pid, l.entity_id), (bash_pid, bash_entry.entity_id));
     bash.kill().unwrap();
     bash.wait().unwrap();
     nix::sys::signal::kill(
