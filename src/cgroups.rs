@@ -257,6 +257,16 @@ impl CgroupCache {
         event_ns: u64,
     ) -> Option<Arc<CgroupInfo>> {
         match path {
+            // A path sent again before the kernel learnt the id is known: the
+            // cached attribution (and its retry schedule) stands.
+            Some(p)
+                if self
+                    .known
+                    .get(&id)
+                    .is_some_and(|e| e.info.path == p && e.info.path_truncated == truncated) =>
+            {
+                self.resolve(id, None, truncated, event_ns)
+            }
             Some(p) => {
                 let mut info = parse(p);
                 info.path_truncated = truncated;
@@ -579,6 +589,13 @@ mod tests {
         assert_eq!(c.take_new(), vec![7]);
         let b = c.resolve(7, None, false, 0).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
+        // The same path again (records sent before the kernel learnt the
+        // id): the cached attribution, not a new lookup.
+        let again = c
+            .resolve(7, Some(b"/system.slice/a.service"), false, 0)
+            .unwrap();
+        assert!(Arc::ptr_eq(&a, &again));
+        assert!(c.take_new().is_empty());
         assert!(c.take_new().is_empty());
         assert_eq!(c.resolve(8, None, false, 0), None, "unknown id: no guess");
         assert_eq!(c.trim(), None);

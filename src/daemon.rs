@@ -28,7 +28,7 @@ use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::output::table::Table;
 use crate::output::{EventSink, Format};
-use crate::process_table::{Entry, ExecRecord, Limits, ProcessTable, Related};
+use crate::process_table::{ExecRecord, Limits, ProcessTable, Related};
 use crate::sd_notify::Notifier;
 use crate::writer_thread::{OutcomeNotes, OutputQueue, QueueWriter, WriterThread, QUEUE_BUDGET};
 
@@ -98,16 +98,6 @@ impl Default for LoopOptions {
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
     pub counts: Counts,
-}
-
-fn related_of(e: &Entry) -> Related {
-    Related {
-        pid: e.pid,
-        entity_id: e.entity_id,
-        start_ticks: e.start_ticks,
-        start_boot_ns: e.start_boot_ns,
-        image: e.image.clone(),
-    }
 }
 
 /// Decode errors logged one by one before only the count is kept.
@@ -250,11 +240,11 @@ impl Consumer<'_> {
                     ev.set_args(image.args());
                     ev.argc = image.argc() as u32;
                 }
-                let related = |pid: u32| table.get(pid).map(related_of);
+                let related = |pid: u32| table.get(pid).map(Related::from);
                 ev.lineage = Some(Lineage {
                     entity_id,
-                    parent_entity_id: Some(table.ids().from_boot_ns(ev.ppid, ev.parent_start_ns))
-                        .filter(|_| ev.parent_start_ns != 0)
+                    parent_entity_id: (ev.parent_start_ns != 0)
+                        .then(|| table.ids().from_boot_ns(ev.ppid, ev.parent_start_ns))
                         .or_else(|| me.and_then(|e| e.parent_entity_id)),
                     parent: related(ev.ppid),
                     session_leader: related(ev.sid),

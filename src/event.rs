@@ -357,17 +357,10 @@ impl ExecEvent {
 
     /// The arguments joined by spaces exceed [`COMMAND_LINE_MAX`] bytes.
     pub fn command_line_truncated(&self) -> bool {
-        let n = self.captured_args();
-        let joined = self.args_bytes_len() + n.saturating_sub(1);
-        n > 0 && joined > COMMAND_LINE_MAX
-    }
-
-    fn args_bytes_len(&self) -> usize {
-        // Each argument but a cut last one is followed by its NUL.
-        self.arg_ends.iter().enumerate().fold(0, |acc, (i, &end)| {
-            let start = if i == 0 { 0 } else { self.arg_ends[i - 1] + 1 };
-            acc + (end - start)
-        })
+        // One NUL between arguments: the last one's end is the joined length.
+        self.arg_ends
+            .last()
+            .is_some_and(|&end| end > COMMAND_LINE_MAX)
     }
 
     /// Whether the execveat arguments (dirfd, flags) are known: failed

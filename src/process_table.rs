@@ -256,6 +256,18 @@ pub struct Related {
     pub image: Option<Arc<Image>>,
 }
 
+impl From<&Entry> for Related {
+    fn from(e: &Entry) -> Related {
+        Related {
+            pid: e.pid,
+            entity_id: e.entity_id,
+            start_ticks: e.start_ticks,
+            start_boot_ns: e.start_boot_ns,
+            image: e.image.clone(),
+        }
+    }
+}
+
 /// An exec record, as the table needs it.
 #[derive(Clone, Copy, Debug)]
 pub struct ExecRecord<'a> {
@@ -505,13 +517,7 @@ impl ProcessTable {
             Some(s) => e.start_ticks == s,
             None => e.start_ticks <= child_start,
         };
-        fits.then(|| Related {
-            pid,
-            entity_id: e.entity_id,
-            start_ticks: e.start_ticks,
-            start_boot_ns: e.start_boot_ns,
-            image: e.image.clone(),
-        })
+        fits.then(|| Related::from(e))
     }
 
     /// Remove and return the entry for `pid` if it has this start time; drop

@@ -338,7 +338,10 @@ fn a_shells_child_seeded_from_proc_has_the_shell_and_its_args_as_parent() {
     );
     // The session leader (bash) is found with its id.
     assert_eq!(sleep.session_leader, bash_pid);
-    let l = ctx.session_leader.as_ref().expect("the leader is in the table");
+    let l = ctx
+        .session_leader
+        .as_ref()
+        .expect("the leader is in the table");
     assert_eq!((l.pid, l.entity_id), (bash_pid, bash_entry.entity_id));
     bash.kill().unwrap();
     bash.wait().unwrap();
