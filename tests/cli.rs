@@ -210,49 +210,23 @@ fn version_has_the_git_commit() {
 
 #[test]
 fn run_subcommand_takes_the_daemon_flags() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-    use std::time::{Duration, Instant};
-
-    common::require_root();
-    let mut child = Command::new(common::BIN)
-        .args(["run", "--format", "json", "--comm", "true"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut line = String::new();
-    while !line.contains("execwatch attached") {
-        line.clear();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "execwatch run exited"
-        );
-        assert!(Instant::now() < deadline, "not attached");
-    }
+    let mut cmd = Command::new(common::BIN);
+    cmd.args(["run", "--format", "json", "--comm", "true"]);
+    // Waits for READY=1, so the exec below comes after the attach.
+    let d = common::Daemon::start_cmd(cmd);
     let m = common::marker("run-subcommand");
     assert!(Command::new("/bin/true")
         .arg(&m)
         .status()
         .unwrap()
         .success());
-    std::thread::sleep(Duration::from_millis(500));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let ev: serde_json::Value = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .find(|v| common::has_arg(v, &m))
-        .unwrap_or_else(|| panic!("the exec is not in `execwatch run`'s output:\n{stdout}"));
+    let ev = d
+        .wait_for(1, std::time::Duration::from_secs(10), |v| {
+            common::has_arg(v, &m)
+        })
+        .remove(0);
     assert_eq!(ev["process"]["name"], "true");
+    assert!(d.stop().status.success());
 }
 
 #[test]
