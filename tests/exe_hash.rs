@@ -9,33 +9,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::tempdir::TempDir;
+use common::{sha256sum, wait_exec};
 use execwatch::exe_hash::{
     hash_verified, FileIdentity, HashConfig, HashHold, HashOutcome, HashRequest, HashResults,
     Hasher, Requested, SkipReason,
 };
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("execwatch-hash-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&p);
-        fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn sha256sum(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
-    assert!(out.status.success(), "sha256sum {path:?} failed");
-    String::from_utf8(out.stdout).unwrap()[..64].to_string()
-}
 
 fn hasher() -> Hasher {
     Hasher::new(HashConfig::default()).unwrap()
@@ -220,13 +201,6 @@ fn a_live_process_is_hashed_through_proc_when_its_path_means_nothing_here() {
 }
 
 /// Wait until `pid` runs `exe` (not the forking test binary).
-fn wait_exec(pid: u32, exe: &Path) {
-    let end = Instant::now() + Duration::from_secs(10);
-    while fs::read_link(format!("/proc/{pid}/exe")).ok().as_deref() != Some(exe) {
-        assert!(Instant::now() < end, "child never execed {exe:?}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
 
 #[test]
 fn a_gone_process_with_a_deleted_file_is_gone() {

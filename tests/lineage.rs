@@ -9,13 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::formats::{json_at, Formats};
-use common::{marker, run_ok as run, Daemon};
+use common::{marker, run_ok as run, sha256sum, Daemon};
 use serde_json::json;
-
-fn sha256sum(path: &str) -> String {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
-    String::from_utf8(out.stdout).unwrap()[..64].to_string()
-}
 
 #[test]
 fn lineage_exits_and_hashes_in_every_format() {

@@ -229,14 +229,7 @@ fn real_processes_seeded_from_proc_come_and_go() {
         for k in &kids {
             let pid = k.id();
             // The child may still be the forked test binary until it execs.
-            let end = Instant::now() + Duration::from_secs(10);
-            while std::fs::read_link(format!("/proc/{pid}/exe"))
-                .map(|p| p != std::path::Path::new("/usr/bin/cat"))
-                .unwrap_or(true)
-            {
-                assert!(Instant::now() < end, "child {pid} never execed cat");
-                std::thread::sleep(Duration::from_micros(200));
-            }
+            common::wait_exec(pid, std::path::Path::new("/usr/bin/cat"));
             assert_eq!(t.seed_pid(pid), SeedOne::Seeded);
             let e = t.get(pid).unwrap();
             assert_eq!(e.origin, Origin::Seeded);

@@ -7,6 +7,7 @@ pub mod notify;
 pub use journal::{ensure_journald, journal_bytes, journal_entries, JOURNAL_SOCKET};
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -363,6 +364,29 @@ fn argv_has(v: &Value, marker: &str) -> bool {
     v["process"]["args"]
         .as_array()
         .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(marker)))
+}
+
+/// The SHA-256 of a file in hex, by `sha256sum`: an implementation
+/// independent of the daemon's.
+pub fn sha256sum(path: impl AsRef<Path>) -> String {
+    let path = path.as_ref();
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    assert!(out.status.success(), "sha256sum {path:?} failed");
+    String::from_utf8(out.stdout).unwrap()[..64].to_string()
+}
+
+/// Wait until `pid` runs `exe`: a child between fork and exec still runs
+/// its parent's image.
+pub fn wait_exec(pid: u32, exe: &Path) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .as_deref()
+        != Some(exe)
+    {
+        assert!(Instant::now() < end, "{pid} never exec'd {exe:?}");
+        std::thread::sleep(Duration::from_micros(200));
+    }
 }
 
 /// Start `cmd` in a session (and process group) of its own: no controlling
