@@ -59,39 +59,31 @@ fn main() {
         };
         t.on_exec(&rec, args);
     }
+    // A worker started by the shell (pid 1000) at `start`.
+    let worker = |pid: u32, start: u64| ExecRecord {
+        pid,
+        ppid: 1000,
+        start_boot_ns: start,
+        parent_start_boot_ns: Some(10_000_000),
+        session_leader: 1000,
+        group_leader: pid,
+        boot_ns: start,
+        executable: b"/usr/lib/tool/bin/worker",
+        name: b"worker",
+    };
     let mut start = 100_000_000u64;
     bench("table: fork + exec + exit (4 args)", 1_000_000, |i| {
         let pid = 10_000 + (i % 100_000);
         start += 10_000_000;
         t.on_fork(pid, 1000, start, Some(10_000_000));
-        let rec = ExecRecord {
-            pid,
-            ppid: 1000,
-            start_boot_ns: start,
-            parent_start_boot_ns: Some(10_000_000),
-            session_leader: 1000,
-            group_leader: pid,
-            boot_ns: start,
-            executable: b"/usr/lib/tool/bin/worker",
-            name: b"worker",
-        };
+        let rec = worker(pid, start);
         black_box(t.on_exec(&rec, args));
         black_box(t.on_exit(pid, start));
     });
     bench("table: exec + exit, no fork record", 1_000_000, |i| {
         let pid = 10_000 + (i % 100_000);
         start += 10_000_000;
-        let rec = ExecRecord {
-            pid,
-            ppid: 1000,
-            start_boot_ns: start,
-            parent_start_boot_ns: Some(10_000_000),
-            session_leader: 1000,
-            group_leader: pid,
-            boot_ns: start,
-            executable: b"/usr/lib/tool/bin/worker",
-            name: b"worker",
-        };
+        let rec = worker(pid, start);
         black_box(t.on_exec(&rec, args));
         black_box(t.on_exit(pid, start));
     });

@@ -596,25 +596,30 @@ mod tests {
             .unwrap();
         assert!(Arc::ptr_eq(&a, &again));
         assert!(c.take_new().is_empty());
-        assert!(c.take_new().is_empty());
         assert_eq!(c.resolve(8, None, false, 0), None, "unknown id: no guess");
         assert_eq!(c.trim(), None);
     }
 
-    #[test]
-    fn an_unstated_claim_is_unconfirmed_and_retried() {
-        // No runtime keeps state under this layout: the claim stays a claim.
+    /// A cache whose runtimes keep no state, and a docker path it cannot
+    /// confirm: the claim stays a claim.
+    fn cache_without_state() -> (CgroupCache, String) {
+        let none = "/nonexistent/execwatch-test";
         let layout = crate::containers::Layout {
             roots: vec![crate::containers::StateRoot {
-                dir: "/nonexistent/execwatch-test".into(),
+                dir: none.into(),
                 runtime: "runc",
                 namespaced: false,
             }],
-            user_runtime_dirs: "/nonexistent/execwatch-test".into(),
-            docker_containers: "/nonexistent/execwatch-test".into(),
+            user_runtime_dirs: none.into(),
+            docker_containers: none.into(),
         };
-        let mut c = CgroupCache::new(Resolver::new(layout));
         let path = format!("/system.slice/docker-{ID}.scope");
+        (CgroupCache::new(Resolver::new(layout)), path)
+    }
+
+    #[test]
+    fn an_unstated_claim_is_unconfirmed_and_retried() {
+        let (mut c, path) = cache_without_state();
         let a = c.resolve(9, Some(path.as_bytes()), false, 0).unwrap();
         assert_eq!(a.container_id, None);
         let ctr = a.container.as_ref().unwrap();
@@ -632,17 +637,7 @@ mod tests {
 
     #[test]
     fn an_exec_after_a_failed_lookup_is_looked_up_again_at_once() {
-        let layout = crate::containers::Layout {
-            roots: vec![crate::containers::StateRoot {
-                dir: "/nonexistent/execwatch-test".into(),
-                runtime: "runc",
-                namespaced: false,
-            }],
-            user_runtime_dirs: "/nonexistent/execwatch-test".into(),
-            docker_containers: "/nonexistent/execwatch-test".into(),
-        };
-        let mut c = CgroupCache::new(Resolver::new(layout));
-        let path = format!("/system.slice/docker-{ID}.scope");
+        let (mut c, path) = cache_without_state();
         let t0 = Instant::now();
         let first = boot_ns_now();
         c.resolve(9, Some(path.as_bytes()), false, first).unwrap();

@@ -22,6 +22,22 @@ use spawned::{
 /// SIGTERM to exit: the loop notices within a turn, then the drain.
 const STOP_BOUND: Duration = Duration::from_secs(2);
 
+/// SIGTERM a daemon run with `--drain-timeout 1` under a flood: it exits
+/// successfully within the stop bound. The time it took.
+fn sigterm_ends_in_time(d: &mut Spawned, flood: Flood) -> Duration {
+    let t0 = Instant::now();
+    d.sigterm();
+    let status = d.wait_exit(Duration::from_secs(20));
+    let took = t0.elapsed();
+    flood.stop();
+    assert!(status.success(), "{status}: {}", d.stderr());
+    assert!(
+        took < STOP_BOUND + Duration::from_secs(1),
+        "SIGTERM to exit took {took:?} with --drain-timeout 1"
+    );
+    took
+}
+
 #[test]
 fn a_paused_reader_loses_counted_records_and_recovers() {
     // 64 KiB ring, ~4 KiB records: it holds about 16 of the 400 execs.
@@ -194,16 +210,7 @@ fn sustained_overload_with_a_slow_reader_keeps_the_watchdog_warns_and_stops_in_t
     );
 
     let execs = flood.count();
-    let t0 = Instant::now();
-    d.sigterm();
-    let status = d.wait_exit(Duration::from_secs(20));
-    let took = t0.elapsed();
-    flood.stop();
-    assert!(status.success(), "{status}: {}", d.stderr());
-    assert!(
-        took < STOP_BOUND + Duration::from_secs(1),
-        "SIGTERM to exit took {took:?} with --drain-timeout 1"
-    );
+    let took = sigterm_ends_in_time(&mut d, flood);
     let written = reader.join().unwrap();
     let s = d.summary();
     assert_summary_adds_up(&s);
@@ -235,16 +242,7 @@ fn sigterm_with_a_stalled_output_ends_in_time_and_counts_what_was_not_written() 
     d.wait_stderr("exec events lost", Duration::from_secs(20));
     let anon = anon_kib(d.pid());
 
-    let t0 = Instant::now();
-    d.sigterm();
-    let status = d.wait_exit(Duration::from_secs(20));
-    let took = t0.elapsed();
-    flood.stop();
-    assert!(status.success(), "{status}: {}", d.stderr());
-    assert!(
-        took < STOP_BOUND + Duration::from_secs(1),
-        "SIGTERM to exit took {took:?} with --drain-timeout 1"
-    );
+    let took = sigterm_ends_in_time(&mut d, flood);
     let mut written = Vec::new();
     out.read_to_end(&mut written).unwrap();
     let s = d.summary();
