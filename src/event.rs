@@ -193,7 +193,7 @@ pub struct ExecEvent {
     pub caller_comm: Vec<u8>,
     /// The file name as passed to exec.
     pub filename: Vec<u8>,
-    /// Path of what ran, from the root of its mount namespace; empty on failure.
+    /// Path of what ran, from the process's root directory; empty on failure.
     pub executable: Vec<u8>,
     /// The cgroup v2 path, in the first record of each cgroup only (the BPF
     /// side stops sending it once the daemon knows the cgroup).
@@ -224,7 +224,7 @@ pub struct ExecEvent {
     pub pgid: u32,
     /// Controlling terminal's device number (major, minor).
     pub tty: Option<(u32, u32)>,
-    /// Working directory at exec, from the root of the mount namespace.
+    /// Working directory at exec, from the process's root directory.
     pub cwd: Vec<u8>,
     pub cwd_truncated: bool,
     /// The `#!` script (or binfmt_misc file) the interpreter runs; empty if none.

@@ -523,7 +523,7 @@ pub static FIELDS: &[Field] = &[
         text: Text::Label("exe"),
         ty: Type::String,
         present: "success",
-        doc: "Absolute path of the file that runs, resolved by the kernel (symlinks followed, `/dev/fd/N` resolved). For a script, the interpreter. Path from the root of the process's mount namespace (a container's own view).",
+        doc: "Absolute path of the file that runs, resolved by the kernel (symlinks followed, `/dev/fd/N` resolved). For a script, the interpreter. Path as the process sees it: from its root directory, which is the root of its mount namespace (a container's own view) or its chroot.",
         value: |ev| non_empty(&ev.executable),
     },
     Field {
@@ -568,7 +568,7 @@ pub static FIELDS: &[Field] = &[
         text: Text::Label("cwd"),
         ty: Type::String,
         present: "always",
-        doc: "Working directory at exec, from the root of the process's mount namespace (as `process.executable`).",
+        doc: "Working directory at exec, from the process's root directory (as `process.executable`).",
         value: |ev| non_empty(&ev.cwd),
     },
     Field {

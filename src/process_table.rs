@@ -111,9 +111,24 @@ impl Image {
         name: &[u8],
         limits: &Limits,
     ) -> Image {
+        thread_local! {
+            /// Built here, then copied once at its final size: growing a
+            /// fresh Vec per exec cost reallocs (seen in perf).
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        SCRATCH.with_borrow_mut(|bytes| Self::build(bytes, executable, args, name, limits))
+    }
+
+    fn build<'a>(
+        bytes: &mut Vec<u8>,
+        executable: &[u8],
+        args: impl IntoIterator<Item = &'a [u8]>,
+        name: &[u8],
+        limits: &Limits,
+    ) -> Image {
         let max_exe = limits.max_executable.min(u16::MAX as usize);
         let exe = &executable[..executable.len().min(max_exe)];
-        let mut bytes = Vec::with_capacity(exe.len() + 64);
+        bytes.clear();
         bytes.extend_from_slice(exe);
         let mut argc = 0u16;
         let mut args_truncated = false;
@@ -144,7 +159,7 @@ impl Image {
         let name_len = name.len().min(NAME_MAX);
         n[..name_len].copy_from_slice(&name[..name_len]);
         Image {
-            bytes: bytes.into_boxed_slice(),
+            bytes: Box::from(&bytes[..]),
             exe_len: exe.len() as u16,
             argc,
             name: n,
@@ -314,8 +329,6 @@ pub struct Stats {
     pub replaced_stale: u64,
     /// Exits of processes the table did not have.
     pub exits_unknown: u64,
-    /// Entries removed by [`ProcessTable::sweep`].
-    pub swept: u64,
 }
 
 /// Outcome of seeding from `/proc`.
@@ -559,23 +572,6 @@ impl ProcessTable {
         }
     }
 
-    /// Drop entries whose process is gone (after lost records). `alive` is
-    /// asked per entry; [`proc_alive`] asks `/proc`. Returns how many went.
-    pub fn sweep(&mut self, mut alive: impl FnMut(u32, u64) -> bool) -> usize {
-        let dead: Vec<u32> = self
-            .execed
-            .iter()
-            .chain(self.forks.iter())
-            .filter(|(_, e)| !alive(e.pid, e.start_ticks))
-            .map(|(&pid, _)| pid)
-            .collect();
-        for pid in &dead {
-            self.remove_any(*pid, false);
-        }
-        self.stats.swept += dead.len() as u64;
-        dead.len()
-    }
-
     /// Read every process in `/proc`. Processes that exit meanwhile are
     /// skipped quietly; entries already in the table are kept (a record about
     /// them is newer than this read).
@@ -711,11 +707,6 @@ pub fn parse_stat(bytes: &[u8]) -> Option<ProcStat> {
 pub fn read_stat(pid: u32) -> Option<ProcStat> {
     let bytes = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
     parse_stat(&bytes)
-}
-
-/// Whether process `pid` with this start time still runs.
-pub fn proc_alive(pid: u32, start_ticks: u64) -> bool {
-    read_stat(pid).is_some_and(|s| s.start_ticks == start_ticks)
 }
 
 struct ProcRead {
@@ -1007,17 +998,6 @@ mod tests {
         assert!(t.get(1).is_some());
         assert_eq!(t.stats().evicted_execs, 1);
         assert_eq!(t.len(), 4);
-    }
-
-    #[test]
-    fn sweep_drops_the_dead() {
-        let mut t = table(100);
-        for pid in 10..20 {
-            t.on_exec(&exec(pid, 1, pid as u64, "/bin/x"), args(&["x"]));
-        }
-        assert_eq!(t.sweep(|pid, _| pid % 2 == 0), 5);
-        assert_eq!(t.len(), 5);
-        assert_eq!(t.stats().swept, 5);
     }
 
     #[test]

@@ -180,12 +180,6 @@ fn exec_context_in_every_format() {
         ),
         merged.to_str().unwrap(),
     ]));
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
     let _unmount = Unmount(merged.clone());
     copy_exe("/bin/true", &merged.join("dropped"), 0o755);
     let m_lower = marker("lower");
@@ -263,6 +257,52 @@ fn exec_context_in_every_format() {
     let s = f.exec_with(&m);
     assert!(!s.json.to_string().contains("PATH="), "{}", s.json);
 
+    f.stop();
+}
+
+/// Unmounts its path when dropped.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Paths are as the process sees them: inside a chroot, from the chroot
+/// (docs/schema.md), also for a file on a mount below it.
+#[test]
+fn chrooted_exec_paths_are_from_its_root() {
+    let f = Formats::start(&[]);
+    let dir = scratch_dir("chroot");
+    common::busybox_rootfs(&dir.0);
+    std::fs::create_dir_all(dir.0.join("work/sub")).unwrap();
+    let mnt = dir.0.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    run(Command::new("mount")
+        .args(["-t", "tmpfs", "execwatch-test"])
+        .arg(&mnt));
+    let _unmount = Unmount(mnt.clone());
+    copy_exe("/bin/busybox", &mnt.join("busybox"), 0o755);
+
+    let m = marker("chroot");
+    run(Command::new("chroot").arg(&dir.0).args([
+        "/bin/sh",
+        "-c",
+        &format!("cd /work/sub && exec /bin/true {m}"),
+    ]));
+    f.exec_with(&m)
+        .has("process.executable", "/bin/busybox".into())
+        .has("process.working_directory", "/work/sub".into())
+        .has("execwatch.filename", "/bin/true".into());
+
+    let m = marker("chrootmnt");
+    run(Command::new("chroot")
+        .arg(&dir.0)
+        .args(["/mnt/busybox", "true", &m]));
+    f.exec_at(&m, 2)
+        .has("process.executable", "/mnt/busybox".into())
+        .has("process.working_directory", "/".into());
     f.stop();
 }
 

@@ -347,11 +347,13 @@ static __always_inline __u32 write_cwd(struct event_buf *buf, __u32 base,
 
 	if (!fs)
 		return 0;
+	walk_from_root_of(&w, task);
 	return write_path(buf, &w, fs->pwd.dentry, fs->pwd.mnt, &pseudo);
 }
 
 /* The executable: path, inode identity, and where the file came from. */
-static __always_inline __u32 write_exe(struct event_buf *buf, __u32 base, struct file *file)
+static __always_inline __u32 write_exe(struct event_buf *buf, __u32 base, struct file *file,
+				       struct task_struct *task)
 {
 	struct walk w = {
 		.base = base,
@@ -365,6 +367,7 @@ static __always_inline __u32 write_exe(struct event_buf *buf, __u32 base, struct
 	__u32 len;
 	int pseudo;
 
+	walk_from_root_of(&w, task);
 	len = write_path(buf, &w, file->f_path.dentry, file->f_path.mnt, &pseudo);
 	if (pseudo)
 		ev->flags |= EVENT_FLAG_EXE_PSEUDO;
@@ -386,7 +389,7 @@ static __always_inline __u32 write_exe(struct event_buf *buf, __u32 base, struct
  * flag): the kernel keeps it as bprm->executable. A #! script's file is
  * closed by now; the daemon resolves its name (EVENT_FLAG_SCRIPT). */
 static __always_inline __u32 write_script(struct event_buf *buf, __u32 base,
-					  struct linux_binprm *bprm)
+					  struct linux_binprm *bprm, struct task_struct *task)
 {
 	struct walk w = {
 		.base = base,
@@ -403,6 +406,7 @@ static __always_inline __u32 write_script(struct event_buf *buf, __u32 base,
 	script = bprm->executable;
 	if (!script || script == bprm->file)
 		return 0;
+	walk_from_root_of(&w, task);
 	return write_path(buf, &w, script->f_path.dentry, script->f_path.mnt, &pseudo);
 }
 
@@ -543,13 +547,13 @@ int BPF_PROG(exec_success, struct task_struct *task, pid_t old_pid,
 	}
 	ev->filename_len = n;
 	off = clamp(n, FILENAME_MAX_LEN);
-	ev->exe_len = write_exe(buf, off, bprm->file);
+	ev->exe_len = write_exe(buf, off, bprm->file, task);
 	off = clamp(off + ev->exe_len, CGROUP_BASE_MAX);
 	ev->cgroup_len = write_cgroup(buf, off, task);
 	off = clamp(off + ev->cgroup_len, CWD_BASE_MAX);
 	ev->cwd_len = write_cwd(buf, off, task);
 	off = clamp(off + ev->cwd_len, SCRIPT_BASE_MAX);
-	ev->script_len = write_script(buf, off, bprm);
+	ev->script_len = write_script(buf, off, bprm, task);
 	off = clamp(off + ev->script_len, ARGS_BASE_MAX);
 
 	ev->argc = bprm->argc;

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Path walkers: a file's path up to the root of its mount namespace, and a
+ * Path walkers: a file's path up to the process's root directory, and a
  * task's cgroup v2 path up to the hierarchy's root. Both write NUL-ended
  * components, leaf first, into the record's data at a base offset (the
  * daemon reverses them); bpf_d_path is not allowed at these hooks.
@@ -20,14 +20,26 @@
  */
 #define MEM_U32(x) (*(volatile __u32 *)&(x))
 
-/* Where a walk writes, how much it may write, and what to flag. */
+/* Where a walk writes, how much it may write, what to flag, where it stops. */
 struct walk {
 	__u32 base;      /* offset in buf->data */
 	__u32 max;       /* bytes at most */
 	__u32 full_flag; /* set when the path is cut */
 	__u32 fail_flag; /* set when a component cannot be read */
 	__u32 fail_stat; /* counted then */
+	/* The process's root directory (fs->root): its chroot, or the root of
+	 * its mount namespace. Paths are as the process sees them. */
+	struct dentry *root_dentry;
+	struct vfsmount *root_mnt;
 };
+
+/* Stop `w` at `task`'s root directory. An exiting task without an fs reads
+ * NULLs here (fault-safe loads), which match nothing: walked to the top. */
+static __always_inline void walk_from_root_of(struct walk *w, struct task_struct *task)
+{
+	w->root_dentry = task->fs->root.dentry;
+	w->root_mnt = task->fs->root.mnt;
+}
 
 /* Append one component at data[base + walk_len]. Non-zero: stop. */
 static __always_inline int put_component(struct event_buf *buf, const struct walk *w,
@@ -51,8 +63,9 @@ static __always_inline int put_component(struct event_buf *buf, const struct wal
 }
 
 /*
- * Write the path of (dentry, vfsmnt) up to the root of its mount namespace;
- * returns the bytes written. A dentry that is its own parent from the start
+ * Write the path of (dentry, vfsmnt) up to the process's root directory
+ * (w->root_*), or the root of its mount namespace when the file lies outside
+ * it; returns the bytes written. A dentry that is its own parent from the start
  * (memfd, anonymous files) writes its name alone and sets `pseudo`.
  * Both pointers must be typed BTF pointers: inside their own mount the walk
  * uses plain loads, far cheaper than a probe-read helper call each.
@@ -62,7 +75,7 @@ static __always_inline __u32 write_path(struct event_buf *buf, const struct walk
 					int *pseudo)
 {
 	struct dentry *root = vfsmnt->mnt_root;
-	struct mount *mnt;
+	struct mount *mnt, *root_mnt;
 	struct dentry *d;
 	int i;
 
@@ -76,12 +89,17 @@ static __always_inline __u32 write_path(struct event_buf *buf, const struct walk
 	for (i = 0; i < EXE_PATH_MAX_DEPTH; i++) {
 		struct dentry *parent = dentry->d_parent;
 
-		if (dentry == root || dentry == parent)
+		if (dentry == root || dentry == parent ||
+		    (dentry == w->root_dentry && vfsmnt == w->root_mnt))
 			break;
 		if (put_component(buf, w, dentry->d_name.name))
 			goto done;
 		dentry = parent;
 	}
+	/* At the process's root: done, and the parent mounts, which cost more
+	 * than the rest of the walk (cold lines), are not read. */
+	if (dentry == w->root_dentry && vfsmnt == w->root_mnt)
+		goto done;
 	/* Exactly that deep is whole: cut only if something is left above. */
 	if (i == EXE_PATH_MAX_DEPTH && dentry != root && dentry != dentry->d_parent) {
 		buf->ev.flags |= w->full_flag;
@@ -92,11 +110,14 @@ static __always_inline __u32 write_path(struct event_buf *buf, const struct walk
 
 	/* Parent mounts: container_of leaves no type, so probe reads. */
 	mnt = (void *)vfsmnt - bpf_core_field_offset(struct mount, mnt);
+	root_mnt = (void *)w->root_mnt - bpf_core_field_offset(struct mount, mnt);
 	d = dentry;
 	for (i = 0; i < EXE_PATH_MAX_DEPTH; i++) {
 		struct dentry *mnt_root = BPF_CORE_READ(mnt, mnt.mnt_root);
 		struct dentry *parent = BPF_CORE_READ(d, d_parent);
 
+		if (d == w->root_dentry && mnt == root_mnt)
+			goto done; /* a mount above reached the process's root */
 		if (d == mnt_root || d == parent) {
 			struct mount *mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
 
@@ -110,7 +131,9 @@ static __always_inline __u32 write_path(struct event_buf *buf, const struct walk
 			goto done;
 		d = parent;
 	}
-	/* Out of iterations: whole only if this is the namespace root. */
+	/* Out of iterations: whole only at the process's or namespace's root. */
+	if (d == w->root_dentry && mnt == root_mnt)
+		goto done;
 	if (d != BPF_CORE_READ(mnt, mnt.mnt_root) || BPF_CORE_READ(mnt, mnt_parent) != mnt)
 		buf->ev.flags |= w->full_flag;
 done:
