@@ -361,6 +361,17 @@ impl Consumer<'_> {
         self.paused = true;
         -1 // libbpf stops consuming; this record is consumed
     }
+
+    /// Flush the output; a failed write, now or during the batch, is an
+    /// output error.
+    fn flush(&mut self, errors: &mut Errors) {
+        if let Err(e) = self.sink.flush() {
+            errors.output(e);
+        }
+        if let Some(e) = self.output_error.take() {
+            errors.output(e);
+        }
+    }
 }
 
 /// The first error ends the run and is the one reported; later ones are
@@ -407,12 +418,7 @@ fn take_records(
                 .context("reading the ring buffer"),
         );
     }
-    if let Err(e) = c.sink.flush() {
-        errors.output(e);
-    }
-    if let Some(e) = c.output_error.take() {
-        errors.output(e);
-    }
+    c.flush(errors);
     c.consumed - before
 }
 
@@ -427,18 +433,65 @@ fn wait_for_records(ring: &RingBuffer<'_>, timeout: Duration) {
     unsafe { libc::epoll_wait(ring.epoll_fd(), event.as_mut_ptr(), 1, ms) };
 }
 
-/// Kernel counts plus the daemon's (`carried`: from earlier daemons).
-fn gather(
-    kernel: &Counts,
-    carried: &Counts,
-    consumer: &RefCell<Consumer<'_>>,
-    queue: &OutputQueue,
-) -> Counts {
-    let mut c = *kernel;
-    c.merge(carried);
-    c.merge(&consumer.borrow().counts);
-    c.merge(&queue.counts());
-    c
+/// The run's counts as they are put together: the kernel's as last read,
+/// those carried from earlier daemons, and those last reported.
+struct Tally {
+    kernel: Counts,
+    carried: Counts,
+    reported: Counts,
+}
+
+impl Tally {
+    /// Read the kernel's counters; false (the error kept) if they cannot be.
+    fn read_kernel(&mut self, loader: &BpfLoader<'_>, errors: &mut Errors) -> bool {
+        match loader.stats() {
+            Ok(now) => {
+                self.kernel = now;
+                true
+            }
+            Err(e) => {
+                errors.set(anyhow::Error::new(e).context("reading BPF counters"));
+                false
+            }
+        }
+    }
+
+    /// Read the kernel's counters up to `tries` times, 5 ms apart, until
+    /// `settled`; `between` runs after each wait.
+    fn settle(
+        &mut self,
+        loader: &BpfLoader<'_>,
+        errors: &mut Errors,
+        tries: usize,
+        settled: impl Fn(&Counts) -> bool,
+        mut between: impl FnMut(),
+    ) {
+        for _ in 0..tries {
+            if !self.read_kernel(loader, errors) || settled(&self.kernel) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            between();
+        }
+    }
+
+    /// Kernel counts plus the daemon's and the carried ones.
+    fn gather(&self, consumer: &RefCell<Consumer<'_>>, queue: &OutputQueue) -> Counts {
+        let mut c = self.kernel;
+        c.merge(&self.carried);
+        c.merge(&consumer.borrow().counts);
+        c.merge(&queue.counts());
+        c
+    }
+
+    /// Log the losses since the last report, and publish the metrics.
+    fn report(&mut self, counts: &Counts, metrics: Option<&Metrics>) {
+        report_losses(&self.reported, counts);
+        self.reported = *counts;
+        if let Some(m) = metrics {
+            m.publish(counts);
+        }
+    }
 }
 
 fn report_losses(prev: &Counts, now: &Counts) {
@@ -510,6 +563,35 @@ fn drain_previous_buffer(
     Ok(())
 }
 
+/// Take records until the ring buffer is empty, `until` has passed, or
+/// `go_on` (asked before each turn) says stop. A full queue is waited on,
+/// not read past.
+fn drain_ring(
+    ring: &RingBuffer<'_>,
+    consumer: &RefCell<Consumer<'_>>,
+    queue: &OutputQueue,
+    until: Instant,
+    errors: &mut Errors,
+    mut go_on: impl FnMut(&Errors) -> bool,
+) {
+    while go_on(errors) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        if queue.is_full() {
+            queue.wait_for_room(Duration::from_millis(100).min(left));
+        } else if take_records(ring, consumer, RECORDS_PER_TURN, errors) == 0
+            && !consumer.borrow().paused
+        {
+            break; // empty
+        }
+        if let Some(e) = queue.take_error() {
+            errors.output(e);
+        }
+    }
+}
+
 /// A ring buffer taken over holds what the previous daemon left: deliver
 /// it before anything else is announced (READY).
 fn drain_taken_over(
@@ -524,18 +606,9 @@ fn drain_taken_over(
     // The main loop reads on from where this stops: the bound only keeps
     // READY from waiting on a backlog behind a slow output.
     let until = Instant::now() + TAKEOVER_DRAIN_MAX;
-    while !stop.load(Ordering::Relaxed) && !errors.is_set() && Instant::now() < until {
-        if queue.is_full() {
-            queue.wait_for_room(Duration::from_millis(100));
-        } else if take_records(ring, consumer, RECORDS_PER_TURN, errors) == 0
-            && !consumer.borrow().paused
-        {
-            break; // empty
-        }
-        if let Some(e) = queue.take_error() {
-            errors.output(e);
-        }
-    }
+    drain_ring(ring, consumer, queue, until, errors, |errors| {
+        !stop.load(Ordering::Relaxed) && !errors.is_set()
+    });
     tracing::info!(
         records = consumer.borrow().consumed - before,
         "drained the records the previous execwatch left"
@@ -638,9 +711,11 @@ pub fn run(
     // Whatever was lost and not yet reported (since load, or since the
     // previous daemon's last report) is reported by the first check.
     let carried = loader.handover().carried;
-    let carried_counts = carried.carried_counts();
-    let mut kernel = Counts::default();
-    let mut reported = carried.reported_counts();
+    let mut tally = Tally {
+        kernel: Counts::default(),
+        carried: carried.carried_counts(),
+        reported: carried.reported_counts(),
+    };
     let mut last_stats_at = Instant::now();
 
     while !stop.load(Ordering::Relaxed) {
@@ -659,12 +734,7 @@ pub fn run(
             let mut c = consumer.borrow_mut();
             if !c.hold.is_empty() {
                 let _ = c.release_held(false);
-                if let Err(e) = c.sink.flush() {
-                    errors.output(e);
-                }
-                if let Some(e) = c.output_error.take() {
-                    errors.output(e);
-                }
+                c.flush(&mut errors);
             }
             if let Some(forget) = c.cgroups.trim() {
                 loader.forget_cgroups(&forget);
@@ -678,21 +748,13 @@ pub fn run(
         if last_stats_at.elapsed() >= opts.stats_interval {
             last_stats_at = Instant::now();
             consumer.borrow_mut().sink.clock_mut().refresh();
-            match loader.stats() {
-                Ok(now) => kernel = now,
-                Err(e) => {
-                    errors.set(anyhow::Error::new(e).context("reading BPF counters"));
-                    break;
-                }
+            if !tally.read_kernel(loader, &mut errors) {
+                break;
             }
-            let counts = gather(&kernel, &carried_counts, &consumer, &queue);
-            report_losses(&reported, &counts);
-            reported = counts;
+            let counts = tally.gather(&consumer, &queue);
+            tally.report(&counts, opts.metrics.as_deref());
             if let Err(e) = crate::handover::save_progress(loader, &counts, false) {
                 tracing::debug!(error = %e, "meta map not updated");
-            }
-            if let Some(m) = &opts.metrics {
-                m.publish(&counts);
             }
             if notifier.enabled() {
                 notifier.status(&counts.status_line());
@@ -725,36 +787,19 @@ pub fn run(
     loader.detach();
     if !errors.output_failed {
         consumer.borrow_mut().deadline = Some(deadline);
-        while Instant::now() < deadline {
-            if queue.is_full() {
-                queue.wait_for_room(Duration::from_millis(100).min(deadline - Instant::now()));
-            } else if take_records(&ring, &consumer, RECORDS_PER_TURN, &mut errors) == 0
-                && !consumer.borrow().paused
-            {
-                break; // empty
-            }
-            if let Some(e) = queue.take_error() {
-                errors.output(e);
-            }
-            if errors.output_failed {
-                break;
-            }
+        drain_ring(&ring, &consumer, &queue, deadline, &mut errors, |errors| {
             if liveness.is_alive() {
                 notifier.watchdog_tick();
             }
-        }
+            !errors.output_failed
+        });
     }
     {
         let mut c = consumer.borrow_mut();
         if c.mode == Mode::Deliver {
             // Wait for no hash past its deadline: what is held goes out now.
             let _ = c.release_held(true);
-            if let Err(e) = c.sink.flush() {
-                errors.output(e);
-            }
-            if let Some(e) = c.output_error.take() {
-                errors.output(e);
-            }
+            c.flush(&mut errors);
         } else {
             let n = c.hold.len() as u64;
             if let Mode::Discard(reason) = c.mode {
@@ -777,19 +822,13 @@ pub fn run(
         // What is left waits in the kept buffer (`pending`), even after an
         // output failure: the next daemon delivers it. Only the kernel's
         // counts must agree with each other.
-        for _ in 0..KEPT_SETTLE_TRIES {
-            match loader.stats() {
-                Ok(now) => kernel = now,
-                Err(e) => {
-                    errors.set(anyhow::Error::new(e).context("reading BPF counters"));
-                    break;
-                }
-            }
-            if kernel_settled(&kernel) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        tally.settle(
+            loader,
+            &mut errors,
+            KEPT_SETTLE_TRIES,
+            kernel_settled,
+            || {},
+        );
     } else {
         // Whatever is still in the ring buffer is lost: count it.
         consumer.borrow_mut().mode = Mode::Discard(if errors.output_failed {
@@ -800,37 +839,27 @@ pub fn run(
         let _ = ring.consume_raw();
         // The kernel's final counts. A program that was running at detach may
         // still submit a record: take it until the counts agree.
-        for _ in 0..20 {
-            match loader.stats() {
-                Ok(now) => kernel = now,
-                Err(e) => {
-                    errors.set(anyhow::Error::new(e).context("reading BPF counters"));
-                    break;
-                }
-            }
-            if kernel.get(Counter::submitted) == consumer.borrow().consumed
-                && kernel_settled(&kernel)
-            {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        let all_taken = |kernel: &Counts| {
+            kernel.get(Counter::submitted) == consumer.borrow().consumed && kernel_settled(kernel)
+        };
+        tally.settle(loader, &mut errors, 20, all_taken, || {
             let _ = ring.consume_raw();
-        }
+        });
     }
     drop(ring);
 
-    let mut counts = gather(&kernel, &carried_counts, &consumer, &queue);
+    let mut counts = tally.gather(&consumer, &queue);
     if keeps {
         let consumed = carried.consumed() + consumer.borrow().consumed;
         counts.set(
             Counter::pending,
-            kernel.get(Counter::submitted).saturating_sub(consumed),
+            tally
+                .kernel
+                .get(Counter::submitted)
+                .saturating_sub(consumed),
         );
     }
-    report_losses(&reported, &counts);
-    if let Some(m) = &opts.metrics {
-        m.publish(&counts);
-    }
+    tally.report(&counts, opts.metrics.as_deref());
     if let Err(e) = crate::handover::save_progress(loader, &counts, true) {
         warn!(error = %e, "could not record this run's counts for the next execwatch");
     }
