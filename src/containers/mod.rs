@@ -237,16 +237,9 @@ impl Resolver {
         match runtime {
             "docker" => {
                 let dir = self.layout.docker_containers.join(id);
-                match trust::read_file(&dir, "config.v2.json", owners, CONFIG_MAX) {
-                    Ok(b) => names::from_docker_config(&b, id).unwrap_or_else(|e| {
-                        debug!(dir = %dir.display(), error = %e, "docker config.v2.json unreadable");
-                        Names::default()
-                    }),
-                    Err(e) => {
-                        log_unusable(&e);
-                        Names::default()
-                    }
-                }
+                read_parsed(&dir, "config.v2.json", owners, CONFIG_MAX, "docker", |b| {
+                    names::from_docker_config(b, id)
+                })
             }
             "podman" => {
                 // containers/storage keeps containers.json two levels above
@@ -261,16 +254,14 @@ impl Resolver {
                 else {
                     return Names::default();
                 };
-                match trust::read_file(list_dir, "containers.json", owners, PODMAN_LIST_MAX) {
-                    Ok(b) => names::from_podman_containers_json(&b, id).unwrap_or_else(|e| {
-                        debug!(dir = %list_dir.display(), error = %e, "podman containers.json unreadable");
-                        Names::default()
-                    }),
-                    Err(e) => {
-                        log_unusable(&e);
-                        Names::default()
-                    }
-                }
+                read_parsed(
+                    list_dir,
+                    "containers.json",
+                    owners,
+                    PODMAN_LIST_MAX,
+                    "podman",
+                    |b| names::from_podman_containers_json(b, id),
+                )
             }
             _ => names::from_cri_annotations(&found.state.annotations).unwrap_or_default(),
         }
@@ -279,14 +270,30 @@ impl Resolver {
 
 /// crun keeps a copy of the bundle's config.json in its state directory.
 fn crun_annotations(id_dir: &Path, owners: Owners) -> HashMap<String, String> {
-    match trust::read_file(id_dir, "config.json", owners, CONFIG_MAX) {
-        Ok(b) => oci_state::parse_config_annotations(&b).unwrap_or_else(|e| {
-            debug!(dir = %id_dir.display(), error = %e, "crun config.json unreadable");
-            HashMap::new()
+    read_parsed(id_dir, "config.json", owners, CONFIG_MAX, "crun", |b| {
+        oci_state::parse_config_annotations(b)
+    })
+}
+
+/// `dir/name` (at most `max` bytes, trusted as `owners` trust it) parsed;
+/// the default when it is missing, untrusted or does not parse. `runtime`
+/// names the file's writer in the log.
+fn read_parsed<T: Default, E: std::fmt::Display>(
+    dir: &Path,
+    name: &str,
+    owners: Owners,
+    max: usize,
+    runtime: &str,
+    parse: impl FnOnce(&[u8]) -> Result<T, E>,
+) -> T {
+    match trust::read_file(dir, name, owners, max) {
+        Ok(b) => parse(&b).unwrap_or_else(|e| {
+            debug!(dir = %dir.display(), error = %e, "{runtime} {name} unreadable");
+            T::default()
         }),
         Err(e) => {
             log_unusable(&e);
-            HashMap::new()
+            T::default()
         }
     }
 }
