@@ -381,12 +381,10 @@ fn log_attribution(cgroup_id: u64, info: &CgroupInfo) {
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or
 /// `/sys/fs/cgroup/unified` on hybrid hosts).
 pub fn cgroup2_mount() -> Option<std::path::PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
-    mounts.lines().find_map(|l| {
-        let mut f = l.split_whitespace();
-        let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
-        (fstype == "cgroup2").then(|| std::path::PathBuf::from(dir))
-    })
+    let mounts = crate::mounts::MountTable::read().ok()?;
+    mounts
+        .first_of_type("cgroup2")
+        .map(std::path::Path::to_path_buf)
 }
 
 /// A `--cgroup` argument: a directory of the cgroup v2 mount, given either as

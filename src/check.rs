@@ -5,6 +5,7 @@
 use std::io::{self, Write};
 use std::path::Path;
 
+use crate::mounts::MountTable;
 use crate::preflight::{self, PreflightError, RingBufferEvidence};
 
 /// Whether execwatch can run without a requirement.
@@ -101,7 +102,7 @@ fn failed_execs_found(plan: &preflight::FailedExecsPlan) -> String {
 pub fn host() -> Report {
     let release = preflight::kernel_release();
     let caps = preflight::cap_eff();
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mounts = MountTable::read().unwrap_or_default();
     let privileged = caps.is_some_and(|c| preflight::check_caps(c).is_ok());
 
     let requirements = vec![

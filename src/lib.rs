@@ -14,6 +14,7 @@ pub mod fields;
 pub mod handover;
 pub mod liveness;
 pub mod metrics;
+pub mod mounts;
 pub mod output;
 pub mod preflight;
 pub mod process_table;

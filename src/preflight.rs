@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::bpf_loader::{FailedExecs, TASK_PT_REGS_KERNEL};
+use crate::mounts::MountTable;
 
 /// Oldest kernel supported: BPF atomic fetch-add (the global sequence number)
 /// arrived in 5.12; ring buffer (5.8), tp_btf/fentry (5.5) are older.
@@ -277,29 +278,16 @@ pub fn check_journald() -> Result<(), PreflightError> {
         .map_err(|e| PreflightError::NoJournald(e.to_string()))
 }
 
-/// The mount point of the first filesystem of type `fstype` in
-/// /proc/self/mounts text.
-pub fn mount_of_type(mounts: &str, fstype: &str) -> Option<PathBuf> {
-    mounts.lines().find_map(|l| {
-        let mut f = l.split_whitespace();
-        let (_, dir, ty) = (f.next()?, f.next()?, f.next()?);
-        (ty == fstype).then(|| PathBuf::from(dir))
-    })
-}
-
 /// bpffs at its usual place, else wherever it is mounted.
-pub fn check_bpffs(mounts: &str) -> Result<PathBuf, PreflightError> {
+pub fn check_bpffs(mounts: &MountTable) -> Result<PathBuf, PreflightError> {
     let usual = Path::new(BPFFS_PATH);
-    let is_bpffs_at = |dir: &Path| {
-        mounts.lines().any(|l| {
-            let mut f = l.split_whitespace().skip(1);
-            f.next().map(Path::new) == Some(dir) && f.next() == Some("bpf")
-        })
-    };
-    if is_bpffs_at(usual) {
+    if mounts.has(usual, "bpf") {
         return Ok(usual.to_path_buf());
     }
-    mount_of_type(mounts, "bpf").ok_or(PreflightError::NoBpffs)
+    mounts
+        .first_of_type("bpf")
+        .map(Path::to_path_buf)
+        .ok_or(PreflightError::NoBpffs)
 }
 
 /// The checks the daemon needs to pass before loading.
@@ -411,22 +399,23 @@ mod tests {
     }
 
     #[test]
-    fn mounts_by_type() {
-        let mounts = "sysfs /sys sysfs rw 0 0\n\
+    fn bpffs_at_its_usual_place_first() {
+        let bpffs = |text: &[u8]| check_bpffs(&MountTable::parse(text));
+        let mounts = b"sysfs /sys sysfs rw 0 0\n\
                       cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n\
                       bpf /sys/fs/bpf bpf rw 0 0\n";
-        assert_eq!(check_bpffs(mounts), Ok(PathBuf::from("/sys/fs/bpf")));
-        let elsewhere = "bpf /tmp/pins bpf rw 0 0\nbpf /sys/fs/bpf bpf rw 0 0\n";
-        assert_eq!(check_bpffs(elsewhere), Ok(PathBuf::from("/sys/fs/bpf")));
+        assert_eq!(bpffs(mounts), Ok(PathBuf::from("/sys/fs/bpf")));
+        let elsewhere = b"bpf /tmp/pins bpf rw 0 0\nbpf /sys/fs/bpf bpf rw 0 0\n";
+        assert_eq!(bpffs(elsewhere), Ok(PathBuf::from("/sys/fs/bpf")));
         assert_eq!(
-            check_bpffs("bpf /tmp/pins bpf rw 0 0\n"),
+            bpffs(b"bpf /tmp/pins bpf rw 0 0\n"),
             Ok(PathBuf::from("/tmp/pins"))
         );
         assert_eq!(
-            mount_of_type(mounts, "cgroup2"),
-            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+            bpffs(b"bpf /tmp/my\\040pins bpf rw 0 0\n"),
+            Ok(PathBuf::from("/tmp/my pins"))
         );
-        let e = check_bpffs("sysfs /sys sysfs rw 0 0\n").unwrap_err();
+        let e = bpffs(b"sysfs /sys sysfs rw 0 0\n").unwrap_err();
         assert!(
             e.to_string().contains("mount -t bpf bpf /sys/fs/bpf"),
             "{e}"
