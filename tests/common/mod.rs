@@ -4,7 +4,9 @@
 pub mod journal;
 pub mod notify;
 #[allow(unused_imports)]
-pub use journal::{ensure_journald, journal_bytes, journal_entries, JOURNAL_SOCKET};
+pub use journal::{
+    ensure_journald, journal_bytes, journal_entries, wait_journal_entries, JOURNAL_SOCKET,
+};
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
