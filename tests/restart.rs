@@ -44,6 +44,42 @@ impl Drop for BpfFs {
     }
 }
 
+/// A pin directory (not yet made) in a bpffs of its own.
+struct PinDir {
+    dir: PathBuf,
+    _fs: BpfFs,
+}
+
+impl PinDir {
+    fn new(name: &str) -> PinDir {
+        let fs = BpfFs::mount(name);
+        PinDir {
+            dir: fs.dir.join("execwatch"),
+            _fs: fs,
+        }
+    }
+
+    /// `execwatch detach`, which must succeed, and the kernel then frees
+    /// `ids`: the pins held them.
+    fn detach_frees(&self, ids: &BpfIds) {
+        let out = detach(&self.dir);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!self.dir.exists());
+        assert_all_gone(ids);
+    }
+
+    /// The daemon's arguments to use it, and `more`.
+    fn args<'a>(&'a self, more: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec!["--bpf-pin-dir", self.dir.to_str().unwrap()];
+        args.extend(more);
+        args
+    }
+}
+
 /// The loop index of an event of the loop (argv: true MARKER i).
 fn loop_index(v: &Value) -> Option<u64> {
     v["process"]["args"]
@@ -175,11 +211,9 @@ fn through_daemons<const N: usize>(
 
 #[test]
 fn second_daemon_on_the_pin_dir_takes_over_with_no_gap_and_no_duplicate() {
-    let fs = BpfFs::mount("takeover");
-    let dir = fs.dir.join("execwatch");
-    let dir_arg = dir.to_str().unwrap();
+    let pins = PinDir::new("takeover");
     let m = marker("restart");
-    let start = || Daemon::start(&["--bpf-pin-dir", dir_arg]);
+    let start = || Daemon::start(&pins.args(&[]));
     let HandedOver {
         outputs: [a, b],
         ids,
@@ -227,32 +261,16 @@ fn second_daemon_on_the_pin_dir_takes_over_with_no_gap_and_no_duplicate() {
     assert!(!ids.links.is_empty() && !ids.progs.is_empty(), "{ids:?}");
     assert!(still_there(&ids).len() >= ids.links.len(), "{ids:?}");
     // ... until detach.
-    let out = detach(&dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!dir.exists());
-    assert_all_gone(&ids);
+    pins.detach_frees(&ids);
 }
 
 #[test]
 fn what_a_daemon_leaves_at_stop_is_pending_and_the_next_one_delivers_it() {
-    let fs = BpfFs::mount("pending");
-    let dir = fs.dir.join("execwatch");
-    let dir_arg = dir.to_str().unwrap();
+    let pins = PinDir::new("pending");
     let m = marker("pending");
     // Records wait in the buffer (long poll), and the stop writes none of
     // them (no drain time): they stay for the next daemon.
-    let a = Daemon::start(&[
-        "--bpf-pin-dir",
-        dir_arg,
-        "--poll-interval",
-        "10000",
-        "--drain-timeout",
-        "0",
-    ]);
+    let a = Daemon::start(&pins.args(&["--poll-interval", "10000", "--drain-timeout", "0"]));
     for i in 0..20 {
         assert!(Command::new("/bin/true")
             .arg(&m)
@@ -270,7 +288,7 @@ fn what_a_daemon_leaves_at_stop_is_pending_and_the_next_one_delivers_it() {
     assert_eq!(u(&sa, "lost_total"), 0, "not lost: {sa}");
     assert_accounting(&sa);
 
-    let b = Daemon::start(&["--bpf-pin-dir", dir_arg]);
+    let b = Daemon::start(&pins.args(&[]));
     let ids = bpf_ids(b.pid());
     b.wait_for(20 - in_a, Duration::from_secs(20), |v| has_arg(v, &m));
     let b = b.stop();
@@ -279,17 +297,14 @@ fn what_a_daemon_leaves_at_stop_is_pending_and_the_next_one_delivers_it() {
     let sb = b.summary();
     assert_eq!(u(&sb, "events_before"), u(&sa, "events"), "{sb}");
     assert_accounting(&sb);
-    assert!(detach(&dir).status.success());
-    assert_all_gone(&ids);
+    pins.detach_frees(&ids);
 }
 
 #[test]
 fn a_takeover_after_a_crash_delivers_the_rest_once_and_says_the_count_may_be_off() {
-    let fs = BpfFs::mount("crash");
-    let dir = fs.dir.join("execwatch");
-    let dir_arg = dir.to_str().unwrap();
+    let pins = PinDir::new("crash");
     let m = marker("crash");
-    let start = || Daemon::start(&["--bpf-pin-dir", dir_arg]);
+    let start = || Daemon::start(&pins.args(&[]));
     // The first is killed: no drain, no final count, the programs stay
     // pinned.
     let HandedOver {
@@ -321,17 +336,14 @@ fn a_takeover_after_a_crash_delivers_the_rest_once_and_says_the_count_may_be_off
     assert!(missing_after.is_empty(), "missing {missing_after:?}");
     assert!(n - first_in_b > 30, "b delivered what came while none ran");
     assert_sequence_contiguous(&[&b]);
-    let out = detach(&dir);
-    assert!(out.status.success());
-    assert_all_gone(&ids);
+    pins.detach_frees(&ids);
 }
 
 #[test]
 fn detach_refuses_while_a_daemon_uses_the_directory() {
-    let fs = BpfFs::mount("busy");
-    let dir = fs.dir.join("execwatch");
-    let d = Daemon::start(&["--bpf-pin-dir", dir.to_str().unwrap()]);
-    let out = detach(&dir);
+    let pins = PinDir::new("busy");
+    let d = Daemon::start(&pins.args(&[]));
+    let out = detach(&pins.dir);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -342,13 +354,7 @@ fn detach_refuses_while_a_daemon_uses_the_directory() {
     let ids = bpf_ids(d.pid());
     let stopped = d.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);
-    let out = detach(&dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_all_gone(&ids);
+    pins.detach_frees(&ids);
 }
 
 #[test]
@@ -426,15 +432,13 @@ fn upgrade_loss(stopped: &Stopped) -> (u64, u64, u64) {
 #[ignore = "builds execwatch a second time (slow): scripts/test runs it with --ignored"]
 fn upgrade_and_downgrade_between_layouts_lose_nothing_silently_and_duplicate_nothing() {
     let other = other_layout_build();
-    let fs = BpfFs::mount("upgrade");
-    let dir = fs.dir.join("execwatch");
-    let dir_arg = dir.to_str().unwrap();
+    let pins = PinDir::new("upgrade");
     let m = marker("upgrade");
 
     // Default layout, then the other one, then back, with a loop running
     // through both hand-overs and a gap before each.
-    let start = || Daemon::start(&["--bpf-pin-dir", dir_arg]);
-    let start_other = || Daemon::start_bin(&other, &["--bpf-pin-dir", dir_arg]);
+    let start = || Daemon::start(&pins.args(&[]));
+    let start_other = || Daemon::start_bin(&other, &pins.args(&[]));
     let HandedOver {
         outputs: [a, b, c],
         ids,
@@ -503,26 +507,17 @@ fn upgrade_and_downgrade_between_layouts_lose_nothing_silently_and_duplicate_not
         .collect();
     assert!(gaps.is_empty(), "sequence gaps after {gaps:?}");
 
-    let out = detach(&dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_all_gone(&ids);
+    pins.detach_frees(&ids);
 }
 
 #[test]
 fn a_new_ring_buffer_size_drains_the_old_buffer_first_and_decodes_it() {
-    let fs = BpfFs::mount("resize");
-    let dir = fs.dir.join("execwatch");
-    let dir_arg = dir.to_str().unwrap();
+    let pins = PinDir::new("resize");
     let m = marker("resize");
-    let start = || Daemon::start(&["--bpf-pin-dir", dir_arg]);
+    let start = || Daemon::start(&pins.args(&[]));
     // Same layout, another size: counters and sequence kept, the old
     // buffer read to its end before the new one.
-    let start_resized =
-        || Daemon::start(&["--bpf-pin-dir", dir_arg, "--ring-buffer-size", "16MiB"]);
+    let start_resized = || Daemon::start(&pins.args(&["--ring-buffer-size", "16MiB"]));
     let HandedOver {
         outputs: [a, b],
         ids,
@@ -546,9 +541,7 @@ fn a_new_ring_buffer_size_drains_the_old_buffer_first_and_decodes_it() {
         "counters kept: {sb}"
     );
     assert_accounting(&sb);
-    let out = detach(&dir);
-    assert!(out.status.success());
-    assert_all_gone(&ids);
+    pins.detach_frees(&ids);
 }
 
 #[test]
