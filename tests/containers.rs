@@ -228,6 +228,50 @@ struct Case {
     docker: bool,
 }
 
+impl Case {
+    /// A docker container (`names` in dockerd's metadata) in `cgroup`.
+    fn docker(cgroup: &str, names: (&'static str, &'static str, &'static str)) -> Case {
+        Case {
+            root: DOCKER_ROOT,
+            cgroup: cgroup.into(),
+            annotations: vec![],
+            runtime: "docker",
+            pod_uid: None,
+            names,
+            k8s: None,
+            docker: true,
+        }
+    }
+
+    /// [`containerd_annotations`] of pod A, in `cgroup`.
+    fn containerd(cgroup: String) -> Case {
+        Case {
+            root: CONTAINERD_ROOT,
+            cgroup,
+            annotations: containerd_annotations(POD_A),
+            runtime: "containerd",
+            pod_uid: Some(POD_A),
+            names: ("nginx", "docker.io/library/nginx", "1.25"),
+            k8s: Some(("web-0", "shop", "nginx")),
+            docker: false,
+        }
+    }
+
+    /// [`crio_annotations`] of pod B, in `cgroup`.
+    fn crio(cgroup: String) -> Case {
+        Case {
+            root: RUNC_ROOT,
+            cgroup,
+            annotations: crio_annotations(POD_B),
+            runtime: "cri-o",
+            pod_uid: Some(POD_B),
+            names: ("postgres", "registry.local:5000/library/postgres", "16"),
+            k8s: Some(("db-0", "data", "postgres")),
+            docker: false,
+        }
+    }
+}
+
 #[test]
 fn containers_are_confirmed_from_their_runtimes_state_and_named() {
     let f = Formats::start(&[]);
@@ -238,71 +282,23 @@ fn containers_are_confirmed_from_their_runtimes_state_and_named() {
         )
     };
     let cases = [
-        Case {
-            root: DOCKER_ROOT,
-            cgroup: "/system.slice/docker-{ID}.scope".into(),
-            annotations: vec![],
-            runtime: "docker",
-            pod_uid: None,
-            names: ("api-1", "registry.local:5000/team/api", "2.1"),
-            k8s: None,
-            docker: true,
-        },
-        Case {
-            root: DOCKER_ROOT,
-            cgroup: "/docker/{ID}".into(),
-            annotations: vec![],
-            runtime: "docker",
-            pod_uid: None,
-            names: ("api-2", "ghcr.io/acme/api", "latest"),
-            k8s: None,
-            docker: true,
-        },
+        Case::docker(
+            "/system.slice/docker-{ID}.scope",
+            ("api-1", "registry.local:5000/team/api", "2.1"),
+        ),
+        Case::docker("/docker/{ID}", ("api-2", "ghcr.io/acme/api", "latest")),
         // containerd, systemd driver and cgroupfs driver.
-        Case {
-            root: CONTAINERD_ROOT,
-            cgroup: format!(
-                "{}/cri-containerd-{{ID}}.scope",
-                systemd_pod(POD_A, "burstable")
-            ),
-            annotations: containerd_annotations(POD_A),
-            runtime: "containerd",
-            pod_uid: Some(POD_A),
-            names: ("nginx", "docker.io/library/nginx", "1.25"),
-            k8s: Some(("web-0", "shop", "nginx")),
-            docker: false,
-        },
-        Case {
-            root: CONTAINERD_ROOT,
-            cgroup: format!("/kubepods/besteffort/pod{POD_A}/{{ID}}"),
-            annotations: containerd_annotations(POD_A),
-            runtime: "containerd",
-            pod_uid: Some(POD_A),
-            names: ("nginx", "docker.io/library/nginx", "1.25"),
-            k8s: Some(("web-0", "shop", "nginx")),
-            docker: false,
-        },
+        Case::containerd(format!(
+            "{}/cri-containerd-{{ID}}.scope",
+            systemd_pod(POD_A, "burstable")
+        )),
+        Case::containerd(format!("/kubepods/besteffort/pod{POD_A}/{{ID}}")),
         // CRI-O, systemd driver and cgroupfs driver (`<parent>/crio-<id>`).
-        Case {
-            root: RUNC_ROOT,
-            cgroup: format!("{}/crio-{{ID}}.scope", systemd_pod(POD_B, "besteffort")),
-            annotations: crio_annotations(POD_B),
-            runtime: "cri-o",
-            pod_uid: Some(POD_B),
-            names: ("postgres", "registry.local:5000/library/postgres", "16"),
-            k8s: Some(("db-0", "data", "postgres")),
-            docker: false,
-        },
-        Case {
-            root: RUNC_ROOT,
-            cgroup: format!("/kubepods/burstable/pod{POD_B}/crio-{{ID}}"),
-            annotations: crio_annotations(POD_B),
-            runtime: "cri-o",
-            pod_uid: Some(POD_B),
-            names: ("postgres", "registry.local:5000/library/postgres", "16"),
-            k8s: Some(("db-0", "data", "postgres")),
-            docker: false,
-        },
+        Case::crio(format!(
+            "{}/crio-{{ID}}.scope",
+            systemd_pod(POD_B, "besteffort")
+        )),
+        Case::crio(format!("/kubepods/burstable/pod{POD_B}/crio-{{ID}}")),
     ];
     let mut running = Vec::new();
     let mut expected = Vec::new();

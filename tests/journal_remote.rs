@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::ensure_journald;
+use common::{ensure_journald, journal_bytes as bytes, journal_entries, wait_journal_entries};
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
@@ -107,18 +107,6 @@ impl Drop for Killed {
     }
 }
 
-fn journal_json(args: &[&str]) -> Vec<Value> {
-    let out = Command::new("journalctl")
-        .args(["-o", "json", "--no-pager", "--all"])
-        .args(args)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 /// Fields of an entry, without the ones that name its place in one journal
 /// file (cursor, sequence numbers).
 fn fields(entry: &Value) -> BTreeMap<String, Value> {
@@ -129,15 +117,6 @@ fn fields(entry: &Value) -> BTreeMap<String, Value> {
         .filter(|(k, _)| !matches!(k.as_str(), "__CURSOR" | "__SEQNUM" | "__SEQNUM_ID"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
-}
-
-/// A journal field as bytes: journalctl gives non-printable values as arrays.
-fn bytes(v: &Value) -> Vec<u8> {
-    match v {
-        Value::String(s) => s.as_bytes().to_vec(),
-        Value::Array(a) => a.iter().map(|x| x.as_u64().unwrap() as u8).collect(),
-        other => panic!("not a journal field value: {other}"),
-    }
 }
 
 /// Run execwatch --format journald until one marked exec is recorded; its
@@ -233,7 +212,7 @@ fn journal_upload_carries_every_field_to_journal_remote() {
     }
 
     // Upload only what comes after this point of the local journal.
-    let cursor = journal_json(&["-n", "1"])
+    let cursor = journal_entries(&["-n", "1"])
         .first()
         .and_then(|e| e["__CURSOR"].as_str().map(str::to_string));
     let (daemon_pid, m) = record_one_exec();
@@ -243,14 +222,7 @@ fn journal_upload_carries_every_field_to_journal_remote() {
         format!("_PID={daemon_pid}"),
         "EXECWATCH_ACTION=exec".to_string(),
     ];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let local = loop {
-        let e = journal_json(&[&ours[0], &ours[1], &ours[2]]);
-        if !e.is_empty() || Instant::now() > deadline {
-            break e;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let local = wait_journal_entries(&ours, 1, Duration::from_secs(10));
     assert_eq!(local.len(), 1, "one local entry for the exec: {local:?}");
 
     // The host: journal-upload sends the local journal to the collector.
@@ -281,15 +253,9 @@ fn journal_upload_carries_every_field_to_journal_remote() {
     );
 
     // At the collector: the same entry, field for field.
-    let file = format!("--file={}", remote_file.display());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let remote = loop {
-        let e = journal_json(&[&file, &ours[0], &ours[1], &ours[2]]);
-        if !e.is_empty() || Instant::now() > deadline {
-            break e;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let mut at_collector = vec![format!("--file={}", remote_file.display())];
+    at_collector.extend(ours.iter().cloned());
+    let remote = wait_journal_entries(&at_collector, 1, Duration::from_secs(10));
     assert_eq!(remote.len(), 1, "one remote entry for the exec: {remote:?}");
     let (local, remote) = (fields(&local[0]), fields(&remote[0]));
     let execwatch_fields = local.keys().filter(|k| k.starts_with("EXECWATCH_")).count();

@@ -3,6 +3,7 @@
 //! checked in JSON, journald and text (tests/common/formats.rs).
 
 mod common;
+mod spawned;
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::formats::{json_at, Formats};
 use common::{marker, run_ok as run, sha256sum, Daemon};
 use serde_json::json;
+use spawned::{settled_anon_kib, NotifySocket, Spawned};
 
 #[test]
 fn lineage_exits_and_hashes_in_every_format() {
@@ -187,6 +189,15 @@ fn no_exits_turns_the_hook_off_in_the_kernel() {
     );
 }
 
+/// Records counted by a stats STATUS message (every second): delivered and
+/// lost.
+fn counted(msg: &str) -> Option<u64> {
+    let counts = msg.split("STATUS=recording: ").nth(1)?;
+    let (delivered, rest) = counts.split_once(" events, ")?;
+    let lost = rest.split_once(" lost")?.0;
+    Some(delivered.parse::<u64>().ok()? + lost.parse::<u64>().ok()?)
+}
+
 /// The process table's memory stays under its stated bound through 100 000
 /// short-lived processes (fork + exec + exit each). In the slow set: the
 /// storm would crowd out the daemons of tests running beside it.
@@ -205,36 +216,32 @@ fn a_hundred_thousand_processes_stay_under_the_table_bound() {
         .args(["-O2", "-static", "-o"])
         .arg(&noop)
         .arg(format!("{root}/bench/noop.c")));
-    let mut d = Command::new(common::BIN)
-        .args(["--format", "json", "--no-hash"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let rss = |pid: u32| -> u64 {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("RssAnon:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap()
-    };
-    std::thread::sleep(Duration::from_secs(3));
-    let before = rss(d.id());
+    let notify = NotifySocket::new("storm");
+    let mut d = Spawned::start(
+        &["--no-hash"],
+        Stdio::null(),
+        &[("NOTIFY_SOCKET", notify.path())],
+    );
+    let first = notify.until(Duration::from_secs(10), |msg| counted(msg).is_some());
+    let counted_before = counted(first.last().unwrap()).unwrap();
+    let before = settled_anon_kib(d.pid());
     let m = marker("storm");
-    run(Command::new(&storm)
-        .args(["2", "50000", "2", "8"])
-        .arg(&noop)
-        .arg(&m));
-    std::thread::sleep(Duration::from_secs(2));
-    let after = rss(d.id());
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(d.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let stderr = common::read_all(d.stderr.take().unwrap());
-    assert!(d.wait().unwrap().success(), "{stderr}");
+    let mut cmd = Command::new(&storm);
+    cmd.args(["2", "50000", "2", "8"]).arg(&noop).arg(&m);
+    let storm = std::thread::spawn(move || run(&mut cmd));
+    // The socket is read all along: a full one would block the daemon.
+    notify.until(Duration::from_secs(300), |_| storm.is_finished());
+    storm.join().expect("the storm ran");
+    // Caught up: the storm's 100 000 execs and exits are all counted.
+    let target = counted_before + 200_000;
+    notify.until(Duration::from_secs(60), |msg| {
+        counted(msg).is_some_and(|n| n >= target)
+    });
+    drop(notify);
+    let after = settled_anon_kib(d.pid());
+    d.sigterm();
+    let status = d.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "{}", d.stderr());
     let bound_kib = execwatch::process_table::Limits::for_this_host().memory_bound() as u64 / 1024;
     eprintln!("RssAnon {before} KiB before, {after} KiB after 100000 processes; table bound {bound_kib} KiB");
     assert!(
@@ -242,10 +249,6 @@ fn a_hundred_thousand_processes_stay_under_the_table_bound() {
         "grew {} KiB, bound {bound_kib} KiB",
         after - before
     );
-    let summary: serde_json::Value = stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .find(|v: &serde_json::Value| v["message"] == "summary")
-        .expect("summary");
+    let summary = d.summary();
     assert!(summary["seen"].as_u64().unwrap() >= 200_000, "{summary}");
 }

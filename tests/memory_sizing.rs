@@ -4,10 +4,10 @@
 //! of possible CPUs the manifest states, plus the daemon's own budget.
 
 mod common;
-
-use std::time::Duration;
+mod spawned;
 
 use common::Daemon;
+use spawned::settled_anon_kib;
 
 const MIB: f64 = 1024.0 * 1024.0;
 /// The daemon's own memory: binary pages, heap, the output queue (1 MiB
@@ -64,14 +64,8 @@ fn mib_of(manifest: &str, key: &str) -> f64 {
 #[test]
 fn daemonset_memory_covers_the_bpf_maps_and_the_daemon() {
     let d = Daemon::start(&[]);
-    std::thread::sleep(Duration::from_millis(500));
+    let anon_kib = settled_anon_kib(d.pid()) as f64;
     let maps = maps_of(d.pid());
-    let anon_kib: f64 = std::fs::read_to_string(format!("/proc/{}/status", d.pid()))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap();
     d.stop();
 
     // The scratch map is the one whose value is a whole record (and the

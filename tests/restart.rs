@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{assert_all_gone, bpf_ids, has_arg, marker, still_there, Daemon, ExecLoop, Stopped};
+use common::{
+    assert_all_gone, bpf_ids, has_arg, marker, still_there, BpfIds, Daemon, ExecLoop, Stopped,
+};
 use serde_json::Value;
 
 /// A bpffs of its own, mounted on a temporary directory for one test.
@@ -42,6 +44,42 @@ impl Drop for BpfFs {
     }
 }
 
+/// A pin directory (not yet made) in a bpffs of its own.
+struct PinDir {
+    dir: PathBuf,
+    _fs: BpfFs,
+}
+
+impl PinDir {
+    fn new(name: &str) -> PinDir {
+        let fs = BpfFs::mount(name);
+        PinDir {
+            dir: fs.dir.join("execwatch"),
+            _fs: fs,
+        }
+    }
+
+    /// `execwatch detach`, which must succeed, and the kernel then frees
+    /// `ids`: the pins held them.
+    fn detach_frees(&self, ids: &BpfIds) {
+        let out = detach(&self.dir);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!self.dir.exists());
+        assert_all_gone(ids);
+    }
+
+    /// The daemon's arguments to use it, and `more`.
+    fn args<'a>(&'a self, more: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec!["--bpf-pin-dir", self.dir.to_str().unwrap()];
+        args.extend(more);
+        args
+    }
+}
+
 /// The loop index of an event of the loop (argv: true MARKER i).
 fn loop_index(v: &Value) -> Option<u64> {
     v["process"]["args"]
@@ -68,13 +106,7 @@ fn detach(dir: &Path) -> std::process::Output {
 
 /// Every loop exec in `outputs` exactly once, indices 0..n.
 fn assert_each_exec_once(outputs: &[&Stopped], m: &str, n: u64) {
-    let mut seen = vec![0u32; n as usize];
-    for out in outputs {
-        for v in out.events.iter().filter(|v| has_arg(v, m)) {
-            let i = loop_index(v).unwrap_or_else(|| panic!("no loop index: {v}"));
-            seen[i as usize] += 1;
-        }
-    }
+    let seen = times_delivered(outputs, m, n);
     let missing: Vec<usize> = (0..seen.len()).filter(|&i| seen[i] == 0).collect();
     let twice: Vec<usize> = (0..seen.len()).filter(|&i| seen[i] > 1).collect();
     assert!(
@@ -124,28 +156,70 @@ fn assert_accounting(s: &Value) {
     assert_eq!(u(s, "seen_upgrade"), u(s, "lost_upgrade"), "{s}");
 }
 
+/// How many times each loop exec (indices 0..n) is in `outputs`.
+fn times_delivered(outputs: &[&Stopped], m: &str, n: u64) -> Vec<u32> {
+    let mut seen = vec![0u32; n as usize];
+    for out in outputs {
+        for v in out.events.iter().filter(|v| has_arg(v, m)) {
+            let i = loop_index(v).unwrap_or_else(|| panic!("no loop index: {v}"));
+            seen[i as usize] += 1;
+        }
+    }
+    seen
+}
+
+/// What [`through_daemons`] leaves: each daemon's output in turn, the BPF
+/// ids the last one held, and how many execs the loop ran.
+struct HandedOver<const N: usize> {
+    outputs: [Stopped; N],
+    ids: BpfIds,
+    n: u64,
+}
+
+/// The exec loop (marker `m`) runs through the daemons `starts` make, one
+/// after the other: 30 execs while each runs, and 30 before the next one
+/// starts, which none reads. `end` ends each but the last; the last is
+/// stopped once it delivered the loop's last exec.
+fn through_daemons<const N: usize>(
+    m: &str,
+    starts: [&dyn Fn() -> Daemon; N],
+    end: fn(Daemon) -> Stopped,
+) -> HandedOver<N> {
+    let mut d = starts[0]();
+    let execs = ExecLoop::start(m);
+    let mut outputs = Vec::new();
+    for start in &starts[1..] {
+        execs.wait_for_more(30);
+        outputs.push(end(d));
+        // Nobody reads for a while: the loop's execs wait in the kept buffer.
+        execs.wait_for_more(30);
+        d = start();
+    }
+    execs.wait_for_more(30);
+    let ids = bpf_ids(d.pid());
+    let n = execs.stop();
+    d.wait_for(1, Duration::from_secs(20), |v| {
+        has_arg(v, m) && loop_index(v) == Some(n - 1)
+    });
+    outputs.push(d.stop());
+    HandedOver {
+        outputs: outputs.try_into().unwrap_or_else(|_| unreachable!()),
+        ids,
+        n,
+    }
+}
+
 #[test]
 fn second_daemon_on_the_pin_dir_takes_over_with_no_gap_and_no_duplicate() {
-    let fs = BpfFs::mount("takeover");
-    let dir = fs.dir.join("execwatch");
-    let dir_arg = dir.to_str().unwrap();
+    let pins = PinDir::new("takeover");
     let m = marker("restart");
-    let a = Daemon::start(&["--bpf-pin-dir", dir_arg]);
-    let execs = ExecLoop::start(&m);
-    execs.wait_for_more(30);
-    let a = a.stop();
+    let start = || Daemon::start(&pins.args(&[]));
+    let HandedOver {
+        outputs: [a, b],
+        ids,
+        n,
+    } = through_daemons(&m, [&start, &start], Daemon::stop);
     assert!(a.status.success(), "{}", a.stderr);
-    // Nobody reads for a while: the loop's execs wait in the kept buffer.
-    execs.wait_for_more(30);
-    let b = Daemon::start(&["--bpf-pin-dir", dir_arg]);
-    execs.wait_for_more(30);
-    let ids = bpf_ids(b.pid());
-    let n = execs.stop();
-    let last = n - 1;
-    b.wait_for(1, Duration::from_secs(20), |v| {
-        has_arg(v, &m) && loop_index(v) == Some(last)
-    });
-    let b = b.stop();
     assert!(b.status.success(), "{}", b.stderr);
 
     assert_each_exec_once(&[&a, &b], &m, n);
@@ -187,32 +261,16 @@ fn second_daemon_on_the_pin_dir_takes_over_with_no_gap_and_no_duplicate() {
     assert!(!ids.links.is_empty() && !ids.progs.is_empty(), "{ids:?}");
     assert!(still_there(&ids).len() >= ids.links.len(), "{ids:?}");
     // ... until detach.
-    let out = detach(&dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!dir.exists());
-    assert_all_gone(&ids);
+    pins.detach_frees(&ids);
 }
 
 #[test]
 fn what_a_daemon_leaves_at_stop_is_pending_and_the_next_one_delivers_it() {
-    let fs = BpfFs::mount("pending");
-    let dir = fs.dir.join("execwatch");
-    let dir_arg = dir.to_str().unwrap();
+    let pins = PinDir::new("pending");
     let m = marker("pending");
     // Records wait in the buffer (long poll), and the stop writes none of
     // them (no drain time): they stay for the next daemon.
-    let a = Daemon::start(&[
-        "--bpf-pin-dir",
-        dir_arg,
-        "--poll-interval",
-        "10000",
-        "--drain-timeout",
-        "0",
-    ]);
+    let a = Daemon::start(&pins.args(&["--poll-interval", "10000", "--drain-timeout", "0"]));
     for i in 0..20 {
         assert!(Command::new("/bin/true")
             .arg(&m)
@@ -230,7 +288,7 @@ fn what_a_daemon_leaves_at_stop_is_pending_and_the_next_one_delivers_it() {
     assert_eq!(u(&sa, "lost_total"), 0, "not lost: {sa}");
     assert_accounting(&sa);
 
-    let b = Daemon::start(&["--bpf-pin-dir", dir_arg]);
+    let b = Daemon::start(&pins.args(&[]));
     let ids = bpf_ids(b.pid());
     b.wait_for(20 - in_a, Duration::from_secs(20), |v| has_arg(v, &m));
     let b = b.stop();
@@ -239,30 +297,21 @@ fn what_a_daemon_leaves_at_stop_is_pending_and_the_next_one_delivers_it() {
     let sb = b.summary();
     assert_eq!(u(&sb, "events_before"), u(&sa, "events"), "{sb}");
     assert_accounting(&sb);
-    assert!(detach(&dir).status.success());
-    assert_all_gone(&ids);
+    pins.detach_frees(&ids);
 }
 
 #[test]
 fn a_takeover_after_a_crash_delivers_the_rest_once_and_says_the_count_may_be_off() {
-    let fs = BpfFs::mount("crash");
-    let dir = fs.dir.join("execwatch");
-    let dir_arg = dir.to_str().unwrap();
+    let pins = PinDir::new("crash");
     let m = marker("crash");
-    let a = Daemon::start(&["--bpf-pin-dir", dir_arg]);
-    let execs = ExecLoop::start(&m);
-    execs.wait_for_more(30);
-    // Killed: no drain, no final count, the programs stay pinned.
-    let a = a.kill();
-    execs.wait_for_more(30);
-    let b = Daemon::start(&["--bpf-pin-dir", dir_arg]);
-    execs.wait_for_more(30);
-    let ids = bpf_ids(b.pid());
-    let n = execs.stop();
-    b.wait_for(1, Duration::from_secs(20), |v| {
-        has_arg(v, &m) && loop_index(v) == Some(n - 1)
-    });
-    let b = b.stop();
+    let start = || Daemon::start(&pins.args(&[]));
+    // The first is killed: no drain, no final count, the programs stay
+    // pinned.
+    let HandedOver {
+        outputs: [a, b],
+        ids,
+        n,
+    } = through_daemons(&m, [&start, &start], Daemon::kill);
     assert!(b.status.success(), "{}", b.stderr);
     assert!(
         b.stderr
@@ -272,12 +321,7 @@ fn a_takeover_after_a_crash_delivers_the_rest_once_and_says_the_count_may_be_off
     );
     // Nothing twice; b has every exec from where a stopped reading (what a
     // read and had not written when it died is the only possible loss).
-    let mut per_index = vec![0u32; n as usize];
-    for out in [&a, &b] {
-        for v in out.events.iter().filter(|v| has_arg(v, &m)) {
-            per_index[loop_index(v).unwrap() as usize] += 1;
-        }
-    }
+    let per_index = times_delivered(&[&a, &b], &m, n);
     assert!(per_index.iter().all(|&k| k <= 1), "an exec delivered twice");
     let first_in_b = b
         .events
@@ -292,17 +336,14 @@ fn a_takeover_after_a_crash_delivers_the_rest_once_and_says_the_count_may_be_off
     assert!(missing_after.is_empty(), "missing {missing_after:?}");
     assert!(n - first_in_b > 30, "b delivered what came while none ran");
     assert_sequence_contiguous(&[&b]);
-    let out = detach(&dir);
-    assert!(out.status.success());
-    assert_all_gone(&ids);
+    pins.detach_frees(&ids);
 }
 
 #[test]
 fn detach_refuses_while_a_daemon_uses_the_directory() {
-    let fs = BpfFs::mount("busy");
-    let dir = fs.dir.join("execwatch");
-    let d = Daemon::start(&["--bpf-pin-dir", dir.to_str().unwrap()]);
-    let out = detach(&dir);
+    let pins = PinDir::new("busy");
+    let d = Daemon::start(&pins.args(&[]));
+    let out = detach(&pins.dir);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -313,13 +354,7 @@ fn detach_refuses_while_a_daemon_uses_the_directory() {
     let ids = bpf_ids(d.pid());
     let stopped = d.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);
-    let out = detach(&dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_all_gone(&ids);
+    pins.detach_frees(&ids);
 }
 
 #[test]
@@ -397,31 +432,18 @@ fn upgrade_loss(stopped: &Stopped) -> (u64, u64, u64) {
 #[ignore = "builds execwatch a second time (slow): scripts/test runs it with --ignored"]
 fn upgrade_and_downgrade_between_layouts_lose_nothing_silently_and_duplicate_nothing() {
     let other = other_layout_build();
-    let fs = BpfFs::mount("upgrade");
-    let dir = fs.dir.join("execwatch");
-    let dir_arg = dir.to_str().unwrap();
+    let pins = PinDir::new("upgrade");
     let m = marker("upgrade");
 
     // Default layout, then the other one, then back, with a loop running
     // through both hand-overs and a gap before each.
-    let a = Daemon::start(&["--bpf-pin-dir", dir_arg]);
-    let execs = ExecLoop::start(&m);
-    execs.wait_for_more(30);
-    let a = a.stop();
-    execs.wait_for_more(30);
-    let b = Daemon::start_bin(&other, &["--bpf-pin-dir", dir_arg]);
-    execs.wait_for_more(30);
-    let b = b.stop();
-    execs.wait_for_more(30);
-    let c = Daemon::start(&["--bpf-pin-dir", dir_arg]);
-    execs.wait_for_more(30);
-    let ids = bpf_ids(c.pid());
-    let n = execs.stop();
-    let last = n - 1;
-    c.wait_for(1, Duration::from_secs(20), |v| {
-        has_arg(v, &m) && loop_index(v) == Some(last)
-    });
-    let c = c.stop();
+    let start = || Daemon::start(&pins.args(&[]));
+    let start_other = || Daemon::start_bin(&other, &pins.args(&[]));
+    let HandedOver {
+        outputs: [a, b, c],
+        ids,
+        n,
+    } = through_daemons(&m, [&start, &start_other, &start], Daemon::stop);
     for s in [&a, &b, &c] {
         assert!(s.status.success(), "{}", s.stderr);
         let summary = s.summary();
@@ -453,12 +475,7 @@ fn upgrade_and_downgrade_between_layouts_lose_nothing_silently_and_duplicate_not
     assert_eq!(u(&b.summary(), "lost_upgrade"), lost_b);
     assert_eq!(u(&c.summary(), "lost_upgrade"), lost_c);
     assert_eq!(u(&a.summary(), "lost_upgrade"), 0);
-    let mut per_index = vec![0u32; n as usize];
-    for out in [&a, &b, &c] {
-        for v in out.events.iter().filter(|v| has_arg(v, &m)) {
-            per_index[loop_index(v).unwrap() as usize] += 1;
-        }
-    }
+    let per_index = times_delivered(&[&a, &b, &c], &m, n);
     assert!(per_index.iter().all(|&k| k <= 1), "an exec delivered twice");
     let missing = per_index.iter().filter(|&&k| k == 0).count() as u64;
     assert!(
@@ -490,36 +507,22 @@ fn upgrade_and_downgrade_between_layouts_lose_nothing_silently_and_duplicate_not
         .collect();
     assert!(gaps.is_empty(), "sequence gaps after {gaps:?}");
 
-    let out = detach(&dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_all_gone(&ids);
+    pins.detach_frees(&ids);
 }
 
 #[test]
 fn a_new_ring_buffer_size_drains_the_old_buffer_first_and_decodes_it() {
-    let fs = BpfFs::mount("resize");
-    let dir = fs.dir.join("execwatch");
-    let dir_arg = dir.to_str().unwrap();
+    let pins = PinDir::new("resize");
     let m = marker("resize");
-    let a = Daemon::start(&["--bpf-pin-dir", dir_arg]);
-    let execs = ExecLoop::start(&m);
-    execs.wait_for_more(30);
-    let a = a.stop();
-    execs.wait_for_more(30);
+    let start = || Daemon::start(&pins.args(&[]));
     // Same layout, another size: counters and sequence kept, the old
     // buffer read to its end before the new one.
-    let b = Daemon::start(&["--bpf-pin-dir", dir_arg, "--ring-buffer-size", "16MiB"]);
-    execs.wait_for_more(30);
-    let ids = bpf_ids(b.pid());
-    let n = execs.stop();
-    b.wait_for(1, Duration::from_secs(20), |v| {
-        has_arg(v, &m) && loop_index(v) == Some(n - 1)
-    });
-    let b = b.stop();
+    let start_resized = || Daemon::start(&pins.args(&["--ring-buffer-size", "16MiB"]));
+    let HandedOver {
+        outputs: [a, b],
+        ids,
+        n,
+    } = through_daemons(&m, [&start, &start_resized], Daemon::stop);
     assert!(b.status.success(), "{}", b.stderr);
     assert!(
         b.stderr.contains(
@@ -538,9 +541,7 @@ fn a_new_ring_buffer_size_drains_the_old_buffer_first_and_decodes_it() {
         "counters kept: {sb}"
     );
     assert_accounting(&sb);
-    let out = detach(&dir);
-    assert!(out.status.success());
-    assert_all_gone(&ids);
+    pins.detach_frees(&ids);
 }
 
 #[test]

@@ -8,15 +8,16 @@ mod common;
 mod spawned;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{ensure_journald, journal_entries};
+use common::{ensure_journald, journal_entries, wait_journal_entries};
 use common::{marker, run_quiet};
 use execwatch::output::journald::message_ids as ids;
 use serde_json::Value;
 use spawned::{NotifySocket, BIN};
 
 const VENV_PYTHON: &str = "/var/cache/execwatch/venv/bin/python3";
+const JOURNAL_WAIT: Duration = Duration::from_secs(15);
 
 /// Parse a config with Python (tomllib, or PyYAML from the test venv) and
 /// return it as JSON.
@@ -246,17 +247,6 @@ fn forged_entry(m: &str) -> String {
     )
 }
 
-fn wait_entries(matches: &[String], n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let e = journal_entries(matches);
-        if e.len() >= n || Instant::now() > deadline {
-            return e;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn forged_logger_entries_are_not_selected_by_the_shipped_configs() {
     common::require_root();
@@ -307,7 +297,7 @@ fn forged_logger_entries_are_not_selected_by_the_shipped_configs() {
     // shipped before (identifier and MESSAGE_ID).
     let real_arg = format!("EXECWATCH_ARGV_1={real}");
     let forged_arg = format!("EXECWATCH_ARGV_1={forged}");
-    let forgeries = wait_entries(std::slice::from_ref(&forged_arg), 2);
+    let forgeries = wait_journal_entries(std::slice::from_ref(&forged_arg), 2, JOURNAL_WAIT);
     assert_eq!(forgeries.len(), 2, "{forgeries:?}");
     for f in &forgeries {
         assert_ne!(
@@ -338,7 +328,7 @@ fn forged_logger_entries_are_not_selected_by_the_shipped_configs() {
             m
         };
         // The real exec, and its exit: both execwatch's own entries.
-        let selected = wait_entries(&with(&real_arg), 2);
+        let selected = wait_journal_entries(&with(&real_arg), 2, JOURNAL_WAIT);
         assert_eq!(
             selected.len(),
             2,

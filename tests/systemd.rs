@@ -5,10 +5,13 @@ mod common;
 
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::notify::NotifySocket;
-use common::{ensure_journald, journal_bytes as bytes, journal_entries, marker, run_quiet};
+use common::{
+    ensure_journald, journal_bytes as bytes, journal_entries, marker, run_quiet,
+    wait_journal_entries,
+};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -107,19 +110,13 @@ fn journald_entries_are_native_fields_and_cannot_be_forged() {
     kill(Pid::from_raw(daemon_pid as i32), Signal::SIGTERM).unwrap();
     assert!(child.wait().unwrap().success());
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let entries = loop {
-        // Other tests' daemons record the same exec: take ours.
-        let e = journal_entries(&[
-            format!("EXECWATCH_ARGV_1={m}"),
-            format!("_PID={daemon_pid}"),
-            "EXECWATCH_ACTION=exec".into(),
-        ]);
-        if !e.is_empty() || Instant::now() > deadline {
-            break e;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    // Other tests' daemons record the same exec: take ours.
+    let ours = [
+        format!("EXECWATCH_ARGV_1={m}"),
+        format!("_PID={daemon_pid}"),
+        "EXECWATCH_ACTION=exec".into(),
+    ];
+    let entries = wait_journal_entries(&ours, 1, Duration::from_secs(10));
     assert_eq!(entries.len(), 1, "one entry per exec: {entries:?}");
     let e = &entries[0];
     let msg = bytes(&e["MESSAGE"]);
@@ -191,11 +188,9 @@ fn journald_is_the_default_when_stderr_is_the_journal() {
         .read_to_string(&mut out)
         .unwrap();
     assert!(out.is_empty(), "nothing on stdout in journald mode: {out}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while journal_entries(&[format!("EXECWATCH_ARGV_1={m}")]).is_empty() {
-        assert!(Instant::now() < deadline, "entry not in the journal");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let arg = format!("EXECWATCH_ARGV_1={m}");
+    let entries = wait_journal_entries(&[&arg], 1, Duration::from_secs(10));
+    assert!(!entries.is_empty(), "entry {arg} not in the journal");
 }
 
 fn repo_file(rel: &str) -> std::path::PathBuf {

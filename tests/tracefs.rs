@@ -7,16 +7,11 @@
 //! left alone.
 
 mod common;
-mod spawned;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::{has_arg, marker};
-use serde_json::Value;
-use spawned::{Spawned, BIN};
+use common::{has_arg, marker, Daemon, BIN};
 
 /// `execwatch --format json ARGS` in a new mount namespace without tracefs.
 fn without_tracefs(args: &[&str]) -> Command {
@@ -42,26 +37,9 @@ fn tracefs_mounts(pid: u32) -> Vec<String> {
         .collect()
 }
 
-/// Collect the daemon's events.
-fn events_of(d: &mut Spawned) -> Arc<Mutex<Vec<Value>>> {
-    let out = d.child.stdout.take().unwrap();
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let ev = Arc::clone(&events);
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                ev.lock().unwrap().push(v);
-            }
-        }
-    });
-    events
-}
-
 #[test]
 fn without_tracefs_it_mounts_privately_reads_the_ids_unmounts_and_captures_failures() {
-    let mut d = Spawned::start_command(without_tracefs(&[]), Stdio::piped(), &[]);
-    let events = events_of(&mut d);
+    let d = Daemon::start_cmd(without_tracefs(&[]));
     // Attached, and no tracefs anywhere in its mount namespace.
     assert_eq!(tracefs_mounts(d.pid()), Vec::<String>::new());
     let m = marker("tracefs");
@@ -69,18 +47,11 @@ fn without_tracefs_it_mounts_privately_reads_the_ids_unmounts_and_captures_failu
         .arg(&m)
         .status()
         .is_err());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let e = loop {
-        if let Some(e) = events.lock().unwrap().iter().find(|v| has_arg(v, &m)) {
-            break e.clone();
-        }
-        assert!(Instant::now() < deadline, "{}", d.stderr());
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(e["error"]["code"], "ENOENT");
-    d.sigterm();
-    assert!(d.wait_exit(Duration::from_secs(20)).success());
-    let err = d.stderr();
+    let e = d.wait_for(1, Duration::from_secs(20), |v| has_arg(v, &m));
+    assert_eq!(e[0]["error"]["code"], "ENOENT");
+    let stopped = d.stop_within(Duration::from_secs(20));
+    assert!(stopped.status.success());
+    let err = &stopped.stderr;
     let dir = err
         .split("mounted tracefs at ")
         .nth(1)
@@ -101,15 +72,11 @@ fn without_tracefs_it_mounts_privately_reads_the_ids_unmounts_and_captures_failu
 #[test]
 fn nothing_is_mounted_when_the_tracepoints_are_not_used() {
     for mode in ["sys-exit", "off"] {
-        let mut d = Spawned::start_command(
-            without_tracefs(&["--failed-execs", mode]),
-            Stdio::null(),
-            &[],
-        );
+        let d = Daemon::start_cmd(without_tracefs(&["--failed-execs", mode]));
         assert_eq!(tracefs_mounts(d.pid()), Vec::<String>::new(), "{mode}");
-        d.sigterm();
-        assert!(d.wait_exit(Duration::from_secs(20)).success());
-        let err = d.stderr();
+        let stopped = d.stop_within(Duration::from_secs(20));
+        assert!(stopped.status.success());
+        let err = &stopped.stderr;
         assert!(!err.contains("mounted tracefs"), "{mode}: {err}");
         assert!(
             err.contains(&format!(r#""failed_execs":"{}""#, mode)),

@@ -1,6 +1,7 @@
 //! A real journald for the tests, and reading it back. Standalone (used by
 //! tests/common and tests/spawned through `#[path]`).
 
+use std::ffi::OsStr;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,17 +49,36 @@ pub fn ensure_journald() {
     }
 }
 
-/// journald entries matching `matches` (journalctl match expressions).
-pub fn journal_entries(matches: &[String]) -> Vec<Value> {
+/// journald entries selected by `args` (journalctl match expressions, and
+/// options such as `--file=`).
+pub fn journal_entries<S: AsRef<OsStr>>(args: &[S]) -> Vec<Value> {
     let out = Command::new("journalctl")
         .args(["-o", "json", "--no-pager", "--all"])
-        .args(matches)
+        .args(args)
         .output()
         .expect("run journalctl");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
+}
+
+/// [`journal_entries`] once at least `n` are there, or `timeout` has
+/// passed: journald writes what it receives some time later. The caller
+/// checks what it got.
+pub fn wait_journal_entries<S: AsRef<OsStr>>(
+    args: &[S],
+    n: usize,
+    timeout: Duration,
+) -> Vec<Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let entries = journal_entries(args);
+        if entries.len() >= n || Instant::now() > deadline {
+            return entries;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// A journal field as bytes: journalctl gives non-printable values as arrays.

@@ -4,7 +4,9 @@
 pub mod journal;
 pub mod notify;
 #[allow(unused_imports)]
-pub use journal::{ensure_journald, journal_bytes, journal_entries, JOURNAL_SOCKET};
+pub use journal::{
+    ensure_journald, journal_bytes, journal_entries, wait_journal_entries, JOURNAL_SOCKET,
+};
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
@@ -300,11 +302,40 @@ impl Daemon {
 
     /// SIGTERM, then wait for exit and collect everything.
     pub fn stop(mut self) -> Stopped {
+        self.sigterm();
+        self.stopped_cleanly()
+    }
+
+    /// [`Daemon::stop`], but the daemon must exit within `timeout`: past
+    /// it, it is killed and the test fails.
+    pub fn stop_within(mut self, timeout: Duration) -> Stopped {
+        self.sigterm();
+        let deadline = Instant::now() + timeout;
+        while self.child.try_wait().expect("wait execwatch").is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let stopped = self.stop_now();
+                panic!(
+                    "execwatch still running {timeout:?} after SIGTERM; stderr:\n{}",
+                    stopped.stderr
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        self.stopped_cleanly()
+    }
+
+    fn sigterm(&self) {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
         )
         .expect("signal execwatch");
+    }
+
+    /// Collect everything of a daemon told to stop: its output must end
+    /// in a whole line.
+    fn stopped_cleanly(&mut self) -> Stopped {
         let stopped = self.stop_now();
         if let Some(t) = self.cut_tail.lock().unwrap().take() {
             panic!(

@@ -222,6 +222,26 @@ pub fn anon_kib(pid: u32) -> u64 {
     status_kib(pid, "RssAnon:")
 }
 
+/// [`anon_kib`] once three reads 200 ms apart agree: the daemon is done
+/// with what it was given. Fails if it has not settled within 30 s.
+pub fn settled_anon_kib(pid: u32) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut reads = vec![anon_kib(pid)];
+    loop {
+        if let [a, b, c] = reads[reads.len().saturating_sub(3)..] {
+            if a == b && b == c {
+                return c;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "RssAnon of {pid} did not settle in 30 s: {reads:?} KiB"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        reads.push(anon_kib(pid));
+    }
+}
+
 fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
