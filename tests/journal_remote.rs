@@ -8,13 +8,10 @@ mod common;
 use common::{ensure_journald, journal_bytes as bytes, journal_entries, wait_journal_entries};
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use serde_json::Value;
 
 const REMOTE: &str = "/lib/systemd/systemd-journal-remote";
@@ -119,39 +116,10 @@ fn fields(entry: &Value) -> BTreeMap<String, Value> {
         .collect()
 }
 
-/// Run execwatch --format journald until one marked exec is recorded; its
-/// pid and the marker.
+/// Run execwatch --format journald until one marked exec is in the
+/// journal; the daemon's pid (journald's _PID of its entries) and the marker.
 fn record_one_exec() -> (u32, String) {
-    let dir = std::env::temp_dir().join(format!("execwatch-jr-notify-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let sock = UnixDatagram::bind(dir.join("notify")).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let mut daemon = Command::new(common::BIN)
-        .args(["run", "--format", "journald", "--comm", "true"])
-        .env("NOTIFY_SOCKET", dir.join("notify"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Ok(n) = sock.recv(&mut buf) {
-            if String::from_utf8_lossy(&buf[..n]).contains("READY=1") {
-                break;
-            }
-        }
-        if let Ok(Some(st)) = daemon.try_wait() {
-            panic!(
-                "execwatch exited ({st}): {}",
-                common::read_all(daemon.stderr.take().unwrap())
-            );
-        }
-        assert!(Instant::now() < deadline, "execwatch did not become ready");
-    }
+    let daemon = common::Daemon::start_format("journald", &["--comm", "true"]);
     let m = common::marker("journal-remote");
     let hostile: [&[u8]; 3] = [b"line\nFORGED_FIELD=1", b"\xff\xfe", "caf\u{e9}".as_bytes()];
     let mut cmd = Command::new("/bin/true");
@@ -160,12 +128,26 @@ fn record_one_exec() -> (u32, String) {
         cmd.arg(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(a));
     }
     assert!(common::run_quiet(&mut cmd).success());
-    std::thread::sleep(Duration::from_millis(500));
-    let pid = daemon.id();
-    kill(Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
-    assert!(daemon.wait().unwrap().success());
-    let _ = std::fs::remove_dir_all(&dir);
+    let pid = daemon.pid();
+    let ours = exec_entry_matches(&m, pid);
+    let written = wait_journal_entries(&ours, 1, Duration::from_secs(10));
+    assert!(
+        !written.is_empty(),
+        "no journal entry {ours:?} from the daemon"
+    );
+    let stopped = daemon.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
     (pid, m)
+}
+
+/// journalctl matches for the exec's entry written by the daemon `pid`
+/// (its exit has the same argv and an entry of its own).
+fn exec_entry_matches(m: &str, pid: u32) -> [String; 3] {
+    [
+        format!("EXECWATCH_ARGV_1={m}"),
+        format!("_PID={pid}"),
+        "EXECWATCH_ACTION=exec".to_string(),
+    ]
 }
 
 #[test]
@@ -216,12 +198,7 @@ fn journal_upload_carries_every_field_to_journal_remote() {
         .first()
         .and_then(|e| e["__CURSOR"].as_str().map(str::to_string));
     let (daemon_pid, m) = record_one_exec();
-    // The exec's entry (its exit has the same argv and an entry of its own).
-    let ours = [
-        format!("EXECWATCH_ARGV_1={m}"),
-        format!("_PID={daemon_pid}"),
-        "EXECWATCH_ACTION=exec".to_string(),
-    ];
+    let ours = exec_entry_matches(&m, daemon_pid);
     let local = wait_journal_entries(&ours, 1, Duration::from_secs(10));
     assert_eq!(local.len(), 1, "one local entry for the exec: {local:?}");
 
