@@ -3,9 +3,9 @@
 
 mod common;
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::notify::NotifySocket;
 use common::{
@@ -77,13 +77,40 @@ fn no_notify_socket_is_a_no_op() {
     let mut child = Command::new(common::BIN)
         .args(["--format", "json"])
         .env_remove("NOTIFY_SOCKET")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    let (lines, stdout) = std::sync::mpsc::channel();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        // Read to the end: a closed pipe would fail the daemon's writes.
+        for line in out.lines() {
+            let _ = lines.send(line.unwrap());
+        }
+    });
+    // No READY=1 to wait for: past that point once an exec is recorded.
+    let m = marker("no-notify");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    'recorded: loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "execwatch exited without a NOTIFY_SOCKET"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "execwatch recorded no exec without a NOTIFY_SOCKET"
+        );
+        assert!(run_quiet(Command::new("/bin/true").arg(&m)).success());
+        while let Ok(line) = stdout.recv_timeout(Duration::from_millis(100)) {
+            if line.contains(&m) {
+                break 'recorded;
+            }
+        }
+    }
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     assert!(child.wait().unwrap().success());
+    reader.join().unwrap();
 }
 
 #[test]
@@ -106,17 +133,18 @@ fn journald_entries_are_native_fields_and_cannot_be_forged() {
     let status = run_quiet(&mut cmd);
     assert!(status.success());
     let daemon_pid = child.id();
-    std::thread::sleep(Duration::from_millis(500));
-    kill(Pid::from_raw(daemon_pid as i32), Signal::SIGTERM).unwrap();
-    assert!(child.wait().unwrap().success());
-
     // Other tests' daemons record the same exec: take ours.
     let ours = [
         format!("EXECWATCH_ARGV_1={m}"),
         format!("_PID={daemon_pid}"),
         "EXECWATCH_ACTION=exec".into(),
     ];
-    let entries = wait_journal_entries(&ours, 1, Duration::from_secs(10));
+    let written = wait_journal_entries(&ours, 1, Duration::from_secs(10));
+    assert!(!written.is_empty(), "no journal entry {ours:?}");
+    kill(Pid::from_raw(daemon_pid as i32), Signal::SIGTERM).unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let entries = journal_entries(&ours);
     assert_eq!(entries.len(), 1, "one entry per exec: {entries:?}");
     let e = &entries[0];
     let msg = bytes(&e["MESSAGE"]);
@@ -142,6 +170,15 @@ fn journald_entries_are_native_fields_and_cannot_be_forged() {
 
     // The daemon's own diagnostics are entries with their MESSAGE_IDs too.
     let pid_match = format!("_PID={daemon_pid}");
+    // The summary is sent at exit: journald may not have written it yet.
+    wait_journal_entries(
+        &[
+            pid_match.clone(),
+            "MESSAGE_ID=128cd06b0fd1461899812fb2b650e3b7".into(),
+        ],
+        1,
+        Duration::from_secs(10),
+    );
     let diag = journal_entries(&[pid_match, "SYSLOG_IDENTIFIER=execwatch".into()]);
     let ids: Vec<&str> = diag
         .iter()
@@ -177,7 +214,13 @@ fn journald_is_the_default_when_stderr_is_the_journal() {
     n.until(Duration::from_secs(60), |m| m.contains("READY=1"));
     let m = marker("default");
     assert!(run_quiet(Command::new("/bin/true").arg(&m)).success());
-    std::thread::sleep(Duration::from_millis(500));
+    // Ours: other tests' journald daemons record the same exec.
+    let ours = [
+        format!("EXECWATCH_ARGV_1={m}"),
+        format!("_PID={}", child.id()),
+    ];
+    let written = wait_journal_entries(&ours, 1, Duration::from_secs(10));
+    assert!(!written.is_empty(), "entry {ours:?} not in the journal");
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     assert!(child.wait().unwrap().success());
     let mut out = String::new();
@@ -188,9 +231,6 @@ fn journald_is_the_default_when_stderr_is_the_journal() {
         .read_to_string(&mut out)
         .unwrap();
     assert!(out.is_empty(), "nothing on stdout in journald mode: {out}");
-    let arg = format!("EXECWATCH_ARGV_1={m}");
-    let entries = wait_journal_entries(&[&arg], 1, Duration::from_secs(10));
-    assert!(!entries.is_empty(), "entry {arg} not in the journal");
 }
 
 fn repo_file(rel: &str) -> std::path::PathBuf {
