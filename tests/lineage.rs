@@ -114,6 +114,7 @@ fn lineage_exits_and_hashes_in_every_format() {
         .unwrap();
     let ran_from = Instant::now();
     f.exec_at(&m, 2);
+    // On purpose: a known least lifetime, the duration's lower bound below.
     std::thread::sleep(Duration::from_millis(300));
     sleeper.kill().unwrap();
     sleeper.wait().unwrap();
@@ -170,7 +171,11 @@ fn no_exits_turns_the_hook_off_in_the_kernel() {
         .wait_for(1, Duration::from_secs(10), |v| common::has_arg(v, &m))
         .remove(0);
     assert!(ev["process"].get("hash").is_none(), "{ev}");
-    std::thread::sleep(Duration::from_millis(500));
+    // An exit record of the first would be in the one ring buffer before
+    // this exec's, which starts after the first was reaped.
+    let later = marker("noexit-later");
+    run(Command::new("/bin/true").arg(&later));
+    d.wait_for(1, Duration::from_secs(10), |v| common::has_arg(v, &later));
     let stopped = d.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);
     assert!(
