@@ -107,31 +107,20 @@ fn hostile_argv_is_captured_exactly_and_escaped() {
 
 #[test]
 fn text_format_cannot_be_forged_by_argv() {
-    common::require_root();
     let m = marker("text");
-    let mut child = Command::new(common::BIN)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait for attach by polling stderr is awkward here; the daemon logs
-    // "attached" before reading, so give it a moment and retry the exec.
+    // No --format: text is the default on a pipe.
+    let d = Daemon::start_cmd_format(Command::new(common::BIN), "text");
     let forged = "x\n2026-01-01T00:00:00.000000000Z exec seq=0 pid=1 comm=\"init\"";
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || common::read_all(&mut stdout));
-    for _ in 0..50 {
-        run_quiet(Command::new("/bin/true").args([m.as_str(), forged, "\x1b]0;title\x07"]));
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    assert!(child.wait().unwrap().success());
-    let out = reader.join().unwrap();
-    let ours: Vec<&str> = out.lines().filter(|l| l.contains(&m)).collect();
-    assert!(!ours.is_empty(), "no text line with the marker:\n{out}");
+    assert!(
+        run_quiet(Command::new("/bin/true").args([m.as_str(), forged, "\x1b]0;title\x07"]))
+            .success()
+    );
+    d.wait_for_lines(1, Duration::from_secs(10), &m);
+    let stopped = d.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let out = &stopped.lines;
+    let ours: Vec<&String> = out.iter().filter(|l| l.contains(&m)).collect();
+    assert!(!ours.is_empty(), "no text line with the marker:\n{out:#?}");
     for line in &ours {
         assert!(
             line.contains(r#""x\n2026-01-01T00:00:00.000000000Z exec seq=0 pid=1 comm=\"init\"""#),
@@ -142,7 +131,7 @@ fn text_format_cannot_be_forged_by_argv() {
     }
     // The forged text never starts a line of its own.
     assert!(!out
-        .lines()
+        .iter()
         .any(|l| l.starts_with("2026-01-01T00:00:00.000000000Z")));
 }
 
@@ -429,6 +418,7 @@ fn sigterm_drains_what_is_already_in_the_ring_buffer() {
     // A 10 s poll interval and a wakeup threshold far away: the records sit
     // in the ring buffer until SIGTERM makes the daemon drain them.
     let d = Daemon::start(&["--poll-interval", "10000"]);
+    // Kept: lets the loop's first turn after READY pass (not observable).
     std::thread::sleep(Duration::from_millis(200));
     let m = marker("drain");
     for _ in 0..50 {

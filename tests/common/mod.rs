@@ -129,7 +129,13 @@ impl Daemon {
     /// Start `cmd`, which runs execwatch with `--format json` (through a
     /// wrapper, say), and wait for READY=1.
     pub fn start_cmd(cmd: Command) -> Daemon {
-        Daemon::spawn_cmd(cmd, "json", Stdio::piped(), &[])
+        Daemon::start_cmd_format(cmd, "json")
+    }
+
+    /// [`Daemon::start_cmd`] for a `cmd` whose output is in `format` (its
+    /// default format, say).
+    pub fn start_cmd_format(cmd: Command, format: &str) -> Daemon {
+        Daemon::spawn_cmd(cmd, format, Stdio::piped(), &[])
     }
 
     fn spawn_cmd(mut cmd: Command, format: &str, stdout: Stdio, env: &[(&str, &str)]) -> Daemon {
@@ -245,6 +251,26 @@ impl Daemon {
             .filter(|l| l.contains(needle))
             .cloned()
             .collect()
+    }
+
+    /// Wait until at least `n` text lines contain `needle`; panics after
+    /// `timeout`.
+    pub fn wait_for_lines(&self, n: usize, timeout: Duration, needle: &str) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found = self.lines_with(needle);
+            if found.len() >= n {
+                return found;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "waited {timeout:?} for {n} lines with {needle:?}, saw {}; stderr:\n{}",
+                    found.len(),
+                    self.stderr.lock().unwrap()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Events seen so far that satisfy `pred`.
