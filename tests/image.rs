@@ -9,8 +9,8 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::DirBuilderExt;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::{marker, podman, run_quiet, PodmanImage};
 use serde_json::Value;
@@ -91,13 +91,19 @@ fn image_runs_with_two_capabilities_and_attributes_containers() {
         all
     });
     let out = tracer.stdout.take().unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let written = Arc::clone(&events);
     let out_reader = std::thread::spawn(move || {
-        BufReader::new(out)
+        for v in BufReader::new(out)
             .lines()
             .map_while(Result::ok)
             .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
-            .collect::<Vec<_>>()
+        {
+            written.lock().unwrap().push(v);
+        }
     });
+    // The podman command itself carries the marker too: match by program.
+    let exec_of = |e: &Value, m: &str| common::has_arg(e, m) && e["process"]["name"] == "true";
     if rx.recv_timeout(Duration::from_secs(60)).is_err() {
         let _ = tracer.kill();
         panic!(
@@ -135,7 +141,16 @@ fn image_runs_with_two_capabilities_and_attributes_containers() {
         .trim()
         .to_string();
     let _ = std::fs::remove_file(&cidfile);
-    std::thread::sleep(Duration::from_secs(1));
+    // Until the tracer has written both execs; if it never does, `find`
+    // below fails with its stderr.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline
+        && ![&host_marker, &ctr_marker]
+            .iter()
+            .all(|m| events.lock().unwrap().iter().any(|e| exec_of(e, m)))
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     assert!(podman()
         .args(["kill", "--signal", "TERM", &name])
@@ -143,26 +158,26 @@ fn image_runs_with_two_capabilities_and_attributes_containers() {
         .unwrap()
         .success());
     assert!(tracer.wait().unwrap().success());
-    let events = out_reader.join().unwrap();
+    out_reader.join().unwrap();
+    let events = events.lock().unwrap();
     let stderr = err_reader.join().unwrap();
     let _ = podman().args(["rmi", "-f", &tag]).output();
     let _ = std::fs::remove_file(&seccomp);
 
-    // The podman command itself carries the marker too: match by program.
-    let find = |m: &str, name: &str| {
+    let find = |m: &str| {
         events
             .iter()
-            .find(|e| common::has_arg(e, m) && e["process"]["name"] == name)
+            .find(|e| exec_of(e, m))
             .unwrap_or_else(|| panic!("no event for {m}; stderr:\n{stderr}"))
             .clone()
     };
-    let host = find(&host_marker, "true");
+    let host = find(&host_marker);
     assert!(host.get("container").is_none(), "{host}");
     assert_eq!(
         host["execwatch"]["pid_ns"]["host"], true,
         "--pid=host: the host's pids"
     );
-    let ctr = find(&ctr_marker, "true");
+    let ctr = find(&ctr_marker);
     assert_eq!(ctr["container"]["id"], cid.as_str(), "{ctr}");
     assert_eq!(ctr["container"]["runtime"], "podman");
     assert_eq!(ctr["process"]["executable"], "/bin/busybox");
