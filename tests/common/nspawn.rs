@@ -258,8 +258,21 @@ impl Drop for Container {
         let _ = std::fs::write(self.cgroup.join("cgroup.kill"), "1");
         let _ = self.nspawn.kill();
         let _ = self.nspawn.wait();
-        std::thread::sleep(Duration::from_millis(300));
+        wait_unpopulated(&self.cgroup, Duration::from_secs(10));
         remove_cgroup_tree(&self.cgroup);
+    }
+}
+
+/// Wait until no process is left in `cgroup` or below it: killed ones leave
+/// as they exit, and only an empty cgroup can be removed. Past `timeout` it
+/// returns (a drop does not panic); the removal then fails as it would.
+fn wait_unpopulated(cgroup: &Path, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline
+        && std::fs::read_to_string(cgroup.join("cgroup.events"))
+            .is_ok_and(|events| events.lines().any(|l| l == "populated 1"))
+    {
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
