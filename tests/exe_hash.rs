@@ -130,6 +130,7 @@ fn a_binary_rewritten_in_place_gets_its_new_hash() {
     assert_eq!(first, sha256sum(&p));
 
     // Same path, same inode, new bytes of the same size.
+    // Kept: a later timestamp tick, so mtime/ctime can change.
     std::thread::sleep(Duration::from_millis(20));
     let mut f = fs::OpenOptions::new().write(true).open(&p).unwrap();
     f.write_all(b"#!/bin/sh\necho two\n").unwrap();
