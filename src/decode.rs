@@ -131,6 +131,9 @@ impl ExecEvent {
             self.cwd.push(b'/'); // the walk stopped at the root at once
         }
         self.script_truncated = flag(F::EVENT_FLAG_SCRIPT_TRUNCATED);
+        self.exe_outside_root = flag(F::EVENT_FLAG_EXE_OUTSIDE_ROOT);
+        self.cwd_outside_root = flag(F::EVENT_FLAG_CWD_OUTSIDE_ROOT);
+        self.script_outside_root = flag(F::EVENT_FLAG_SCRIPT_OUTSIDE_ROOT);
         assemble_path(&mut self.script, script, self.script_truncated);
         self.exe_pseudo = flag(F::EVENT_FLAG_EXE_PSEUDO);
         self.exe_upper_layer = flag(F::EVENT_FLAG_EXE_UPPER_LAYER);

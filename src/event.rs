@@ -230,6 +230,11 @@ pub struct ExecEvent {
     /// The `#!` script (or binfmt_misc file) the interpreter runs; empty if none.
     pub script: Vec<u8>,
     pub script_truncated: bool,
+    /// These paths lie outside the process's root directory (a chroot): they
+    /// are then from the root of the mount namespace.
+    pub exe_outside_root: bool,
+    pub cwd_outside_root: bool,
+    pub script_outside_root: bool,
     /// The executable is a pseudo file (memfd, anonymous): no path on a disk.
     pub exe_pseudo: bool,
     /// The executable is on an overlayfs upper (writable) layer.

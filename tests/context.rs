@@ -302,7 +302,38 @@ fn chrooted_exec_paths_are_from_its_root() {
         .args(["/mnt/busybox", "true", &m]));
     f.exec_at(&m, 2)
         .has("process.executable", "/mnt/busybox".into())
-        .has("process.working_directory", "/".into());
+        .has("process.working_directory", "/".into())
+        .lacks("execwatch.executable_outside_root")
+        .lacks("execwatch.working_directory_outside_root");
+
+    // Outside the root: a chroot without a chdir keeps the old working
+    // directory, and a file opened before the chroot runs through its fd.
+    // Their paths are then from the namespace's root, and flagged.
+    let outside = scratch_dir("outside");
+    // Static: the chroot has no dynamic loader.
+    let host_true = outside.0.join("busybox");
+    copy_exe("/bin/busybox", &host_true, 0o755);
+    let m = marker("outside");
+    run(Command::new(PYTHON)
+        .args([
+            "-c",
+            "import os, sys\n\
+             fd = os.open(sys.argv[2], os.O_RDONLY)\n\
+             os.chroot(sys.argv[1])\n\
+             os.execve(fd, ['true', sys.argv[3]], {})",
+        ])
+        .arg(&dir.0)
+        .arg(&host_true)
+        .arg(&m)
+        .current_dir(&outside.0));
+    f.exec_with(&m)
+        .has("process.executable", host_true.to_str().unwrap().into())
+        .has("execwatch.executable_outside_root", true.into())
+        .has(
+            "process.working_directory",
+            outside.0.to_str().unwrap().into(),
+        )
+        .has("execwatch.working_directory_outside_root", true.into());
     f.stop();
 }
 

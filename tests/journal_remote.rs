@@ -129,7 +129,7 @@ fn record_one_exec() -> (u32, String) {
     }
     assert!(common::run_quiet(&mut cmd).success());
     let pid = daemon.pid();
-    let ours = exec_entry_matches(&m, pid);
+    let ours = common::exec_entry_matches(&m, pid);
     let written = wait_journal_entries(&ours, 1, Duration::from_secs(10));
     assert!(
         !written.is_empty(),
@@ -142,14 +142,6 @@ fn record_one_exec() -> (u32, String) {
 
 /// journalctl matches for the exec's entry written by the daemon `pid`
 /// (its exit has the same argv and an entry of its own).
-fn exec_entry_matches(m: &str, pid: u32) -> [String; 3] {
-    [
-        format!("EXECWATCH_ARGV_1={m}"),
-        format!("_PID={pid}"),
-        "EXECWATCH_ACTION=exec".to_string(),
-    ]
-}
-
 #[test]
 fn journal_upload_carries_every_field_to_journal_remote() {
     common::require_root();
@@ -198,7 +190,7 @@ fn journal_upload_carries_every_field_to_journal_remote() {
         .first()
         .and_then(|e| e["__CURSOR"].as_str().map(str::to_string));
     let (daemon_pid, m) = record_one_exec();
-    let ours = exec_entry_matches(&m, daemon_pid);
+    let ours = common::exec_entry_matches(&m, daemon_pid);
     let local = wait_journal_entries(&ours, 1, Duration::from_secs(10));
     assert_eq!(local.len(), 1, "one local entry for the exec: {local:?}");
 

@@ -116,7 +116,9 @@ fn a_paused_reader_loses_counted_records_and_recovers() {
 #[test]
 fn a_blocked_output_pipe_loses_counted_records_and_recovers() {
     // stdout is a pipe nobody reads for a while: writes block, the ring fills.
-    let (out_r, out_w) = nix::unistd::pipe().unwrap();
+    // Close-on-exec: another test's child holding the write end would keep
+    // the reader below from ever seeing the end.
+    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
     let d = Daemon::start_with_stdout(
         "json",
         &["--ring-buffer-size", "64KiB"],

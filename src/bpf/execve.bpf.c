@@ -341,6 +341,7 @@ static __always_inline __u32 write_cwd(struct event_buf *buf, __u32 base,
 		.full_flag = EVENT_FLAG_CWD_TRUNCATED,
 		.fail_flag = EVENT_FLAG_CWD_TRUNCATED,
 		.fail_stat = STAT_PATH_READ_FAILED,
+		.outside_flag = EVENT_FLAG_CWD_OUTSIDE_ROOT,
 	};
 	struct fs_struct *fs = task->fs;
 	int pseudo;
@@ -361,6 +362,7 @@ static __always_inline __u32 write_exe(struct event_buf *buf, __u32 base, struct
 		.full_flag = EVENT_FLAG_EXE_TRUNCATED,
 		.fail_flag = EVENT_FLAG_EXE_READ_FAILED,
 		.fail_stat = STAT_EXE_READ_FAILED,
+		.outside_flag = EVENT_FLAG_EXE_OUTSIDE_ROOT,
 	};
 	struct event *ev = &buf->ev;
 	struct inode *inode = file->f_inode;
@@ -397,6 +399,7 @@ static __always_inline __u32 write_script(struct event_buf *buf, __u32 base,
 		.full_flag = EVENT_FLAG_SCRIPT_TRUNCATED,
 		.fail_flag = EVENT_FLAG_SCRIPT_TRUNCATED,
 		.fail_stat = STAT_PATH_READ_FAILED,
+		.outside_flag = EVENT_FLAG_SCRIPT_OUTSIDE_ROOT,
 	};
 	struct file *script;
 	int pseudo;

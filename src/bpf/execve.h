@@ -82,6 +82,11 @@ enum event_flag {
 	/* An interpreter runs the file exec was given (#! script, binfmt_misc):
 	 * bprm->interp differs from bprm->filename. */
 	EVENT_FLAG_SCRIPT = 1 << 16,
+	/* The path lies outside the process's root directory (a chroot): it is
+	 * then the path from the root of the mount namespace. */
+	EVENT_FLAG_EXE_OUTSIDE_ROOT = 1 << 17,
+	EVENT_FLAG_CWD_OUTSIDE_ROOT = 1 << 18,
+	EVENT_FLAG_SCRIPT_OUTSIDE_ROOT = 1 << 19,
 };
 
 /* Indexes of the per-CPU `stats` counters. */

@@ -27,14 +27,15 @@ struct walk {
 	__u32 full_flag; /* set when the path is cut */
 	__u32 fail_flag; /* set when a component cannot be read */
 	__u32 fail_stat; /* counted then */
+	__u32 outside_flag; /* set when the walk passes the root without meeting it */
 	/* The process's root directory (fs->root): its chroot, or the root of
 	 * its mount namespace. Paths are as the process sees them. */
 	struct dentry *root_dentry;
 	struct vfsmount *root_mnt;
 };
 
-/* Stop `w` at `task`'s root directory. An exiting task without an fs reads
- * NULLs here (fault-safe loads), which match nothing: walked to the top. */
+/* Stop `w` at `task`'s root directory. The loads are fault-safe: a task
+ * without an fs would read NULLs, which match nothing (walked to the top). */
 static __always_inline void walk_from_root_of(struct walk *w, struct task_struct *task)
 {
 	w->root_dentry = task->fs->root.dentry;
@@ -113,16 +114,22 @@ static __always_inline __u32 write_path(struct event_buf *buf, const struct walk
 	root_mnt = (void *)w->root_mnt - bpf_core_field_offset(struct mount, mnt);
 	d = dentry;
 	for (i = 0; i < EXE_PATH_MAX_DEPTH; i++) {
-		struct dentry *mnt_root = BPF_CORE_READ(mnt, mnt.mnt_root);
-		struct dentry *parent = BPF_CORE_READ(d, d_parent);
+		struct dentry *mnt_root, *parent;
 
 		if (d == w->root_dentry && mnt == root_mnt)
 			goto done; /* a mount above reached the process's root */
+		mnt_root = BPF_CORE_READ(mnt, mnt.mnt_root);
+		parent = BPF_CORE_READ(d, d_parent);
 		if (d == mnt_root || d == parent) {
 			struct mount *mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
 
-			if (d != mnt_root || mnt_parent == mnt)
-				goto done; /* reached the namespace root */
+			if (d != mnt_root || mnt_parent == mnt) {
+				/* The namespace root: the process's root was not on the
+				 * way, so this path is not one the process can name. */
+				if (d == mnt_root && w->root_dentry)
+					buf->ev.flags |= w->outside_flag;
+				goto done;
+			}
 			d = BPF_CORE_READ(mnt, mnt_mountpoint);
 			mnt = mnt_parent;
 			continue;

@@ -25,7 +25,7 @@ struct Path {
 }
 
 /// Longest `"key":{` kept inline (a test checks every key fits).
-const KEY_MAX: usize = 32;
+const KEY_MAX: usize = 40;
 
 /// `"k":` followed by `open` (empty, or `{`), made once per key, padded so
 /// that it is copied with a fixed-size move: a memcpy call per key cost

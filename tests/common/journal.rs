@@ -89,3 +89,13 @@ pub fn journal_bytes(v: &Value) -> Vec<u8> {
         other => panic!("not a journal field value: {other}"),
     }
 }
+
+/// journalctl matches for the exec entry whose argv[1] is `m`, written by
+/// the daemon `pid` (other tests' daemons record the same exec).
+pub fn exec_entry_matches(m: &str, pid: u32) -> [String; 3] {
+    [
+        format!("EXECWATCH_ARGV_1={m}"),
+        format!("_PID={pid}"),
+        "EXECWATCH_ACTION=exec".to_string(),
+    ]
+}
