@@ -257,15 +257,29 @@ impl Daemon {
     /// Wait until at least `n` text lines contain `needle`; panics after
     /// `timeout`.
     pub fn wait_for_lines(&self, n: usize, timeout: Duration, needle: &str) -> Vec<String> {
+        self.wait_n(n, timeout, &format!("lines with {needle:?}"), || {
+            self.lines_with(needle)
+        })
+    }
+
+    /// Poll `found` until it gives at least `n` items; panics after
+    /// `timeout`, saying it waited for `n` of `what`.
+    fn wait_n<T>(
+        &self,
+        n: usize,
+        timeout: Duration,
+        what: &str,
+        found: impl Fn() -> Vec<T>,
+    ) -> Vec<T> {
         let deadline = Instant::now() + timeout;
         loop {
-            let found = self.lines_with(needle);
+            let found = found();
             if found.len() >= n {
                 return found;
             }
             if Instant::now() > deadline {
                 panic!(
-                    "waited {timeout:?} for {n} lines with {needle:?}, saw {}; stderr:\n{}",
+                    "waited {timeout:?} for {n} {what}, saw {}; stderr:\n{}",
                     found.len(),
                     self.stderr.lock().unwrap()
                 );
@@ -292,21 +306,7 @@ impl Daemon {
         timeout: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> Vec<Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let found = self.matching(&pred);
-            if found.len() >= n {
-                return found;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "waited {timeout:?} for {n} matching events, saw {}; stderr:\n{}",
-                    found.len(),
-                    self.stderr.lock().unwrap()
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_n(n, timeout, "matching events", || self.matching(&pred))
     }
 
     pub fn pid(&self) -> u32 {
