@@ -21,6 +21,24 @@ fn components(p: &str) -> usize {
     p.split('/').filter(|c| !c.is_empty()).count()
 }
 
+/// A path exactly at the limit is whole and unflagged; one past it is its
+/// tail, flagged. `want` is the path as the process sees it.
+fn assert_depth(ev: &serde_json::Value, want: &str, whole: bool, depth: usize) {
+    let got = ev["process"]["executable"].as_str().unwrap();
+    if whole {
+        assert_eq!(got, want, "{ev}");
+        assert!(
+            ev["execwatch"].get("executable_truncated").is_none(),
+            "{ev}"
+        );
+    } else {
+        assert!(!got.starts_with('/'), "a cut path is not absolute: {got}");
+        assert_eq!(components(got), depth, "{got}");
+        assert!(want.ends_with(got), "{got}");
+        assert_eq!(ev["execwatch"]["executable_truncated"], true, "{ev}");
+    }
+}
+
 #[test]
 fn executable_paths_at_and_past_the_depth_limit() {
     let d = Daemon::start(&[]);
@@ -38,19 +56,41 @@ fn executable_paths_at_and_past_the_depth_limit() {
         let ev = d
             .wait_for(1, Duration::from_secs(10), |v| has_arg(v, &m))
             .remove(0);
-        let got = ev["process"]["executable"].as_str().unwrap();
-        if whole {
-            assert_eq!(got, exe.to_str().unwrap(), "{total} components: {ev}");
-            assert!(
-                ev["execwatch"].get("executable_truncated").is_none(),
-                "{ev}"
-            );
-        } else {
-            assert!(!got.starts_with('/'), "a cut path is not absolute: {got}");
-            assert_eq!(components(got), depth, "{got}");
-            assert!(exe.to_str().unwrap().ends_with(got), "{got}");
-            assert_eq!(ev["execwatch"]["executable_truncated"], true, "{ev}");
-        }
+        assert_depth(&ev, exe.to_str().unwrap(), whole, depth);
+    }
+    assert!(d.stop().status.success());
+}
+
+/// In a chroot the walk stops at the process's root: the limit counts from
+/// there, and a path exactly at it reaches the root on its last step.
+#[test]
+fn executable_paths_at_and_past_the_depth_limit_in_a_chroot() {
+    let d = Daemon::start(&[]);
+    let root = common::tempdir::TempDir::new("depthroot");
+    common::busybox_rootfs(&root.0);
+    let depth = L::EXE_PATH_MAX_DEPTH.0 as usize;
+    for (total, whole) in [(depth, true), (depth + 1, false)] {
+        let inside = nested(Path::new("/"), total - 1).join("true");
+        let exe = root.0.join(inside.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(exe.parent().unwrap()).unwrap();
+        // busybox runs the applet its name says.
+        std::fs::copy("/bin/busybox", &exe).unwrap();
+        let m = marker("chrootdepth");
+        assert!(Command::new("chroot")
+            .arg(&root.0)
+            .arg(&inside)
+            .arg(&m)
+            .status()
+            .unwrap()
+            .success());
+        // The exec in the chroot (argv[0] is its path), not chroot's own.
+        let argv0 = inside.to_str().unwrap();
+        let ev = d
+            .wait_for(1, Duration::from_secs(10), |v| {
+                has_arg(v, &m) && v["process"]["args"][0] == argv0
+            })
+            .remove(0);
+        assert_depth(&ev, argv0, whole, depth);
     }
     assert!(d.stop().status.success());
 }
