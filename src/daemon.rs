@@ -237,8 +237,6 @@ impl Consumer<'_> {
                 if let (Action::Exit, Some(image)) = (ev.action, me.and_then(|e| e.image.clone())) {
                     ev.executable.clear();
                     ev.executable.extend_from_slice(image.executable());
-                    ev.set_args(image.args());
-                    ev.argc = image.argc() as u32;
                 }
                 let related = |pid: u32| table.get(pid).map(Related::from);
                 ev.lineage = Some(Lineage {

@@ -83,9 +83,7 @@ fn check(b: &Boot, want_kernel: &str, want_hook: &str) {
             .find(|e| {
                 e["process"]["args"]
                     .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|a| a == marker)
+                    .is_some_and(|a| a.iter().any(|a| a == marker))
                     && e["process"]["name"] == name
             })
             .unwrap_or_else(|| {
@@ -145,11 +143,13 @@ fn check(b: &Boot, want_kernel: &str, want_hook: &str) {
     // tp_btf program).
     assert!(
         b.events.iter().any(|e| e["event"]["action"] == "exit"
-            && e["process"]["args"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|x| x == "ew-marker-success"))),
-        "no exit event for the exec on {}",
-        b.kernel
+            && e["process"]["entity_id"] == ok["process"]["entity_id"]),
+        "no exit event for the exec on {} ({ok}); exits: {:?}",
+        b.kernel,
+        b.events
+            .iter()
+            .filter(|e| e["event"]["action"] == "exit")
+            .collect::<Vec<_>>()
     );
 }
 

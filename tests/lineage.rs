@@ -103,7 +103,10 @@ fn lineage_exits_and_hashes_in_every_format() {
         .has("event.type", json!(["end"]))
         .has("execwatch.exit.core_dumped", false.into())
         .lacks("execwatch.exit.signal")
-        .lacks("event.outcome");
+        .lacks("event.outcome")
+        // What ended is named by its entity id; argv is on the start event.
+        .has("process.name", "sh".into())
+        .lacks("process.args");
 
     // SIGKILL: the signal's name, and a duration at least as long as it ran.
     let m = marker("killed");

@@ -43,22 +43,73 @@ impl Formats {
 
     /// The successful exec whose argv[i] is `m`, in each format.
     pub fn exec_at(&self, m: &str, i: usize) -> Seen {
-        self.find(m, i, "exec")
+        self.find(m, i)
     }
 
-    /// The exit of the process whose argv[i] is `m`, in each format.
+    /// The exit of the process whose argv[i] is `m`, in each format. Exit
+    /// events carry no argv: each is found by its start's entity id.
     pub fn exit_at(&self, m: &str, i: usize) -> Seen {
-        self.find(m, i, "exit")
+        let started = self.exec_at(m, i);
+        let id = |v: &Value| v["process"]["entity_id"].as_str().map(str::to_owned);
+        let find = |d: &Daemon, id: &str| {
+            d.wait_for(1, WAIT, |v| {
+                v["process"]["entity_id"] == id && v["event"]["action"] == "exit"
+            })
+            .remove(0)
+        };
+        let json_id = id(&started.json).expect("the exec's entity id");
+        let json = find(&self.json, &json_id);
+        let text_id = text_label(&started.text, "entity").expect("the exec line's entity=");
+        let deadline = Instant::now() + WAIT;
+        let text = loop {
+            let line = self
+                .text
+                .lines_with(&format!(" entity={text_id} "))
+                .into_iter()
+                .find(|l| l.split(' ').nth(1) == Some("exit"));
+            if let Some(l) = line {
+                break l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no text exit line for entity {text_id} (argv[{i}] {m})"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let journal_id = started.journal["EXECWATCH_ENTITY_ID"]
+            .as_str()
+            .expect("the exec entry's EXECWATCH_ENTITY_ID")
+            .to_owned();
+        let journal = loop {
+            let found = journal_entries(&[
+                format!("_PID={}", self.journald.pid()),
+                format!("EXECWATCH_ENTITY_ID={journal_id}"),
+                "EXECWATCH_ACTION=exit".to_owned(),
+            ]);
+            if let Some(e) = found.into_iter().next() {
+                break e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no journal exit entry for entity {journal_id} (argv[{i}] {m})"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        Seen {
+            json,
+            journal,
+            text,
+        }
     }
 
-    /// `action` is `exec` (successful) or `exit`.
-    fn find(&self, m: &str, i: usize, action: &str) -> Seen {
+    /// The successful exec whose argv[i] is `m`, in each format.
+    fn find(&self, m: &str, i: usize) -> Seen {
         let json = self
             .json
             .wait_for(1, WAIT, |v| {
                 v["process"]["args"][i] == m
-                    && v["event"]["action"] == action
-                    && (action == "exit" || v["event"]["outcome"] == "success")
+                    && v["event"]["action"] == "exec"
+                    && v["event"]["outcome"] == "success"
             })
             .remove(0);
         let deadline = Instant::now() + WAIT;
@@ -72,10 +123,10 @@ impl Formats {
                     .is_some_and(|a| a.trim_end_matches(']') == quoted)
             };
             // A successful exec's line: `<time> exec seq=...` (not `exit`,
-            // not `exec failure`); an exit's: `<time> exit seq=...`.
+            // not `exec failure`).
             let exec_ok = |l: &String| {
                 let mut words = l.split(' ').skip(1);
-                words.next() == Some(action) && words.next().is_some_and(|w| w.starts_with("seq="))
+                words.next() == Some("exec") && words.next().is_some_and(|w| w.starts_with("seq="))
             };
             let ok = |l: &String| l.contains(&pid) && exec_ok(l) && ith_is_m(l);
             if let Some(l) = self.text.lines_with(m).into_iter().find(ok) {
@@ -96,10 +147,10 @@ impl Formats {
                 format!("_PID={}", self.journald.pid()),
                 format!("EXECWATCH_ARGV_{i}={m}"),
                 format!("EXECWATCH_PID={}", json["process"]["pid"]),
-                format!("EXECWATCH_ACTION={action}"),
+                "EXECWATCH_ACTION=exec".to_owned(),
             ])
             .into_iter()
-            .filter(|e| action == "exit" || e["EXECWATCH_OUTCOME"] == "success");
+            .filter(|e| e["EXECWATCH_OUTCOME"] == "success");
             if let Some(e) = found.into_iter().next() {
                 break e;
             }
@@ -129,6 +180,13 @@ impl Formats {
         assert!(json.status.success(), "json daemon: {}", json.stderr);
         json
     }
+}
+
+/// The bare value of `label=` on a text line (execwatch's own words, not
+/// quoted).
+fn text_label<'l>(line: &'l str, label: &str) -> Option<&'l str> {
+    let key = format!("{label}=");
+    line.split(' ').find_map(|w| w.strip_prefix(key.as_str()))
 }
 
 /// The value at a dotted JSON path.

@@ -407,21 +407,12 @@ impl Drop for Daemon {
     }
 }
 
-/// Exec events whose argv contains `marker` (exit events carry the argv of
-/// what ended: see [`is_exit_of`]).
+/// Exec events whose argv contains `marker` (exit events carry no argv).
 pub fn has_arg(v: &Value, marker: &str) -> bool {
-    v["event"]["action"] == "exec" && argv_has(v, marker)
-}
-
-/// Exit events of a process whose argv contains `marker`.
-pub fn is_exit_of(v: &Value, marker: &str) -> bool {
-    v["event"]["action"] == "exit" && argv_has(v, marker)
-}
-
-fn argv_has(v: &Value, marker: &str) -> bool {
-    v["process"]["args"]
-        .as_array()
-        .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(marker)))
+    v["event"]["action"] == "exec"
+        && v["process"]["args"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(marker)))
 }
 
 /// The SHA-256 of a file in hex, by `sha256sum`: an implementation
