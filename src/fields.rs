@@ -523,7 +523,7 @@ pub static FIELDS: &[Field] = &[
         text: Text::Label("exe"),
         ty: Type::String,
         present: "success",
-        doc: "Absolute path of the file that runs, resolved by the kernel (symlinks followed, `/dev/fd/N` resolved). For a script, the interpreter. Path as the process sees it: from its root directory, which is the root of its mount namespace (a container's own view) or its chroot (`execwatch.executable_outside_root` when the file lies outside it). For a process already running when execwatch started, the exit event gives the path from execwatch's own root (read from `/proc`).",
+        doc: "Absolute path of the file that runs, resolved by the kernel (symlinks followed, `/dev/fd/N` resolved). For a script, the interpreter. Path as the process sees it: from its root directory, which is the root of its mount namespace (a container's own view) or its chroot (`execwatch.executable_outside_root` when the file lies outside it). On an exit event, the path its exec event gave (that event carries its `execwatch.executable_*` flags); for a process already running when execwatch started, the path from execwatch's own root (read from `/proc`).",
         value: |ev| non_empty(&ev.executable),
     },
     Field {

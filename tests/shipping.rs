@@ -327,8 +327,22 @@ fn forged_logger_entries_are_not_selected_by_the_shipped_configs() {
             m.push(extra.to_string());
             m
         };
-        // The real exec, and its exit: both execwatch's own entries.
-        let selected = wait_journal_entries(&with(&real_arg), 2, JOURNAL_WAIT);
+        // The real exec, and its exit (found by the exec's entity id: an
+        // exit carries no argv): both execwatch's own entries.
+        let exec = wait_journal_entries(&with(&real_arg), 1, JOURNAL_WAIT);
+        assert_eq!(
+            exec.len(),
+            1,
+            "{name} selects execwatch's own exec: {selectors:?}"
+        );
+        let entity = exec[0]["EXECWATCH_ENTITY_ID"]
+            .as_str()
+            .expect("the exec's EXECWATCH_ENTITY_ID");
+        let selected = wait_journal_entries(
+            &with(&format!("EXECWATCH_ENTITY_ID={entity}")),
+            2,
+            JOURNAL_WAIT,
+        );
         assert_eq!(
             selected.len(),
             2,

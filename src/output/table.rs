@@ -305,8 +305,18 @@ fn short_id(id: &str) -> &[u8] {
 }
 
 /// argv as words separated by spaces; ` …` when some arguments were not
-/// captured, `<no arguments>` for an empty argv.
+/// captured, `<no arguments>` for an empty argv. An exit carries no argv:
+/// its executable (its name when unknown) says what ended.
 fn write_command(out: &mut Vec<u8>, ev: &ExecEvent) {
+    if !ev.is_exec() {
+        let what = if ev.executable.is_empty() {
+            &ev.comm
+        } else {
+            &ev.executable
+        };
+        write_word(out, what);
+        return;
+    }
     for (i, arg) in ev.args().enumerate() {
         // Past this many bytes there are more than COMMAND_MAX characters:
         // the rest would be cut anyway.
@@ -495,12 +505,20 @@ mod tests {
     #[test]
     fn exits_show_how_they_ended() {
         let mut t = table(false);
-        let mut ev = event(&[b"sleep", b"9"]);
+        // As the daemon gives an exit: no argv, the executable from its table.
+        let mut ev = event(&[]);
         ev.action = crate::event::Action::Exit;
+        ev.executable = b"/usr/bin/sleep".to_vec();
         ev.exit_status = 9;
-        assert!(row(&mut t, &ev).contains(" SIGKILL "));
+        let killed = row(&mut t, &ev);
+        assert!(killed.contains(" SIGKILL "), "{killed}");
+        assert!(killed.ends_with(" /usr/bin/sleep\n"), "{killed}");
         ev.exit_status = 3 << 8;
         assert!(row(&mut t, &ev).contains(" exit=3 "));
+        // A process seen only at its exit, with no executable: its name.
+        ev.executable.clear();
+        ev.comm = b"kworker".to_vec();
+        assert!(row(&mut t, &ev).ends_with(" kworker\n"));
     }
 
     #[test]
