@@ -150,8 +150,12 @@ pub fn host() -> Report {
         Requirement {
             name: "cgroup v2",
             need: Need::Optional("naming containers and units, and --cgroup"),
-            result: preflight::check_cgroup2(crate::cgroups::cgroup2_mount())
-                .map(|p| format!("mounted at {}", p.display())),
+            result: preflight::check_cgroup2(
+                mounts
+                    .first_of_type("cgroup2")
+                    .map(std::path::Path::to_path_buf),
+            )
+            .map(|p| format!("mounted at {}", p.display())),
         },
         Requirement {
             name: "journald",

@@ -301,7 +301,8 @@ impl ExecEvent {
         self.errno.is_none()
     }
 
-    /// Set the arguments (for building events in tests and benchmarks).
+    /// Set the arguments (for building events in tests).
+    #[cfg(test)]
     pub fn set_args<'a>(&mut self, args: impl IntoIterator<Item = &'a [u8]>) {
         self.args_bytes.clear();
         self.arg_ends.clear();

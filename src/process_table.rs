@@ -740,7 +740,7 @@ fn read_proc(pid: u32, limits: &Limits) -> Option<ProcRead> {
     })
 }
 
-pub use crate::output::clock::boot_ns_now;
+use crate::output::clock::boot_ns_now;
 
 /// Up to `max` bytes of a file: `/proc/PID/cmdline` can be megabytes.
 fn read_bounded(path: &str, max: usize) -> io::Result<Vec<u8>> {

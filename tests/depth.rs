@@ -76,13 +76,7 @@ fn executable_paths_at_and_past_the_depth_limit_in_a_chroot() {
         // busybox runs the applet its name says.
         std::fs::copy("/bin/busybox", &exe).unwrap();
         let m = marker("chrootdepth");
-        assert!(Command::new("chroot")
-            .arg(&root.0)
-            .arg(&inside)
-            .arg(&m)
-            .status()
-            .unwrap()
-            .success());
+        common::run_ok(Command::new("chroot").arg(&root.0).arg(&inside).arg(&m));
         // The exec in the chroot (argv[0] is its path), not chroot's own.
         let argv0 = inside.to_str().unwrap();
         let ev = d

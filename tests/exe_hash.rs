@@ -201,8 +201,6 @@ fn a_live_process_is_hashed_through_proc_when_its_path_means_nothing_here() {
     assert_eq!(got3, HashOutcome::Skipped(SkipReason::Changed));
 }
 
-/// Wait until `pid` runs `exe` (not the forking test binary).
-
 #[test]
 fn a_gone_process_with_a_deleted_file_is_gone() {
     let dir = TempDir::new("gone");

@@ -140,8 +140,6 @@ fn record_one_exec() -> (u32, String) {
     (pid, m)
 }
 
-/// journalctl matches for the exec's entry written by the daemon `pid`
-/// (its exit has an entry of its own, without argv).
 #[test]
 fn journal_upload_carries_every_field_to_journal_remote() {
     common::require_root();

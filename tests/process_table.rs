@@ -10,9 +10,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use execwatch::entity_id::{boot_ns_from_ticks, ticks_from_boot_ns, EntityIds};
-use execwatch::process_table::{
-    boot_ns_now, read_stat, ExecRecord, Limits, Origin, ProcessTable, SeedOne,
-};
+use execwatch::output::clock::boot_ns_now;
+use execwatch::process_table::{read_stat, ExecRecord, Limits, Origin, ProcessTable, SeedOne};
 
 static LOCK: Mutex<()> = Mutex::new(());
 

@@ -172,7 +172,10 @@ fn journald_entries_are_native_fields_and_cannot_be_forged() {
     wait_journal_entries(
         &[
             pid_match.clone(),
-            "MESSAGE_ID=128cd06b0fd1461899812fb2b650e3b7".into(),
+            format!(
+                "MESSAGE_ID={}",
+                execwatch::output::journald::message_ids::SUMMARY
+            ),
         ],
         1,
         Duration::from_secs(10),
@@ -213,10 +216,7 @@ fn journald_is_the_default_when_stderr_is_the_journal() {
     let m = marker("default");
     assert!(run_quiet(Command::new("/bin/true").arg(&m)).success());
     // Ours: other tests' journald daemons record the same exec.
-    let ours = [
-        format!("EXECWATCH_ARGV_1={m}"),
-        format!("_PID={}", child.id()),
-    ];
+    let ours = common::exec_entry_matches(&m, child.id());
     let written = wait_journal_entries(&ours, 1, Duration::from_secs(10));
     assert!(!written.is_empty(), "entry {ours:?} not in the journal");
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();

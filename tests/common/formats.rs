@@ -3,12 +3,12 @@
 //! is read from the one declaration of each field
 //! (`execwatch::fields::FIELDS`), so the tests cannot drift from it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use execwatch::fields::{Field, Journald, Text, FIELDS};
 use serde_json::Value;
 
-use super::{journal_bytes, journal_entries, Daemon, Stopped};
+use super::{journal_bytes, wait_journal_entries, Daemon, Stopped};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -50,51 +50,34 @@ impl Formats {
     /// events carry no argv: each is found by its start's entity id.
     pub fn exit_at(&self, m: &str, i: usize) -> Seen {
         let started = self.exec_at(m, i);
-        let id = |v: &Value| v["process"]["entity_id"].as_str().map(str::to_owned);
-        let find = |d: &Daemon, id: &str| {
-            d.wait_for(1, WAIT, |v| {
-                v["process"]["entity_id"] == id && v["event"]["action"] == "exit"
+        let json_id = started.json["process"]["entity_id"].clone();
+        let json = self
+            .json
+            .wait_for(1, WAIT, |v| {
+                v["process"]["entity_id"] == json_id && v["event"]["action"] == "exit"
             })
-            .remove(0)
-        };
-        let json_id = id(&started.json).expect("the exec's entity id");
-        let json = find(&self.json, &json_id);
+            .remove(0);
         let text_id = text_label(&started.text, "entity").expect("the exec line's entity=");
-        let deadline = Instant::now() + WAIT;
-        let text = loop {
-            let line = self
-                .text
-                .lines_with(&format!(" entity={text_id} "))
-                .into_iter()
-                .find(|l| l.split(' ').nth(1) == Some("exit"));
-            if let Some(l) = line {
-                break l;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no text exit line for entity {text_id} (argv[{i}] {m})"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        // ` entity=`: not `parent-entity=` or the leaders'.
+        let needle = format!(" entity={text_id} ");
+        let text = self
+            .text
+            .wait_n(1, WAIT, &format!("text exit lines with {needle:?}"), || {
+                let exit = |l: &String| l.split(' ').nth(1) == Some("exit");
+                self.text
+                    .lines_with(&needle)
+                    .into_iter()
+                    .filter(exit)
+                    .collect()
+            })
+            .remove(0);
         let journal_id = started.journal["EXECWATCH_ENTITY_ID"]
             .as_str()
-            .expect("the exec entry's EXECWATCH_ENTITY_ID")
-            .to_owned();
-        let journal = loop {
-            let found = journal_entries(&[
-                format!("_PID={}", self.journald.pid()),
-                format!("EXECWATCH_ENTITY_ID={journal_id}"),
-                "EXECWATCH_ACTION=exit".to_owned(),
-            ]);
-            if let Some(e) = found.into_iter().next() {
-                break e;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no journal exit entry for entity {journal_id} (argv[{i}] {m})"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        };
+            .expect("the exec entry's EXECWATCH_ENTITY_ID");
+        let journal = self.journal_entry(&[
+            format!("EXECWATCH_ENTITY_ID={journal_id}"),
+            "EXECWATCH_ACTION=exit".to_owned(),
+        ]);
         Seen {
             json,
             journal,
@@ -112,56 +95,56 @@ impl Formats {
                     && v["event"]["outcome"] == "success"
             })
             .remove(0);
-        let deadline = Instant::now() + WAIT;
-        let text = loop {
-            let quoted = format!("\"{m}\"");
-            let pid = format!(" pid={} ", json["process"]["pid"]);
-            // argv[i] is the marker (no argument holds a quote in these tests).
-            let ith_is_m = |l: &String| {
-                l.split_once(" argv=[")
-                    .and_then(|(_, rest)| rest.split(' ').nth(i))
-                    .is_some_and(|a| a.trim_end_matches(']') == quoted)
-            };
-            // A successful exec's line: `<time> exec seq=...` (not `exit`,
-            // not `exec failure`).
-            let exec_ok = |l: &String| {
-                let mut words = l.split(' ').skip(1);
-                words.next() == Some("exec") && words.next().is_some_and(|w| w.starts_with("seq="))
-            };
-            let ok = |l: &String| l.contains(&pid) && exec_ok(l) && ith_is_m(l);
-            if let Some(l) = self.text.lines_with(m).into_iter().find(ok) {
-                break l;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no text line for pid {} with argv[{i}] {m}: {:?}",
-                json["process"]["pid"],
-                self.text.lines_with(m)
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        let pid = &json["process"]["pid"];
+        let quoted = format!("\"{m}\"");
+        let pid_word = format!(" pid={pid} ");
+        // argv[i] is the marker (no argument holds a quote in these tests).
+        let ith_is_m = |l: &String| {
+            l.split_once(" argv=[")
+                .and_then(|(_, rest)| rest.split(' ').nth(i))
+                .is_some_and(|a| a.trim_end_matches(']') == quoted)
         };
-        let journal = loop {
-            // Other tests' journald daemons write the same execs to the same
-            // journal: take this daemon's entry (journald's trusted _PID).
-            let found = journal_entries(&[
-                format!("_PID={}", self.journald.pid()),
-                format!("EXECWATCH_ARGV_{i}={m}"),
-                format!("EXECWATCH_PID={}", json["process"]["pid"]),
-                "EXECWATCH_ACTION=exec".to_owned(),
-            ])
-            .into_iter()
-            .filter(|e| e["EXECWATCH_OUTCOME"] == "success");
-            if let Some(e) = found.into_iter().next() {
-                break e;
-            }
-            assert!(Instant::now() < deadline, "no journal entry with {m}");
-            std::thread::sleep(Duration::from_millis(100));
+        // A successful exec's line: `<time> exec seq=...` (not `exit`, not
+        // `exec failure`).
+        let exec_ok = |l: &String| {
+            let mut words = l.split(' ').skip(1);
+            words.next() == Some("exec") && words.next().is_some_and(|w| w.starts_with("seq="))
         };
+        let text = self
+            .text
+            .wait_n(
+                1,
+                WAIT,
+                &format!("text exec lines for pid {pid} with argv[{i}] {m}"),
+                || {
+                    let ok = |l: &String| l.contains(&pid_word) && exec_ok(l) && ith_is_m(l);
+                    self.text.lines_with(m).into_iter().filter(ok).collect()
+                },
+            )
+            .remove(0);
+        let journal = self.journal_entry(&[
+            format!("EXECWATCH_ARGV_{i}={m}"),
+            format!("EXECWATCH_PID={pid}"),
+            "EXECWATCH_ACTION=exec".to_owned(),
+            "EXECWATCH_OUTCOME=success".to_owned(),
+        ]);
         Seen {
             json,
             journal,
             text,
         }
+    }
+
+    /// The journald daemon's entry with `matches`: other tests' journald
+    /// daemons write the same execs to the same journal, so only this
+    /// daemon's (journald's trusted _PID).
+    fn journal_entry(&self, matches: &[String]) -> Value {
+        let mut all = vec![format!("_PID={}", self.journald.pid())];
+        all.extend_from_slice(matches);
+        wait_journal_entries(&all, 1, WAIT)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("no journal entry {all:?} within {WAIT:?}"))
     }
 
     /// Stop all three; each must exit cleanly. The JSON daemon's output.
