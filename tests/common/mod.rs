@@ -337,17 +337,12 @@ impl Daemon {
     /// it, it is killed and the test fails.
     pub fn stop_within(mut self, timeout: Duration) -> Stopped {
         self.sigterm();
-        let deadline = Instant::now() + timeout;
-        while self.child.try_wait().expect("wait execwatch").is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let stopped = self.stop_now();
-                panic!(
-                    "execwatch still running {timeout:?} after SIGTERM; stderr:\n{}",
-                    stopped.stderr
-                );
-            }
-            thread::sleep(Duration::from_millis(10));
+        if wait_within(&mut self.child, timeout).is_none() {
+            let stopped = self.stop_now();
+            panic!(
+                "execwatch still running {timeout:?} after SIGTERM; stderr:\n{}",
+                stopped.stderr
+            );
         }
         self.stopped_cleanly()
     }
@@ -395,6 +390,23 @@ impl Daemon {
             lines: std::mem::take(&mut *self.lines.lock().unwrap()),
             stderr: std::mem::take(&mut *self.stderr.lock().unwrap()),
         }
+    }
+}
+
+/// `child`'s exit status once it exits within `timeout`; past it, `None`,
+/// the child killed and reaped.
+pub fn wait_within(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = child.try_wait().expect("wait for the child") {
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -90,24 +90,16 @@ impl Spawned {
 
     /// Wait for the exit; panics (after killing it) past `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                if let Some(t) = self.stderr_thread.take() {
-                    t.join().unwrap();
-                }
-                return s;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "execwatch still running after {timeout:?}; stderr:\n{}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        let Some(status) = crate::common::wait_within(&mut self.child, timeout) else {
+            panic!(
+                "execwatch still running after {timeout:?}; stderr:\n{}",
+                self.stderr()
+            );
+        };
+        if let Some(t) = self.stderr_thread.take() {
+            t.join().unwrap();
         }
+        status
     }
 
     /// The final summary diagnostic.
