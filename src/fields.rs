@@ -628,7 +628,7 @@ pub static FIELDS: &[Field] = &[
         text: Text::Label("previous"),
         ty: Type::ObjectArray,
         present: "second exec",
-        doc: "When the process exec'd before (same `process.entity_id`): the image it ran until this exec, as an ECS array of one `{executable, args}`. journald: `EXECWATCH_PREVIOUS_EXE`, `EXECWATCH_PREVIOUS_ARGV_0`, ...",
+        doc: "When the process exec'd before (same `process.entity_id`): the image it ran until this exec, as an ECS array of one `{executable, args}` (its args at most 64 arguments and 1 KiB, as `process.parent.args`). journald: `EXECWATCH_PREVIOUS_EXE`, `EXECWATCH_PREVIOUS_ARGV_0`, ...",
         value: |ev| ev.previous_image().map(Value::Image),
     },
     Field {
