@@ -234,7 +234,8 @@ impl Consumer<'_> {
                 let entity_id = me
                     .map(|e| e.entity_id)
                     .unwrap_or_else(|| table.ids().from_boot_ns(ev.pid, ev.start_ns));
-                if let (Action::Exit, Some(image)) = (ev.action, me.and_then(|e| e.image.clone())) {
+                if let (Action::Exit, Some(image)) = (ev.action, me.and_then(|e| e.image.as_ref()))
+                {
                     ev.executable.clear();
                     ev.executable.extend_from_slice(image.executable());
                 }
