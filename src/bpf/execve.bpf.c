@@ -333,7 +333,7 @@ static __always_inline __u32 write_cgroup(struct event_buf *buf, __u32 base,
 }
 
 static __always_inline __u32 write_cwd(struct event_buf *buf, __u32 base,
-				       struct task_struct *task)
+				       struct fs_struct *fs)
 {
 	struct walk w = {
 		.base = base,
@@ -343,18 +343,17 @@ static __always_inline __u32 write_cwd(struct event_buf *buf, __u32 base,
 		.fail_stat = STAT_PATH_READ_FAILED,
 		.outside_flag = EVENT_FLAG_CWD_OUTSIDE_ROOT,
 	};
-	struct fs_struct *fs = task->fs;
 	int pseudo;
 
 	if (!fs)
 		return 0;
-	walk_from_root_of(&w, task);
+	walk_from_root_of(&w, fs);
 	return write_path(buf, &w, fs->pwd.dentry, fs->pwd.mnt, &pseudo);
 }
 
 /* The executable: path, inode identity, and where the file came from. */
 static __always_inline __u32 write_exe(struct event_buf *buf, __u32 base, struct file *file,
-				       struct task_struct *task)
+				       struct fs_struct *fs)
 {
 	struct walk w = {
 		.base = base,
@@ -369,7 +368,7 @@ static __always_inline __u32 write_exe(struct event_buf *buf, __u32 base, struct
 	__u32 len;
 	int pseudo;
 
-	walk_from_root_of(&w, task);
+	walk_from_root_of(&w, fs);
 	len = write_path(buf, &w, file->f_path.dentry, file->f_path.mnt, &pseudo);
 	if (pseudo)
 		ev->flags |= EVENT_FLAG_EXE_PSEUDO;
@@ -391,7 +390,7 @@ static __always_inline __u32 write_exe(struct event_buf *buf, __u32 base, struct
  * flag): the kernel keeps it as bprm->executable. A #! script's file is
  * closed by now; the daemon resolves its name (EVENT_FLAG_SCRIPT). */
 static __always_inline __u32 write_script(struct event_buf *buf, __u32 base,
-					  struct linux_binprm *bprm, struct task_struct *task)
+					  struct linux_binprm *bprm, struct fs_struct *fs)
 {
 	struct walk w = {
 		.base = base,
@@ -409,7 +408,7 @@ static __always_inline __u32 write_script(struct event_buf *buf, __u32 base,
 	script = bprm->executable;
 	if (!script || script == bprm->file)
 		return 0;
-	walk_from_root_of(&w, task);
+	walk_from_root_of(&w, fs);
 	return write_path(buf, &w, script->f_path.dentry, script->f_path.mnt, &pseudo);
 }
 
@@ -492,6 +491,7 @@ int BPF_PROG(exec_success, struct task_struct *task, pid_t old_pid,
 	     struct linux_binprm *bprm)
 {
 	const struct cred *cred = task->cred;
+	struct fs_struct *fs = task->fs;
 	struct event_buf *buf;
 	struct event *ev;
 	struct mm_struct *mm;
@@ -550,13 +550,13 @@ int BPF_PROG(exec_success, struct task_struct *task, pid_t old_pid,
 	}
 	ev->filename_len = n;
 	off = clamp(n, FILENAME_MAX_LEN);
-	ev->exe_len = write_exe(buf, off, bprm->file, task);
+	ev->exe_len = write_exe(buf, off, bprm->file, fs);
 	off = clamp(off + ev->exe_len, CGROUP_BASE_MAX);
 	ev->cgroup_len = write_cgroup(buf, off, task);
 	off = clamp(off + ev->cgroup_len, CWD_BASE_MAX);
-	ev->cwd_len = write_cwd(buf, off, task);
+	ev->cwd_len = write_cwd(buf, off, fs);
 	off = clamp(off + ev->cwd_len, SCRIPT_BASE_MAX);
-	ev->script_len = write_script(buf, off, bprm, task);
+	ev->script_len = write_script(buf, off, bprm, fs);
 	off = clamp(off + ev->script_len, ARGS_BASE_MAX);
 
 	ev->argc = bprm->argc;
@@ -660,7 +660,7 @@ static __always_inline void record_failed_exec(const char *filename_ptr,
 	start = clamp(n, FILENAME_MAX_LEN);
 	ev->cgroup_len = write_cgroup(buf, start, task);
 	start = clamp(start + ev->cgroup_len, CWD_BASE_MAX);
-	ev->cwd_len = write_cwd(buf, start, task);
+	ev->cwd_len = write_cwd(buf, start, task->fs);
 	start = clamp(start + ev->cwd_len, ARGS_BASE_MAX);
 	limit = clamp(max_args_bytes, ARGS_MAX_LIMIT);
 	MEM_U32(ev->args_len) = 0;

@@ -34,12 +34,13 @@ struct walk {
 	struct vfsmount *root_mnt;
 };
 
-/* Stop `w` at `task`'s root directory. The loads are fault-safe: a task
- * without an fs would read NULLs, which match nothing (walked to the top). */
-static __always_inline void walk_from_root_of(struct walk *w, struct task_struct *task)
+/* Stop `w` at the root directory of `fs` (the task's, read once per
+ * record). The loads are fault-safe: a task without an fs reads NULLs,
+ * which match nothing (walked to the top). */
+static __always_inline void walk_from_root_of(struct walk *w, struct fs_struct *fs)
 {
-	w->root_dentry = task->fs->root.dentry;
-	w->root_mnt = task->fs->root.mnt;
+	w->root_dentry = fs->root.dentry;
+	w->root_mnt = fs->root.mnt;
 }
 
 /* Append one component at data[base + walk_len]. Non-zero: stop. */
