@@ -41,11 +41,6 @@ impl Formats {
         self.exec_at(m, 1)
     }
 
-    /// The successful exec whose argv[i] is `m`, in each format.
-    pub fn exec_at(&self, m: &str, i: usize) -> Seen {
-        self.find(m, i)
-    }
-
     /// The exit of the process whose argv[i] is `m`, in each format. Exit
     /// events carry no argv: each is found by its start's entity id.
     pub fn exit_at(&self, m: &str, i: usize) -> Seen {
@@ -86,7 +81,7 @@ impl Formats {
     }
 
     /// The successful exec whose argv[i] is `m`, in each format.
-    fn find(&self, m: &str, i: usize) -> Seen {
+    pub fn exec_at(&self, m: &str, i: usize) -> Seen {
         let json = self
             .json
             .wait_for(1, WAIT, |v| {
