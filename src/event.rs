@@ -275,6 +275,12 @@ impl ExecEvent {
         })
     }
 
+    /// The captured arguments as one area, NUL-separated, and the end of
+    /// each argument in it (the last may have no NUL after it).
+    pub fn args_area(&self) -> (&[u8], &[usize]) {
+        (&self.args_bytes, &self.arg_ends)
+    }
+
     /// Whether every captured argument is valid UTF-8.
     pub fn args_utf8(&self) -> bool {
         self.args_utf8

@@ -1477,7 +1477,7 @@ pub fn markdown_table() -> String {
 /// no format carries an undeclared field, and docs/schema.md lists exactly
 /// the declared fields.
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::cgroups::CgroupInfo;
     use crate::event::Syscall;
@@ -1502,7 +1502,7 @@ mod tests {
 
     /// Events that together give every field a value: hostile bytes
     /// everywhere, every flag set, each kind of attribution.
-    fn samples() -> Vec<ExecEvent> {
+    pub(crate) fn samples() -> Vec<ExecEvent> {
         let mut a = ExecEvent {
             seq: 9,
             boot_ns: 5,

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use lru::LruCache;
 
 use crate::entity_id::{boot_ns_from_ticks, ticks_from_boot_ns, EntityId, EntityIds};
+use crate::event::ExecEvent;
 
 /// TASK_COMM_LEN: the kernel keeps 15 bytes of name plus a NUL.
 pub const NAME_MAX: usize = 16;
@@ -103,6 +104,16 @@ pub struct Image {
     args_plain: bool,
 }
 
+/// A process name as the table keeps it: up to the first NUL, at most
+/// [`NAME_MAX`] bytes.
+fn name_field(name: &[u8]) -> ([u8; NAME_MAX], u8) {
+    let mut n = [0u8; NAME_MAX];
+    let name = name.split(|&b| b == 0).next().unwrap_or_default();
+    let len = name.len().min(NAME_MAX);
+    n[..len].copy_from_slice(&name[..len]);
+    (n, len as u8)
+}
+
 impl Image {
     /// Keep what fits in `limits`; a cut argument is kept as a prefix.
     pub fn new<'a>(
@@ -154,19 +165,63 @@ impl Image {
                 break;
             }
         }
-        let mut n = [0u8; NAME_MAX];
-        let name = name.split(|&b| b == 0).next().unwrap_or_default();
-        let name_len = name.len().min(NAME_MAX);
-        n[..name_len].copy_from_slice(&name[..name_len]);
+        let (name, name_len) = name_field(name);
         Image {
             bytes: Box::from(&bytes[..]),
             exe_len: exe.len() as u16,
             argc,
-            name: n,
-            name_len: name_len as u8,
+            name,
+            name_len,
             executable_truncated: exe.len() < executable.len(),
             args_truncated,
             args_plain,
+        }
+    }
+
+    /// An exec's image, from its event: the arguments that fit are copied
+    /// in one piece, found from their ends without scanning them again.
+    /// Gives what [`Image::new`] gives for the same arguments.
+    pub fn of_exec(ev: &ExecEvent, limits: &Limits) -> Image {
+        if !ev.args_plain() {
+            // Rare; the argument-by-argument path checks each one.
+            return Image::new(&ev.executable, ev.args(), &ev.comm, limits);
+        }
+        let (area, ends) = ev.args_area();
+        let max_exe = limits.max_executable.min(u16::MAX as usize);
+        let exe = &ev.executable[..ev.executable.len().min(max_exe)];
+        let max_args = limits.max_args.min(u16::MAX as usize);
+        let max_bytes = limits.max_args_bytes;
+        // Whole arguments that fit, each with its NUL.
+        let whole = ends
+            .iter()
+            .take(max_args)
+            .take_while(|&&end| end < max_bytes)
+            .count();
+        let used = whole.checked_sub(1).map_or(0, |last| ends[last] + 1);
+        // The next one, if any and if there is room, cut to the room left.
+        let cut = (whole < ends.len() && whole < max_args && used < max_bytes)
+            .then(|| &area[used..used + (ends[whole] - used).min(max_bytes - used - 1)]);
+        let mut bytes = Vec::with_capacity(exe.len() + used + cut.map_or(0, |c| c.len() + 1));
+        bytes.extend_from_slice(exe);
+        if used > 0 {
+            // The last argument of a cut capture has no NUL of its own.
+            bytes.extend_from_slice(&area[..used - 1]);
+            bytes.push(0);
+        }
+        if let Some(cut) = cut {
+            bytes.extend_from_slice(cut);
+            bytes.push(0);
+        }
+        let (name, name_len) = name_field(&ev.comm);
+        Image {
+            bytes: bytes.into_boxed_slice(),
+            exe_len: exe.len() as u16,
+            argc: (whole + usize::from(cut.is_some())) as u16,
+            name,
+            name_len,
+            executable_truncated: exe.len() < ev.executable.len(),
+            args_truncated: whole < ends.len(),
+            args_plain: true,
         }
     }
 
@@ -399,7 +454,14 @@ impl ProcessTable {
         rec: &ExecRecord<'_>,
         args: impl IntoIterator<Item = &'a [u8]>,
     ) -> ExecContext {
-        let image = Arc::new(Image::new(rec.executable, args, rec.name, &self.limits));
+        let image = Image::new(rec.executable, args, rec.name, &self.limits);
+        self.on_exec_image(rec, image)
+    }
+
+    /// [`ProcessTable::on_exec`] with the image already built (within
+    /// [`ProcessTable::limits`]).
+    pub fn on_exec_image(&mut self, rec: &ExecRecord<'_>, image: Image) -> ExecContext {
+        let image = Arc::new(image);
         let start_ticks = ticks_from_boot_ns(rec.start_boot_ns);
         let parent_start = rec.parent_start_boot_ns.map(ticks_from_boot_ns);
         let parent = self.related(rec.ppid, start_ticks, parent_start);
@@ -799,6 +861,57 @@ mod tests {
                 .collect(),
             String::from_utf8_lossy(i.name()).into(),
         )
+    }
+
+    /// The one-copy path and the argument-by-argument path build the same
+    /// image, whether the area fits the limits or not.
+    #[test]
+    fn image_of_an_exec_is_the_image_of_its_args() {
+        let l = Limits {
+            max_executable: 8,
+            max_args_bytes: 10,
+            max_args: 3,
+            ..Limits::default()
+        };
+        let areas: [(&[u8], u32); 14] = [
+            (b"abcd\0efghi\0", 2),  // one byte over: the NUL
+            (b"abcdefgh\0ij\0", 2), // no room left but for a NUL
+            (b"abcdefgh\0ij", 2),   // the same, the last piece cut
+            (b"abcdefghi\0j\0", 2), // no room at all
+            (b"abcdefghijk", 1),    // one cut piece, too long
+            (b"", 0),
+            (b"ab\0cd\0", 2),
+            (b"ab\0cd", 2),          // the last piece cut, no NUL
+            (b"\0b\0", 2),           // an empty argument
+            (b"abcd\0efgh\0", 2),    // exactly the byte limit
+            (b"abcd\0efgh\0i\0", 3), // one byte over
+            (b"a\0b\0c\0d\0", 4),    // over the count
+            (b"abcdefghijklmnop\0", 1),
+            (b"q\"\x1b\0", 1), // not plain
+        ];
+        for exe in [&b"/bin/a"[..], b"/bin/toolong"] {
+            for (area, argc) in areas {
+                let mut ev = ExecEvent {
+                    argc,
+                    executable: exe.to_vec(),
+                    comm: b"name\0\0".to_vec(),
+                    ..Default::default()
+                };
+                ev.split_args(area);
+                let want = Image::new(exe, ev.args(), &ev.comm, &l);
+                let got = Image::of_exec(&ev, &l);
+                assert!(
+                    got == want,
+                    "{:?} {:?}: {:?} != {:?}",
+                    exe,
+                    area,
+                    strs(&got),
+                    strs(&want)
+                );
+                assert_eq!(got.args_plain(), want.args_plain());
+                assert_eq!(got.args_truncated, want.args_truncated);
+            }
+        }
     }
 
     #[test]

@@ -11,9 +11,6 @@ use crate::fields::{Field, List, On, Value, FIELDS};
 
 pub use crate::fields::ECS_VERSION;
 
-/// Deepest nesting of a JSON path (a test checks the table against it).
-const MAX_DEPTH: usize = 6;
-
 /// Each field's path split into object keys, the keys interned so that the
 /// writer compares numbers, not strings, per event.
 struct Path {
@@ -22,6 +19,29 @@ struct Path {
     objects: Vec<(u16, Key)>,
     /// `"leaf":`
     leaf: Key,
+    /// The object the field is in: [`ROOT`], or its key id + 1.
+    scope: u16,
+    /// What comes before the value when the last field written is in
+    /// `step_from` (the scope of the field before it in the layout, so
+    /// nearly always): closing braces, comma, keys.
+    step: Step,
+    step_from: u16,
+}
+
+/// The scope of a field at the top level.
+const ROOT: u16 = 0;
+/// The scope before any field is written.
+const NONE_YET: u16 = u16::MAX;
+
+/// Longest step kept inline; a longer one is worked out per event.
+const STEP_MAX: usize = 64;
+
+/// Bytes between two values, made once per pair of neighbouring fields,
+/// padded like [`Key`] for a fixed-size copy.
+struct Step {
+    bytes: [u8; STEP_MAX],
+    /// 0: does not fit, work it out per event.
+    len: u8,
 }
 
 /// Longest `"key":{` kept inline (a test checks every key fits).
@@ -65,6 +85,23 @@ fn layout() -> &'static Layout {
 
 /// The paths of the fields `keep` selects, in list order.
 fn paths(keep: impl Fn(&Field) -> bool) -> Vec<Path> {
+    let mut paths = unstepped_paths(keep);
+    for i in 0..paths.len() {
+        let from = i.checked_sub(1).map(|p| &paths[p]);
+        let mut bytes = Vec::new();
+        transition(&mut bytes, from, &paths[i]);
+        let step_from = from.map_or(NONE_YET, |p| p.scope);
+        let path = &mut paths[i];
+        path.step_from = step_from;
+        if bytes.len() <= STEP_MAX {
+            path.step.bytes[..bytes.len()].copy_from_slice(&bytes);
+            path.step.len = bytes.len() as u8;
+        }
+    }
+    paths
+}
+
+fn unstepped_paths(keep: impl Fn(&Field) -> bool) -> Vec<Path> {
     let mut ids: Vec<&'static str> = Vec::new();
     FIELDS
         .iter()
@@ -73,7 +110,7 @@ fn paths(keep: impl Fn(&Field) -> bool) -> Vec<Path> {
             let mut segs: Vec<&'static str> = f.json.split('.').collect();
             let leaf = segs.pop().unwrap_or(f.json);
             let mut prefix = String::new();
-            let objects = segs
+            let objects: Vec<(u16, Key)> = segs
                 .into_iter()
                 .map(|s| {
                     // Intern by full prefix: `a.x` and `b.x` are different objects.
@@ -91,59 +128,85 @@ fn paths(keep: impl Fn(&Field) -> bool) -> Vec<Path> {
                 .collect();
             Path {
                 value: f.value,
+                scope: objects.last().map_or(ROOT, |o| o.0 + 1),
                 objects,
                 leaf: key_bytes(leaf, ""),
+                step: Step {
+                    bytes: [b' '; STEP_MAX],
+                    len: 0,
+                },
+                step_from: NONE_YET,
             }
         })
         .collect()
 }
 
 #[inline(always)]
-fn key(out: &mut Vec<u8>, comma: &mut bool, k: &Key) {
-    if *comma {
-        out.push(b',');
-    }
-    *comma = true;
+fn key(out: &mut Vec<u8>, k: &Key) {
     let end = out.len() + usize::from(k.len);
     out.extend_from_slice(&k.bytes);
     out.truncate(end);
 }
 
+/// What comes between the value of `from` (none: the line's opening brace)
+/// and the value of `to`: the objects `from` is in and `to` is not are
+/// closed, those `to` is in are opened, then its key. Every object open
+/// after `from` has a member already, so each needs a comma; a new one
+/// does not.
+fn transition(out: &mut Vec<u8>, from: Option<&Path>, to: &Path) {
+    let objs = &to.objects;
+    let Some(from) = from else {
+        for (_, k) in objs {
+            key(out, k);
+        }
+        key(out, &to.leaf);
+        return;
+    };
+    let open = &from.objects;
+    let same = open
+        .iter()
+        .zip(objs)
+        .take_while(|(a, b)| a.0 == b.0)
+        .count();
+    for _ in same..open.len() {
+        out.push(b'}');
+    }
+    out.push(b',');
+    for (_, k) in &objs[same..] {
+        key(out, k);
+    }
+    key(out, &to.leaf);
+}
+
 /// Append one JSON line (with its newline) for `ev`.
 pub fn write_event(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
-    let mut open = [0u16; MAX_DEPTH];
-    let mut depth = 0;
-    // Whether the object at each depth (0: the root) already has a member.
-    let mut comma = [false; MAX_DEPTH + 1];
     out.push(b'{');
     let paths = match ev.action {
         Action::Exec => &layout().exec,
         Action::Exit => &layout().exit,
     };
+    // The field last written, and its scope.
+    let mut last: Option<&Path> = None;
+    let mut last_scope = NONE_YET;
     for path in paths {
         // Matched in place: moving the returned value out costs a
         // store-forwarding stall per field (seen in perf).
         let value = (path.value)(ev);
         let Some(v) = value.as_ref() else { continue };
-        let objs = &path.objects;
-        let mut same = 0;
-        while same < depth && same < objs.len() && open[same] == objs[same].0 {
-            same += 1;
+        let step = &path.step;
+        // What comes between depends only on the scope last written in.
+        if step.len != 0 && last_scope == path.step_from {
+            let end = out.len() + usize::from(step.len);
+            out.extend_from_slice(&step.bytes);
+            out.truncate(end);
+        } else {
+            transition(out, last, path);
         }
-        while depth > same {
-            out.push(b'}');
-            depth -= 1;
-        }
-        while depth < objs.len() {
-            key(out, &mut comma[depth], &objs[depth].1);
-            open[depth] = objs[depth].0;
-            depth += 1;
-            comma[depth] = false;
-        }
-        key(out, &mut comma[depth], &path.leaf);
         write_value(out, v, clock);
+        last = Some(path);
+        last_scope = path.scope;
     }
-    for _ in 0..depth {
+    for _ in 0..last.map_or(0, |p| p.objects.len()) {
         out.push(b'}');
     }
     out.extend_from_slice(b"}\n");
@@ -361,9 +424,56 @@ mod tests {
         assert_eq!(v["execwatch"]["args_truncated"], false);
     }
 
+    /// The steps made once give the line that working out each transition
+    /// gives, whichever fields are absent.
+    #[test]
+    fn steps_give_the_lines_that_transitions_give() {
+        let mut events = crate::fields::tests::samples();
+        events.push(ExecEvent::default());
+        events.push(ExecEvent {
+            action: Action::Exit,
+            ..Default::default()
+        });
+        events.push(ExecEvent {
+            action: Action::Exit,
+            errno: Some(2),
+            ..Default::default()
+        });
+        let clock = Clock::with_offset(0);
+        for ev in &events {
+            let mut fast = Vec::new();
+            write_event(&mut fast, ev, &clock);
+            let paths = match ev.action {
+                Action::Exec => &layout().exec,
+                Action::Exit => &layout().exit,
+            };
+            let mut slow = vec![b'{'];
+            let mut last = None;
+            for path in paths {
+                if let Some(v) = (path.value)(ev) {
+                    transition(&mut slow, last, path);
+                    write_value(&mut slow, &v, &clock);
+                    last = Some(path);
+                }
+            }
+            slow.extend(std::iter::repeat_n(
+                b'}',
+                last.map_or(0, |p| p.objects.len()),
+            ));
+            slow.extend_from_slice(b"}\n");
+            assert_eq!(
+                String::from_utf8_lossy(&fast),
+                String::from_utf8_lossy(&slow)
+            );
+            serde_json::from_slice::<serde_json::Value>(&fast).unwrap();
+        }
+    }
+
     #[test]
     fn paths_fit_the_writer() {
-        assert!(paths(|_| true).iter().all(|p| p.objects.len() < MAX_DEPTH));
+        for p in layout().exec.iter().chain(&layout().exit) {
+            assert!(p.step.len != 0, "a step longer than STEP_MAX");
+        }
         for f in FIELDS {
             for seg in f.json.split('.') {
                 assert!(seg.len() + 4 <= KEY_MAX, "{} does not fit KEY_MAX", f.json);
