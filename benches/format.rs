@@ -58,8 +58,49 @@ fn bench(name: &str, iters: u32, mut f: impl FnMut()) {
     println!("{name:<40} {ns:>8.0} ns/event");
 }
 
+/// The fields d301094 (the last build with hand-written writers) put in an
+/// exec's JSON line: rendered from the field list, they show what the
+/// table-driven writer costs against the hand-written one for the same
+/// output (docs/performance.md, issue 10).
+const D301094_FIELDS: &[&str] = &[
+    "@timestamp",
+    "event.kind",
+    "event.category",
+    "event.type",
+    "event.action",
+    "event.outcome",
+    "event.sequence",
+    "process.pid",
+    "process.thread.id",
+    "process.parent.pid",
+    "process.name",
+    "process.executable",
+    "process.args",
+    "process.args_count",
+    "process.command_line",
+    "user.id",
+    "user.effective.id",
+    "user.effective.group.id",
+    "group.id",
+    "user.audit.id",
+    "execwatch.audit.session_id",
+    "execwatch.caller.name",
+    "execwatch.filename",
+    "execwatch.args_bytes",
+    "execwatch.args_truncated",
+    "execwatch.cgroup.id",
+    "execwatch.cgroup.path",
+    "execwatch.cgroup.unresolved",
+    "execwatch.pid_ns.inode",
+    "execwatch.pid_ns.pid",
+    "execwatch.pid_ns.host",
+    "execwatch.mnt_ns.inode",
+    "ecs.version",
+];
+
 fn main() {
     let clock = Clock::with_offset(1_700_000_000_000_000_000);
+    let d301094 = json::Layout::only(D301094_FIELDS);
     for (nargs, arglen) in [(1, 8), (16, 64), (64, 1024)] {
         if std::env::var("BENCH_ARGS").is_ok_and(|w| w != format!("{nargs}x{arglen}")) {
             continue;
@@ -76,6 +117,22 @@ fn main() {
             black_box(&buf);
             buf.clear();
         });
+        if std::env::var("BENCH_PRINT").is_ok() {
+            ev.decode_from(&rec).unwrap();
+            json::write_fields(&mut buf, &ev, &clock, &d301094);
+            print!("{}", String::from_utf8_lossy(&buf));
+            buf.clear();
+        }
+        bench(
+            &format!("decode+json, d301094's fields {nargs}x{arglen}"),
+            200_000,
+            || {
+                ev.decode_from(black_box(&rec)).unwrap();
+                json::write_fields(&mut buf, &ev, &clock, &d301094);
+                black_box(&buf);
+                buf.clear();
+            },
+        );
         bench(&format!("decode+text {nargs}x{arglen}"), 200_000, || {
             ev.decode_from(black_box(&rec)).unwrap();
             text::write_event(&mut buf, &ev, &clock);

@@ -70,17 +70,29 @@ type Getter = for<'a> fn(&'a ExecEvent) -> Option<Value<'a>>;
 
 /// The fields each kind of event carries, in list order: the writer walks
 /// only those.
-struct Layout {
+pub struct Layout {
     exec: Vec<Path>,
     exit: Vec<Path>,
 }
 
+impl Layout {
+    /// Only the fields with these JSON paths (the benchmark renders the
+    /// fields of an older build with it, to compare the two writers).
+    pub fn only(json_paths: &[&str]) -> Layout {
+        Layout::of(|f| json_paths.contains(&f.json))
+    }
+
+    fn of(keep: impl Fn(&Field) -> bool) -> Layout {
+        Layout {
+            exec: paths(|f| f.on != On::Exit && keep(f)),
+            exit: paths(|f| f.on != On::Exec && keep(f)),
+        }
+    }
+}
+
 fn layout() -> &'static Layout {
     static LAYOUT: OnceLock<Layout> = OnceLock::new();
-    LAYOUT.get_or_init(|| Layout {
-        exec: paths(|f| f.on != On::Exit),
-        exit: paths(|f| f.on != On::Exec),
-    })
+    LAYOUT.get_or_init(|| Layout::of(|_| true))
 }
 
 /// The paths of the fields `keep` selects, in list order.
@@ -180,10 +192,15 @@ fn transition(out: &mut Vec<u8>, from: Option<&Path>, to: &Path) {
 
 /// Append one JSON line (with its newline) for `ev`.
 pub fn write_event(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
+    write_fields(out, ev, clock, layout());
+}
+
+/// [`write_event`] with the fields of `layout` only.
+pub fn write_fields(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock, layout: &Layout) {
     out.push(b'{');
     let paths = match ev.action {
-        Action::Exec => &layout().exec,
-        Action::Exit => &layout().exit,
+        Action::Exec => &layout.exec,
+        Action::Exit => &layout.exit,
     };
     // The field last written, and its scope.
     let mut last: Option<&Path> = None;
