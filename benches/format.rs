@@ -100,6 +100,12 @@ const D301094_FIELDS: &[&str] = &[
 
 fn main() {
     let clock = Clock::with_offset(1_700_000_000_000_000_000);
+    for path in D301094_FIELDS {
+        assert!(
+            execwatch::fields::FIELDS.iter().any(|f| f.json == *path),
+            "{path} is no longer a field: update D301094_FIELDS"
+        );
+    }
     let d301094 = json::Layout::only(D301094_FIELDS);
     for (nargs, arglen) in [(1, 8), (16, 64), (64, 1024)] {
         if std::env::var("BENCH_ARGS").is_ok_and(|w| w != format!("{nargs}x{arglen}")) {
