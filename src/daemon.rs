@@ -418,8 +418,13 @@ fn take_records(
                 .context("reading the ring buffer"),
         );
     }
-    c.flush(errors);
-    c.consumed - before
+    let taken = c.consumed - before;
+    // Queued once the buffer is drained (or the sink's own threshold is
+    // reached), not after every turn: each chunk wakes the writer thread.
+    if taken < n as u64 || c.paused || errors.is_set() {
+        c.flush(errors);
+    }
+    taken
 }
 
 /// Sleep until the ring buffer signals records, or `timeout`. Records

@@ -48,7 +48,7 @@ pub trait ChunkWrite: Write {
 }
 
 /// Flush to the writer once this much is buffered, even mid-batch.
-const FLUSH_AT: usize = 256 * 1024;
+const FLUSH_AT: usize = 512 * 1024;
 
 impl<W: ChunkWrite> EventSink<W> {
     /// For `Format::Journald` this connects to journald, which can fail.
