@@ -26,7 +26,16 @@ struct Path {
     /// nearly always): closing braces, comma, keys.
     step: Step,
     step_from: u16,
+    /// Steps from the scopes of fields further back, for when those in
+    /// between were absent (a host process has no container or Kubernetes
+    /// fields): the scopes, nearest first, and a step from each.
+    more_scopes: Box<[u16]>,
+    more_steps: Box<[Step]>,
 }
+
+/// Earlier scopes that [`Path::more_steps`] has steps from: enough to pass
+/// over the container, Kubernetes and orchestrator fields.
+const MORE_STEPS: usize = 8;
 
 /// The scope of a field at the top level.
 const ROOT: u16 = 0;
@@ -100,17 +109,44 @@ fn paths(keep: impl Fn(&Field) -> bool) -> Vec<Path> {
     let mut paths = unstepped_paths(keep);
     for i in 0..paths.len() {
         let from = i.checked_sub(1).map(|p| &paths[p]);
-        let mut bytes = Vec::new();
-        transition(&mut bytes, from, &paths[i]);
+        let step = make_step(from, &paths[i]);
         let step_from = from.map_or(NONE_YET, |p| p.scope);
-        let path = &mut paths[i];
-        path.step_from = step_from;
-        if bytes.len() <= STEP_MAX {
-            path.step.bytes[..bytes.len()].copy_from_slice(&bytes);
-            path.step.len = bytes.len() as u8;
+        // The nearest earlier fields of other scopes (and the start).
+        let mut scopes = vec![step_from];
+        let mut steps = Vec::new();
+        let earlier = paths[..i.saturating_sub(1)].iter().rev().map(Some);
+        for from in earlier.chain([None]) {
+            let scope = from.map_or(NONE_YET, |p| p.scope);
+            if steps.len() == MORE_STEPS || scopes.contains(&scope) {
+                continue;
+            }
+            scopes.push(scope);
+            steps.push(make_step(from, &paths[i]));
         }
+        scopes.remove(0);
+        let path = &mut paths[i];
+        path.step = step;
+        path.step_from = step_from;
+        path.more_scopes = scopes.into_boxed_slice();
+        path.more_steps = steps.into_boxed_slice();
     }
     paths
+}
+
+/// The step from `from` to `to`; of length 0 (worked out per event) if it
+/// does not fit.
+fn make_step(from: Option<&Path>, to: &Path) -> Step {
+    let mut bytes = Vec::new();
+    transition(&mut bytes, from, to);
+    let mut step = Step {
+        bytes: [b' '; STEP_MAX],
+        len: 0,
+    };
+    if bytes.len() <= STEP_MAX {
+        step.bytes[..bytes.len()].copy_from_slice(&bytes);
+        step.len = bytes.len() as u8;
+    }
+    step
 }
 
 fn unstepped_paths(keep: impl Fn(&Field) -> bool) -> Vec<Path> {
@@ -148,6 +184,8 @@ fn unstepped_paths(keep: impl Fn(&Field) -> bool) -> Vec<Path> {
                     len: 0,
                 },
                 step_from: NONE_YET,
+                more_scopes: Box::new([]),
+                more_steps: Box::new([]),
             }
         })
         .collect()
@@ -210,14 +248,22 @@ pub fn write_fields(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock, layout: &L
         // store-forwarding stall per field (seen in perf).
         let value = (path.value)(ev);
         let Some(v) = value.as_ref() else { continue };
-        let step = &path.step;
         // What comes between depends only on the scope last written in.
-        if step.len != 0 && last_scope == path.step_from {
-            let end = out.len() + usize::from(step.len);
-            out.extend_from_slice(&step.bytes);
-            out.truncate(end);
+        let step = if last_scope == path.step_from {
+            Some(&path.step)
         } else {
-            transition(out, last, path);
+            path.more_scopes
+                .iter()
+                .position(|&scope| scope == last_scope)
+                .map(|i| &path.more_steps[i])
+        };
+        match step {
+            Some(step) if step.len != 0 => {
+                let end = out.len() + usize::from(step.len);
+                out.extend_from_slice(&step.bytes);
+                out.truncate(end);
+            }
+            _ => transition(out, last, path),
         }
         write_value(out, v, clock);
         last = Some(path);
