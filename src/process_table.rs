@@ -863,16 +863,21 @@ mod tests {
         )
     }
 
-    /// The one-copy path and the argument-by-argument path build the same
-    /// image, whether the area fits the limits or not.
-    #[test]
-    fn image_of_an_exec_is_the_image_of_its_args() {
-        let l = Limits {
+    /// 8 bytes of executable, 10 of arguments, 3 arguments.
+    fn small_limits() -> Limits {
+        Limits {
             max_executable: 8,
             max_args_bytes: 10,
             max_args: 3,
             ..Limits::default()
-        };
+        }
+    }
+
+    /// The one-copy path and the argument-by-argument path build the same
+    /// image, whether the area fits the limits or not.
+    #[test]
+    fn image_of_an_exec_is_the_image_of_its_args() {
+        let l = small_limits();
         let areas: [(&[u8], u32); 14] = [
             (b"abcd\0efghi\0", 2),  // one byte over: the NUL
             (b"abcdefgh\0ij\0", 2), // no room left but for a NUL
@@ -916,12 +921,7 @@ mod tests {
 
     #[test]
     fn image_keeps_what_fits() {
-        let l = Limits {
-            max_executable: 8,
-            max_args_bytes: 10,
-            max_args: 3,
-            ..Limits::default()
-        };
+        let l = small_limits();
         let i = Image::new(b"/bin/true", args(&["ab", "cd"]), b"true", &l);
         assert_eq!(i.executable(), b"/bin/tru");
         assert!(i.executable_truncated);
