@@ -28,7 +28,7 @@ use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::output::table::Table;
 use crate::output::{EventSink, Format};
-use crate::process_table::{ExecRecord, Image, Limits, ProcessTable, Related};
+use crate::process_table::{ExecRecord, Limits, ProcessTable, Related};
 use crate::sd_notify::Notifier;
 use crate::writer_thread::{OutcomeNotes, OutputQueue, QueueWriter, WriterThread, QUEUE_BUDGET};
 
@@ -214,8 +214,7 @@ impl Consumer<'_> {
                     executable: &ev.executable,
                     name: &ev.comm,
                 };
-                let image = Image::of_exec(ev, table.limits());
-                let ctx = table.on_exec_image(&rec, image);
+                let ctx = table.on_exec_event(&rec, ev);
                 ev.lineage = Some(Lineage {
                     entity_id: ctx.entity_id,
                     parent_entity_id: ctx.parent_entity_id,

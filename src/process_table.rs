@@ -458,9 +458,14 @@ impl ProcessTable {
         self.on_exec_image(rec, image)
     }
 
-    /// [`ProcessTable::on_exec`] with the image already built (within
-    /// [`ProcessTable::limits`]).
-    pub fn on_exec_image(&mut self, rec: &ExecRecord<'_>, image: Image) -> ExecContext {
+    /// [`ProcessTable::on_exec`] for a decoded exec event: its image is
+    /// built by [`Image::of_exec`], within the table's limits.
+    pub fn on_exec_event(&mut self, rec: &ExecRecord<'_>, ev: &ExecEvent) -> ExecContext {
+        let image = Image::of_exec(ev, &self.limits);
+        self.on_exec_image(rec, image)
+    }
+
+    fn on_exec_image(&mut self, rec: &ExecRecord<'_>, image: Image) -> ExecContext {
         let image = Arc::new(image);
         let start_ticks = ticks_from_boot_ns(rec.start_boot_ns);
         let parent_start = rec.parent_start_boot_ns.map(ticks_from_boot_ns);
@@ -877,7 +882,25 @@ mod tests {
     /// image, whether the area fits the limits or not.
     #[test]
     fn image_of_an_exec_is_the_image_of_its_args() {
-        let l = small_limits();
+        let limits = [
+            small_limits(),
+            Limits {
+                max_args: 0,
+                ..small_limits()
+            },
+            Limits {
+                max_args_bytes: 0,
+                ..small_limits()
+            },
+            Limits {
+                max_args_bytes: 1,
+                ..small_limits()
+            },
+            Limits {
+                max_executable: 0,
+                ..small_limits()
+            },
+        ];
         let areas: [(&[u8], u32); 14] = [
             (b"abcd\0efghi\0", 2),  // one byte over: the NUL
             (b"abcdefgh\0ij\0", 2), // no room left but for a NUL
@@ -894,7 +917,10 @@ mod tests {
             (b"abcdefghijklmnop\0", 1),
             (b"q\"\x1b\0", 1), // not plain
         ];
-        for exe in [&b"/bin/a"[..], b"/bin/toolong"] {
+        for (l, exe) in limits
+            .iter()
+            .flat_map(|l| [(l, &b"/bin/a"[..]), (l, b"/bin/toolong")])
+        {
             for (area, argc) in areas {
                 let mut ev = ExecEvent {
                     argc,
@@ -903,8 +929,8 @@ mod tests {
                     ..Default::default()
                 };
                 ev.split_args(area);
-                let want = Image::new(exe, ev.args(), &ev.comm, &l);
-                let got = Image::of_exec(&ev, &l);
+                let want = Image::new(exe, ev.args(), &ev.comm, l);
+                let got = Image::of_exec(&ev, l);
                 assert!(
                     got == want,
                     "{:?} {:?}: {:?} != {:?}",

@@ -357,12 +357,11 @@ fn piece_len(pos: Option<u64>) -> usize {
 }
 
 /// Write `bytes` in pieces; returns how many were written and how it
-/// ended. `pos` follows the file position (another writer to the same file
-/// only costs the alignment).
+/// ended. `pos` is the file position at the start, and follows it.
 fn write_counted(
-    out: &File,
+    out: &mut impl Write,
     bytes: &[u8],
-    pos: &mut Option<u64>,
+    mut pos: Option<u64>,
     q: &OutputQueue,
     liveness: &Liveness,
 ) -> (usize, io::Result<()>) {
@@ -371,12 +370,12 @@ fn write_counted(
         if q.abandon.load(Ordering::Relaxed) {
             return (written, Err(io::ErrorKind::Interrupted.into()));
         }
-        let end = (written + piece_len(*pos)).min(bytes.len());
-        match (&*out).write(&bytes[written..end]) {
+        let end = (written + piece_len(pos)).min(bytes.len());
+        match out.write(&bytes[written..end]) {
             Ok(0) => return (written, Err(io::ErrorKind::WriteZero.into())),
             Ok(n) => {
                 written += n;
-                if let Some(p) = pos {
+                if let Some(p) = &mut pos {
                     *p += n as u64;
                 }
                 liveness.touch();
@@ -389,7 +388,9 @@ fn write_counted(
 }
 
 fn write_loop(out: &File, q: &OutputQueue, liveness: &Liveness) {
-    let mut pos = file_position(out);
+    // Read again for each chunk: stderr sent to the same file, or another
+    // writer, moves it between chunks.
+    let is_file = file_position(out).is_some();
     loop {
         let chunk = {
             let mut st = q.lock();
@@ -412,7 +413,8 @@ fn write_loop(out: &File, q: &OutputQueue, liveness: &Liveness) {
             q.changed.notify_all();
             return;
         };
-        let (written, res) = write_counted(out, &chunk.bytes, &mut pos, q, liveness);
+        let pos = if is_file { file_position(out) } else { None };
+        let (written, res) = write_counted(&mut &*out, &chunk.bytes, pos, q, liveness);
         let mut st = q.lock();
         q.queued_bytes
             .fetch_sub(chunk.bytes.len(), Ordering::Relaxed);
@@ -497,18 +499,59 @@ mod tests {
         io::Seek::seek(&mut f, io::SeekFrom::Start(10)).unwrap();
         assert_eq!(file_position(&f), Some(10));
 
-        // Written across three pieces, whole and in order; the position follows.
+        // Written whole and in order, in pieces that end at multiples of
+        // WRITE_PIECE of the file position.
         let bytes: Vec<u8> = (0..2 * WRITE_PIECE + 5).map(|i| (i % 251) as u8).collect();
         let q = OutputQueue::new(QUEUE_BUDGET);
-        let mut pos = file_position(&f);
-        let (n, res) = write_counted(&f, &bytes, &mut pos, &q, &Liveness::default());
+        let mut rec = Recorder::default();
+        let (n, res) = write_counted(&mut rec, &bytes, Some(10), &q, &Liveness::default());
         assert!(res.is_ok());
         assert_eq!(n, bytes.len());
-        assert_eq!(pos, Some(10 + bytes.len() as u64));
+        assert_eq!(rec.pieces, [WRITE_PIECE - 10, WRITE_PIECE, 15]);
+        assert_eq!(rec.bytes, bytes);
+        // A short write moves the next piece's end along.
+        let mut rec = Recorder {
+            most: Some(100),
+            ..Recorder::default()
+        };
+        let (_, res) = write_counted(&mut rec, &bytes, Some(0), &q, &Liveness::default());
+        assert!(res.is_ok());
+        assert_eq!(rec.pieces[..2], [WRITE_PIECE, WRITE_PIECE - 100]);
+        // Not a file: plain pieces.
+        let mut rec = Recorder::default();
+        let (_, res) = write_counted(&mut rec, &bytes, None, &q, &Liveness::default());
+        assert!(res.is_ok());
+        assert_eq!(rec.pieces, [WRITE_PIECE, WRITE_PIECE, 5]);
+        // Through the file itself.
+        let (n, _) = write_counted(&mut &f, &bytes, file_position(&f), &q, &Liveness::default());
+        assert_eq!(n, bytes.len());
+        assert_eq!(file_position(&f), Some(10 + bytes.len() as u64));
         let back = std::fs::read(&path).unwrap();
         assert_eq!(&back[..10], &[b'a'; 10]);
         assert_eq!(&back[10..], &bytes[..]);
         std::fs::remove_file(&path).unwrap();
+    }
+
+    /// Records the length of each write asked for; takes at most `most`
+    /// bytes of the first.
+    #[derive(Default)]
+    struct Recorder {
+        pieces: Vec<usize>,
+        bytes: Vec<u8>,
+        most: Option<usize>,
+    }
+
+    impl Write for Recorder {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = self.most.take().map_or(buf.len(), |m| m.min(buf.len()));
+            self.pieces.push(buf.len());
+            self.bytes.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
     }
 
     #[test]

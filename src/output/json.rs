@@ -502,34 +502,53 @@ mod tests {
             errno: Some(2),
             ..Default::default()
         });
-        let clock = Clock::with_offset(0);
         for ev in &events {
-            let mut fast = Vec::new();
-            write_event(&mut fast, ev, &clock);
-            let paths = match ev.action {
-                Action::Exec => &layout().exec,
-                Action::Exit => &layout().exit,
-            };
-            let mut slow = vec![b'{'];
-            let mut last = None;
-            for path in paths {
-                if let Some(v) = (path.value)(ev) {
-                    transition(&mut slow, last, path);
-                    write_value(&mut slow, &v, &clock);
-                    last = Some(path);
-                }
-            }
-            slow.extend(std::iter::repeat_n(
-                b'}',
-                last.map_or(0, |p| p.objects.len()),
-            ));
-            slow.extend_from_slice(b"}\n");
-            assert_eq!(
-                String::from_utf8_lossy(&fast),
-                String::from_utf8_lossy(&slow)
-            );
-            serde_json::from_slice::<serde_json::Value>(&fast).unwrap();
+            same_line_both_ways(ev, layout());
         }
+        // Between the first and the last field, only fields absent here,
+        // from more scopes than any field has steps from: the last one's
+        // step is worked out.
+        let ev = ExecEvent::default();
+        let absent = |f: &Field| (f.value)(&ev).is_none() && f.on != On::Exit;
+        let scopes: std::collections::HashSet<_> = FIELDS
+            .iter()
+            .filter(|f| absent(f))
+            .map(|f| f.json.rsplit_once('.').map_or("", |(scope, _)| scope))
+            .collect();
+        assert!(scopes.len() > MORE_STEPS + 1, "{scopes:?}");
+        let sparse = Layout::of(|f| f.json == "@timestamp" || f.json == "ecs.version" || absent(f));
+        same_line_both_ways(&ev, &sparse);
+    }
+
+    /// The line written with the steps is the line written by working out
+    /// every transition, and it is JSON.
+    fn same_line_both_ways(ev: &ExecEvent, layout: &Layout) {
+        let clock = Clock::with_offset(0);
+        let mut fast = Vec::new();
+        write_fields(&mut fast, ev, &clock, layout);
+        let paths = match ev.action {
+            Action::Exec => &layout.exec,
+            Action::Exit => &layout.exit,
+        };
+        let mut slow = vec![b'{'];
+        let mut last = None;
+        for path in paths {
+            if let Some(v) = (path.value)(ev) {
+                transition(&mut slow, last, path);
+                write_value(&mut slow, &v, &clock);
+                last = Some(path);
+            }
+        }
+        slow.extend(std::iter::repeat_n(
+            b'}',
+            last.map_or(0, |p| p.objects.len()),
+        ));
+        slow.extend_from_slice(b"}\n");
+        assert_eq!(
+            String::from_utf8_lossy(&fast),
+            String::from_utf8_lossy(&slow)
+        );
+        serde_json::from_slice::<serde_json::Value>(&fast).unwrap();
     }
 
     #[test]
