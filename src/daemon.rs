@@ -513,11 +513,16 @@ fn report_losses(prev: &Counts, now: &Counts) {
 /// Read to its end the ring buffer of a previous daemon that this one does
 /// not continue (another size or layout), before this daemon's own: its
 /// records are decoded when the layout is this build's, else counted as
-/// lost (reason `upgrade`).
+/// lost (reason `upgrade`). A stop signal meanwhile gives it the drain
+/// timeout, as the shutdown gives this daemon's own buffer (the deadline is
+/// left in the consumer for the shutdown to keep); what it cannot deliver
+/// by then, or after an error, is counted as lost.
 fn drain_previous_buffer(
     loader: &BpfLoader<'_>,
     consumer: &RefCell<Consumer<'_>>,
     queue: &OutputQueue,
+    stop: &AtomicBool,
+    drain_timeout: Duration,
     errors: &mut Errors,
 ) -> Result<()> {
     let Some(prev) = loader.handover().take_previous_buffer() else {
@@ -541,13 +546,30 @@ fn drain_previous_buffer(
             0
         })?;
         let ring = builder.build()?;
+        let mut deadline = None;
         loop {
+            if deadline.is_none() && stop.load(Ordering::Relaxed) {
+                let d = Instant::now() + drain_timeout;
+                consumer.borrow_mut().deadline = Some(d);
+                deadline = Some(d);
+            }
+            let left = deadline.map(|d: Instant| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                break;
+            }
             // A full queue holds the reading back: no turn to judge by.
             let read = if queue.is_full() {
-                queue.wait_for_room(Duration::from_millis(100));
+                let wait = Duration::from_millis(100);
+                queue.wait_for_room(left.map_or(wait, |l| l.min(wait)));
                 false
             } else {
-                take_records(&ring, consumer, RECORDS_PER_TURN, errors);
+                let taken = take_records(&ring, consumer, RECORDS_PER_TURN, errors);
+                if deadline.is_some()
+                    && taken < RECORDS_PER_TURN as u64
+                    && !consumer.borrow().paused
+                {
+                    break; // stopping, and what the buffer holds is read
+                }
                 true
             };
             if let Some(e) = queue.take_error() {
@@ -556,9 +578,20 @@ fn drain_previous_buffer(
             if errors.is_set() || (read && drain.borrow_mut().finished()) {
                 break;
             }
-            if read {
+            if read && deadline.is_none() {
                 std::thread::sleep(Duration::from_millis(10));
             }
+        }
+        if deadline.is_some() || errors.is_set() {
+            // Ended early: what the old buffer still holds is lost, counted.
+            let mode = consumer.borrow().mode;
+            consumer.borrow_mut().mode = Mode::Discard(if errors.output_failed {
+                Counter::lost_output
+            } else {
+                Counter::lost_shutdown
+            });
+            let _ = ring.consume_raw();
+            consumer.borrow_mut().mode = mode;
         }
         Ok(())
     })
@@ -700,7 +733,14 @@ pub fn run(
         .context("setting up the ring buffer reader")?;
     let mut errors = Errors::default();
     // What the previous daemon left comes first.
-    drain_previous_buffer(loader, &consumer, &queue, &mut errors)?;
+    drain_previous_buffer(
+        loader,
+        &consumer,
+        &queue,
+        stop,
+        opts.drain_timeout,
+        &mut errors,
+    )?;
     if loader.handover().continues_events {
         drain_taken_over(&ring, &consumer, &queue, stop, &mut errors);
     }
@@ -786,7 +826,11 @@ pub fn run(
     // the output queue, until the deadline. Kept objects stay attached: the
     // records that keep coming wait for the next daemon.
     let keeps = loader.handover().keeps();
-    let deadline = Instant::now() + opts.drain_timeout;
+    // Already set if a stop came while the previous buffer was drained.
+    let deadline = consumer
+        .borrow()
+        .deadline
+        .unwrap_or_else(|| Instant::now() + opts.drain_timeout);
     notifier.stopping();
     loader.detach();
     if !errors.output_failed {
