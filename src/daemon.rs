@@ -546,30 +546,13 @@ fn drain_previous_buffer(
             0
         })?;
         let ring = builder.build()?;
-        let mut deadline = None;
-        loop {
-            if deadline.is_none() && stop.load(Ordering::Relaxed) {
-                let d = Instant::now() + drain_timeout;
-                consumer.borrow_mut().deadline = Some(d);
-                deadline = Some(d);
-            }
-            let left = deadline.map(|d: Instant| d.saturating_duration_since(Instant::now()));
-            if left.is_some_and(|l| l.is_zero()) {
-                break;
-            }
+        while !stop.load(Ordering::Relaxed) {
             // A full queue holds the reading back: no turn to judge by.
             let read = if queue.is_full() {
-                let wait = Duration::from_millis(100);
-                queue.wait_for_room(left.map_or(wait, |l| l.min(wait)));
+                queue.wait_for_room(Duration::from_millis(100));
                 false
             } else {
-                let taken = take_records(&ring, consumer, RECORDS_PER_TURN, errors);
-                if deadline.is_some()
-                    && taken < RECORDS_PER_TURN as u64
-                    && !consumer.borrow().paused
-                {
-                    break; // stopping, and what the buffer holds is read
-                }
+                take_records(&ring, consumer, RECORDS_PER_TURN, errors);
                 true
             };
             if let Some(e) = queue.take_error() {
@@ -578,11 +561,18 @@ fn drain_previous_buffer(
             if errors.is_set() || (read && drain.borrow_mut().finished()) {
                 break;
             }
-            if read && deadline.is_none() {
+            if read {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        if deadline.is_some() || errors.is_set() {
+        let stopped = stop.load(Ordering::Relaxed);
+        if stopped && !errors.is_set() {
+            // The shutdown's drain, with the deadline the shutdown keeps.
+            let deadline = Instant::now() + drain_timeout;
+            consumer.borrow_mut().deadline = Some(deadline);
+            drain_ring(&ring, consumer, queue, deadline, errors, |e| !e.is_set());
+        }
+        if stopped || errors.is_set() {
             // Ended early: what the old buffer still holds is lost, counted.
             let mode = consumer.borrow().mode;
             consumer.borrow_mut().mode = Mode::Discard(if errors.output_failed {
