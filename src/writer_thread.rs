@@ -331,22 +331,35 @@ impl WriterThread {
     }
 }
 
-/// Where the next write lands, for a regular file; `None` for a pipe, a
-/// socket or a terminal.
-fn file_position(out: &File) -> Option<u64> {
+/// How a regular file places a write: at its offset, or at its end
+/// (`O_APPEND`). Neither changes while the file is open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Placement {
+    Offset,
+    Append,
+}
+
+/// `None` for a pipe, a socket or a terminal.
+fn placement(out: &File) -> Option<Placement> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    use std::io::Seek;
-    let meta = out.metadata().ok()?;
-    if !meta.file_type().is_file() {
+    if !out.metadata().ok()?.file_type().is_file() {
         return None;
     }
     let flags = OFlag::from_bits_truncate(fcntl(out, FcntlArg::F_GETFL).ok()?);
-    if flags.contains(OFlag::O_APPEND) {
-        // Appends land at the end, wherever the offset is.
-        return Some(meta.len());
+    Some(if flags.contains(OFlag::O_APPEND) {
+        Placement::Append
+    } else {
+        Placement::Offset
+    })
+}
+
+/// Where the next write lands. Read again for each chunk: stderr sent to
+/// the same file, or another writer, moves it.
+fn position(out: &File, placement: Placement) -> Option<u64> {
+    match placement {
+        Placement::Append => out.metadata().ok().map(|m| m.len()),
+        Placement::Offset => io::Seek::stream_position(&mut &*out).ok(),
     }
-    let mut f = out;
-    f.stream_position().ok()
 }
 
 /// The next piece's length: up to the next multiple of WRITE_PIECE in a
@@ -388,9 +401,7 @@ fn write_counted(
 }
 
 fn write_loop(out: &File, q: &OutputQueue, liveness: &Liveness) {
-    // Read again for each chunk: stderr sent to the same file, or another
-    // writer, moves it between chunks.
-    let is_file = file_position(out).is_some();
+    let placement = placement(out);
     loop {
         let chunk = {
             let mut st = q.lock();
@@ -413,7 +424,7 @@ fn write_loop(out: &File, q: &OutputQueue, liveness: &Liveness) {
             q.changed.notify_all();
             return;
         };
-        let pos = if is_file { file_position(out) } else { None };
+        let pos = placement.and_then(|p| position(out, p));
         let (written, res) = write_counted(&mut &*out, &chunk.bytes, pos, q, liveness);
         let mut st = q.lock();
         q.queued_bytes
@@ -485,7 +496,7 @@ mod tests {
         assert_eq!(piece_len(Some(3 * WRITE_PIECE as u64)), WRITE_PIECE);
 
         let (r, w) = pipe();
-        assert_eq!(file_position(&w), None);
+        assert_eq!(placement(&w), None);
         drop(r);
 
         let path = std::env::temp_dir().join(format!("execwatch-pieces-{}", std::process::id()));
@@ -494,10 +505,12 @@ mod tests {
             .append(true)
             .open(&path)
             .unwrap();
-        assert_eq!(file_position(&append), Some(1000));
+        assert_eq!(placement(&append), Some(Placement::Append));
+        assert_eq!(position(&append, Placement::Append), Some(1000));
         let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         io::Seek::seek(&mut f, io::SeekFrom::Start(10)).unwrap();
-        assert_eq!(file_position(&f), Some(10));
+        assert_eq!(placement(&f), Some(Placement::Offset));
+        assert_eq!(position(&f, Placement::Offset), Some(10));
 
         // Written whole and in order, in pieces that end at multiples of
         // WRITE_PIECE of the file position.
@@ -523,9 +536,18 @@ mod tests {
         assert!(res.is_ok());
         assert_eq!(rec.pieces, [WRITE_PIECE, WRITE_PIECE, 5]);
         // Through the file itself.
-        let (n, _) = write_counted(&mut &f, &bytes, file_position(&f), &q, &Liveness::default());
+        let (n, _) = write_counted(
+            &mut &f,
+            &bytes,
+            position(&f, Placement::Offset),
+            &q,
+            &Liveness::default(),
+        );
         assert_eq!(n, bytes.len());
-        assert_eq!(file_position(&f), Some(10 + bytes.len() as u64));
+        assert_eq!(
+            position(&f, Placement::Offset),
+            Some(10 + bytes.len() as u64)
+        );
         let back = std::fs::read(&path).unwrap();
         assert_eq!(&back[..10], &[b'a'; 10]);
         assert_eq!(&back[10..], &bytes[..]);
