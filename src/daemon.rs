@@ -26,11 +26,14 @@ use crate::exe_hash::{HashConfig, HashHold, HashOutcome, HashRequest, Hasher, Re
 use crate::handover::PrevDrain;
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
+use crate::output::journald::Journal;
 use crate::output::table::Table;
 use crate::output::{EventSink, Format};
 use crate::process_table::{ExecRecord, Limits, ProcessTable, Related};
 use crate::sd_notify::Notifier;
-use crate::writer_thread::{OutcomeNotes, OutputQueue, QueueWriter, WriterThread, QUEUE_BUDGET};
+use crate::writer_thread::{
+    OutcomeNotes, Output, OutputQueue, QueueWriter, WriterThread, QUEUE_BUDGET,
+};
 
 /// Longest an event waits for its executable's hash, and most events held.
 const HASH_HOLD_MAX: Duration = Duration::from_secs(1);
@@ -114,9 +117,6 @@ enum Mode {
 struct Consumer<'a> {
     sink: EventSink<QueueWriter>,
     notes: OutcomeNotes,
-    /// journald: each entry is sent by `write_event`, which is the delivery.
-    /// Otherwise the writer thread delivers.
-    direct: bool,
     queue: Arc<OutputQueue>,
     event: ExecEvent,
     cgroups: CgroupCache,
@@ -180,7 +180,7 @@ impl Consumer<'_> {
         }
         let past_deadline = self.deadline.is_some_and(|d| Instant::now() >= d);
         let stopping = self.deadline.is_none() && self.stop.load(Ordering::Relaxed);
-        if past_deadline || stopping || (!self.direct && self.queue.is_full()) {
+        if past_deadline || stopping || self.queue.is_full() {
             return self.pause();
         }
         0
@@ -294,20 +294,8 @@ impl Consumer<'_> {
     }
 
     fn deliver(&mut self, ev: &ExecEvent) -> Result<(), ()> {
-        let succeeded = ev.succeeded();
-        if !self.direct {
-            self.notes.note(succeeded);
-        }
+        self.notes.note(ev.succeeded());
         match self.sink.write_event(ev) {
-            Ok(()) if self.direct => {
-                let c = if succeeded {
-                    Counter::events_success
-                } else {
-                    Counter::events_failure
-                };
-                self.counts.add(c, 1);
-                Ok(())
-            }
             Ok(()) => Ok(()),
             Err(e) => {
                 // The output is gone: this record and the rest are lost.
@@ -655,24 +643,23 @@ pub fn run(
     let liveness = &opts.liveness;
     let queue = OutputQueue::new(QUEUE_BUDGET);
     let (queue_writer, notes) = QueueWriter::new(Arc::clone(&queue));
-    let mut sink = EventSink::new(format, queue_writer).context("opening the output")?;
+    let mut sink = EventSink::new(format, queue_writer);
     if format == Format::Text && io::stdout().is_terminal() {
         // A person reads it: aligned columns. Piped, the plain lines stay.
         sink.show_table(Table::for_terminal())
             .context("writing the table header")?;
     }
-    let direct = format == Format::Journald;
-    let writer = if direct {
-        None
+    let out = if format == Format::Journald {
+        Output::Journal(Journal::connect().context("opening the output")?)
     } else {
         // A descriptor of its own: std's stdout lock is never held by a
         // writer that may be blocked at exit.
-        let out = File::from(nix::unistd::dup(io::stdout()).context("duplicating stdout")?);
-        Some(
-            WriterThread::spawn(out, Arc::clone(&queue), Arc::clone(liveness))
-                .context("starting the output thread")?,
-        )
+        Output::Stream(File::from(
+            nix::unistd::dup(io::stdout()).context("duplicating stdout")?,
+        ))
     };
+    let writer = WriterThread::spawn(out, Arc::clone(&queue), Arc::clone(liveness))
+        .context("starting the output thread")?;
     let ids = EntityIds::for_this_boot().context("reading the boot id for entity ids")?;
     let mut table = ProcessTable::new(ids, Limits::for_this_host());
     // Before READY: processes already running get parents and exits too.
@@ -693,7 +680,6 @@ pub fn run(
     let consumer = RefCell::new(Consumer {
         sink,
         notes,
-        direct,
         queue: Arc::clone(&queue),
         event: ExecEvent::default(),
         cgroups: CgroupCache::default(),
@@ -846,12 +832,10 @@ pub fn run(
         }
     }
     queue.close();
-    if let Some(w) = writer {
-        if !errors.output_failed {
-            queue.wait_finished(deadline);
-        }
-        w.abandon();
+    if !errors.output_failed {
+        queue.wait_finished(deadline);
     }
+    writer.abandon();
     if let Some(e) = queue.take_error() {
         errors.output(e);
     }

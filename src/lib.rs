@@ -12,6 +12,7 @@ pub mod event;
 pub mod exe_hash;
 pub mod fields;
 pub mod handover;
+pub mod journal_log;
 pub mod liveness;
 pub mod metrics;
 pub mod mounts;

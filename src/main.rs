@@ -309,13 +309,21 @@ fn init_logging(format: Format, verbose: bool) -> Result<()> {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
     match format {
         Format::Journald => {
-            let layer = tracing_journald::layer()
-                .context("connecting to journald for diagnostics")?
-                .with_syslog_identifier("execwatch".into())
-                .with_field_prefix(None);
+            let layer = execwatch::journal_log::JournalLog::connect("execwatch")
+                .context("connecting to journald for diagnostics")?;
+            // Run by hand or by a supervisor that reads stderr, they show
+            // there too (JSON lines); under systemd stderr is the journal.
+            let stderr = (!execwatch::output::journald::stderr_is_journal()).then(|| {
+                tracing_subscriber::fmt::layer()
+                    .with_writer(io::stderr)
+                    .with_target(false)
+                    .json()
+                    .flatten_event(true)
+            });
             tracing_subscriber::registry()
                 .with(filter)
                 .with(layer)
+                .with(stderr)
                 .init();
         }
         Format::Json => tracing_subscriber::fmt()

@@ -1,5 +1,5 @@
-//! Formatted events go to stdout from a thread of their own, through a
-//! queue with a byte budget. The event loop never blocks on a slow or
+//! Formatted events go to stdout or to journald from a thread of their
+//! own, through a queue with a byte budget. The event loop never blocks on a slow or
 //! stalled reader: it stops taking records from the ring buffer while the
 //! queue is full (the kernel then counts the drops), and keeps checking the
 //! stop flag, the counters and the watchdog.
@@ -8,7 +8,8 @@
 //! and JSON escape every newline inside a record), so after a short write
 //! the complete lines are delivered and the rest is lost: with reason
 //! `output` after a write error, `shutdown` when the drain deadline cut the
-//! write short.
+//! write short. journald entries are framed, and each sent datagram is one
+//! delivered record.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -23,6 +24,15 @@ use std::time::{Duration, Instant};
 
 use crate::counters::{Counter, Counts};
 use crate::liveness::Liveness;
+use crate::output::journald::{self, Journal};
+
+/// Where the writer thread delivers.
+pub enum Output {
+    /// A file, pipe or terminal: lines, written in pieces.
+    Stream(File),
+    /// journald's socket: one datagram per framed entry.
+    Journal(Journal),
+}
 
 /// Bytes queued for the writer before the loop stops taking records.
 pub const QUEUE_BUDGET: usize = 1 << 20;
@@ -241,8 +251,8 @@ pub struct WriterThread {
 
 extern "C" fn interrupt_write(_: libc::c_int) {}
 
-/// SIGURG, without SA_RESTART, makes a blocked `write` of the writer
-/// thread return (short, or EINTR) when it is abandoned.
+/// SIGURG, without SA_RESTART, makes a blocked `write` or `send` of the
+/// writer thread return (short, or EINTR) when it is abandoned.
 fn install_interrupt_handler() -> nix::Result<()> {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     static ONCE: Once = Once::new();
@@ -263,7 +273,7 @@ fn install_interrupt_handler() -> nix::Result<()> {
 
 impl WriterThread {
     pub fn spawn(
-        out: File,
+        out: Output,
         queue: Arc<OutputQueue>,
         liveness: Arc<Liveness>,
     ) -> io::Result<WriterThread> {
@@ -271,7 +281,7 @@ impl WriterThread {
         let q = Arc::clone(&queue);
         let handle = std::thread::Builder::new()
             .name("output".into())
-            .spawn(move || write_loop(&out, &q, &liveness))?;
+            .spawn(move || write_loop(out, &q, &liveness))?;
         Ok(WriterThread {
             queue,
             handle: Some(handle),
@@ -400,8 +410,37 @@ fn write_counted(
     (written, Ok(()))
 }
 
-fn write_loop(out: &File, q: &OutputQueue, liveness: &Liveness) {
-    let placement = placement(out);
+/// Send each framed entry of `bytes`; returns how many were sent and how
+/// it ended. journald full blocks the send until a signal (`abandon`).
+fn send_counted(
+    journal: &mut Journal,
+    bytes: &[u8],
+    q: &OutputQueue,
+    liveness: &Liveness,
+) -> (usize, io::Result<()>) {
+    let mut sent = 0;
+    for entry in journald::frames(bytes) {
+        loop {
+            if q.abandon.load(Ordering::Relaxed) {
+                return (sent, Err(io::ErrorKind::Interrupted.into()));
+            }
+            match journal.send(entry) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (sent, Err(e)),
+            }
+        }
+        sent += 1;
+        liveness.touch();
+    }
+    (sent, Ok(()))
+}
+
+fn write_loop(mut out: Output, q: &OutputQueue, liveness: &Liveness) {
+    let placement = match &out {
+        Output::Stream(f) => placement(f),
+        Output::Journal(_) => None,
+    };
     loop {
         let chunk = {
             let mut st = q.lock();
@@ -424,8 +463,19 @@ fn write_loop(out: &File, q: &OutputQueue, liveness: &Liveness) {
             q.changed.notify_all();
             return;
         };
-        let pos = placement.and_then(|p| position(out, p));
-        let (written, res) = write_counted(&mut &*out, &chunk.bytes, pos, q, liveness);
+        // Records delivered if it ended early.
+        let (done, res) = match &mut out {
+            Output::Stream(f) => {
+                let pos = placement.and_then(|p| position(f, p));
+                let (written, res) = write_counted(&mut &*f, &chunk.bytes, pos, q, liveness);
+                let lines = match res {
+                    Ok(()) => 0, // not asked
+                    Err(_) => memchr::memchr_iter(b'\n', &chunk.bytes[..written]).count(),
+                };
+                (lines, res)
+            }
+            Output::Journal(j) => send_counted(j, &chunk.bytes, q, liveness),
+        };
         let mut st = q.lock();
         q.queued_bytes
             .fetch_sub(chunk.bytes.len(), Ordering::Relaxed);
@@ -433,7 +483,7 @@ fn write_loop(out: &File, q: &OutputQueue, liveness: &Liveness) {
         if !std::mem::take(&mut st.in_flight_written_off) {
             let lines = match &res {
                 Ok(()) => chunk.outcomes.len(),
-                Err(_) => memchr::memchr_iter(b'\n', &chunk.bytes[..written]).count(),
+                Err(_) => done,
             };
             let lines = lines.min(chunk.outcomes.len());
             count_outcomes(&mut st.counts, &chunk.outcomes[..lines]);
@@ -581,7 +631,7 @@ mod tests {
         let (mut r, wfile) = pipe();
         let q = OutputQueue::new(QUEUE_BUDGET);
         let live = Arc::new(Liveness::default());
-        let t = WriterThread::spawn(wfile, Arc::clone(&q), live).unwrap();
+        let t = WriterThread::spawn(Output::Stream(wfile), Arc::clone(&q), live).unwrap();
         let (mut w, notes) = QueueWriter::new(Arc::clone(&q));
         let reader = std::thread::spawn(move || {
             let mut s = Vec::new();
@@ -606,7 +656,7 @@ mod tests {
     fn a_failed_output_counts_the_rest_as_lost_output() {
         let full = File::options().write(true).open("/dev/full").unwrap();
         let q = OutputQueue::new(QUEUE_BUDGET);
-        let t = WriterThread::spawn(full, Arc::clone(&q), Arc::default()).unwrap();
+        let t = WriterThread::spawn(Output::Stream(full), Arc::clone(&q), Arc::default()).unwrap();
         let (mut w, notes) = QueueWriter::new(Arc::clone(&q));
         queue_lines(&mut w, &notes, 4, 50);
         q.close();
@@ -626,7 +676,7 @@ mod tests {
         // Nobody reads: the writer blocks once the pipe (64 KiB) is full.
         let (r, wfile) = pipe();
         let q = OutputQueue::new(QUEUE_BUDGET);
-        let t = WriterThread::spawn(wfile, Arc::clone(&q), Arc::default()).unwrap();
+        let t = WriterThread::spawn(Output::Stream(wfile), Arc::clone(&q), Arc::default()).unwrap();
         let (mut w, notes) = QueueWriter::new(Arc::clone(&q));
         // 100 lines of 1000 bytes: 65 whole lines fit in 64 KiB, the 66th
         // is cut. Then a second chunk that never starts.
@@ -646,5 +696,89 @@ mod tests {
         assert_eq!(c.get(Counter::lost_output), 0);
         assert!(q.take_error().is_none());
         drop(r);
+    }
+
+    /// A socket at a path of its own standing in for journald's.
+    fn journal_socket(
+        name: &str,
+    ) -> (
+        std::os::unix::net::UnixDatagram,
+        Journal,
+        std::path::PathBuf,
+    ) {
+        let path = std::env::temp_dir().join(format!("execwatch-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let j = Journal::connect_to(&path).unwrap();
+        (sock, j, path)
+    }
+
+    fn queue_entries(w: &mut QueueWriter, notes: &OutcomeNotes, n: usize, len: usize) {
+        for i in 0..n {
+            notes.note(i % 2 == 0);
+            let mut framed = (len as u32).to_le_bytes().to_vec();
+            framed.extend(std::iter::repeat_n(b'x', len));
+            w.write_all(&framed).unwrap();
+        }
+        w.flush().unwrap();
+    }
+
+    #[test]
+    fn each_sent_journal_entry_is_one_delivered_record() {
+        let (sock, j, path) = journal_socket("journal-all");
+        let q = OutputQueue::new(QUEUE_BUDGET);
+        let t = WriterThread::spawn(Output::Journal(j), Arc::clone(&q), Arc::default()).unwrap();
+        let (mut w, notes) = QueueWriter::new(Arc::clone(&q));
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            (0..7)
+                .map(|_| sock.recv(&mut buf).unwrap())
+                .collect::<Vec<_>>()
+        });
+        queue_entries(&mut w, &notes, 4, 100);
+        queue_entries(&mut w, &notes, 3, 10);
+        q.close();
+        assert!(q.wait_finished(Instant::now() + Duration::from_secs(5)));
+        t.abandon();
+        assert_eq!(reader.join().unwrap(), [100, 100, 100, 100, 10, 10, 10]);
+        let c = q.counts();
+        assert_eq!(c.get(Counter::events_success), 2 + 2);
+        assert_eq!(c.get(Counter::events_failure), 2 + 1);
+        assert_eq!(c.lost(), 0);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn an_abandoned_writer_blocked_on_a_stalled_journal_counts_what_was_sent() {
+        // Nobody reads: sends block once the socket's queue is full.
+        let (sock, j, path) = journal_socket("journal-stalled");
+        let q = OutputQueue::new(QUEUE_BUDGET);
+        let live = Arc::new(Liveness::default());
+        let t = WriterThread::spawn(Output::Journal(j), Arc::clone(&q), Arc::clone(&live)).unwrap();
+        let (mut w, notes) = QueueWriter::new(Arc::clone(&q));
+        let begin = Instant::now();
+        queue_entries(&mut w, &notes, 2000, 200);
+        // Until the writer has sent some and then made no progress for a
+        // while: it is blocked in send.
+        while begin.elapsed() < Duration::from_secs(5)
+            && (live.age() >= begin.elapsed() || live.age() < Duration::from_millis(200))
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let t0 = Instant::now();
+        t.abandon();
+        assert!(t0.elapsed() < Duration::from_secs(1));
+        sock.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 512];
+        let mut queued = 0;
+        while sock.recv(&mut buf).is_ok() {
+            queued += 1;
+        }
+        let c = q.counts();
+        assert!(queued > 0 && queued < 2000, "{queued} datagrams queued");
+        assert_eq!(c.delivered(), queued, "{c:?}");
+        assert_eq!(c.delivered() + c.get(Counter::lost_shutdown), 2000);
+        assert_eq!(c.get(Counter::lost_output), 0);
+        std::fs::remove_file(path).unwrap();
     }
 }

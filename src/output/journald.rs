@@ -148,25 +148,90 @@ fn base64_text(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
+/// Bytes before each entry in a chunk for the writer thread: its length,
+/// little-endian. Entries hold newlines, so lines cannot frame them.
+pub const FRAME_HEADER: usize = 4;
+
+/// Append `ev` as one framed entry ([`frames`] takes them apart).
+pub fn write_framed(buf: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
+    let at = buf.len();
+    buf.extend_from_slice(&[0; FRAME_HEADER]);
+    write_event(buf, ev, clock);
+    let len = u32::try_from(buf.len() - at - FRAME_HEADER).unwrap_or(u32::MAX);
+    buf[at..at + FRAME_HEADER].copy_from_slice(&len.to_le_bytes());
+}
+
+/// The entries of a chunk of framed entries, in order; a cut frame at the
+/// end is not one.
+pub fn frames(mut b: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let (head, rest) = b.split_first_chunk::<FRAME_HEADER>()?;
+        let len = u32::from_le_bytes(*head) as usize;
+        let entry = rest.get(..len)?;
+        b = &rest[len..];
+        Some(entry)
+    })
+}
+
 /// A connection to journald's native socket.
 pub struct Journal {
     sock: UnixDatagram,
+    path: std::path::PathBuf,
+    nonblocking: bool,
+}
+
+impl std::os::fd::AsFd for Journal {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
 }
 
 impl Journal {
     pub fn connect() -> io::Result<Journal> {
-        let sock = UnixDatagram::unbound()?;
-        sock.connect(SOCKET).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot reach journald at {SOCKET} ({e}): is systemd-journald running?"),
-            )
-        })?;
-        Ok(Journal { sock })
+        Journal::connect_to(SOCKET.as_ref())
     }
 
-    /// Send one entry; entries too large for a datagram go in a sealed memfd.
-    pub fn send(&self, entry: &[u8]) -> io::Result<()> {
+    pub fn connect_to(path: &std::path::Path) -> io::Result<Journal> {
+        let sock = UnixDatagram::unbound()?;
+        sock.connect(path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot reach journald at {} ({e}): is systemd-journald running?",
+                    path.display()
+                ),
+            )
+        })?;
+        Ok(Journal {
+            sock,
+            path: path.to_owned(),
+            nonblocking: false,
+        })
+    }
+
+    /// Send one entry; entries too large for a datagram go in a sealed
+    /// memfd. journald restarted (its socket is a new one): connect again,
+    /// once. Blocks while journald's queue is full; a signal interrupts it.
+    pub fn send(&mut self, entry: &[u8]) -> io::Result<()> {
+        match self.send_once(entry) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNREFUSED | libc::ENOTCONN)) => {
+                let nonblocking = self.nonblocking;
+                *self = Journal::connect_to(&self.path)?;
+                self.set_nonblocking(nonblocking)?;
+                self.send_once(entry)
+            }
+            r => r,
+        }
+    }
+
+    /// Sends fail with `WouldBlock` instead of waiting while journald is full.
+    pub fn set_nonblocking(&mut self, on: bool) -> io::Result<()> {
+        self.sock.set_nonblocking(on)?;
+        self.nonblocking = on;
+        Ok(())
+    }
+
+    fn send_once(&self, entry: &[u8]) -> io::Result<()> {
         match self.sock.send(entry) {
             Ok(_) => Ok(()),
             Err(e) if matches!(e.raw_os_error(), Some(libc::EMSGSIZE) | Some(libc::ENOBUFS)) => {
@@ -262,6 +327,60 @@ mod tests {
         assert_eq!(f.len(), 3, "a newline cannot start a forged field");
         assert_eq!(f[1], ("B".into(), b"two\nlines\nFORGED=1".to_vec()));
         assert_eq!(f[2].1, b"\xff\x00bytes");
+    }
+
+    #[test]
+    fn framed_entries_come_apart_whole_and_a_cut_one_is_dropped() {
+        let clock = Clock::with_offset(0);
+        let mut evs = [ExecEvent::default(), ExecEvent::default()];
+        evs[0].set_args([&b"a"[..]]);
+        evs[1].set_args([&b"b\nFORGED=1"[..], b"c"]);
+        let (mut framed, mut plain) = (Vec::new(), Vec::new());
+        for ev in &evs {
+            write_framed(&mut framed, ev, &clock);
+            let mut one = Vec::new();
+            write_event(&mut one, ev, &clock);
+            plain.push(one);
+        }
+        let got: Vec<&[u8]> = frames(&framed).collect();
+        assert_eq!(got, [&plain[0][..], &plain[1][..]]);
+        for cut in 0..framed.len() {
+            let n = frames(&framed[..cut]).count();
+            let whole = if cut >= framed.len() {
+                2
+            } else if cut >= 4 + plain[0].len() {
+                1
+            } else {
+                0
+            };
+            assert_eq!(n, whole, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_restarted_journald_is_reached_again() {
+        let dir = std::env::temp_dir().join(format!("execwatch-journal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("socket");
+        let _ = std::fs::remove_file(&path);
+        let first = UnixDatagram::bind(&path).unwrap();
+        let mut j = Journal::connect_to(&path).unwrap();
+        j.send(b"ONE=1\n").unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(first.recv(&mut buf).unwrap(), 6);
+        // journald restarts: a new socket at the same path.
+        drop(first);
+        std::fs::remove_file(&path).unwrap();
+        let second = UnixDatagram::bind(&path).unwrap();
+        j.send(b"TWO=2\n").unwrap();
+        let n = second.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"TWO=2\n");
+        // Gone for good: an error, not a hang.
+        drop(second);
+        std::fs::remove_file(&path).unwrap();
+        let e = j.send(b"THREE=3\n").unwrap_err();
+        assert!(e.to_string().contains("cannot reach journald"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

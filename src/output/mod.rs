@@ -30,8 +30,6 @@ pub struct EventSink<W: ChunkWrite> {
     clock: Clock,
     buf: Vec<u8>,
     out: W,
-    /// Set for `Format::Journald`: entries go there, not to `out`.
-    journal: Option<journald::Journal>,
     /// `Format::Text` as a table, for a terminal ([`EventSink::show_table`]).
     table: Option<table::Table>,
 }
@@ -51,20 +49,16 @@ pub trait ChunkWrite: Write {
 const FLUSH_AT: usize = 512 * 1024;
 
 impl<W: ChunkWrite> EventSink<W> {
-    /// For `Format::Journald` this connects to journald, which can fail.
-    pub fn new(format: Format, out: W) -> io::Result<Self> {
-        let journal = match format {
-            Format::Journald => Some(journald::Journal::connect()?),
-            _ => None,
-        };
-        Ok(EventSink {
+    /// `Format::Journald` writes framed entries ([`journald::frames`]) for
+    /// a writer that sends each as a datagram.
+    pub fn new(format: Format, out: W) -> Self {
+        EventSink {
             format,
             clock: Clock::new(),
             buf: Vec::with_capacity(FLUSH_AT + 64 * 1024),
             out,
-            journal,
             table: None,
-        })
+        }
     }
 
     /// Show `Format::Text` as `table` (for a person at a terminal); other
@@ -90,16 +84,7 @@ impl<W: ChunkWrite> EventSink<W> {
                 None => text::write_event(&mut self.buf, ev, &self.clock),
             },
             Format::Json => json::write_event(&mut self.buf, ev, &self.clock),
-            Format::Journald => {
-                // One datagram per entry: nothing to batch.
-                journald::write_event(&mut self.buf, ev, &self.clock);
-                let sent = match &self.journal {
-                    Some(j) => j.send(&self.buf),
-                    None => Ok(()),
-                };
-                self.buf.clear();
-                return sent;
-            }
+            Format::Journald => journald::write_framed(&mut self.buf, ev, &self.clock),
         }
         if self.buf.len() >= FLUSH_AT {
             self.flush()?;
