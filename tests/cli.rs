@@ -147,11 +147,21 @@ fn check_as_root_passes_with_a_line_per_requirement() {
         out.contains("ring buffer   BPF_MAP_TYPE_RINGBUF supported (probed)"),
         "{out}"
     );
-    // Which failed-exec hook: root may mount tracefs, so the tracepoints.
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with("ok       tracefs") && l.contains("syscall exit tracepoints")),
-        "{out}"
+    // Which failed-exec hook: root may mount tracefs, so the tracepoints;
+    // the packaged unit (CAP_BPF, CAP_PERFMON) may not, and the line says
+    // so when tracefs is not mounted.
+    let tracefs = out
+        .lines()
+        .find(|l| l.starts_with("ok       tracefs"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(tracefs.contains("syscall exit tracepoints"), "{tracefs}");
+    let mounted = execwatch::tracefs::find_mounted().is_some();
+    assert_eq!(
+        tracefs.contains(
+            "the packaged unit (CAP_BPF and CAP_PERFMON only) would use the sys_exit hook"
+        ),
+        !mounted,
+        "{tracefs}"
     );
     assert!(
         out.lines()
