@@ -190,11 +190,19 @@ impl CgroupInfo {
     fn is_unconfirmed_claim(&self) -> bool {
         self.container.as_ref().is_some_and(|c| c.id.is_none())
     }
+
+    /// Unconfirmed, or confirmed with its names file not written yet.
+    fn wants_lookup(&self) -> bool {
+        self.container
+            .as_ref()
+            .is_some_and(|c| c.id.is_none() || c.names_pending)
+    }
 }
 
-/// First retry of a claim no state confirmed yet; the wait doubles up to
-/// `RETRY_MAX` and retries go on for as long as the cgroup is cached (a
-/// retry is a few failed `openat`s).
+/// First retry of a claim no state confirmed yet, or of a confirmed
+/// container's missing names file (for `NAMES_RETRY_FOR`); the wait doubles
+/// up to `RETRY_MAX`, and a claim's retries go on for as long as the cgroup
+/// is cached (a retry is a few failed `openat`s).
 pub const RETRY_FIRST: Duration = Duration::from_millis(10);
 pub const RETRY_MAX: Duration = Duration::from_millis(250);
 /// Retries per second over all cgroups: many forged cgroups exec'ing in a
@@ -274,7 +282,7 @@ impl CgroupCache {
                 let info = Arc::new(info.with_container(container));
                 log_attribution(id, &info);
                 let retry = info
-                    .is_unconfirmed_claim()
+                    .wants_lookup()
                     .then(|| (Instant::now() + RETRY_FIRST, RETRY_FIRST));
                 let entry = Entry {
                     info: Arc::clone(&info),
@@ -297,15 +305,21 @@ impl CgroupCache {
                     if (now >= at || eager) && take_retry(&mut self.retry_budget, now) {
                         entry.looked_ns = boot_ns_now();
                         let container = self.resolver.resolve(&entry.info);
-                        if container.as_ref().is_some_and(|c| c.id.is_some()) {
+                        let confirmed = container.as_ref().is_some_and(|c| c.id.is_some());
+                        if confirmed && container != entry.info.container {
                             let info = (*entry.info).clone().with_container(container);
                             entry.info = Arc::new(info);
-                            entry.retry = None;
                             log_attribution(id, &entry.info);
-                        } else {
-                            let wait = (wait * 2).min(RETRY_MAX);
-                            entry.retry = Some((now + wait, wait));
                         }
+                        // A confirmed container whose state is gone keeps
+                        // what it had: its names will not come now.
+                        let gone = !confirmed && !entry.info.is_unconfirmed_claim();
+                        entry.retry = if entry.info.wants_lookup() && !gone {
+                            let wait = (wait * 2).min(RETRY_MAX);
+                            Some((now + wait, wait))
+                        } else {
+                            None
+                        };
                     }
                 }
                 Some(Arc::clone(&entry.info))

@@ -5,8 +5,9 @@
 use std::io::{self, Write};
 use std::path::Path;
 
+use crate::bpf_loader::FailedExecs;
 use crate::mounts::MountTable;
-use crate::preflight::{self, PreflightError, RingBufferEvidence};
+use crate::preflight::{self, PreflightError, RingBufferEvidence, TracefsEvents};
 
 /// Whether execwatch can run without a requirement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +23,9 @@ pub struct Requirement {
     pub name: &'static str,
     pub need: Need,
     pub result: Result<String, PreflightError>,
+    /// Said after the result, on the same line: how the packaged service
+    /// would fare when that differs from the caller.
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -47,11 +51,15 @@ impl Report {
     pub fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
         for r in &self.requirements {
             match (&r.result, r.need) {
-                (Ok(found), _) => writeln!(out, "ok       {:<13} {found}", r.name)?,
-                (Err(e), Need::Required) => writeln!(out, "missing  {:<13} {e}", r.name)?,
+                (Ok(found), _) => write!(out, "ok       {:<13} {found}", r.name)?,
+                (Err(e), Need::Required) => write!(out, "missing  {:<13} {e}", r.name)?,
                 (Err(e), Need::Optional(what)) => {
-                    writeln!(out, "missing  {:<13} optional, for {what}: {e}", r.name)?
+                    write!(out, "missing  {:<13} optional, for {what}: {e}", r.name)?
                 }
+            }
+            match &r.note {
+                Some(note) => writeln!(out, "; {note}")?,
+                None => writeln!(out)?,
             }
         }
         let optional: Vec<&str> = self.missing(false).collect();
@@ -88,13 +96,46 @@ fn failed_execs_found(plan: &preflight::FailedExecsPlan) -> String {
         .unwrap_or(Path::new(preflight::TRACEFS_PATH))
         .display();
     if plan.will_mount {
-        format!(
-            "not mounted: execwatch mounts it at {at} when it starts; failed execs use the \
-             syscall exit tracepoints"
-        )
+        "not mounted: execwatch mounts a private instance for a moment at start, to read the \
+         tracepoint ids; failed execs use the syscall exit tracepoints"
+            .into()
     } else {
         format!("mounted at {at}: failed execs use the syscall exit tracepoints")
     }
+}
+
+/// The tracefs line: what `--failed-execs auto` picks for the caller (with
+/// `caller_caps`) and, when the packaged unit (root with only UNIT_CAPS)
+/// would pick another hook, what it would use.
+fn failed_execs(
+    release: &str,
+    seen: Option<(&Path, TracefsEvents)>,
+    caller_caps: Option<u64>,
+) -> (Result<String, PreflightError>, Option<String>) {
+    let can_mount = caller_caps.is_some_and(preflight::can_mount);
+    let caller = preflight::plan_failed_execs(release, seen, can_mount);
+    let hook = |r: &Result<preflight::FailedExecsPlan, PreflightError>| {
+        r.as_ref().map_or(FailedExecs::SysExit, |p| p.hook)
+    };
+    // Events this user cannot read: what root sees there is not known.
+    let unit = (!matches!(seen, Some((_, TracefsEvents::Unreadable))))
+        .then(|| preflight::plan_failed_execs(release, seen, false))
+        .filter(|u| hook(u) != hook(&caller));
+    let units = format!(
+        "the packaged unit ({} only) would use",
+        preflight::UNIT_CAPS_NAMES
+    );
+    let note = unit.map(|u| match u {
+        Ok(plan) => format!(
+            "{units} the syscall exit tracepoints ({})",
+            failed_execs_found(&plan)
+        ),
+        Err(PreflightError::NoSyscallTracepoints { why, fix }) => {
+            format!("{units} the sys_exit hook: {why}; {fix}")
+        }
+        Err(e) => format!("{units} the sys_exit hook: {e}"),
+    });
+    (caller.map(|plan| failed_execs_found(&plan)), note)
 }
 
 /// Run every check against this host. Reads only: mounts nothing, loads
@@ -109,6 +150,7 @@ pub fn host() -> Report {
         Requirement {
             name: "kernel",
             need: Need::Required,
+            note: None,
             result: preflight::check_kernel(&release).map(|()| {
                 let (major, minor) = preflight::MIN_KERNEL;
                 format!("Linux {release} ({major}.{minor} or newer needed)")
@@ -117,12 +159,14 @@ pub fn host() -> Report {
         Requirement {
             name: "BTF",
             need: Need::Required,
+            note: None,
             result: preflight::check_btf(Path::new(preflight::BTF_PATH))
                 .map(|()| preflight::BTF_PATH.to_string()),
         },
         Requirement {
             name: "ring buffer",
             need: Need::Required,
+            note: None,
             result: preflight::check_ring_buffer(
                 privileged.then(preflight::probe_ring_buffer),
                 &release,
@@ -132,24 +176,25 @@ pub fn host() -> Report {
         Requirement {
             name: "capabilities",
             need: Need::Required,
+            note: None,
             result: match caps {
                 Some(c) => preflight::check_caps(c).map(|held| format!("{held} held")),
                 None => Ok("not known (no CapEff in /proc/self/status)".into()),
             },
         },
-        Requirement {
-            name: "tracefs",
-            need: Need::Optional("the exec tracepoints"),
-            result: preflight::plan_failed_execs(
-                &release,
-                preflight::tracefs_seen(),
-                caps.is_some_and(preflight::can_mount),
-            )
-            .map(|plan| failed_execs_found(&plan)),
+        {
+            let (result, note) = failed_execs(&release, preflight::tracefs_seen(), caps);
+            Requirement {
+                name: "tracefs",
+                need: Need::Optional("the exec tracepoints"),
+                result,
+                note,
+            }
         },
         Requirement {
             name: "cgroup v2",
             need: Need::Optional("naming containers and units, and --cgroup"),
+            note: None,
             result: preflight::check_cgroup2(
                 mounts
                     .first_of_type("cgroup2")
@@ -160,12 +205,14 @@ pub fn host() -> Report {
         Requirement {
             name: "journald",
             need: Need::Optional("--format journald"),
+            note: None,
             result: preflight::check_journald()
                 .map(|()| format!("{} answers", crate::output::journald::SOCKET)),
         },
         Requirement {
             name: "bpffs",
             need: Need::Optional("pinning BPF objects"),
+            note: None,
             result: preflight::check_bpffs(&mounts).map(|p| format!("mounted at {}", p.display())),
         },
     ];
@@ -182,7 +229,12 @@ mod tests {
             requirements: results
                 .into_iter()
                 .zip(names)
-                .map(|((need, result), name)| Requirement { name, need, result })
+                .map(|((need, result), name)| Requirement {
+                    name,
+                    need,
+                    result,
+                    note: None,
+                })
                 .collect(),
         };
         let mut out = Vec::new();
@@ -243,6 +295,61 @@ mod tests {
             "{text}"
         );
         assert_eq!(lines[3], "execwatch cannot run on this host: missing a, b");
+    }
+
+    const ROOT_CAPS: u64 = u64::MAX >> 23;
+
+    #[test]
+    fn tracefs_line_says_what_the_unit_would_use_when_it_differs() {
+        let tracing = Path::new("/sys/kernel/tracing");
+        // Not mounted, checked as root: root mounts a private instance for a
+        // moment; the unit cannot, and falls back to sys_exit.
+        let (result, note) = failed_execs("6.1.0", None, Some(ROOT_CAPS));
+        let found = result.unwrap();
+        assert!(found.contains("private instance"), "{found}");
+        assert!(!found.contains("mounts it at"), "{found}");
+        let note = note.expect("the unit differs");
+        assert!(
+            note.starts_with("the packaged unit (CAP_BPF and CAP_PERFMON only) would use the sys_exit hook: tracefs is not mounted"),
+            "{note}"
+        );
+        assert!(note.contains("mount -t tracefs"), "{note}");
+        // As the unit itself (or anyone without CAP_SYS_ADMIN): no note.
+        let (result, note) = failed_execs("6.1.0", None, Some(preflight::UNIT_CAPS));
+        assert!(result.is_err());
+        assert_eq!(note, None);
+        // Mounted: both use the tracepoints.
+        let seen = Some((tracing, TracefsEvents::Present));
+        for caps in [Some(ROOT_CAPS), Some(preflight::UNIT_CAPS), None] {
+            let (result, note) = failed_execs("6.1.0", seen, caps);
+            assert!(result
+                .unwrap()
+                .starts_with("mounted at /sys/kernel/tracing"));
+            assert_eq!(note, None);
+        }
+        // Unreadable to this user: root's view is not guessed.
+        let seen = Some((tracing, TracefsEvents::Unreadable));
+        assert_eq!(failed_execs("6.1.0", seen, Some(0)).1, None);
+        // Old kernels: sys_exit for everyone.
+        assert_eq!(failed_execs("5.12.0", None, Some(ROOT_CAPS)).1, None);
+    }
+
+    #[test]
+    fn a_note_stays_on_its_line() {
+        let r = Report {
+            requirements: vec![Requirement {
+                name: "tracefs",
+                need: Need::Optional("x"),
+                result: Ok("found".into()),
+                note: Some("the unit differs".into()),
+            }],
+        };
+        let mut out = Vec::new();
+        r.write_to(&mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "ok       tracefs       found; the unit differs\nexecwatch can run on this host\n"
+        );
     }
 
     #[test]

@@ -776,7 +776,9 @@ pub static FIELDS: &[Field] = &[
         text: Text::Label("pod"),
         ty: Type::String,
         present: "Kubernetes pod",
-        doc: "Pod UID from the cgroup path.",
+        doc: "Pod UID of a confirmed system container: from the CRI annotations \
+              (`io.kubernetes.cri.sandbox-uid`, `io.kubernetes.pod.uid`) first, else from its \
+              cgroup path (`kubepods-<qos>-pod<uid>.slice`, `pod<uid>`).",
         value: |ev| ev.pod_uid().and_then(text_str),
     },
     Field {

@@ -23,6 +23,12 @@ const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
+/// What the packaged unit (deploy/systemd/execwatch.service) leaves the
+/// daemon, as root: its CapabilityBoundingSet.
+pub const UNIT_CAPS: u64 = (1 << CAP_BPF) | (1 << CAP_PERFMON);
+/// How `execwatch check` names them.
+pub const UNIT_CAPS_NAMES: &str = "CAP_BPF and CAP_PERFMON";
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PreflightError {
     #[error(
@@ -366,6 +372,20 @@ mod tests {
         );
         let e = check_ring_buffer(None, "5.4.0").unwrap_err();
         assert!(e.to_string().contains("Linux 5.8 or newer"), "{e}");
+    }
+
+    #[test]
+    fn unit_caps_are_the_units_bounding_set() {
+        let unit = include_str!("../deploy/systemd/execwatch.service");
+        let set: Vec<&str> = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+            .expect("the unit bounds its capabilities")
+            .split_whitespace()
+            .collect();
+        assert_eq!(set, ["CAP_BPF", "CAP_PERFMON"]);
+        assert_eq!(UNIT_CAPS, (1 << CAP_BPF) | (1 << CAP_PERFMON));
+        assert!(!can_mount(UNIT_CAPS));
     }
 
     #[test]

@@ -147,11 +147,21 @@ fn check_as_root_passes_with_a_line_per_requirement() {
         out.contains("ring buffer   BPF_MAP_TYPE_RINGBUF supported (probed)"),
         "{out}"
     );
-    // Which failed-exec hook: root may mount tracefs, so the tracepoints.
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with("ok       tracefs") && l.contains("syscall exit tracepoints")),
-        "{out}"
+    // Which failed-exec hook: root may mount tracefs, so the tracepoints;
+    // the packaged unit (CAP_BPF, CAP_PERFMON) may not, and the line says
+    // so when tracefs is not mounted.
+    let tracefs = out
+        .lines()
+        .find(|l| l.starts_with("ok       tracefs"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(tracefs.contains("syscall exit tracepoints"), "{tracefs}");
+    let mounted = execwatch::tracefs::find_mounted().is_some();
+    assert_eq!(
+        tracefs.contains(
+            "the packaged unit (CAP_BPF and CAP_PERFMON only) would use the sys_exit hook"
+        ),
+        !mounted,
+        "{tracefs}"
     );
     assert!(
         out.lines()
@@ -261,4 +271,120 @@ fn detach_of_a_directory_that_does_not_exist_has_nothing_to_do() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("does not exist: nothing to detach"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// A directory of stand-in programs (`name`, shell body), each logging its
+/// arguments to `calls`, and an empty HOME.
+struct FakeBin {
+    dir: std::path::PathBuf,
+}
+
+impl FakeBin {
+    fn new(name: &str, programs: &[(&str, &str)]) -> FakeBin {
+        use std::os::unix::fs::PermissionsExt;
+        let dir =
+            std::env::temp_dir().join(format!("execwatch-fakebin-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        std::fs::create_dir_all(dir.join("home")).unwrap();
+        for (prog, body) in programs {
+            let path = dir.join("bin").join(prog);
+            let log = dir.join("calls");
+            let script = format!(
+                "#!/bin/sh\necho \"{prog} $*\" >> {}\n{body}\n",
+                log.display()
+            );
+            std::fs::write(&path, script).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        FakeBin { dir }
+    }
+
+    /// scripts/install-deps with only these programs and the system's.
+    fn install_deps(&self, args: &[&str]) -> Output {
+        Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-deps"))
+            .args(args)
+            .env_clear()
+            .env("HOME", self.dir.join("home"))
+            .env(
+                "PATH",
+                format!(
+                    "{}:/usr/sbin:/usr/bin:/sbin:/bin",
+                    self.dir.join("bin").display()
+                ),
+            )
+            .output()
+            .unwrap()
+    }
+
+    fn calls(&self) -> String {
+        std::fs::read_to_string(self.dir.join("calls")).unwrap_or_default()
+    }
+}
+
+impl Drop for FakeBin {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn install_deps_without_cargo_points_to_rustup_and_installs_no_debian_rust() {
+    // Debian 12's cargo is Rust 1.63: too old, so never installed.
+    assert!(
+        !std::path::Path::new("/usr/bin/cargo").exists(),
+        "this test needs a host without Debian's cargo"
+    );
+    let fake = FakeBin::new("nocargo", &[("apt-get", "exit 1")]);
+    let o = fake.install_deps(&[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(fake.calls(), "", "apt-get is not run");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("https://rustup.rs") && err.contains("1.85"),
+        "{err}"
+    );
+}
+
+#[test]
+fn install_deps_test_adds_rustfmt_and_clippy_with_rustup() {
+    let fake = FakeBin::new(
+        "components",
+        &[
+            ("apt-get", "exit 1"),
+            ("rustc", "echo 'rustc 1.90.0 (fake)'"),
+            // fmt and clippy are missing; everything else (cargo deb) is there.
+            (
+                "cargo",
+                r#"case "$1" in fmt|clippy) exit 101;; *) exit 0;; esac"#,
+            ),
+            ("rustup", "exit 0"),
+        ],
+    );
+    let o = fake.install_deps(&["--test"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}\n{}", fake.calls());
+    assert!(
+        fake.calls()
+            .lines()
+            .any(|l| l == "rustup component add rustfmt clippy"),
+        "{}",
+        fake.calls()
+    );
+    assert!(!fake.calls().contains("apt-get"), "{}", fake.calls());
+    // Without --test the components are not needed.
+    let fake = FakeBin::new(
+        "components-run",
+        &[
+            ("rustc", "echo 'rustc 1.90.0 (fake)'"),
+            (
+                "cargo",
+                r#"case "$1" in fmt|clippy) exit 101;; *) exit 0;; esac"#,
+            ),
+            ("rustup", "exit 0"),
+        ],
+    );
+    assert!(fake.install_deps(&[]).status.success());
+    assert!(!fake.calls().contains("rustup"), "{}", fake.calls());
 }

@@ -7,8 +7,10 @@
 //! CRI-O write: the daemon confirms them from that state, as on a real node.
 //! What the events say about containers is checked in JSON, journald and
 //! text (tests/common/formats.rs).
-//! State roots runc creates here (/run/docker/runtime-runc/moby,
-//! /run/containerd/runc/k8s.io) are left in place, empty: /run is a tmpfs.
+//! Containers run with crun too (its `status` and config.json copy).
+//! State roots runc and crun create here (/run/docker/runtime-runc/moby,
+//! /run/containerd/runc/k8s.io, /run/crun) are left in place, empty: /run
+//! is a tmpfs.
 
 mod common;
 
@@ -30,6 +32,7 @@ const POD_B: &str = "1f2e3d4c-5b6a-4789-8abc-def012345678";
 const DOCKER_ROOT: &str = "/run/docker/runtime-runc/moby";
 const CONTAINERD_ROOT: &str = "/run/containerd/runc/k8s.io";
 const RUNC_ROOT: &str = "/run/runc";
+const CRUN_ROOT: &str = "/run/crun";
 
 fn hex64(seed: &str) -> String {
     // A deterministic 64-hex id from the marker (no rand dependency).
@@ -44,9 +47,11 @@ fn hex64(seed: &str) -> String {
     out
 }
 
-/// A runc container from a busybox bundle, its state under `root`. Deleted
-/// (state and bundle) on drop.
+/// A runc (or crun) container from a busybox bundle, its state under
+/// `root`. Deleted (state and bundle) on drop.
 struct Runc {
+    /// `runc` or `crun`.
+    bin: &'static str,
     root: String,
     name: String,
     bundle: PathBuf,
@@ -81,15 +86,46 @@ impl Runc {
         cfg["annotations"] = Value::Object(ann);
         std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
         Runc {
+            bin: "runc",
             root: root.into(),
             name: name.into(),
             bundle,
         }
     }
 
+    /// The same container run by crun instead.
+    fn crun(mut self) -> Runc {
+        self.bin = "crun";
+        self
+    }
+
     fn runc(&self) -> Command {
-        let mut c = Command::new("runc");
+        let mut c = Command::new(self.bin);
         c.arg("--root").arg(&self.root);
+        c
+    }
+
+    /// The command that creates the container. crun refuses a hybrid cgroup
+    /// host whose v2 hierarchy holds any controller (this test host's has
+    /// hugetlb): it is shown an empty `cgroup.controllers`, in a mount
+    /// namespace of its own, so that it still places the container in the
+    /// real v2 cgroup the daemon sees.
+    fn creator(&self) -> Command {
+        let controllers = Path::new("/sys/fs/cgroup/unified/cgroup.controllers");
+        let busy = std::fs::read(controllers).is_ok_and(|c| !c.trim_ascii().is_empty());
+        if self.bin != "crun" || !busy {
+            return self.runc();
+        }
+        let empty = self.bundle.join("no-controllers");
+        std::fs::write(&empty, "").unwrap();
+        let mut c = Command::new("unshare");
+        c.args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "mount --bind {} {} && exec crun --root \"$0\" \"$@\"",
+                empty.display(),
+                controllers.display()
+            ))
+            .arg(&self.root);
         c
     }
 
@@ -100,7 +136,7 @@ impl Runc {
         // long as it runs, so errors go to a file.
         let log = self.bundle.join("runc.stderr");
         let st = self
-            .runc()
+            .creator()
             .args(["run", "-d", "--bundle"])
             .arg(&self.bundle)
             .arg(&self.name)
@@ -111,7 +147,8 @@ impl Runc {
             .unwrap();
         assert!(
             st.success(),
-            "runc run -d {}: {}",
+            "{} run -d {}: {}",
+            self.bin,
             self.name,
             std::fs::read_to_string(&log).unwrap_or_default()
         );
@@ -339,9 +376,27 @@ fn containers_are_confirmed_from_their_runtimes_state_and_named() {
     drop(running);
 
     for (case, ((_, id, path), s)) in cases.iter().zip(expected.iter().zip(&seen)) {
-        s.has("container.id", id.as_str().into())
+        case.check(id, path, s);
+    }
+    // runc keeps no names.
+    plain
+        .has("container.id", name.as_str().into())
+        .has("container.runtime", "runc".into())
+        .has("execwatch.cgroup.path", path.as_str().into())
+        .lacks("container.name")
+        .lacks("container.image.name")
+        .lacks("kubernetes.pod.name")
+        .lacks("execwatch.container.unconfirmed_id");
+}
+
+impl Case {
+    /// The event `s` of a container `id` of this case in cgroup `path`, in
+    /// every format.
+    fn check(&self, id: &str, path: &str, s: &Seen) {
+        let case = self;
+        s.has("container.id", id.into())
             .has("container.runtime", case.runtime.into())
-            .has("execwatch.cgroup.path", path.as_str().into())
+            .has("execwatch.cgroup.path", path.into())
             .has("execwatch.pid_ns.host", false.into())
             .has("process.executable", "/bin/busybox".into())
             .has("container.name", case.names.0.into())
@@ -368,10 +423,59 @@ fn containers_are_confirmed_from_their_runtimes_state_and_named() {
             }
         }
     }
-    // runc keeps no names.
+}
+
+#[test]
+fn crun_containers_are_confirmed_from_its_status_and_config_copy() {
+    // crun keeps `status` (not state.json) and its own copy of config.json,
+    // where the annotations are: CRI-O's default runtime, and containerd's
+    // runc shim run with crun (same state root).
+    let f = Formats::start(&[]);
+    let mut crio = Case::crio(format!("/kubepods/burstable/pod{POD_B}/crio-{{ID}}"));
+    crio.root = CRUN_ROOT;
+    let cases = [
+        crio,
+        Case::containerd(format!("/kubepods/besteffort/pod{POD_A}/{{ID}}")),
+    ];
+    let mut running = Vec::new();
+    let mut expected = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let m = marker(&format!("crun{i}"));
+        let id = hex64(&m);
+        let path = case.cgroup.replace("{ID}", &id);
+        let script = format!("/bin/true {m}; sleep 2");
+        running.push(
+            Runc::bundle(case.root, &id, &path, &script, &case.annotations)
+                .crun()
+                .detached(),
+        );
+        expected.push((m, id, path));
+    }
+    // A plain crun container, named by crun's own scope naming.
+    let m = marker("crun-plain");
+    let name = format!("ew-{}-crun", std::process::id());
+    let path = format!("/system.slice/crun-{name}.scope");
+    let script = format!("/bin/true {m}; sleep 2");
+    running.push(
+        Runc::bundle(CRUN_ROOT, &name, &path, &script, &[])
+            .crun()
+            .detached(),
+    );
+    assert!(
+        Path::new(CRUN_ROOT).join(&name).join("status").exists(),
+        "crun's own state layout"
+    );
+
+    let seen: Vec<Seen> = expected.iter().map(|(m, _, _)| f.exec_with(m)).collect();
+    let plain = f.exec_with(&m);
+    f.stop();
+    drop(running);
+    for (case, ((_, id, path), s)) in cases.iter().zip(expected.iter().zip(&seen)) {
+        case.check(id, path, s);
+    }
     plain
         .has("container.id", name.as_str().into())
-        .has("container.runtime", "runc".into())
+        .has("container.runtime", "crun".into())
         .has("execwatch.cgroup.path", path.as_str().into())
         .lacks("container.name")
         .lacks("container.image.name")

@@ -1,8 +1,10 @@
 //! The container image, built without a registry (deploy/image/build), run
 //! rootful with podman: host pid and cgroup namespaces, only CAP_BPF and
 //! CAP_PERFMON, not privileged. It must see host execs and other containers'
-//! execs, with the right container ids. Needs podman; run by scripts/test
-//! with the other slow tests (`--ignored`).
+//! execs, with the right container ids; an exec in its own container (run
+//! with `--name`) carries that name and the image's name and tag, in its
+//! JSON and in three host daemons' JSON, journald and text. Needs podman;
+//! run by scripts/test with the other slow tests (`--ignored`).
 
 mod common;
 
@@ -12,8 +14,9 @@ use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::formats::Formats;
 use common::{marker, podman, run_quiet, PodmanImage};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const RUNC_ROOT: &str = "/run/runc";
 const PODMAN_CONTAINERS: &str = "/var/lib/containers/storage/overlay-containers";
@@ -103,7 +106,10 @@ fn image_runs_with_two_capabilities_and_attributes_containers() {
         }
     });
     // The podman command itself carries the marker too: match by program.
-    let exec_of = |e: &Value, m: &str| common::has_arg(e, m) && e["process"]["name"] == "true";
+    let exec_by = |e: &Value, m: &str, program: &str| {
+        common::has_arg(e, m) && e["process"]["name"] == program
+    };
+    let exec_of = |e: &Value, m: &str| exec_by(e, m, "true");
     if rx.recv_timeout(Duration::from_secs(60)).is_err() {
         let _ = tracer.kill();
         panic!(
@@ -111,6 +117,9 @@ fn image_runs_with_two_capabilities_and_attributes_containers() {
             err_reader.join().unwrap()
         );
     }
+
+    // The same execs seen from the host, in the three formats.
+    let formats = Formats::start(&[]);
 
     // A host exec, and an exec in another container.
     let host_marker = marker("image-host");
@@ -141,16 +150,35 @@ fn image_runs_with_two_capabilities_and_attributes_containers() {
         .trim()
         .to_string();
     let _ = std::fs::remove_file(&cidfile);
-    // Until the tracer has written both execs; if it never does, `find`
-    // below fails with its stderr.
+    // An exec in the tracer's own container: the image from
+    // deploy/image/build, named with --name. (execwatch rejects the marker
+    // as a subcommand; the exec is what is recorded.)
+    let own_marker = marker("image-own");
+    let own = podman()
+        .args(["exec", &name, "/usr/local/bin/execwatch", &own_marker])
+        .output()
+        .unwrap();
+    assert_eq!(
+        own.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&own.stderr)
+    );
+    let own_of = |e: &Value| exec_by(e, &own_marker, "execwatch");
+    // Until the tracer has written the three execs; if it never does,
+    // `find` below fails with its stderr.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline
-        && ![&host_marker, &ctr_marker]
+    while Instant::now() < deadline && {
+        let events = events.lock().unwrap();
+        ![&host_marker, &ctr_marker]
             .iter()
-            .all(|m| events.lock().unwrap().iter().any(|e| exec_of(e, m)))
-    {
+            .all(|m| events.iter().any(|e| exec_of(e, m)))
+            || !events.iter().any(own_of)
+    } {
         std::thread::sleep(Duration::from_millis(100));
     }
+    let own_seen = formats.exec_with(&own_marker);
+    formats.stop();
 
     assert!(podman()
         .args(["kill", "--signal", "TERM", &name])
@@ -177,6 +205,32 @@ fn image_runs_with_two_capabilities_and_attributes_containers() {
         host["execwatch"]["pid_ns"]["host"], true,
         "--pid=host: the host's pids"
     );
+    // The tracer's own container, by name and image (the tag is this
+    // test's): from podman's metadata, which the DaemonSet mounts too.
+    let own_json = events
+        .iter()
+        .find(|e| own_of(e))
+        .unwrap_or_else(|| panic!("no event for {own_marker}; stderr:\n{stderr}"));
+    let (image_name, image_tag) = tag.split_once(':').unwrap();
+    for ctr in [own_json, &own_seen.json] {
+        assert_eq!(ctr["container"]["name"], name.as_str(), "{ctr}");
+        assert_eq!(ctr["container"]["image"]["name"], image_name, "{ctr}");
+        assert_eq!(
+            ctr["container"]["image"]["tag"],
+            json!([image_tag]),
+            "{ctr}"
+        );
+        assert_eq!(ctr["container"]["runtime"], "podman", "{ctr}");
+        assert_eq!(ctr["process"]["executable"], "/usr/local/bin/execwatch");
+    }
+    own_seen
+        .has("container.name", name.as_str().into())
+        .has("container.image.name", image_name.into())
+        .has("container.image.tag", json!([image_tag]))
+        .has("container.runtime", "podman".into())
+        .has("container.id", own_json["container"]["id"].clone())
+        .lacks("execwatch.container.unconfirmed_id");
+
     let ctr = find(&ctr_marker);
     assert_eq!(ctr["container"]["id"], cid.as_str(), "{ctr}");
     assert_eq!(ctr["container"]["runtime"], "podman");

@@ -16,6 +16,7 @@ pub mod trust;
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tracing::debug;
 
@@ -39,6 +40,9 @@ pub struct ContainerInfo {
     pub name: Option<String>,
     pub image: Option<ImageRef>,
     pub kubernetes: Option<Kubernetes>,
+    /// Confirmed, but the file its names come from was missing or did not
+    /// parse: a later lookup reads it again (see [`NAMES_RETRY_FOR`]).
+    pub names_pending: bool,
 }
 
 impl ContainerInfo {
@@ -108,6 +112,12 @@ pub const PODMAN_LIST_MAX: usize = 8 << 20;
 const NAMESPACES_MAX: usize = 64;
 /// Containers whose names are remembered; then the cache starts over.
 pub const NAMES_CACHE_MAX: usize = 4096;
+/// How long after the first miss a container's names file is read again
+/// (its runtime may write it after the state); then the miss is cached.
+pub const NAMES_RETRY_FOR: Duration = Duration::from_secs(2);
+
+/// One container instance: its state directory and creation time.
+type InstanceKey = (PathBuf, String);
 
 /// Runtime state read for one candidate.
 struct Found {
@@ -117,20 +127,21 @@ struct Found {
     crun: bool,
 }
 
-/// Confirms and names containers. Names are read once per container
-/// instance and cached.
+/// Confirms and names containers. Names are read once per system
+/// container instance and cached; a rootless container's are never read.
 #[derive(Debug, Default)]
 pub struct Resolver {
     layout: Layout,
-    /// By state directory and creation time: one container instance.
-    names: HashMap<(PathBuf, String), (&'static str, Arc<Names>)>,
+    names: HashMap<InstanceKey, (&'static str, Arc<Names>)>,
+    /// Instances whose names file was missing: when it was first missed.
+    missed: HashMap<InstanceKey, Instant>,
 }
 
 impl Resolver {
     pub fn new(layout: Layout) -> Self {
         Resolver {
             layout,
-            names: HashMap::new(),
+            ..Default::default()
         }
     }
 
@@ -195,49 +206,87 @@ impl Resolver {
         root_runtime: &'static str,
         rootless_uid: Option<u32>,
     ) -> ContainerInfo {
-        let owners = rootless_uid.map_or(Owners::Root, Owners::RootOr);
+        if let Some(uid) = rootless_uid {
+            // A rootless container's names are its user's word and never
+            // shown: its user's files (up to 8 MiB each) are not read, and
+            // not cached, so a user cannot make every new cgroup cost a
+            // parse or evict system containers' names.
+            return ContainerInfo {
+                id: Some(id.to_string()),
+                runtime: Some(names::manager(&found.state.annotations, root_runtime)),
+                rootless_uid: Some(uid),
+                ..Default::default()
+            };
+        }
         let key = (found.id_dir.clone(), found.state.created.clone());
-        let (runtime, names) = match self.names.get(&key) {
-            Some((runtime, names)) => (*runtime, Arc::clone(names)),
+        let (runtime, names, names_pending) = match self.names.get(&key) {
+            Some((runtime, names)) => (*runtime, Arc::clone(names), false),
             None => {
+                let mut missing = false;
                 if found.crun {
-                    found.state.annotations = crun_annotations(&found.id_dir, owners);
+                    match crun_annotations(&found.id_dir) {
+                        Some(a) => found.state.annotations = a,
+                        None => missing = true,
+                    }
                 }
                 let runtime = names::manager(&found.state.annotations, root_runtime);
-                let names = Arc::new(self.read_names(id, &found, runtime, owners));
-                if self.names.len() >= NAMES_CACHE_MAX {
-                    self.names.clear();
+                let names = match self.read_names(id, &found, runtime) {
+                    Some(n) => n,
+                    None => {
+                        missing = true;
+                        Names::default()
+                    }
+                };
+                let names = Arc::new(names);
+                let pending = missing && self.may_retry(&key);
+                if !pending {
+                    self.missed.remove(&key);
+                    if self.names.len() >= NAMES_CACHE_MAX {
+                        self.names.clear();
+                    }
+                    self.names.insert(key, (runtime, Arc::clone(&names)));
                 }
-                self.names.insert(key, (runtime, Arc::clone(&names)));
-                (runtime, names)
+                (runtime, names, pending)
             }
         };
         let mut kubernetes = names.kubernetes.clone();
-        if rootless_uid.is_none() {
-            // The path's pod uid counts once a container in it is confirmed.
-            if let Some(uid) = &cg.claimed_pod_uid {
-                let k = kubernetes.get_or_insert_with(Kubernetes::default);
-                if k.pod_uid.is_none() {
-                    k.pod_uid = Some(uid.clone());
-                }
+        // The path's pod uid counts once a container in it is confirmed.
+        if let Some(uid) = &cg.claimed_pod_uid {
+            let k = kubernetes.get_or_insert_with(Kubernetes::default);
+            if k.pod_uid.is_none() {
+                k.pod_uid = Some(uid.clone());
             }
         }
         ContainerInfo {
             id: Some(id.to_string()),
             unconfirmed_id: None,
             runtime: Some(runtime),
-            rootless_uid,
+            rootless_uid: None,
             name: names.name.clone(),
             image: names.image.clone(),
             kubernetes,
+            names_pending,
         }
     }
 
-    fn read_names(&self, id: &str, found: &Found, runtime: &str, owners: Owners) -> Names {
+    /// Whether a missed names file is still worth reading again: for
+    /// `NAMES_RETRY_FOR` after the first miss.
+    fn may_retry(&mut self, key: &InstanceKey) -> bool {
+        if self.missed.len() >= NAMES_CACHE_MAX && !self.missed.contains_key(key) {
+            self.missed.clear();
+        }
+        let now = Instant::now();
+        let first = *self.missed.entry(key.clone()).or_insert(now);
+        now.duration_since(first) < NAMES_RETRY_FOR
+    }
+
+    /// A system container's names; `None` when the file they come from is
+    /// missing or does not parse (it may not be written yet).
+    fn read_names(&self, id: &str, found: &Found, runtime: &str) -> Option<Names> {
         match runtime {
             "docker" => {
                 let dir = self.layout.docker_containers.join(id);
-                read_parsed(&dir, "config.v2.json", owners, CONFIG_MAX, "docker", |b| {
+                read_parsed(&dir, "config.v2.json", CONFIG_MAX, "docker", |b| {
                     names::from_docker_config(b, id)
                 })
             }
@@ -252,48 +301,52 @@ impl Resolver {
                     .and_then(|b| b.parent()?.parent())
                     .filter(|d| is_plain_absolute(d))
                 else {
-                    return Names::default();
+                    return Some(Names::default());
                 };
                 read_parsed(
                     list_dir,
                     "containers.json",
-                    owners,
                     PODMAN_LIST_MAX,
                     "podman",
                     |b| names::from_podman_containers_json(b, id),
                 )
             }
-            _ => names::from_cri_annotations(&found.state.annotations).unwrap_or_default(),
+            _ => Some(names::from_cri_annotations(&found.state.annotations).unwrap_or_default()),
         }
     }
 }
 
-/// crun keeps a copy of the bundle's config.json in its state directory.
-fn crun_annotations(id_dir: &Path, owners: Owners) -> HashMap<String, String> {
-    read_parsed(id_dir, "config.json", owners, CONFIG_MAX, "crun", |b| {
+/// crun keeps a copy of the bundle's config.json in its state directory;
+/// `None` when it is missing or does not parse.
+fn crun_annotations(id_dir: &Path) -> Option<HashMap<String, String>> {
+    read_parsed(id_dir, "config.json", CONFIG_MAX, "crun", |b| {
         oci_state::parse_config_annotations(b)
     })
 }
 
-/// `dir/name` (at most `max` bytes, trusted as `owners` trust it) parsed;
-/// the default when it is missing, untrusted or does not parse. `runtime`
-/// names the file's writer in the log.
+/// `dir/name` (at most `max` bytes, root's) parsed. `None` when it is
+/// missing or does not parse, which a retry may mend; the default when it
+/// is untrusted or too large, which it will not. `runtime` names the
+/// file's writer in the log.
 fn read_parsed<T: Default, E: std::fmt::Display>(
     dir: &Path,
     name: &str,
-    owners: Owners,
     max: usize,
     runtime: &str,
     parse: impl FnOnce(&[u8]) -> Result<T, E>,
-) -> T {
-    match trust::read_file(dir, name, owners, max) {
-        Ok(b) => parse(&b).unwrap_or_else(|e| {
-            debug!(dir = %dir.display(), error = %e, "{runtime} {name} unreadable");
-            T::default()
-        }),
+) -> Option<T> {
+    match trust::read_file(dir, name, Owners::Root, max) {
+        Ok(b) => match parse(&b) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                debug!(dir = %dir.display(), error = %e, "{runtime} {name} unreadable");
+                None
+            }
+        },
+        Err(e) if e.is_missing() => None,
         Err(e) => {
             log_unusable(&e);
-            T::default()
+            Some(T::default())
         }
     }
 }
@@ -359,5 +412,246 @@ fn find_state(dir: &Path, id: &str, owners: Owners, claimed: &[u8], path: &[u8])
             "runtime state is for another cgroup"
         );
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroups::{parse, CgroupCache};
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    use std::os::unix::fs::DirBuilderExt;
+
+    const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    const ID2: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+    const T1: &str = "2026-01-01T00:00:00.1Z";
+
+    /// Runtime state and names files in a private temporary directory:
+    /// `system/runc` (a system state root, runtime `docker`), `user/<uid>`
+    /// (the users' runtime directories), `storage/overlay-containers`
+    /// (podman's list) and `docker/<id>`.
+    struct Fixture(PathBuf);
+
+    impl Fixture {
+        fn new(name: &str) -> Fixture {
+            let d = std::env::temp_dir()
+                .join(format!("execwatch-resolver-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            Fixture::mkdir(&d);
+            Fixture(d)
+        }
+
+        fn mkdir(dir: &Path) {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir)
+                .unwrap();
+        }
+
+        fn layout(&self) -> Layout {
+            Layout {
+                roots: vec![StateRoot {
+                    dir: self.0.join("system/runc"),
+                    runtime: "docker",
+                    namespaced: false,
+                }],
+                user_runtime_dirs: self.0.join("user"),
+                docker_containers: self.0.join("docker"),
+            }
+        }
+
+        fn storage(&self) -> PathBuf {
+            self.0.join("storage/overlay-containers")
+        }
+
+        /// runc's state.json for `id` in `cgroup`; made by podman if `podman`.
+        fn runc_state(&self, root: &Path, id: &str, cgroup: &str, created: &str, podman: bool) {
+            let bundle = self.storage().join(id).join("userdata");
+            let mut labels = vec![format!("bundle={}", bundle.display())];
+            if podman {
+                labels.push("io.container.manager=libpod".into());
+            }
+            let state = serde_json::json!({"id": id, "created": created,
+                "cgroup_paths": {"": format!("/sys/fs/cgroup{cgroup}")},
+                "config": {"labels": labels}});
+            self.write(&root.join(id), "state.json", &state.to_string());
+        }
+
+        fn write(&self, dir: &Path, name: &str, content: &str) {
+            Fixture::mkdir(dir);
+            std::fs::write(dir.join(name), content).unwrap();
+        }
+
+        fn docker_config(&self, id: &str, name: &str) {
+            let doc = serde_json::json!({"ID": id, "Name": format!("/{name}"),
+                "Config": {"Image": "registry.local/app:1"}});
+            self.write(
+                &self.0.join("docker").join(id),
+                "config.v2.json",
+                &doc.to_string(),
+            );
+        }
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Files opened in the watched directories since the last call.
+    fn opened(watch: &Inotify) -> Vec<String> {
+        let mut names = Vec::new();
+        while let Ok(events) = watch.read_events() {
+            if events.is_empty() {
+                break;
+            }
+            names.extend(
+                events
+                    .into_iter()
+                    .filter_map(|e| e.name.map(|n| n.to_string_lossy().into_owned())),
+            );
+        }
+        names
+    }
+
+    fn watch_opens(dirs: &[&Path]) -> Inotify {
+        let w = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).unwrap();
+        for d in dirs {
+            w.add_watch(*d, AddWatchFlags::IN_OPEN).unwrap();
+        }
+        w
+    }
+
+    fn is_root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    #[test]
+    fn a_rootless_claim_reads_no_names() {
+        // The user's podman list and crun's config.json copy are in place
+        // (the user could make them 8 MiB each): confirming the container
+        // must not open them, only its state.
+        let f = Fixture::new("rootless");
+        let uid = if is_root() {
+            4242
+        } else {
+            nix::unistd::geteuid().as_raw()
+        };
+        let user = format!("/user.slice/user-{uid}.slice/user@{uid}.service/user.slice");
+        let runc_cg = format!("{user}/libpod-{ID}.scope");
+        let crun_cg = format!("{user}/crun-{ID2}.scope");
+        let user_dir = f.0.join(format!("user/{uid}"));
+        f.runc_state(&user_dir.join("runc"), ID, &runc_cg, T1, true);
+        let list = serde_json::json!([{"id": ID, "names": ["poison"]}]);
+        f.write(&f.storage(), "containers.json", &list.to_string());
+        let crun_dir = user_dir.join("crun").join(ID2);
+        let status = serde_json::json!({"cgroup-path": crun_cg, "bundle": "/b", "created": T1});
+        f.write(&crun_dir, "status", &status.to_string());
+        let config =
+            r#"{"annotations":{"io.container.manager":"cri-o","io.kubernetes.pod.name":"poison"}}"#;
+        f.write(&crun_dir, "config.json", config);
+        let watch = watch_opens(&[&f.storage(), &crun_dir]);
+
+        let mut r = Resolver::new(f.layout());
+        let runc = r.resolve(&parse(runc_cg.as_bytes())).unwrap();
+        let crun = r.resolve(&parse(crun_cg.as_bytes())).unwrap();
+        // crun's state itself (`status`) is read; its config.json is not.
+        assert_eq!(opened(&watch), ["status"], "only the state is opened");
+        assert_eq!(runc.id.as_deref(), Some(ID), "{runc:?}");
+        assert_eq!(crun.id.as_deref(), Some(ID2), "{crun:?}");
+        for c in [&runc, &crun] {
+            assert_eq!(c.rootless_uid, Some(uid));
+            assert_eq!((&c.name, &c.image, &c.kubernetes), (&None, &None, &None));
+            assert!(!c.names_pending);
+        }
+        assert!(r.names.is_empty() && r.missed.is_empty(), "nothing cached");
+
+        // The same files for a system container are read: the watch sees it.
+        if is_root() {
+            let cg = format!("/machine.slice/libpod-{ID}.scope");
+            f.runc_state(&f.0.join("system/runc"), ID, &cg, T1, true);
+            let sys = r.resolve(&parse(cg.as_bytes())).unwrap();
+            assert_eq!(sys.name.as_deref(), Some("poison"));
+            assert_eq!(opened(&watch), ["containers.json"]);
+        }
+    }
+
+    #[test]
+    fn names_are_read_once_per_container_instance() {
+        if !is_root() {
+            eprintln!("skipped: system runtime state must be root's");
+            return;
+        }
+        let f = Fixture::new("cache");
+        let cg = format!("/system.slice/docker-{ID}.scope");
+        let root = f.0.join("system/runc");
+        f.runc_state(&root, ID, &cg, T1, false);
+        f.docker_config(ID, "first");
+        let mut r = Resolver::new(f.layout());
+        let first = r.resolve(&parse(cg.as_bytes())).unwrap();
+        assert_eq!(first.name.as_deref(), Some("first"));
+        assert_eq!(first.runtime, Some("docker"));
+
+        // Renamed after it was first seen: the cached name stays, and the
+        // metadata is not even opened again.
+        f.docker_config(ID, "renamed");
+        let watch = watch_opens(&[&f.0.join("docker").join(ID)]);
+        let again = r.resolve(&parse(format!("{cg}/sub").as_bytes())).unwrap();
+        assert_eq!(again.name.as_deref(), Some("first"));
+        assert!(opened(&watch).is_empty(), "names came from the cache");
+
+        // The id reused by a new container (a new `created`): read afresh.
+        f.runc_state(&root, ID, &cg, "2026-01-01T00:00:05Z", false);
+        let new = r.resolve(&parse(cg.as_bytes())).unwrap();
+        assert_eq!(new.name.as_deref(), Some("renamed"));
+        assert_eq!(opened(&watch), ["config.v2.json"]);
+    }
+
+    #[test]
+    fn missing_names_are_read_again_for_a_while_then_cached() {
+        if !is_root() {
+            eprintln!("skipped: system runtime state must be root's");
+            return;
+        }
+        let f = Fixture::new("late-names");
+        let root = f.0.join("system/runc");
+        let cg = format!("/system.slice/docker-{ID}.scope");
+        f.runc_state(&root, ID, &cg, T1, false);
+        // The state is there, dockerd's metadata not yet.
+        let mut cache = CgroupCache::new(Resolver::new(f.layout()));
+        let first = cache.resolve(1, Some(cg.as_bytes()), false, 0).unwrap();
+        assert_eq!(first.container_id.as_deref(), Some(ID), "confirmed");
+        let c = first.container.as_ref().unwrap();
+        assert!(c.names_pending && c.name.is_none(), "{c:?}");
+        f.docker_config(ID, "late");
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let named = loop {
+            std::thread::sleep(crate::cgroups::RETRY_FIRST);
+            let now = cache.resolve(1, None, false, 0).unwrap();
+            if now.container.as_ref().unwrap().name.is_some() || Instant::now() > deadline {
+                break now;
+            }
+        };
+        let c = named.container.as_ref().unwrap();
+        assert_eq!(c.name.as_deref(), Some("late"), "{c:?}");
+        assert!(!c.names_pending);
+
+        // Metadata that never comes: after NAMES_RETRY_FOR the miss is
+        // cached like names, and no longer read.
+        let cg2 = format!("/system.slice/docker-{ID2}.scope");
+        f.runc_state(&root, ID2, &cg2, T1, false);
+        let mut r = Resolver::new(f.layout());
+        assert!(r.resolve(&parse(cg2.as_bytes())).unwrap().names_pending);
+        for t in r.missed.values_mut() {
+            *t = t.checked_sub(NAMES_RETRY_FOR).unwrap();
+        }
+        let given_up = r.resolve(&parse(cg2.as_bytes())).unwrap();
+        assert!(!given_up.names_pending && given_up.name.is_none());
+        f.docker_config(ID2, "too-late");
+        let cached = r.resolve(&parse(cg2.as_bytes())).unwrap();
+        assert_eq!(cached.name, None, "the miss is cached");
+        assert!(r.missed.is_empty());
     }
 }
