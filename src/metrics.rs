@@ -9,9 +9,9 @@
 //! cannot lock scrapes out), a lifetime per connection (a client that does
 //! not read the response cannot hold one), GET and HEAD only.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -38,7 +38,7 @@ type Labels = Vec<(&'static str, &'static str)>;
 /// Limits of the HTTP server.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Open connections; one more evicts the oldest.
+    /// Open connections; one more evicts an old one ([`Connections::admit`]).
     pub max_connections: usize,
     /// The request line and headers must arrive within this time...
     pub head_timeout: Duration,
@@ -204,11 +204,43 @@ fn route(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
     }
 }
 
-/// Open connections by age (ids grow), each with its eviction signal.
+/// Open connections by age (ids grow), each with its peer and eviction
+/// signal.
 #[derive(Default)]
 struct Connections {
     next_id: u64,
-    open: BTreeMap<u64, Arc<Notify>>,
+    open: BTreeMap<u64, (IpAddr, Arc<Notify>)>,
+}
+
+impl Connections {
+    /// Admit a connection from `peer`; its id and eviction signal. When
+    /// all are taken, the peer holding the most gives up its oldest: one
+    /// client flooding connections evicts its own, never the scraper's or
+    /// the kubelet's probe (from one client, the oldest goes).
+    fn admit(&mut self, peer: IpAddr, max: usize) -> (u64, Arc<Notify>) {
+        let victim = if self.open.len() >= max {
+            let mut held: HashMap<IpAddr, usize> = HashMap::new();
+            for (p, _) in self.open.values() {
+                *held.entry(*p).or_default() += 1;
+            }
+            let most = held.values().copied().max().unwrap_or(0);
+            // The oldest connection of a peer holding the most.
+            self.open
+                .iter()
+                .find(|(_, (p, _))| held.get(p) == Some(&most))
+                .map(|(id, _)| *id)
+        } else {
+            None
+        };
+        if let Some((_, evicted)) = victim.and_then(|id| self.open.remove(&id)) {
+            evicted.notify_one();
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let evicted = Arc::new(Notify::new());
+        self.open.insert(id, (peer, Arc::clone(&evicted)));
+        (id, evicted)
+    }
 }
 
 async fn serve_connection(
@@ -239,8 +271,8 @@ async fn serve_connection(
 async fn accept_loop(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, limits: Limits) {
     let conns = Arc::new(Mutex::new(Connections::default()));
     loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
+        let (stream, peer) = match listener.accept().await {
+            Ok((s, peer)) => (s, peer.ip()),
             Err(e) => {
                 // Out of fds or memory: back off rather than spin.
                 tracing::debug!(error = %e, "metrics: accept failed");
@@ -248,19 +280,10 @@ async fn accept_loop(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, l
                 continue;
             }
         };
-        let (id, evicted) = {
-            let mut c = conns.lock().unwrap_or_else(|p| p.into_inner());
-            if c.open.len() >= limits.max_connections {
-                if let Some((_, oldest)) = c.open.pop_first() {
-                    oldest.notify_one();
-                }
-            }
-            let id = c.next_id;
-            c.next_id += 1;
-            let evicted = Arc::new(Notify::new());
-            c.open.insert(id, Arc::clone(&evicted));
-            (id, evicted)
-        };
+        let (id, evicted) = conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(peer, limits.max_connections);
         let (m, l, c) = (Arc::clone(&metrics), limits.clone(), Arc::clone(&conns));
         tokio::spawn(async move {
             serve_connection(stream, m, l, evicted).await;
@@ -296,6 +319,49 @@ pub fn serve(addr: &str, metrics: Arc<Metrics>, limits: Limits) -> std::io::Resu
 mod tests {
     use super::*;
     use crate::counters::{Counter, TABLE};
+
+    #[test]
+    fn a_connection_flood_evicts_only_its_own_connections() {
+        let (scraper, flood, other): (IpAddr, IpAddr, IpAddr) = (
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.66".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+        );
+        let mut c = Connections::default();
+        let (scrape_id, scrape_evicted) = c.admit(scraper, 64);
+        let mut flood_signals = Vec::new();
+        for _ in 0..1000 {
+            flood_signals.push(c.admit(flood, 64));
+        }
+        // The flood holds the rest of the cap; the scrape stays open.
+        assert!(c.open.contains_key(&scrape_id));
+        assert_eq!(c.open.values().filter(|(p, _)| *p == flood).count(), 63);
+        let evicted = |n: &Arc<Notify>| {
+            let f = n.notified();
+            tokio::pin!(f);
+            f.as_mut().enable()
+        };
+        assert!(!evicted(&scrape_evicted), "the scraper was not evicted");
+        assert!(evicted(&flood_signals[0].1), "the flood's oldest was");
+        assert!(!evicted(&flood_signals[999].1));
+
+        // Full of many peers' connections: the one holding the most gives
+        // up its oldest.
+        let mut c = Connections::default();
+        for i in 0..64u8 {
+            let peer = if i < 10 {
+                other
+            } else {
+                IpAddr::from([10, 1, 0, i])
+            };
+            c.admit(peer, 64);
+        }
+        assert_eq!(c.open.len(), 64);
+        c.admit(scraper, 64);
+        assert_eq!(c.open.len(), 64);
+        assert_eq!(c.open.values().filter(|(p, _)| *p == other).count(), 9);
+        assert_eq!(c.open.values().filter(|(p, _)| *p == scraper).count(), 1);
+    }
 
     #[test]
     fn every_counter_of_the_table_is_exposed() {
