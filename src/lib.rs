@@ -12,6 +12,7 @@ pub mod event;
 pub mod exe_hash;
 pub mod fields;
 pub mod handover;
+pub mod layout;
 pub mod liveness;
 pub mod metrics;
 pub mod mounts;
