@@ -526,6 +526,91 @@ fn a_new_ring_buffer_size_drains_the_old_buffer_first_and_decodes_it() {
     pins.detach_frees(&ids);
 }
 
+/// While no daemon runs, the kept ring buffer fills and the kernel counts
+/// what it drops: the next daemon reports those losses, and its summary and
+/// the sequence numbers account for every exec.
+#[test]
+fn ring_buffer_losses_while_no_daemon_runs_are_reported_by_the_next_one() {
+    let pins = PinDir::new("gapfull");
+    let m = marker("gapfull");
+    // The smallest buffer that holds one largest record.
+    let small = ["--ring-buffer-size", "64KiB"];
+    let a = Daemon::start(&pins.args(&small));
+    let exec = |i: u64, more: &str| {
+        assert!(run_quiet(
+            Command::new("/bin/true")
+                .arg(&m)
+                .arg(i.to_string())
+                .arg(more)
+        )
+        .success());
+    };
+    for i in 0..5 {
+        exec(i, "");
+    }
+    a.wait_for(5, Duration::from_secs(20), |v| has_arg(v, &m));
+    let a = a.stop();
+    assert!(a.status.success(), "{}", a.stderr);
+
+    // About 4 KiB of arguments each: 200 of them are far more than 64 KiB.
+    const N: u64 = 200;
+    let big = "x".repeat(4000);
+    for i in 5..N {
+        exec(i, &big);
+    }
+
+    let b = Daemon::start(&pins.args(&small));
+    let ids = bpf_ids(b.pid());
+    // The first loss check reports what was dropped while none ran.
+    b.wait_for_stderr("the ring buffer was full", Duration::from_secs(20));
+    let b = b.stop();
+    assert!(b.status.success(), "{}", b.stderr);
+    let warning = b
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("exec events lost"))
+        })
+        .expect("a loss warning");
+    assert!(u(&warning, "lost_ringbuf_full") > 0, "{warning}");
+
+    let sb = b.summary();
+    let lost = u(&sb, "lost_ringbuf_full");
+    assert!(lost > 0, "{sb}");
+    assert_eq!(
+        u(&sb, "lost_total"),
+        lost,
+        "only the full buffer lost: {sb}"
+    );
+    assert_eq!(u(&sb, "events_before"), u(&a.summary(), "events"), "{sb}");
+    assert_accounting(&sb);
+
+    // Nothing twice; the loop's missing execs are among the counted losses,
+    // and so are the gaps in the sequence (a lost record's number is skipped).
+    let per_index = times_delivered(&[&a, &b], &m, N);
+    assert!(per_index.iter().all(|&k| k <= 1), "an exec delivered twice");
+    let missing = per_index.iter().filter(|&&k| k == 0).count() as u64;
+    let mut seqs: Vec<u64> = [&a, &b]
+        .iter()
+        .flat_map(|o| o.events.iter().map(seq))
+        .collect();
+    let delivered = seqs.len() as u64;
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len() as u64, delivered, "a sequence number twice");
+    let span = seqs.last().unwrap() - seqs[0] + 1;
+    let gaps = span - delivered;
+    assert!(missing > 0, "the buffer overflowed");
+    assert!(
+        missing <= gaps && gaps <= lost,
+        "{missing} loop execs missing, {gaps} sequence numbers missing, {lost} counted lost"
+    );
+    pins.detach_frees(&ids);
+}
+
 /// A stop while the previous buffer is being read into an output nobody
 /// reads: the daemon still ends within the drain timeout, and every record
 /// of that buffer it could not write is counted.
