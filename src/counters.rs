@@ -66,7 +66,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ),
     (
         "seen_upgrade",
-        "Records read from the ring buffer of a previous execwatch of another record layout, whose counters were not taken over (each is also lost, reason upgrade)",
+        "Records read from the ring buffer of a previous execwatch of another record layout, whose counters were not taken over (each is then delivered translated, a decode error, or lost)",
     ),
     ("submitted", "Records the kernel wrote into the ring buffer"),
     (
@@ -158,7 +158,9 @@ macro_rules! counters {
 counters! {
     seen: Source::Kernel(S::STAT_SEEN), Seen, "seen";
     /// Records of a previous build's ring buffer of another layout: seen by
-    /// its counters, which this daemon could not take over.
+    /// its counters, which this daemon could not take over. Each is also
+    /// delivered (translated), a decode error, or lost (`upgrade` when not
+    /// translatable).
     seen_upgrade: Source::Daemon, Seen, "seen_upgrade";
     submitted: Source::Kernel(S::STAT_SUBMITTED), Detail, "submitted";
     events_success: Source::Daemon, Delivered, "events", "outcome" = "success";
@@ -173,7 +175,8 @@ counters! {
     lost_output: Source::Daemon, Lost, "lost", "reason" = "output";
     /// Not written before the drain deadline at shutdown.
     lost_shutdown: Source::Daemon, Lost, "lost", "reason" = "shutdown";
-    /// In a previous build's ring buffer of another record layout.
+    /// In a previous build's ring buffer of another record layout that
+    /// could not be translated into this build's.
     lost_upgrade: Source::Daemon, Lost, "lost", "reason" = "upgrade";
     decode_errors: Source::Daemon, DecodeError, "decode_errors";
     decode_errors_before: Source::Daemon, Before, "decode_errors_before";
@@ -296,7 +299,7 @@ pub fn loss_hint(reason: &str) -> &'static str {
             "not written before the drain deadline at shutdown (raise --drain-timeout, or the output is too slow)"
         }
         "upgrade" => {
-            "left by a previous execwatch with another record layout, unreadable by this one (their sequence numbers are in the log)"
+            "left by a previous execwatch with another record layout that this one cannot translate (their sequence numbers and the reason are in the log)"
         }
         _ => "see the lost_* counters",
     }

@@ -23,7 +23,8 @@ use crate::decode::ExecEvent;
 use crate::entity_id::EntityIds;
 use crate::event::{Action, Lineage};
 use crate::exe_hash::{HashConfig, HashHold, HashOutcome, HashRequest, Hasher, Requested};
-use crate::handover::PrevDrain;
+use crate::handover::{PrevDrain, PrevRead};
+use crate::layout::Translation;
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::output::journald::Journal;
@@ -133,6 +134,11 @@ struct Consumer<'a> {
     counts: Counts,
     /// Records taken from the ring buffer, whatever became of them.
     consumed: u64,
+    /// Of those, records of another layout's buffer (translated): not
+    /// counted by this daemon's kernel counters (`seen_upgrade` instead).
+    foreign: u64,
+    /// The translated record, reused.
+    scratch: Vec<u8>,
     output_error: Option<io::Error>,
     stop: &'a AtomicBool,
     /// While draining: past it, stop delivering.
@@ -184,6 +190,38 @@ impl Consumer<'_> {
             return self.pause();
         }
         0
+    }
+
+    /// A record of another layout's buffer: translated into this build's,
+    /// then as any record (delivered, or a decode error), in order.
+    fn on_translated(&mut self, t: &Translation, record: &[u8]) -> i32 {
+        // Seen by the previous build's counters, which were not taken over.
+        self.counts.add(Counter::seen_upgrade, 1);
+        self.foreign += 1;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let ret = match t.translate(record, &mut scratch) {
+            Ok(translated) => self.on_record(translated),
+            Err(e) => {
+                self.consumed += 1;
+                if let Mode::Discard(reason) = self.mode {
+                    self.counts.add(reason, 1);
+                } else {
+                    self.counts.add(Counter::decode_errors, 1);
+                    if self.counts.get(Counter::decode_errors) <= DECODE_ERRORS_LOGGED {
+                        warn!(error = %e, record_len = record.len(), "malformed record of the previous layout skipped");
+                    }
+                }
+                0
+            }
+        };
+        self.scratch = scratch;
+        ret
+    }
+
+    /// Records taken from this daemon's kept ring buffers (not another
+    /// layout's): what the kernel counters here counted as submitted.
+    fn taken_here(&self) -> u64 {
+        self.consumed - self.foreign
     }
 
     /// The process table's view: entity ids, parent, leaders, the previous
@@ -500,8 +538,9 @@ fn report_losses(prev: &Counts, now: &Counts) {
 
 /// Read to its end the ring buffer of a previous daemon that this one does
 /// not continue (another size or layout), before this daemon's own: its
-/// records are decoded when the layout is this build's, else counted as
-/// lost (reason `upgrade`). A stop signal meanwhile gives it the drain
+/// records are decoded when the layout is this build's, translated and
+/// decoded when the previous daemon published its layout and every field
+/// both have kept its size, else counted as lost (reason `upgrade`). A stop signal meanwhile gives it the drain
 /// timeout, as the shutdown gives this daemon's own buffer (the deadline is
 /// left in the consumer for the shutdown to keep); what it cannot deliver
 /// by then, or after an error, is counted as lost.
@@ -516,22 +555,26 @@ fn drain_previous_buffer(
     let Some(prev) = loader.handover().take_previous_buffer() else {
         return Ok(());
     };
-    let decodable = prev.info.decodable;
-    let drain = RefCell::new(PrevDrain::start(loader.handover(), prev.info));
-    prev.read(|map| -> Result<()> {
+    let drain = RefCell::new(PrevDrain::start(loader.handover(), &prev));
+    prev.open(|map, read| -> Result<()> {
         let mut builder = RingBufferBuilder::new();
         builder.add(map, |record: &[u8]| {
             let is_event = drain.borrow_mut().note(record);
-            if decodable {
-                return consumer.borrow_mut().on_record(record);
+            match &read {
+                PrevRead::Decode => consumer.borrow_mut().on_record(record),
+                PrevRead::Translate(t) if is_event => {
+                    consumer.borrow_mut().on_translated(t, record)
+                }
+                PrevRead::CountLost if is_event => {
+                    // Seen by the previous build's counters, not this one's.
+                    let mut c = consumer.borrow_mut();
+                    c.counts.add(Counter::seen_upgrade, 1);
+                    c.counts.add(Counter::lost_upgrade, 1);
+                    0
+                }
+                // Not an event (no sequence number): nothing to count.
+                _ => 0,
             }
-            if is_event {
-                // Seen by the previous build's counters, not this one's.
-                let mut c = consumer.borrow_mut();
-                c.counts.add(Counter::seen_upgrade, 1);
-                c.counts.add(Counter::lost_upgrade, 1);
-            }
-            0
         })?;
         let ring = builder.build()?;
         while !stop.load(Ordering::Relaxed) {
@@ -693,6 +736,8 @@ pub fn run(
         mode: Mode::Deliver,
         counts: Counts::default(),
         consumed: 0,
+        foreign: 0,
+        scratch: Vec::new(),
         output_error: None,
         stop,
         deadline: None,
@@ -862,7 +907,8 @@ pub fn run(
         // The kernel's final counts. A program that was running at detach may
         // still submit a record: take it until the counts agree.
         let all_taken = |kernel: &Counts| {
-            kernel.get(Counter::submitted) == consumer.borrow().consumed && kernel_settled(kernel)
+            kernel.get(Counter::submitted) == consumer.borrow().taken_here()
+                && kernel_settled(kernel)
         };
         tally.settle(loader, &mut errors, 20, all_taken, || {
             let _ = ring.consume_raw();
@@ -872,7 +918,7 @@ pub fn run(
 
     let mut counts = tally.gather(&consumer, &queue);
     if keeps {
-        let consumed = carried.consumed() + consumer.borrow().consumed;
+        let consumed = carried.consumed() + consumer.borrow().taken_here();
         counts.set(
             Counter::pending,
             tally

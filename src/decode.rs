@@ -260,7 +260,7 @@ fn assemble_path(dst: &mut Vec<u8>, components: &[u8], truncated: bool) {
 }
 
 #[cfg(test)]
-mod record {
+pub(crate) mod record {
     use crate::bpf_loader::types;
     include!("../tests/common/record.rs");
 }

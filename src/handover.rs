@@ -29,6 +29,7 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use crate::bpf_loader::skel::{ExecveSkel, ExecveSkelBuilder, OpenExecveSkel};
 use crate::bpf_loader::{types, BpfLoader};
 use crate::counters::{Counter, Counts};
+use crate::layout::{Layout, Translation};
 
 /// Layout of the kept maps this build reads and writes (`EVENT_LAYOUT_VERSION`).
 pub const LAYOUT_VERSION: u32 = types::event_layout::EVENT_LAYOUT_VERSION.0;
@@ -40,6 +41,7 @@ const STATS: &str = "stats";
 const SEQ: &str = "seq";
 const META: &str = "meta";
 const CALLER_COMMS: &str = "caller_comms";
+const LAYOUT: &str = "layout";
 
 /// bpffs, as statfs reports it.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -369,9 +371,12 @@ impl Meta {
         c
     }
 
-    /// Records the earlier daemons took from the kept ring buffer.
+    /// Records the earlier daemons took from the kept ring buffer: all they
+    /// took from any buffer, less those of another layout's buffer
+    /// (`seen_upgrade`: delivered translated, or lost with reason upgrade).
     pub fn consumed(&self) -> u64 {
-        self.delivered + self.decode_errors + self.lost_output + self.lost_shutdown
+        (self.delivered + self.decode_errors + self.lost_output + self.lost_shutdown)
+            .saturating_sub(self.seen_upgrade.saturating_sub(self.lost_upgrade))
     }
 
     /// The daemon that wrote it exited and saved its final counts.
@@ -380,12 +385,11 @@ impl Meta {
     }
 }
 
-/// The meta value of a kept map of the right shape.
-fn read_meta(fd: BorrowedFd<'_>) -> Option<Meta> {
+/// Entry 0 of a kept array map whose value is `value.len()` bytes.
+fn read_entry0(fd: BorrowedFd<'_>, value: &mut [u8]) -> bool {
     let key = 0u32;
-    let mut value = [0u8; META_LEN];
     // SAFETY: the caller checked that the map's key is 4 bytes and its value
-    // META_LEN bytes, so the kernel reads and writes inside these buffers.
+    // value.len() bytes, so the kernel reads and writes inside these buffers.
     let ret = unsafe {
         libbpf_rs::libbpf_sys::bpf_map_lookup_elem(
             fd.as_raw_fd(),
@@ -393,11 +397,15 @@ fn read_meta(fd: BorrowedFd<'_>) -> Option<Meta> {
             value.as_mut_ptr().cast(),
         )
     };
-    if ret == 0 {
-        Meta::from_bytes(&value)
-    } else {
-        None
-    }
+    ret == 0
+}
+
+/// The meta value of a kept map of the right shape.
+fn read_meta(fd: BorrowedFd<'_>) -> Option<Meta> {
+    let mut value = [0u8; META_LEN];
+    read_entry0(fd, &mut value)
+        .then(|| Meta::from_bytes(&value))
+        .flatten()
 }
 
 /// One attach point: a dispatcher, its program array, the implementation.
@@ -583,12 +591,15 @@ fn runs_same_program(link: BorrowedFd<'_>, dispatcher: &ProgramMut<'_>) -> bool 
 }
 
 /// The previous daemon's ring buffer, when this daemon does not continue it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PrevEvents {
     /// Its layout, when the previous daemon's meta map said.
     pub layout_version: Option<u32>,
     /// This build can decode its records (same layout, other size).
     pub decodable: bool,
+    /// Its record layout, when the previous daemon published it (the
+    /// `layout` map), or why not.
+    pub layout: Result<Layout, String>,
 }
 
 /// Objects found from a previous daemon, sorted into what the skeleton
@@ -703,6 +714,24 @@ pub(crate) fn prepare(open: &mut OpenExecveSkel<'_>, keep: Keep) -> Result<Plan,
     found.take_over(STATS, &mut open.maps.stats, same_layout)?;
     found.take_over(CALLER_COMMS, &mut open.maps.caller_comms, same_layout)?;
 
+    // Each daemon publishes its own layout: the kept one is read and let go.
+    let kept_record_layout = match found.objects.remove(LAYOUT) {
+        None => Err("it published none (a build from before the layout map)".to_string()),
+        Some(fd) => {
+            found.release.insert(LAYOUT.to_string());
+            let mut value = vec![0u8; crate::layout::DESC_LEN];
+            if Shape::of_fd(fd.as_fd()) != Some(Shape::of_open(&open.maps.layout))
+                || crate::layout::DESC_LEN != open.maps.layout.value_size() as usize
+            {
+                Err("its layout map has another shape".to_string())
+            } else if !read_entry0(fd.as_fd(), &mut value) {
+                Err("its layout map could not be read".to_string())
+            } else {
+                Layout::from_bytes(&value).map_err(|e| e.to_string())
+            }
+        }
+    };
+
     let mut prev_events = None;
     let mut prev_events_fd = None;
     if let Some(fd) = found.objects.get(EVENTS) {
@@ -719,6 +748,7 @@ pub(crate) fn prepare(open: &mut OpenExecveSkel<'_>, keep: Keep) -> Result<Plan,
             prev_events = Some(PrevEvents {
                 layout_version: kept_layout,
                 decodable: same_layout,
+                layout: kept_record_layout,
             });
             prev_events_fd = Some(fd.try_clone().map_err(|err| HandoverError::Io {
                 path: EVENTS.into(),
@@ -822,6 +852,36 @@ pub struct Handover {
     attached_at: Instant,
     /// The next sequence number once this daemon's implementations were in.
     seq_at_swap: u64,
+    /// This build's record layout, as published in the `layout` map.
+    own_layout: Option<Layout>,
+}
+
+/// Write this build's record layout into the `layout` map, for a later
+/// daemon of another layout to translate what this one leaves. Without it
+/// (a bug: the unit tests build it) that daemon counts them as lost.
+fn publish_layout(skel: &ExecveSkel<'_>) -> Option<Layout> {
+    use libbpf_rs::skel::Skel;
+    let layout = skel
+        .object()
+        .btf()
+        .map_err(|e| e.to_string())
+        .and_then(|btf| btf.ok_or_else(|| "no BTF".to_string()))
+        .and_then(|btf| Layout::from_btf(&btf).map_err(|e| e.to_string()));
+    let layout = match layout {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(error = %e, "could not describe this build's record layout: an upgrade from it will count what it leaves as lost");
+            return None;
+        }
+    };
+    if let Err(e) = skel
+        .maps
+        .layout
+        .update(&0u32.to_ne_bytes(), &layout.to_bytes(), MapFlags::ANY)
+    {
+        warn!(error = %e, "could not publish this build's record layout: an upgrade from it will count what it leaves as lost");
+    }
+    Some(layout)
 }
 
 /// Pin `fd` at `path` (bpf_obj_pin).
@@ -852,6 +912,7 @@ impl Plan {
         skel: &ExecveSkel<'_>,
         tracepoint_ids: Option<crate::tracefs::ExitEventIds>,
     ) -> Result<Handover, HandoverError> {
+        let own_layout = publish_layout(skel);
         for &hook in &self.wanted {
             let h = loaded_hook(skel, hook);
             let fd = u32::try_from(h.imp.as_fd().as_raw_fd()).expect("fds are non-negative");
@@ -981,6 +1042,7 @@ impl Plan {
             links,
             carried,
             attached_at: Instant::now(),
+            own_layout,
         };
         handover.keep_objects(skel, &self.release)?;
         drop(let_go); // after the store and the pins let go of them too
@@ -1013,6 +1075,7 @@ impl Handover {
             (SEQ, m.seq.as_fd()),
             (META, m.meta.as_fd()),
             (CALLER_COMMS, m.caller_comms.as_fd()),
+            (LAYOUT, m.layout.as_fd()),
         ];
         for (&hook, attachment) in &self.links {
             current.push((hook.array_name(), loaded_hook(skel, hook).array.as_fd()));
@@ -1101,18 +1164,67 @@ pub fn event_seq(record: &[u8]) -> Option<u64> {
     (seq != u64::MAX).then_some(seq)
 }
 
+/// What becomes of the records of a previous buffer.
+#[derive(Debug)]
+pub enum PrevRead {
+    /// This build's layout (another ring buffer size): decoded as they are.
+    Decode,
+    /// Another layout this build can translate: translated, then decoded.
+    Translate(Translation),
+    /// Another layout, not translatable: counted as lost (reason upgrade).
+    CountLost,
+}
+
+impl PrevRead {
+    /// How to read a buffer of `info`'s layout, given this build's.
+    fn choose(info: &PrevEvents, ours: Option<&Layout>) -> PrevRead {
+        if info.decodable {
+            return PrevRead::Decode;
+        }
+        let theirs = match (&info.layout, ours) {
+            (Ok(theirs), Some(_)) => theirs,
+            (Err(why), _) => {
+                warn!(reason = %why, "the previous execwatch's record layout is unknown: its records cannot be translated");
+                return PrevRead::CountLost;
+            }
+            (_, None) => return PrevRead::CountLost, // said at load
+        };
+        // The meta map and the layout map come from the same daemon.
+        if info.layout_version.is_some_and(|v| v != theirs.version) {
+            warn!(
+                meta = ?info.layout_version,
+                layout = theirs.version,
+                "the previous execwatch's layout map and meta map disagree: its records are not translated"
+            );
+            return PrevRead::CountLost;
+        }
+        match Translation::new(theirs, ours.expect("matched above")) {
+            Ok(t) => PrevRead::Translate(t),
+            Err(e) => {
+                warn!(error = %e, "the previous execwatch's records cannot be translated into this build's layout");
+                PrevRead::CountLost
+            }
+        }
+    }
+}
+
 /// A previous daemon's ring buffer that this one does not continue
 /// (another size or layout), to read before its own.
 pub struct PreviousBuffer {
     pub info: PrevEvents,
+    /// What becomes of its records.
+    pub read: PrevRead,
     fd: OwnedFd,
 }
 
 impl PreviousBuffer {
     /// Hand the buffer, as a map of a program-less copy of this build's
-    /// object, to `read`: libbpf-rs reads a ring buffer from a map of an
-    /// object only.
-    pub fn read<R>(self, read: impl FnOnce(&dyn MapCore) -> R) -> Result<R, libbpf_rs::Error> {
+    /// object, to `read` with what becomes of its records: libbpf-rs reads
+    /// a ring buffer from a map of an object only.
+    pub fn open<R>(
+        self,
+        read: impl FnOnce(&dyn MapCore, PrevRead) -> R,
+    ) -> Result<R, libbpf_rs::Error> {
         let mut storage = std::mem::MaybeUninit::uninit();
         let mut open = ExecveSkelBuilder::default().open(&mut storage)?;
         for mut prog in open.open_object_mut().progs_mut() {
@@ -1122,14 +1234,17 @@ impl PreviousBuffer {
         open.maps.events.reuse_fd(self.fd.as_fd())?;
         drop(self.fd);
         let prev_obj = open.load()?;
-        Ok(read(&prev_obj.maps.events))
+        Ok(read(&prev_obj.maps.events, self.read))
     }
 }
 
 /// When a previous buffer has been read to its end, and what was in it.
 #[derive(Debug)]
 pub struct PrevDrain {
-    info: PrevEvents,
+    /// Its layout, when known.
+    layout_version: Option<u32>,
+    /// Decoded, translated, or counted as lost.
+    how: How,
     attached_at: Instant,
     seq_at_swap: u64,
     start: Instant,
@@ -1144,23 +1259,49 @@ pub struct PrevDrain {
     turn: u64,
 }
 
+/// What [`PrevDrain`] reports, from [`PrevRead`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum How {
+    Decode,
+    Translate,
+    CountLost,
+}
+
 impl PrevDrain {
     /// Says what it is about to read.
-    pub fn start(handover: &Handover, info: PrevEvents) -> PrevDrain {
-        if info.decodable {
-            info!(
-                "draining the previous execwatch's ring buffer first (another size, same layout)"
-            );
-        } else {
-            warn!(
-                layout = ?info.layout_version,
-                this_build = LAYOUT_VERSION,
-                "draining the previous execwatch's ring buffer first: its record layout is not this build's, so its records are counted as lost (reason upgrade), by sequence number"
-            );
-        }
+    pub fn start(handover: &Handover, prev: &PreviousBuffer) -> PrevDrain {
+        let layout_version = prev.info.layout_version;
+        let how = match &prev.read {
+            PrevRead::Decode => {
+                info!(
+                    "draining the previous execwatch's ring buffer first (another size, same layout)"
+                );
+                How::Decode
+            }
+            PrevRead::Translate(t) => {
+                info!(
+                    layout = t.from_version,
+                    this_build = LAYOUT_VERSION,
+                    zero_filled = %t.zero_filled.join(","),
+                    dropped = %t.dropped.join(","),
+                    "reading the previous execwatch's ring buffer first (layout {}, translated into this build's by field name)",
+                    t.from_version
+                );
+                How::Translate
+            }
+            PrevRead::CountLost => {
+                warn!(
+                    layout = ?layout_version,
+                    this_build = LAYOUT_VERSION,
+                    "draining the previous execwatch's ring buffer first: its record layout is not this build's, so its records are counted as lost (reason upgrade), by sequence number"
+                );
+                How::CountLost
+            }
+        };
         let now = Instant::now();
         PrevDrain {
-            info,
+            layout_version,
+            how,
             attached_at: handover.attached_at,
             seq_at_swap: handover.seq_at_swap,
             start: now,
@@ -1222,7 +1363,15 @@ impl PrevDrain {
 
     /// Says what was in it.
     pub fn report(&self) {
-        if self.info.decodable {
+        if self.how == How::Translate {
+            info!(
+                records = self.records,
+                first_seq = self.first_seq,
+                last_seq = self.last_seq,
+                layout = self.layout_version,
+                "drained the previous execwatch's ring buffer: records of another layout translated and delivered"
+            );
+        } else if self.how == How::Decode {
             info!(
                 records = self.records,
                 first_seq = self.first_seq,
@@ -1243,13 +1392,14 @@ impl PrevDrain {
 impl Handover {
     /// The previous daemon's ring buffer to read first, once.
     pub fn take_previous_buffer(&self) -> Option<PreviousBuffer> {
-        let info = self.prev_events?;
+        let info = self.prev_events.clone()?;
         let fd = self
             .prev_events_fd
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()?;
-        Some(PreviousBuffer { info, fd })
+        let read = PrevRead::choose(&info, self.own_layout.as_ref());
+        Some(PreviousBuffer { info, read, fd })
     }
 }
 
@@ -1335,6 +1485,74 @@ mod tests {
     }
 
     #[test]
+    fn translated_records_were_not_taken_from_the_kept_buffer() {
+        // 5 records of another layout's buffer: 3 delivered translated, 2
+        // counted lost; 10 more delivered from the kept buffer.
+        let m = Meta {
+            delivered: 13,
+            seen_upgrade: 5,
+            lost_upgrade: 2,
+            ..Meta::default()
+        };
+        assert_eq!(m.consumed(), 10);
+    }
+
+    fn prev(layout: Result<Layout, String>, meta_version: Option<u32>) -> PrevEvents {
+        PrevEvents {
+            layout_version: meta_version,
+            decodable: false,
+            layout,
+        }
+    }
+
+    fn small_layout(version: u32, a_size: u32) -> Layout {
+        use crate::layout::Field;
+        Layout {
+            version,
+            header_len: 16,
+            fields: vec![
+                Field {
+                    name: "seq".into(),
+                    offset: 0,
+                    size: 8,
+                },
+                Field {
+                    name: "a".into(),
+                    offset: 8,
+                    size: a_size,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn the_previous_buffer_is_translated_only_with_a_layout_that_fits() {
+        let ours = small_layout(1, 8);
+        let choose = |p: &PrevEvents| PrevRead::choose(p, Some(&ours));
+        let same = PrevEvents {
+            decodable: true,
+            ..prev(Err("none".into()), Some(1))
+        };
+        assert!(matches!(choose(&same), PrevRead::Decode));
+        let good = prev(Ok(small_layout(2, 8)), Some(2));
+        assert!(matches!(choose(&good), PrevRead::Translate(_)));
+        assert!(matches!(
+            choose(&prev(Ok(small_layout(2, 8)), None)),
+            PrevRead::Translate(_)
+        ));
+        // No layout map (an older build), maps that disagree, a field that
+        // changed size, or none of our own: counted as lost, as before.
+        for p in [
+            prev(Err("none".into()), Some(2)),
+            prev(Ok(small_layout(2, 8)), Some(3)),
+            prev(Ok(small_layout(2, 4)), Some(2)),
+        ] {
+            assert!(matches!(choose(&p), PrevRead::CountLost), "{p:?}");
+        }
+        assert!(matches!(PrevRead::choose(&good, None), PrevRead::CountLost));
+    }
+
+    #[test]
     fn fork_records_have_no_sequence_number() {
         let mut r = [0u8; 16];
         assert_eq!(event_seq(&r), Some(0));
@@ -1348,7 +1566,7 @@ mod tests {
         let mut names: Vec<&str> = HOOKS
             .iter()
             .flat_map(|h| [h.array_name(), h.link_name()])
-            .chain([EVENTS, STATS, SEQ, META, CALLER_COMMS])
+            .chain([EVENTS, STATS, SEQ, META, CALLER_COMMS, LAYOUT])
             .collect();
         let n = names.len();
         names.sort_unstable();

@@ -13,6 +13,7 @@ pub mod exe_hash;
 pub mod fields;
 pub mod handover;
 pub mod journal_log;
+pub mod layout;
 pub mod liveness;
 pub mod metrics;
 pub mod mounts;

@@ -31,6 +31,7 @@ enum event_flag *unused_event_flag __attribute__((unused));
 enum stat_index *unused_stat_index __attribute__((unused));
 enum event_layout *unused_event_layout __attribute__((unused));
 enum handover_flag *unused_handover_flag __attribute__((unused));
+enum event_layout_desc_limits *unused_event_layout_desc_limits __attribute__((unused));
 
 /* Set by the loader before load(). */
 const volatile __u32 max_args_bytes = ARGS_DEFAULT_LIMIT;
@@ -166,6 +167,18 @@ struct {
 	__type(key, __u32);
 	__type(value, struct handover_meta);
 } meta SEC(".maps");
+
+/*
+ * Written by the daemon only, at load: the layout of its records (struct
+ * event_layout_desc), so that a daemon of another layout can translate what
+ * this one leaves in the ring buffer. Of a shape that never changes.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct event_layout_desc);
+} layout SEC(".maps");
 
 static __always_inline __u64 take_seq(void)
 {

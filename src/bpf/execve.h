@@ -192,8 +192,19 @@ struct event {
  * struct event, enum stat_index, struct caller_comm or struct handover_meta.
  * Fixed across versions: every record starts with its __u64 seq, which is
  * EVENT_NO_SEQ in a record that is not an event (none today; a daemon skips
- * such records in a buffer of another layout), the `seq` map, and
- * the dispatchers with their program arrays.
+ * such records in a buffer of another layout), the `seq` map, the `layout`
+ * map with struct event_layout_desc, and the dispatchers with their program
+ * arrays.
+ *
+ * An upgraded daemon translates the records left in the previous buffer by
+ * field name (the `layout` map), so these rules keep that exact:
+ * - A field keeps its name only while it keeps its size and meaning (unit,
+ *   encoding, enum values, flag bits). A change of meaning gets a new name
+ *   (and a new flag bit, never a reused one); a change of size is refused,
+ *   and the old buffer's records are then counted as lost (reason upgrade).
+ * - A field the old layout lacks reads as 0, so 0 must mean "not known".
+ * - The variable parts after the header keep their order; a new one goes
+ *   at the end, with a new length field (0 in translated records).
  */
 #define EVENT_NO_SEQ (~0ULL)
 #ifdef EXECWATCH_TEST_LAYOUT
@@ -203,6 +214,34 @@ struct event {
 #endif
 enum event_layout {
 	EVENT_LAYOUT_VERSION = 1 + EVENT_LAYOUT_TEST_OFFSET,
+};
+
+/*
+ * The `layout` map's one value: struct event as the daemon that loaded the
+ * maps was built, generated from its BTF at load (struct event stays the one
+ * definition). FIXED ACROSS VERSIONS, like the `seq` map: an older and a
+ * newer daemon both read it, so never change this struct, its limits or the
+ * map's shape; a need for more gets a map of another name.
+ */
+enum event_layout_desc_limits {
+	/* Bytes of a field name, NUL-padded (a longer name fails a unit test). */
+	EVENT_LAYOUT_NAME_LEN = 32,
+	/* Fields described, at most (more fails a unit test). */
+	EVENT_LAYOUT_FIELDS_MAX = 128,
+};
+
+struct event_layout_field {
+	char name[EVENT_LAYOUT_NAME_LEN];
+	__u32 offset; /* bytes from the start of the record */
+	__u32 size;   /* bytes */
+};
+
+struct event_layout_desc {
+	__u32 version;    /* EVENT_LAYOUT_VERSION of that build */
+	__u32 header_len; /* sizeof(struct event): the variable parts follow */
+	__u32 nr_fields;  /* entries of fields[] in use; 0: not filled */
+	__u32 reserved;
+	struct event_layout_field fields[EVENT_LAYOUT_FIELDS_MAX];
 };
 
 /* Bits of handover_meta.flags. */
