@@ -595,6 +595,8 @@ fn runs_same_program(link: BorrowedFd<'_>, dispatcher: &ProgramMut<'_>) -> bool 
 pub struct PrevEvents {
     /// Its layout, when the previous daemon's meta map said.
     pub layout_version: Option<u32>,
+    /// The previous ring buffer's kernel id.
+    pub events_map_id: Option<u32>,
     /// This build can decode its records (same layout, other size).
     pub decodable: bool,
     /// Its record layout, when the previous daemon published it (the
@@ -747,6 +749,7 @@ pub(crate) fn prepare(open: &mut OpenExecveSkel<'_>, keep: Keep) -> Result<Plan,
             // Drained (decoded or counted) once this daemon's programs run.
             prev_events = Some(PrevEvents {
                 layout_version: kept_layout,
+                events_map_id: MapInfo::new(fd.as_fd()).ok().map(|m| m.info.id),
                 decodable: same_layout,
                 layout: kept_record_layout,
             });
@@ -867,13 +870,18 @@ fn publish_layout(skel: &ExecveSkel<'_>) -> Option<Layout> {
         .map_err(|e| e.to_string())
         .and_then(|btf| btf.ok_or_else(|| "no BTF".to_string()))
         .and_then(|btf| Layout::from_btf(&btf).map_err(|e| e.to_string()));
-    let layout = match layout {
+    let mut layout = match layout {
         Ok(l) => l,
         Err(e) => {
             warn!(error = %e, "could not describe this build's record layout: an upgrade from it will count what it leaves as lost");
             return None;
         }
     };
+    // Binds the description to this ring buffer: a stale one left beside
+    // another buffer is never applied to its records.
+    layout.events_map_id = MapInfo::new(skel.maps.events.as_fd())
+        .map(|m| m.info.id)
+        .unwrap_or(0);
     if let Err(e) = skel
         .maps
         .layout
@@ -1189,6 +1197,16 @@ impl PrevRead {
             }
             (_, None) => return PrevRead::CountLost, // said at load
         };
+        // The layout map describes this very buffer: a stale one (left by
+        // a daemon before) is never applied to another layout's records.
+        if theirs.events_map_id == 0 || info.events_map_id != Some(theirs.events_map_id) {
+            warn!(
+                described = theirs.events_map_id,
+                buffer = ?info.events_map_id,
+                "the previous execwatch's layout map is not that of its ring buffer: its records are not translated"
+            );
+            return PrevRead::CountLost;
+        }
         // The meta map and the layout map come from the same daemon.
         if info.layout_version.is_some_and(|v| v != theirs.version) {
             warn!(
@@ -1500,6 +1518,7 @@ mod tests {
     fn prev(layout: Result<Layout, String>, meta_version: Option<u32>) -> PrevEvents {
         PrevEvents {
             layout_version: meta_version,
+            events_map_id: Some(77),
             decodable: false,
             layout,
         }
@@ -1508,6 +1527,7 @@ mod tests {
     fn small_layout(version: u32, a_size: u32) -> Layout {
         use crate::layout::Field;
         Layout {
+            events_map_id: 77,
             version,
             header_len: 16,
             fields: vec![
@@ -1540,11 +1560,23 @@ mod tests {
             choose(&prev(Ok(small_layout(2, 8)), None)),
             PrevRead::Translate(_)
         ));
-        // No layout map (an older build), maps that disagree, a field that
-        // changed size, or none of our own: counted as lost, as before.
+        // No layout map (an older build), maps that disagree, a layout map
+        // of another buffer or of none, a field that changed size, or none
+        // of our own: counted as lost, as before.
+        let stale = |id| {
+            let mut l = small_layout(2, 8);
+            l.events_map_id = id;
+            prev(Ok(l), Some(2))
+        };
         for p in [
             prev(Err("none".into()), Some(2)),
             prev(Ok(small_layout(2, 8)), Some(3)),
+            stale(78),
+            stale(0),
+            PrevEvents {
+                events_map_id: None,
+                ..prev(Ok(small_layout(2, 8)), Some(2))
+            },
             prev(Ok(small_layout(2, 4)), Some(2)),
         ] {
             assert!(matches!(choose(&p), PrevRead::CountLost), "{p:?}");

@@ -3,7 +3,8 @@
 //! thread that logs: a journald that stops reading would then stall the
 //! event loop at its next warning, so SIGTERM, the watchdog and the drain
 //! deadline would all wait on it. Here a full journald costs a diagnostic
-//! at most `FULL_WAIT`; one it cannot take is dropped and counted.
+//! at most `FULL_WAIT`; one it cannot take is dropped (on stderr too when
+//! stderr is not the journal, see main.rs).
 
 use std::fmt::{self, Write as _};
 use std::io;

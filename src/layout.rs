@@ -78,9 +78,17 @@ pub struct Field {
 pub struct Layout {
     /// `EVENT_LAYOUT_VERSION` of that build.
     pub version: u32,
+    /// Kernel id of the ring buffer the records in this layout are in (0:
+    /// not said): binds a kept description to the kept buffer.
+    pub events_map_id: u32,
     /// Bytes of the fixed header: the variable parts follow it.
     pub header_len: u32,
     pub fields: Vec<Field>,
+}
+
+/// `reserved`, `reserved2`...: padding, never read.
+fn is_padding(name: &str) -> bool {
+    name.starts_with("reserved")
 }
 
 fn u32_at(b: &[u8], off: usize) -> u32 {
@@ -146,6 +154,7 @@ impl Layout {
         }
         Ok(Layout {
             version: crate::handover::LAYOUT_VERSION,
+            events_map_id: 0,
             header_len: u32::try_from(ev.size()).map_err(|_| LayoutError::NoStruct)?,
             fields,
         })
@@ -159,6 +168,7 @@ impl Layout {
         let mut b = vec![0u8; DESC_LEN];
         put_u32(&mut b, offset_of!(D, version), self.version);
         put_u32(&mut b, offset_of!(D, header_len), self.header_len);
+        put_u32(&mut b, offset_of!(D, events_map_id), self.events_map_id);
         let n = self.fields.len().min(FIELDS_MAX);
         put_u32(&mut b, offset_of!(D, nr_fields), n as u32);
         for (i, f) in self.fields.iter().take(n).enumerate() {
@@ -182,6 +192,7 @@ impl Layout {
         }
         let version = u32_at(b, offset_of!(D, version));
         let header_len = u32_at(b, offset_of!(D, header_len));
+        let events_map_id = u32_at(b, offset_of!(D, events_map_id));
         let n = u32_at(b, offset_of!(D, nr_fields));
         if n == 0 || header_len == 0 {
             return Err(LayoutError::Empty);
@@ -223,6 +234,7 @@ impl Layout {
         }
         Ok(Layout {
             version,
+            events_map_id,
             header_len,
             fields,
         })
@@ -281,6 +293,9 @@ impl Translation {
                     to: f.offset as usize,
                     len: f.size as usize,
                 }),
+                // Padding, which a new field may be carved out of: it holds
+                // nothing to carry over.
+                Some(_) if is_padding(&f.name) => zero_filled.push(f.name.clone()),
                 Some(o) => {
                     return Err(TranslateError::SizeChanged {
                         name: f.name.clone(),
@@ -353,6 +368,7 @@ mod tests {
             fields.push(field("test_layout", 16, 8));
         }
         Layout {
+            events_map_id: 0,
             version,
             header_len: if extra { 24 } else { 16 },
             fields,
@@ -395,6 +411,7 @@ mod tests {
     #[test]
     fn fields_are_matched_by_name_wherever_they_moved() {
         let old = Layout {
+            events_map_id: 0,
             version: 1,
             header_len: 16,
             fields: vec![field("seq", 0, 8), field("b", 8, 4), field("a", 12, 4)],
@@ -411,6 +428,7 @@ mod tests {
     #[test]
     fn a_field_missing_from_the_old_layout_reads_as_zero() {
         let old = Layout {
+            events_map_id: 0,
             version: 1,
             header_len: 12,
             fields: vec![field("seq", 0, 8), field("a", 8, 4)],
@@ -437,6 +455,39 @@ mod tests {
                 new: 4
             })
         );
+    }
+
+    #[test]
+    fn a_field_carved_out_of_padding_keeps_the_rest_translatable() {
+        // Old: seq, a, reserved[2] (u16 each); new: seq, a, flags, reserved[1].
+        let old = Layout {
+            events_map_id: 0,
+            version: 1,
+            header_len: 16,
+            fields: vec![
+                field("seq", 0, 8),
+                field("a", 8, 4),
+                field("reserved", 12, 4),
+            ],
+        };
+        let new = Layout {
+            events_map_id: 0,
+            version: 2,
+            header_len: 16,
+            fields: vec![
+                field("seq", 0, 8),
+                field("a", 8, 4),
+                field("flags", 12, 2),
+                field("reserved", 14, 2),
+            ],
+        };
+        let t = Translation::new(&old, &new).unwrap();
+        assert_eq!(t.zero_filled, ["flags", "reserved"]);
+        let mut out = Vec::new();
+        let mut rec = record(3, 4, u32::MAX, None, b"t");
+        let got = t.translate(&rec, &mut out).unwrap().to_vec();
+        rec[12..16].fill(0);
+        assert_eq!(got, rec);
     }
 
     #[test]
@@ -597,6 +648,7 @@ mod tests {
                     }
                 }
                 Layout {
+                    events_map_id: 0,
                     version: 1,
                     header_len,
                     fields,

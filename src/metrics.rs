@@ -5,8 +5,9 @@
 //! a thread of its own: hyper is the maintained Rust HTTP stack and has the
 //! limits a port reachable from other pods needs (request head size, head
 //! read timeout, no keep-alive, the body never read). The rest is here: a
-//! cap on connections where a new one evicts the oldest (idle connections
-//! cannot lock scrapes out), a lifetime per connection (a client that does
+//! cap on connections where a new one evicts the oldest of the client
+//! address holding the most (idle or flooding connections cannot lock
+//! scrapes out), a lifetime per connection (a client that does
 //! not read the response cannot hold one), GET and HEAD only.
 
 use std::collections::{BTreeMap, HashMap};

@@ -419,7 +419,9 @@ fn send_counted(
     liveness: &Liveness,
 ) -> (usize, io::Result<()>) {
     let mut sent = 0;
+    let mut used = 0;
     for entry in journald::frames(bytes) {
+        used += journald::FRAME_HEADER + entry.len();
         loop {
             if q.abandon.load(Ordering::Relaxed) {
                 return (sent, Err(io::ErrorKind::Interrupted.into()));
@@ -432,6 +434,10 @@ fn send_counted(
         }
         sent += 1;
         liveness.touch();
+    }
+    if used != bytes.len() {
+        // Chunks hold whole frames: a cut one is a bug, not a delivery.
+        return (sent, Err(io::ErrorKind::InvalidData.into()));
     }
     (sent, Ok(()))
 }

@@ -240,7 +240,7 @@ struct event_layout_desc {
 	__u32 version;    /* EVENT_LAYOUT_VERSION of that build */
 	__u32 header_len; /* sizeof(struct event): the variable parts follow */
 	__u32 nr_fields;  /* entries of fields[] in use; 0: not filled */
-	__u32 reserved;
+	__u32 events_map_id; /* kernel id of the ring buffer its records are in */
 	struct event_layout_field fields[EVENT_LAYOUT_FIELDS_MAX];
 };
 
