@@ -122,7 +122,7 @@ fn journal(container: &Container, filters: &[&str]) -> Vec<Value> {
         "-o",
         "json",
         "--no-pager",
-        "--output-fields=MESSAGE,EXECWATCH_ACTION,EXECWATCH_SEQUENCE,EXECWATCH_ARGV_1,EXECWATCH_ARGV_2,LOST_TOTAL,RECORDS,PENDING",
+        "--output-fields=MESSAGE,EXECWATCH_ACTION,EXECWATCH_SEQUENCE,EXECWATCH_ARGV_1,EXECWATCH_ARGV_2,LOST_TOTAL,RECORDS,PENDING,_PID",
     ];
     args.extend_from_slice(filters);
     let out = container.run(&args);
@@ -244,4 +244,117 @@ fn restart_keeps_programs_attached_and_stop_detaches_them() {
     assert!(!ids.links.is_empty() && !ids.progs.is_empty(), "{ids:?}");
     common::assert_all_gone(&ids);
     drop(container);
+}
+
+#[test]
+#[ignore = "boots a container (slow): scripts/test runs it with --ignored"]
+fn a_crash_keeps_the_programs_attached_and_the_restarted_daemon_takes_over() {
+    let _one = CONTAINER.lock().unwrap_or_else(|e| e.into_inner());
+    let container = boot_shipped_unit("nspawn-crash");
+    let show = |p: &str| container.run_str(&["systemctl", "show", "-p", p, "--value", "execwatch"]);
+    let m = marker("nspawn-crash");
+    let execs = common::ExecLoop::start(&m);
+    execs.wait_for_more(50);
+    let first_main: u32 = show("MainPID").parse().unwrap();
+    let first = host_pid(&container, first_main);
+    let ids = common::bpf_ids(first);
+    assert!(!ids.links.is_empty(), "{ids:?}");
+
+    // A crash: SIGKILL, no drain, no summary. systemd restarts the unit
+    // after RestartSec=2s and keeps its fd store meanwhile.
+    container.run_ok(&[
+        "systemctl",
+        "kill",
+        "-s",
+        "KILL",
+        "--kill-whom=main",
+        "execwatch",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{first}")).exists() {
+        assert!(Instant::now() < deadline, "execwatch outlived SIGKILL");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // No daemon runs now, yet every program stays attached: the execs of
+    // this window wait in the kept ring buffer.
+    let left = common::still_there(&ids);
+    for id in &ids.links {
+        assert!(
+            left.contains(&format!("link {id}")),
+            "link {id} gone after the crash: {left:?}"
+        );
+    }
+    let stored: u32 = show("NFileDescriptorStore").parse().unwrap();
+    assert!(
+        stored >= 13,
+        "{stored} objects in the fd store after the crash"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while show("ActiveState") != "active" || show("MainPID") == first_main.to_string() {
+        assert!(Instant::now() < deadline, "execwatch was not restarted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    execs.wait_for_more(50);
+    let n = execs.stop();
+    let last = (n - 1).to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while journal(
+        &container,
+        &[
+            &format!("EXECWATCH_ARGV_1={m}"),
+            &format!("EXECWATCH_ARGV_2={last}"),
+        ],
+    )
+    .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the last exec of the loop never reached the journal"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // Nothing twice. The only possible loss is what the killed daemon had
+    // read and not yet sent; everything the loop ran while no daemon ran is
+    // there, from the kept buffer.
+    let second = show("MainPID");
+    let mut by_index: Vec<Vec<String>> = vec![Vec::new(); n as usize];
+    for e in journal(
+        &container,
+        &[&format!("EXECWATCH_ARGV_1={m}"), "EXECWATCH_ACTION=exec"],
+    ) {
+        let i = field_u64(&e, "EXECWATCH_ARGV_2").unwrap() as usize;
+        by_index[i].push(e["_PID"].as_str().unwrap_or("").to_string());
+    }
+    let twice: Vec<usize> = (0..by_index.len())
+        .filter(|&i| by_index[i].len() > 1)
+        .collect();
+    assert!(twice.is_empty(), "delivered twice: {twice:?}");
+    let first_by_second = by_index
+        .iter()
+        .position(|pids| pids.contains(&second))
+        .unwrap_or_else(|| {
+            let pids: std::collections::BTreeSet<&String> = by_index.iter().flatten().collect();
+            panic!("the restarted daemon ({second}) delivered no loop exec; senders {pids:?}")
+        });
+    let missing_after: Vec<usize> = (first_by_second..by_index.len())
+        .filter(|&i| by_index[i].is_empty())
+        .collect();
+    assert!(missing_after.is_empty(), "missing {missing_after:?}");
+    let all = journal(&container, &[]);
+    let said = |text: &str| {
+        all.iter()
+            .any(|e| e["MESSAGE"].as_str().is_some_and(|s| s.contains(text)))
+    };
+    assert!(said("the previous execwatch did not exit cleanly"));
+    assert!(said(
+        "taking over the ring buffer: draining what the previous execwatch left first"
+    ));
+    let lost: usize = by_index.iter().filter(|p| p.is_empty()).count();
+    eprintln!(
+        "crash under systemd: {n} execs, {} by the restarted daemon from index {first_by_second}, {lost} lost with the killed daemon",
+        by_index.iter().filter(|p| p.contains(&second)).count()
+    );
+    container.run_ok(&["systemctl", "stop", "execwatch"]);
+    common::assert_all_gone(&ids);
 }
