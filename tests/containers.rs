@@ -379,14 +379,7 @@ fn containers_are_confirmed_from_their_runtimes_state_and_named() {
         case.check(id, path, s);
     }
     // runc keeps no names.
-    plain
-        .has("container.id", name.as_str().into())
-        .has("container.runtime", "runc".into())
-        .has("execwatch.cgroup.path", path.as_str().into())
-        .lacks("container.name")
-        .lacks("container.image.name")
-        .lacks("kubernetes.pod.name")
-        .lacks("execwatch.container.unconfirmed_id");
+    confirmed_without_names(&plain, &name, "runc", &path);
 }
 
 impl Case {
@@ -473,10 +466,15 @@ fn crun_containers_are_confirmed_from_its_status_and_config_copy() {
     for (case, ((_, id, path), s)) in cases.iter().zip(expected.iter().zip(&seen)) {
         case.check(id, path, s);
     }
-    plain
-        .has("container.id", name.as_str().into())
-        .has("container.runtime", "crun".into())
-        .has("execwatch.cgroup.path", path.as_str().into())
+    confirmed_without_names(&plain, &name, "crun", &path);
+}
+
+/// A container confirmed by `runtime`'s state that carries no names
+/// (no annotations, no engine metadata).
+fn confirmed_without_names(s: &Seen, id: &str, runtime: &str, path: &str) {
+    s.has("container.id", id.into())
+        .has("container.runtime", runtime.into())
+        .has("execwatch.cgroup.path", path.into())
         .lacks("container.name")
         .lacks("container.image.name")
         .lacks("kubernetes.pod.name")

@@ -14,7 +14,10 @@ use common::journal::{ensure_journald, journal_entries};
 use common::marker;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use spawned::{assert_summary_adds_up, Flood, NotifySocket, Spawned, BIN};
+use spawned::{
+    assert_summary_adds_up, assert_turning_and_reporting_losses, sigterm_ends_in_time, Flood,
+    NotifySocket, Spawned, BIN,
+};
 
 /// The journald of this mount namespace (the one whose socket execwatch
 /// reaches).
@@ -81,27 +84,8 @@ fn a_stalled_journald_cannot_wedge_the_daemon_and_delivered_means_in_the_journal
     // The loop keeps turning while journald reads nothing: pings, and the
     // kernel's drops reported as they happen (stderr and STATUS; the
     // journal cannot take them now).
-    let msgs = notify.collect(Duration::from_secs(3));
-    let pings = msgs.iter().filter(|m| *m == "WATCHDOG=1").count();
-    assert!(pings >= 3, "{pings} watchdog pings in 3 s: {msgs:?}");
-    d.wait_stderr("exec events lost", Duration::from_secs(20));
-    assert!(
-        msgs.iter()
-            .any(|m| m.contains("STATUS=recording:") && m.contains("lost_ringbuf_full=")),
-        "STATUS shows the losses: {msgs:?}"
-    );
-
-    let t0 = Instant::now();
-    d.sigterm();
-    let status = d.wait_exit(Duration::from_secs(20));
-    let took = t0.elapsed();
-    flood.stop();
-    assert!(status.success(), "{status}: {}", d.stderr());
-    // 2 s to notice the signal, plus the 1 s drain deadline.
-    assert!(
-        took < Duration::from_secs(3),
-        "SIGTERM to exit took {took:?} with journald stalled"
-    );
+    assert_turning_and_reporting_losses(&d, &notify, 3);
+    let took = sigterm_ends_in_time(&mut d, flood);
     let s = d.summary();
     assert_summary_adds_up(&s);
     assert!(s["lost_shutdown"].as_u64().unwrap() > 0, "{s}");

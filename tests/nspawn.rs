@@ -132,6 +132,23 @@ fn journal(container: &Container, filters: &[&str]) -> Vec<Value> {
         .collect()
 }
 
+/// Wait (30 s at most) until the last of an exec loop's `n` execs, marked
+/// `m`, is in the journal.
+fn wait_for_the_last_exec(container: &Container, m: &str, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (marked, last) = (
+        format!("EXECWATCH_ARGV_1={m}"),
+        format!("EXECWATCH_ARGV_2={}", n - 1),
+    );
+    while journal(container, &[&marked, &last]).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the last exec of the loop never reached the journal"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 fn field_u64(v: &Value, k: &str) -> Option<u64> {
     v[k].as_str()?.parse().ok()
 }
@@ -164,23 +181,7 @@ fn restart_keeps_programs_attached_and_stop_detaches_them() {
     let daemon = host_pid(&container, show("MainPID").parse().unwrap());
     let ids = common::bpf_ids(daemon);
     let n = execs.stop();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let last = (n - 1).to_string();
-    while journal(
-        &container,
-        &[
-            &format!("EXECWATCH_ARGV_1={m}"),
-            &format!("EXECWATCH_ARGV_2={last}"),
-        ],
-    )
-    .is_empty()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the last exec of the loop never reached the journal"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_for_the_last_exec(&container, &m, n);
 
     // Every exec of the loop in the journal exactly once (exits carry the
     // argv of what ended, too).
@@ -296,23 +297,7 @@ fn a_crash_keeps_the_programs_attached_and_the_restarted_daemon_takes_over() {
     }
     execs.wait_for_more(50);
     let n = execs.stop();
-    let last = (n - 1).to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while journal(
-        &container,
-        &[
-            &format!("EXECWATCH_ARGV_1={m}"),
-            &format!("EXECWATCH_ARGV_2={last}"),
-        ],
-    )
-    .is_empty()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the last exec of the loop never reached the journal"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_for_the_last_exec(&container, &m, n);
 
     // Nothing twice. The only possible loss is what the killed daemon had
     // read and not yet sent; everything the loop ran while no daemon ran is

@@ -17,27 +17,9 @@ use common::{has_arg, marker, run_quiet, Daemon};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use spawned::{
-    anon_kib, assert_summary_adds_up, complete_lines, rss_kib, Flood, NotifySocket, Spawned,
+    anon_kib, assert_summary_adds_up, assert_turning_and_reporting_losses, complete_lines, rss_kib,
+    sigterm_ends_in_time, Flood, NotifySocket, Spawned,
 };
-
-/// SIGTERM to exit: the loop notices within a turn, then the drain.
-const STOP_BOUND: Duration = Duration::from_secs(2);
-
-/// SIGTERM a daemon run with `--drain-timeout 1` under a flood: it exits
-/// successfully within the stop bound. The time it took.
-fn sigterm_ends_in_time(d: &mut Spawned, flood: Flood) -> Duration {
-    let t0 = Instant::now();
-    d.sigterm();
-    let status = d.wait_exit(Duration::from_secs(20));
-    let took = t0.elapsed();
-    flood.stop();
-    assert!(status.success(), "{status}: {}", d.stderr());
-    assert!(
-        took < STOP_BOUND + Duration::from_secs(1),
-        "SIGTERM to exit took {took:?} with --drain-timeout 1"
-    );
-    took
-}
 
 #[test]
 fn a_paused_reader_loses_counted_records_and_recovers() {
@@ -206,15 +188,7 @@ fn sustained_overload_with_a_slow_reader_keeps_the_watchdog_warns_and_stops_in_t
     let flood = Flood::start(&m, 4000, 2);
     // The loop keeps turning while the output is behind: pings every half
     // WATCHDOG_USEC, and losses reported while they happen.
-    let msgs = notify.collect(Duration::from_secs(4));
-    let pings = msgs.iter().filter(|m| *m == "WATCHDOG=1").count();
-    assert!(pings >= 4, "{pings} watchdog pings in 4 s: {msgs:?}");
-    d.wait_stderr("exec events lost", Duration::from_secs(5));
-    assert!(
-        msgs.iter()
-            .any(|m| m.contains("STATUS=recording:") && m.contains("lost_ringbuf_full=")),
-        "STATUS shows the losses: {msgs:?}"
-    );
+    let pings = assert_turning_and_reporting_losses(&d, &notify, 4);
 
     let execs = flood.count();
     let took = sigterm_ends_in_time(&mut d, flood);

@@ -121,6 +121,44 @@ impl Drop for Spawned {
     }
 }
 
+/// SIGTERM to exit: the loop notices within a turn, then the drain.
+pub const STOP_BOUND: Duration = Duration::from_secs(2);
+
+/// SIGTERM a daemon run with `--drain-timeout 1` under a flood: it exits
+/// successfully within the stop bound plus the drain. The time it took.
+pub fn sigterm_ends_in_time(d: &mut Spawned, flood: Flood) -> Duration {
+    let t0 = Instant::now();
+    d.sigterm();
+    let status = d.wait_exit(Duration::from_secs(20));
+    let took = t0.elapsed();
+    flood.stop();
+    assert!(status.success(), "{status}: {}", d.stderr());
+    assert!(
+        took < STOP_BOUND + Duration::from_secs(1),
+        "SIGTERM to exit took {took:?} with --drain-timeout 1"
+    );
+    took
+}
+
+/// While the output is behind, the loop keeps turning: over `secs`
+/// seconds with WATCHDOG_USEC=1 s, a ping every half second at least, a
+/// loss warning on stderr and the losses in STATUS. The pings.
+pub fn assert_turning_and_reporting_losses(d: &Spawned, notify: &NotifySocket, secs: u64) -> usize {
+    let msgs = notify.collect(Duration::from_secs(secs));
+    let pings = msgs.iter().filter(|m| *m == "WATCHDOG=1").count();
+    assert!(
+        pings >= secs as usize,
+        "{pings} watchdog pings in {secs} s: {msgs:?}"
+    );
+    d.wait_stderr("exec events lost", Duration::from_secs(5));
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("STATUS=recording:") && m.contains("lost_ringbuf_full=")),
+        "STATUS shows the losses: {msgs:?}"
+    );
+    pings
+}
+
 /// The run's arithmetic, and every lost reason in lost_total.
 pub fn assert_summary_adds_up(s: &Value) {
     let n = |k: &str| {
