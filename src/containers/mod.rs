@@ -524,8 +524,12 @@ mod tests {
         w
     }
 
-    fn is_root() -> bool {
-        nix::unistd::geteuid().is_root()
+    /// System runtime state must be root's: these tests write it.
+    fn require_root() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test writes root-owned runtime state: run it as root"
+        );
     }
 
     #[test]
@@ -533,12 +537,9 @@ mod tests {
         // The user's podman list and crun's config.json copy are in place
         // (the user could make them 8 MiB each): confirming the container
         // must not open them, only its state.
+        require_root();
         let f = Fixture::new("rootless");
-        let uid = if is_root() {
-            4242
-        } else {
-            nix::unistd::geteuid().as_raw()
-        };
+        let uid = 4242;
         let user = format!("/user.slice/user-{uid}.slice/user@{uid}.service/user.slice");
         let runc_cg = format!("{user}/libpod-{ID}.scope");
         let crun_cg = format!("{user}/crun-{ID2}.scope");
@@ -569,21 +570,16 @@ mod tests {
         assert!(r.names.is_empty() && r.missed.is_empty(), "nothing cached");
 
         // The same files for a system container are read: the watch sees it.
-        if is_root() {
-            let cg = format!("/machine.slice/libpod-{ID}.scope");
-            f.runc_state(&f.0.join("system/runc"), ID, &cg, T1, true);
-            let sys = r.resolve(&parse(cg.as_bytes())).unwrap();
-            assert_eq!(sys.name.as_deref(), Some("poison"));
-            assert_eq!(opened(&watch), ["containers.json"]);
-        }
+        let cg = format!("/machine.slice/libpod-{ID}.scope");
+        f.runc_state(&f.0.join("system/runc"), ID, &cg, T1, true);
+        let sys = r.resolve(&parse(cg.as_bytes())).unwrap();
+        assert_eq!(sys.name.as_deref(), Some("poison"));
+        assert_eq!(opened(&watch), ["containers.json"]);
     }
 
     #[test]
     fn names_are_read_once_per_container_instance() {
-        if !is_root() {
-            eprintln!("skipped: system runtime state must be root's");
-            return;
-        }
+        require_root();
         let f = Fixture::new("cache");
         let cg = format!("/system.slice/docker-{ID}.scope");
         let root = f.0.join("system/runc");
@@ -611,10 +607,7 @@ mod tests {
 
     #[test]
     fn missing_names_are_read_again_for_a_while_then_cached() {
-        if !is_root() {
-            eprintln!("skipped: system runtime state must be root's");
-            return;
-        }
+        require_root();
         let f = Fixture::new("late-names");
         let root = f.0.join("system/runc");
         let cg = format!("/system.slice/docker-{ID}.scope");
