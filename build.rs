@@ -49,8 +49,58 @@ fn main() {
     println!("cargo:rustc-env=EXECWATCH_GIT_COMMIT={}", git_commit());
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let arch = env::var("CARGO_CFG_TARGET_ARCH").expect("cargo sets CARGO_CFG_TARGET_ARCH");
+    let vmlinux_h = vmlinux_header(&arch);
+    if !vmlinux_h.exists() {
+        panic!(
+            "no {}: generate it with scripts/gen-vmlinux-h on a {arch} machine",
+            vmlinux_h.display()
+        );
+    }
+    // Test-only: another record layout, for tests/restart.rs's upgrade test.
+    let test_layout = env::var_os("EXECWATCH_TEST_LAYOUT").is_some();
+    println!("cargo:rerun-if-env-changed=EXECWATCH_TEST_LAYOUT");
+
+    SkeletonBuilder::new()
+        .source(SRC)
+        .clang_args(clang_args(&arch, test_layout))
+        .build_and_generate(out.join("execve.skel.rs"))
+        .expect("building the BPF skeleton failed");
+
+    // The other architectures with a header are compiled too (not loaded):
+    // their own code paths (syscall numbers, compat checks, pt_regs) must
+    // build wherever the native one does. bpf_loader's tests open them.
+    for other in ARCHES.iter().filter(|&&a| a != arch) {
+        let header = vmlinux_header(other);
+        if !header.exists() {
+            continue;
+        }
+        let obj = out.join(format!("execve.{other}.bpf.o"));
+        SkeletonBuilder::new()
+            .source(SRC)
+            .obj(&obj)
+            .clang_args(clang_args(other, test_layout))
+            .build()
+            .unwrap_or_else(|e| panic!("building the BPF program for {other} failed: {e:#}"));
+        println!("cargo:rerun-if-changed={}", header.display());
+    }
+
+    println!("cargo:rerun-if-changed={SRC}");
+    for h in HEADERS {
+        println!("cargo:rerun-if-changed={h}");
+    }
+    println!("cargo:rerun-if-changed={}", vmlinux_h.display());
+}
+
+/// Architectures the BPF program is written for (Rust's names).
+const ARCHES: [&str; 2] = ["x86_64", "aarch64"];
+
+fn vmlinux_header(arch: &str) -> PathBuf {
+    PathBuf::from("vmlinux").join(arch).join("vmlinux.h")
+}
+
+fn clang_args(arch: &str, test_layout: bool) -> Vec<std::ffi::OsString> {
     // libbpf's __TARGET_ARCH_* names differ from Rust's for a few targets.
-    let bpf_arch = match arch.as_str() {
+    let bpf_arch = match arch {
         "x86_64" => "x86",
         "aarch64" => "arm64",
         "riscv64" => "riscv",
@@ -58,39 +108,17 @@ fn main() {
         "s390x" => "s390",
         other => other,
     };
-    let vmlinux_dir = PathBuf::from("vmlinux").join(&arch);
-    let vmlinux_h = vmlinux_dir.join("vmlinux.h");
-    if !vmlinux_h.exists() {
-        panic!(
-            "no {}: generate it with scripts/gen-vmlinux-h on a {arch} machine",
-            vmlinux_h.display()
-        );
-    }
-
-    let mut clang_args: Vec<std::ffi::OsString> = vec![
+    let mut args: Vec<std::ffi::OsString> = vec![
         "-I".into(),
-        vmlinux_dir.into_os_string(),
+        PathBuf::from("vmlinux").join(arch).into_os_string(),
         format!("-D__TARGET_ARCH_{bpf_arch}").into(),
         // v3: atomic fetch-add (the global sequence number), 32-bit jumps.
         "-mcpu=v3".into(),
         "-Wall".into(),
         "-Werror".into(),
     ];
-    // Test-only: another record layout, for tests/restart.rs's upgrade test.
-    if env::var_os("EXECWATCH_TEST_LAYOUT").is_some() {
-        clang_args.push("-DEXECWATCH_TEST_LAYOUT".into());
+    if test_layout {
+        args.push("-DEXECWATCH_TEST_LAYOUT".into());
     }
-    println!("cargo:rerun-if-env-changed=EXECWATCH_TEST_LAYOUT");
-
-    SkeletonBuilder::new()
-        .source(SRC)
-        .clang_args(clang_args)
-        .build_and_generate(out.join("execve.skel.rs"))
-        .expect("building the BPF skeleton failed");
-
-    println!("cargo:rerun-if-changed={SRC}");
-    for h in HEADERS {
-        println!("cargo:rerun-if-changed={h}");
-    }
-    println!("cargo:rerun-if-changed={}", vmlinux_h.display());
+    args
 }

@@ -503,6 +503,59 @@ impl<'obj> BpfLoader<'obj> {
 mod tests {
     use super::*;
 
+    /// The program's names in an opened (not loaded) object, sorted.
+    fn program_names(obj: &libbpf_rs::OpenObject) -> Vec<String> {
+        let mut names: Vec<String> = obj
+            .progs()
+            .map(|p| p.name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_program_builds_for_every_architecture_with_the_same_programs() {
+        use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+        let mut storage = std::mem::MaybeUninit::uninit();
+        let native = ExecveSkelBuilder::default()
+            .open(&mut storage)
+            .expect("opening the native object");
+        let want = program_names(native.open_object());
+        assert!(want.iter().any(|n| n == "exec_failed_sys_exit"), "{want:?}");
+        let native_arch = std::env::consts::ARCH;
+        let others: Vec<&str> = ["x86_64", "aarch64"]
+            .into_iter()
+            .filter(|a| *a != native_arch)
+            .collect();
+        assert!(!others.is_empty());
+        for arch in others {
+            // build.rs compiles it from vmlinux/<arch>/vmlinux.h, vendored.
+            let path = std::path::Path::new(env!("OUT_DIR")).join(format!("execve.{arch}.bpf.o"));
+            let obj = libbpf_rs::ObjectBuilder::default()
+                .open_file(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(program_names(&obj), want, "{arch}");
+            // The sys_exit fallback uses that architecture's syscall numbers
+            // and skips its 32-bit tasks (arm64: TIF_32BIT, bit 22 of the
+            // thread flags).
+            let (execve, execveat, compat) = match arch {
+                "aarch64" => (221, 281, 1 << 22),
+                _ => (59, 322, 2),
+            };
+            let prog = obj
+                .progs()
+                .find(|p| p.name() == "exec_failed_sys_exit")
+                .expect("the sys_exit fallback");
+            let imms: Vec<i32> = prog.insns().iter().map(|i| i.imm).collect();
+            for want in [execve, execveat, compat] {
+                assert!(
+                    imms.contains(&want),
+                    "{arch}: no {want} in the sys_exit fallback"
+                );
+            }
+        }
+    }
+
     #[test]
     fn defaults_are_valid() {
         assert_eq!(Config::default().validate(), Ok(()));

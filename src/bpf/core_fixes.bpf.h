@@ -3,6 +3,9 @@
  * Kernel-version shims: one place for every field that moved or changed
  * shape between the kernels execwatch runs on (5.12 and newer). Each shim
  * names the kernel that changed it; CO-RE picks the right branch at load.
+ * Both sides of each change are local flavours (`___new`, `___preNN`), so
+ * the code builds against any kernel's vmlinux.h, old or new: build.rs
+ * compiles it for each architecture's header.
  */
 #ifndef EXECWATCH_CORE_FIXES_BPF_H
 #define EXECWATCH_CORE_FIXES_BPF_H
@@ -11,19 +14,32 @@
 #include <bpf/bpf_core_read.h>
 
 /* kernfs_node.parent became __parent in 6.14. */
+struct kernfs_node___new {
+	struct kernfs_node *__parent;
+} __attribute__((preserve_access_index));
+
 struct kernfs_node___pre614 {
 	struct kernfs_node *parent;
 } __attribute__((preserve_access_index));
 
 static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
 {
-	if (bpf_core_field_exists(kn->__parent))
-		return BPF_CORE_READ(kn, __parent);
+	struct kernfs_node___new *kn_new = (void *)kn;
+
+	if (bpf_core_field_exists(kn_new->__parent))
+		return BPF_CORE_READ(kn_new, __parent);
 	return BPF_CORE_READ((struct kernfs_node___pre614 *)kn, parent);
 }
 
 /* Inode times: a timespec64 each before 6.6; ctime became __i_ctime in 6.6
  * and mtime __i_mtime in 6.7; split into *_sec and *_nsec in 6.11. */
+struct inode___new {
+	__s64 i_mtime_sec;
+	__u32 i_mtime_nsec;
+	__s64 i_ctime_sec;
+	__u32 i_ctime_nsec;
+} __attribute__((preserve_access_index));
+
 struct inode___pre611 {
 	struct timespec64 __i_mtime;
 	struct timespec64 __i_ctime;
@@ -39,11 +55,12 @@ struct inode___pre66 {
 
 static __always_inline void inode_mtime(struct inode *inode, __s64 *sec, __u32 *nsec)
 {
+	struct inode___new *in = (void *)inode;
 	struct timespec64 ts = {};
 
-	if (bpf_core_field_exists(inode->i_mtime_sec)) {
-		*sec = BPF_CORE_READ(inode, i_mtime_sec);
-		*nsec = BPF_CORE_READ(inode, i_mtime_nsec);
+	if (bpf_core_field_exists(in->i_mtime_sec)) {
+		*sec = BPF_CORE_READ(in, i_mtime_sec);
+		*nsec = BPF_CORE_READ(in, i_mtime_nsec);
 		return;
 	}
 	if (bpf_core_field_exists(((struct inode___pre611 *)inode)->__i_mtime))
@@ -58,12 +75,13 @@ static __always_inline void inode_mtime(struct inode *inode, __s64 *sec, __u32 *
 
 static __always_inline void inode_ctime(struct inode *inode, __s64 *sec, __u32 *nsec)
 {
+	struct inode___new *in = (void *)inode;
 	struct timespec64 ts = {};
 
-	if (bpf_core_field_exists(inode->i_ctime_sec)) {
-		*sec = BPF_CORE_READ(inode, i_ctime_sec);
+	if (bpf_core_field_exists(in->i_ctime_sec)) {
+		*sec = BPF_CORE_READ(in, i_ctime_sec);
 		/* Since 6.13 the top bit marks a queried ctime (multigrain). */
-		*nsec = BPF_CORE_READ(inode, i_ctime_nsec) & ~I_CTIME_QUERIED;
+		*nsec = BPF_CORE_READ(in, i_ctime_nsec) & ~I_CTIME_QUERIED;
 		return;
 	}
 	if (bpf_core_field_exists(((struct inode___pre611 *)inode)->__i_ctime))
@@ -97,6 +115,14 @@ static __always_inline int inode_on_upper_layer(struct inode *inode)
 }
 
 /* kernel_cap_t: two u32 words before 6.3, one u64 since. */
+struct kernel_cap_t___new {
+	__u64 val;
+} __attribute__((preserve_access_index));
+
+struct cred___new {
+	struct kernel_cap_t___new cap_permitted;
+} __attribute__((preserve_access_index));
+
 struct kernel_cap_struct___pre63 {
 	__u32 cap[2];
 } __attribute__((preserve_access_index));
@@ -107,10 +133,11 @@ struct cred___pre63 {
 
 static __always_inline __u64 cap_permitted(const struct cred *cred)
 {
+	const struct cred___new *now = (const void *)cred;
 	struct cred___pre63 *old = (void *)cred;
 
-	if (bpf_core_field_exists(cred->cap_permitted.val))
-		return cred->cap_permitted.val; /* a plain load: no helper call */
+	if (bpf_core_field_exists(now->cap_permitted.val))
+		return now->cap_permitted.val; /* a plain load: no helper call */
 	return BPF_CORE_READ(old, cap_permitted.cap[0]) |
 	       ((__u64)BPF_CORE_READ(old, cap_permitted.cap[1]) << 32);
 }
