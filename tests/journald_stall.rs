@@ -16,7 +16,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use spawned::{
     assert_summary_adds_up, assert_turning_and_reporting_losses, sigterm_ends_in_time, Flood,
-    NotifySocket, Spawned, BIN,
+    NotifySocket, Spawned, BIN, OVERLOAD_ARGS,
 };
 
 /// The journald of this mount namespace (the one whose socket execwatch
@@ -58,16 +58,7 @@ fn a_stalled_journald_cannot_wedge_the_daemon_and_delivered_means_in_the_journal
     ensure_journald();
     let journald = journald_pid();
     let mut cmd = Command::new(BIN);
-    cmd.args([
-        "--format",
-        "journald",
-        "--ring-buffer-size",
-        "64KiB",
-        "--drain-timeout",
-        "1",
-        "--stats-interval",
-        "1",
-    ]);
+    cmd.args(["--format", "journald"]).args(OVERLOAD_ARGS);
     let notify = NotifySocket::new("journald-stall");
     let mut d = Spawned::start_command(
         cmd,

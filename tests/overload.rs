@@ -18,7 +18,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use spawned::{
     anon_kib, assert_summary_adds_up, assert_turning_and_reporting_losses, complete_lines, rss_kib,
-    sigterm_ends_in_time, Flood, NotifySocket, Spawned,
+    sigterm_ends_in_time, Flood, NotifySocket, Spawned, OVERLOAD_ARGS,
 };
 
 #[test]
@@ -156,14 +156,7 @@ fn a_blocked_output_pipe_loses_counted_records_and_recovers() {
 fn sustained_overload_with_a_slow_reader_keeps_the_watchdog_warns_and_stops_in_time() {
     let notify = NotifySocket::new("overload");
     let mut d = Spawned::start(
-        &[
-            "--ring-buffer-size",
-            "64KiB",
-            "--drain-timeout",
-            "1",
-            "--stats-interval",
-            "1",
-        ],
+        &OVERLOAD_ARGS,
         Stdio::piped(),
         &[
             ("NOTIFY_SOCKET", notify.path()),

@@ -121,6 +121,19 @@ impl Drop for Spawned {
     }
 }
 
+/// A daemon under sustained overload, as the helpers below expect it: a
+/// ring buffer that fills at once, a 1 s drain deadline
+/// ([`sigterm_ends_in_time`]) and a loss check every second
+/// ([`assert_turning_and_reporting_losses`]).
+pub const OVERLOAD_ARGS: [&str; 6] = [
+    "--ring-buffer-size",
+    "64KiB",
+    "--drain-timeout",
+    "1",
+    "--stats-interval",
+    "1",
+];
+
 /// SIGTERM to exit: the loop notices within a turn, then the drain.
 pub const STOP_BOUND: Duration = Duration::from_secs(2);
 
