@@ -1,6 +1,10 @@
 //! Kernel boot-clock timestamps -> RFC 3339 UTC wall-clock time.
 
+use std::cell::Cell;
+
 use nix::time::{clock_gettime, ClockId};
+
+use super::decimal::pair;
 
 /// Converts CLOCK_BOOTTIME nanoseconds to Unix nanoseconds. The offset moves
 /// when the wall clock is stepped, so the daemon refreshes it periodically.
@@ -49,6 +53,25 @@ impl Default for Clock {
     }
 }
 
+thread_local! {
+    /// The last day written, as `YYYY-MM-DD`: the timestamps of a batch
+    /// nearly all fall on one day, and the calendar arithmetic is most of
+    /// the cost of one.
+    static LAST_DAY: Cell<(i64, [u8; 10])> = const { Cell::new((i64::MIN, [0; 10])) };
+}
+
+/// `YYYY-MM-DD` of days since the Unix epoch.
+fn date(days: i64) -> [u8; 10] {
+    let (y, m, d) = civil_from_days(days);
+    let y = y.clamp(0, 9999) as u32;
+    let mut b = *b"0000-00-00";
+    b[0..2].copy_from_slice(&pair(y / 100));
+    b[2..4].copy_from_slice(&pair(y));
+    b[5..7].copy_from_slice(&pair(m));
+    b[8..10].copy_from_slice(&pair(d));
+    b
+}
+
 /// Append `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` for Unix nanoseconds.
 pub fn write_rfc3339(out: &mut Vec<u8>, unix_ns: i128) {
     // i64 arithmetic where it fits (until 2262): an i128 division is a
@@ -65,29 +88,24 @@ pub fn write_rfc3339(out: &mut Vec<u8>, unix_ns: i128) {
     };
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400) as u32;
-    let (y, m, d) = civil_from_days(days);
-    let mut b = [0u8; 30];
-    let mut put = |at: usize, v: u32, width: usize| {
-        let mut v = v;
-        for i in (0..width).rev() {
-            b[at + i] = b'0' + (v % 10) as u8;
-            v /= 10;
+    let day = LAST_DAY.with(|last| match last.get() {
+        (d, b) if d == days => b,
+        _ => {
+            let b = date(days);
+            last.set((days, b));
+            b
         }
-    };
-    put(0, y.clamp(0, 9999) as u32, 4);
-    put(5, m, 2);
-    put(8, d, 2);
-    put(11, sod / 3600, 2);
-    put(14, sod / 60 % 60, 2);
-    put(17, sod % 60, 2);
-    put(20, nanos, 9);
-    b[4] = b'-';
-    b[7] = b'-';
-    b[10] = b'T';
-    b[13] = b':';
-    b[16] = b':';
-    b[19] = b'.';
-    b[29] = b'Z';
+    });
+    let mut b = *b"0000-00-00T00:00:00.000000000Z";
+    b[..10].copy_from_slice(&day);
+    b[11..13].copy_from_slice(&pair(sod / 3600));
+    b[14..16].copy_from_slice(&pair(sod / 60 % 60));
+    b[17..19].copy_from_slice(&pair(sod % 60));
+    b[20] = b'0' + (nanos / 100_000_000) as u8;
+    b[21..23].copy_from_slice(&pair(nanos / 1_000_000));
+    b[23..25].copy_from_slice(&pair(nanos / 10_000));
+    b[25..27].copy_from_slice(&pair(nanos / 100));
+    b[27..29].copy_from_slice(&pair(nanos));
     out.extend_from_slice(&b);
 }
 
@@ -131,6 +149,24 @@ mod tests {
             fmt(4_102_444_799_999_999_999),
             "2099-12-31T23:59:59.999999999Z"
         );
+    }
+
+    #[test]
+    fn consecutive_timestamps_across_days_and_years_are_each_right() {
+        // The day is cached: each write must still use its own.
+        let cases = [
+            (1_795_625_034_123_456_789, "2026-11-25T16:43:54.123456789Z"),
+            (1_795_625_034_123_456_790, "2026-11-25T16:43:54.123456790Z"),
+            (1_795_651_199_999_999_999, "2026-11-25T23:59:59.999999999Z"),
+            (1_795_651_200_000_000_000, "2026-11-26T00:00:00.000000000Z"),
+            (1_798_761_599_000_000_007, "2026-12-31T23:59:59.000000007Z"),
+            (1_798_761_600_090_000_000, "2027-01-01T00:00:00.090000000Z"),
+            (1_795_625_034_000_000_000, "2026-11-25T16:43:54.000000000Z"),
+            (-1, "1969-12-31T23:59:59.999999999Z"),
+        ];
+        for (ns, want) in cases {
+            assert_eq!(fmt(ns), want, "{ns}");
+        }
     }
 
     #[test]

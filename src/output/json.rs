@@ -4,6 +4,7 @@
 use std::sync::OnceLock;
 
 use super::clock::{write_rfc3339, Clock};
+use super::decimal::{write_i64, write_u64};
 use super::escape::{json_base64, json_escape, json_string};
 use crate::event::Action;
 use crate::event::ExecEvent;
@@ -315,15 +316,14 @@ fn write_list(out: &mut Vec<u8>, list: &List<'_>, item: fn(&mut Vec<u8>, &[u8]))
 }
 
 fn write_value(out: &mut Vec<u8>, v: &Value<'_>, clock: &Clock) {
-    let mut n = itoa::Buffer::new();
     match v {
         Value::Bytes(b) => json_string(out, b),
         Value::Text(s) => json_string(out, s.as_bytes()),
-        Value::Num(x) => out.extend_from_slice(n.format(*x).as_bytes()),
-        Value::Int(x) => out.extend_from_slice(n.format(*x).as_bytes()),
+        Value::Num(x) => write_u64(out, *x),
+        Value::Int(x) => write_i64(out, *x),
         Value::Id(x) => {
             out.push(b'"');
-            out.extend_from_slice(n.format(*x).as_bytes());
+            write_u64(out, *x);
             out.push(b'"');
         }
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
@@ -353,6 +353,24 @@ fn write_value(out: &mut Vec<u8>, v: &Value<'_>, clock: &Clock) {
 
 /// The elements joined by spaces, cut at `max` bytes on a UTF-8 boundary.
 fn write_joined(out: &mut Vec<u8>, list: &List<'_>, max: usize) {
+    if let List::Args(ev) = list {
+        if ev.args_plain() {
+            // The arguments are one NUL-separated area: whole, it is the
+            // joined line once each NUL is a space (one copy, not one each).
+            let (area, ends) = ev.args_area();
+            let text = &area[..ends.last().copied().unwrap_or(0)];
+            if text.len() <= max {
+                out.push(b'"');
+                let at = out.len();
+                out.extend_from_slice(text);
+                for b in &mut out[at..] {
+                    *b = if *b == 0 { b' ' } else { *b };
+                }
+                out.push(b'"');
+                return;
+            }
+        }
+    }
     let escape: fn(&mut Vec<u8>, &[u8]) = if known_plain(list) {
         |out, b| out.extend_from_slice(b)
     } else {
@@ -446,6 +464,34 @@ mod tests {
         let mut out = Vec::new();
         write_strings(&mut out, &List::Image(&image));
         assert_eq!(out, br#"["x","say \"hi\""]"#);
+    }
+
+    /// Plain arguments are joined as one area with its NULs made spaces:
+    /// the same line as one argument at a time, on both sides of the cap.
+    #[test]
+    fn joined_plain_arguments_match_the_line_one_argument_at_a_time() {
+        for extra in [0, 1] {
+            let filler = "x".repeat(COMMAND_LINE_MAX - 4 + extra);
+            let mut ev = ExecEvent::default();
+            ev.set_args([&b"ab"[..], b"", filler.as_bytes()]);
+            ev.argc = 3;
+            assert!(ev.args_plain());
+            let joined = format!("ab  {filler}");
+            let v = render(&ev);
+            let cl = v["process"]["command_line"].as_str().unwrap();
+            assert_eq!(
+                cl,
+                &joined[..COMMAND_LINE_MAX.min(joined.len())],
+                "extra {extra}"
+            );
+            let flagged = v["execwatch"].get("command_line_truncated").is_some();
+            assert_eq!(flagged, extra == 1);
+        }
+        let mut ev = ExecEvent::default();
+        ev.set_args(std::iter::empty::<&[u8]>());
+        let mut out = Vec::new();
+        write_joined(&mut out, &List::Args(&ev), COMMAND_LINE_MAX);
+        assert_eq!(out, b"\"\"");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Formatting of exec events, and the buffered sink they are written to.
 
 pub mod clock;
+pub mod decimal;
 pub mod escape;
 pub mod journald;
 pub mod json;
