@@ -20,7 +20,7 @@ use crate::bpf_loader::BpfLoader;
 use crate::cgroups::CgroupCache;
 use crate::counters::{loss_hint, Counter, Counts};
 use crate::decode::ExecEvent;
-use crate::entity_id::EntityIds;
+use crate::entity_id::{ticks_from_boot_ns, EntityIds};
 use crate::event::{Action, Lineage};
 use crate::exe_hash::{HashConfig, HashHold, HashOutcome, HashRequest, Hasher, Requested};
 use crate::handover::{PrevDrain, PrevRead};
@@ -278,12 +278,22 @@ impl Consumer<'_> {
                     ev.executable.extend_from_slice(image.executable());
                 }
                 let related = |pid: u32| table.get(pid).map(Related::from);
+                let parent = related(ev.ppid);
+                let parent_entity_id = if ev.parent_start_ns == 0 {
+                    me.and_then(|e| e.parent_entity_id)
+                } else {
+                    // The table's entry is that parent when it started in
+                    // the same tick: its id is then the same (no hashing).
+                    let ticks = ticks_from_boot_ns(ev.parent_start_ns);
+                    Some(match &parent {
+                        Some(p) if p.start_ticks == ticks => p.entity_id,
+                        _ => table.ids().from_ticks(ev.ppid, ticks),
+                    })
+                };
                 ev.lineage = Some(Lineage {
                     entity_id,
-                    parent_entity_id: (ev.parent_start_ns != 0)
-                        .then(|| table.ids().from_boot_ns(ev.ppid, ev.parent_start_ns))
-                        .or_else(|| me.and_then(|e| e.parent_entity_id)),
-                    parent: related(ev.ppid),
+                    parent_entity_id,
+                    parent,
                     session_leader: related(ev.sid),
                     group_leader: related(ev.pgid),
                     previous: None,

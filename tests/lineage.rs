@@ -93,10 +93,14 @@ fn lineage_exits_and_hashes_in_every_format() {
     assert_eq!(status.code(), Some(3));
     let started = f.exec_at(&m, 3);
     let id = json_at(&started.json, "process.entity_id").unwrap().clone();
+    let parent_id = json_at(&started.json, "process.parent.entity_id")
+        .expect("the start names its parent")
+        .clone();
     // The parent is on the exit too: this test (seeded from /proc).
     let me = std::env::current_exe().unwrap();
     f.exit_at(&m, 3)
         .has("process.entity_id", id)
+        .has("process.parent.entity_id", parent_id)
         .has("process.parent.executable", me.to_str().unwrap().into())
         .has("process.exit_code", 3.into())
         .has("event.action", "exit".into())
