@@ -4,11 +4,13 @@
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
+use std::sync::OnceLock;
 
 use super::clock::{write_rfc3339, Clock};
+use super::decimal::{write_i64, write_u64};
 use super::text;
 use crate::event::ExecEvent;
-use crate::fields::{Journald, Value, FIELDS};
+use crate::fields::{Journald, PerKind, Value};
 
 pub const SOCKET: &str = "/run/systemd/journal/socket";
 
@@ -46,8 +48,12 @@ pub fn field(buf: &mut Vec<u8>, name: &str, value: &[u8]) {
     buf.push(b'\n');
 }
 
-fn num(buf: &mut Vec<u8>, name: &str, v: impl itoa::Integer) {
-    field(buf, name, itoa::Buffer::new().format(v).as_bytes());
+/// A number never holds a newline: `NAME=digits`, written in place.
+fn num(buf: &mut Vec<u8>, name: &str, v: u64) {
+    buf.extend_from_slice(name.as_bytes());
+    buf.push(b'=');
+    write_u64(buf, v);
+    buf.push(b'\n');
 }
 
 /// Build the entry for one exec: MESSAGE (the text line), MESSAGE_ID and
@@ -66,14 +72,14 @@ pub fn write_event(buf: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
     field(buf, "MESSAGE_ID", id.as_bytes());
     field(buf, "PRIORITY", prio.as_bytes());
     field(buf, "SYSLOG_IDENTIFIER", b"execwatch");
+    static CARRIED: OnceLock<PerKind> = OnceLock::new();
+    let carried =
+        CARRIED.get_or_init(|| PerKind::new(|f| matches!(f.journald, Journald::Field(_))));
     let mut scratch = Vec::new();
-    for f in FIELDS {
+    for f in carried.of(ev) {
         let Journald::Field(name) = f.journald else {
             continue;
         };
-        if !f.on.carries(ev) {
-            continue;
-        }
         if let Some(v) = (f.value)(ev) {
             write_value(buf, name, &v, clock, &mut scratch);
         }
@@ -85,7 +91,12 @@ fn write_value(buf: &mut Vec<u8>, name: &str, v: &Value<'_>, clock: &Clock, scra
         Value::Bytes(b) => field(buf, name, b),
         Value::Text(s) => field(buf, name, s.as_bytes()),
         Value::Num(x) | Value::Id(x) => num(buf, name, *x),
-        Value::Int(x) => num(buf, name, *x),
+        Value::Int(x) => {
+            buf.extend_from_slice(name.as_bytes());
+            buf.push(b'=');
+            write_i64(buf, *x);
+            buf.push(b'\n');
+        }
         Value::Bool(b) => field(buf, name, if *b { b"1" } else { b"0" }),
         Value::BootTime(ns) => {
             scratch.clear();
@@ -111,7 +122,11 @@ fn write_value(buf: &mut Vec<u8>, name: &str, v: &Value<'_>, clock: &Clock, scra
                 i += 1;
             });
             if i > LIST_FIELDS_MAX {
-                num(buf, &format!("{name}_OMITTED"), i - LIST_FIELDS_MAX);
+                num(
+                    buf,
+                    &format!("{name}_OMITTED"),
+                    (i - LIST_FIELDS_MAX) as u64,
+                );
             }
         }
         Value::Joined(l, _) => {

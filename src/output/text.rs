@@ -4,18 +4,20 @@
 //! drive the terminal.
 
 use super::clock::{write_rfc3339, Clock};
+use super::decimal::{write_i64, write_u64};
 use super::escape::text_quoted;
 use crate::event::ExecEvent;
-use crate::fields::{List, Text, Value, FIELDS};
+use std::sync::OnceLock;
+
+use crate::fields::{List, PerKind, Text, Value};
 
 /// Append one line (with its newline) for `ev`: the leading field (the
 /// timestamp), then the message.
 pub fn write_event(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
-    for f in FIELDS {
-        if !f.on.carries(ev) {
-            continue;
-        }
-        if let (Text::Prefix, Some(v)) = (f.text, (f.value)(ev)) {
+    static PREFIX: OnceLock<PerKind> = OnceLock::new();
+    let prefix = PREFIX.get_or_init(|| PerKind::new(|f| matches!(f.text, Text::Prefix)));
+    for f in prefix.of(ev) {
+        if let Some(v) = (f.value)(ev) {
             write_value(out, &v, clock);
             out.push(b' ');
         }
@@ -26,11 +28,11 @@ pub fn write_event(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
 
 /// The line without its leading timestamp and newline (journald's MESSAGE).
 pub fn write_message(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
+    static SHOWN: OnceLock<PerKind> = OnceLock::new();
+    let shown_fields =
+        SHOWN.get_or_init(|| PerKind::new(|f| !matches!(f.text, Text::Prefix | Text::Absent(_))));
     let start = out.len();
-    for f in FIELDS {
-        if !f.on.carries(ev) {
-            continue;
-        }
+    for f in shown_fields.of(ev) {
         let (label, shown) = match f.text {
             Text::Label(l) => (Some(l), true),
             Text::LabelIf(l, cond) => (Some(l), cond(ev)),
@@ -79,13 +81,12 @@ fn write_list(out: &mut Vec<u8>, l: &List<'_>) {
 }
 
 fn write_value(out: &mut Vec<u8>, v: &Value<'_>, clock: &Clock) {
-    let mut n = itoa::Buffer::new();
     match v {
         Value::Bytes(b) => text_quoted(out, b),
         // execwatch's own words: no escaping needed, none applied.
         Value::Text(s) => out.extend_from_slice(s.as_bytes()),
-        Value::Num(x) | Value::Id(x) => out.extend_from_slice(n.format(*x).as_bytes()),
-        Value::Int(x) => out.extend_from_slice(n.format(*x).as_bytes()),
+        Value::Num(x) | Value::Id(x) => write_u64(out, *x),
+        Value::Int(x) => write_i64(out, *x),
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Value::BootTime(ns) => write_rfc3339(out, clock.unix_ns(*ns)),
         Value::List(l) | Value::Base64List(l) | Value::Joined(l, _) => write_list(out, l),
