@@ -1521,6 +1521,29 @@ pub(crate) mod tests {
     use std::sync::Arc;
 
     #[test]
+    fn per_kind_lists_are_the_fields_each_kind_carries_in_order() {
+        let all = PerKind::new(|_| true);
+        let no_journald = PerKind::new(|f| matches!(f.journald, Journald::Absent(_)));
+        for action in [crate::event::Action::Exec, crate::event::Action::Exit] {
+            let ev = ExecEvent {
+                action,
+                ..Default::default()
+            };
+            let want: Vec<&str> = FIELDS
+                .iter()
+                .filter(|f| f.on.carries(&ev))
+                .map(|f| f.json)
+                .collect();
+            let got: Vec<&str> = all.of(&ev).iter().map(|f| f.json).collect();
+            assert_eq!(got, want, "{action:?}");
+            assert!(no_journald
+                .of(&ev)
+                .iter()
+                .all(|f| f.on.carries(&ev) && matches!(f.journald, Journald::Absent(_))));
+        }
+    }
+
+    #[test]
     fn modes_render_in_octal() {
         for (mode, want) in [
             (0o100755, "100755"),
