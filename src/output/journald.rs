@@ -48,11 +48,12 @@ pub fn field(buf: &mut Vec<u8>, name: &str, value: &[u8]) {
     buf.push(b'\n');
 }
 
-/// A number never holds a newline: `NAME=digits`, written in place.
-fn num(buf: &mut Vec<u8>, name: &str, v: u64) {
+/// A number never holds a newline: `NAME=digits`, the digits written in
+/// place by `digits`.
+fn num(buf: &mut Vec<u8>, name: &str, digits: impl FnOnce(&mut Vec<u8>)) {
     buf.extend_from_slice(name.as_bytes());
     buf.push(b'=');
-    write_u64(buf, v);
+    digits(buf);
     buf.push(b'\n');
 }
 
@@ -90,13 +91,8 @@ fn write_value(buf: &mut Vec<u8>, name: &str, v: &Value<'_>, clock: &Clock, scra
     match v {
         Value::Bytes(b) => field(buf, name, b),
         Value::Text(s) => field(buf, name, s.as_bytes()),
-        Value::Num(x) | Value::Id(x) => num(buf, name, *x),
-        Value::Int(x) => {
-            buf.extend_from_slice(name.as_bytes());
-            buf.push(b'=');
-            write_i64(buf, *x);
-            buf.push(b'\n');
-        }
+        Value::Num(x) | Value::Id(x) => num(buf, name, |b| write_u64(b, *x)),
+        Value::Int(x) => num(buf, name, |b| write_i64(b, *x)),
         Value::Bool(b) => field(buf, name, if *b { b"1" } else { b"0" }),
         Value::BootTime(ns) => {
             scratch.clear();
@@ -122,11 +118,9 @@ fn write_value(buf: &mut Vec<u8>, name: &str, v: &Value<'_>, clock: &Clock, scra
                 i += 1;
             });
             if i > LIST_FIELDS_MAX {
-                num(
-                    buf,
-                    &format!("{name}_OMITTED"),
-                    (i - LIST_FIELDS_MAX) as u64,
-                );
+                num(buf, &format!("{name}_OMITTED"), |b| {
+                    write_u64(b, (i - LIST_FIELDS_MAX) as u64)
+                });
             }
         }
         Value::Joined(l, _) => {
