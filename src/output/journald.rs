@@ -415,4 +415,25 @@ mod tests {
             "no trusted fields"
         );
     }
+
+    #[test]
+    fn arguments_past_the_field_cap_are_counted() {
+        let args: Vec<String> = (0..LIST_FIELDS_MAX + 88).map(|i| i.to_string()).collect();
+        let mut ev = ExecEvent::default();
+        ev.set_args(args.iter().map(|a| a.as_bytes()));
+        ev.argc = args.len() as u32;
+        ev.exe_identity = Some(crate::event::ExeIdentity {
+            ino: 12_345_678_901,
+            ..Default::default()
+        });
+        let mut buf = Vec::new();
+        write_event(&mut buf, &ev, &Clock::with_offset(0));
+        let f = parse(&buf);
+        let get = |n: &str| f.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let last = format!("EXECWATCH_ARGV_{}", LIST_FIELDS_MAX - 1);
+        assert_eq!(get(&last).unwrap(), args[LIST_FIELDS_MAX - 1].as_bytes());
+        assert!(get(&format!("EXECWATCH_ARGV_{LIST_FIELDS_MAX}")).is_none());
+        assert_eq!(get("EXECWATCH_ARGV_OMITTED").unwrap(), b"88");
+        assert_eq!(get("EXECWATCH_EXE_INODE").unwrap(), b"12345678901");
+    }
 }
