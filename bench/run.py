@@ -55,16 +55,24 @@ def ensure_tracefs():
     subprocess.run(["mount", "-t", "tracefs", "nodev", TRACEFS], check=True)
 
 
-def cpu_ns(pid):
-    """On-CPU time (user + system) of all threads of pid, from schedstat."""
-    total = 0
+def cpu_ns_by_thread(pid):
+    """On-CPU time (user + system) of pid's threads by name, from schedstat;
+    numbered workers (exe-hash-0, exe-hash-1) count as one."""
+    by = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = re.sub(r"-\d+$", "", f.read().strip())
             with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
+                by[name] = by.get(name, 0) + int(f.read().split()[0])
         except FileNotFoundError:
             pass
-    return total
+    return by
+
+
+def cpu_ns(pid):
+    """On-CPU time (user + system) of all threads of pid."""
+    return sum(cpu_ns_by_thread(pid).values())
 
 
 def peak_rss_kib(pid):
@@ -200,14 +208,16 @@ def one_round(tracer, workers, count, nargs, arglen, seq):
     if tracer is not None:
         tracer.start(marker)
     bpf0 = bpf_run_ns()
-    cpu0 = cpu_ns(tracer.proc.pid) if tracer else 0
+    thr0 = cpu_ns_by_thread(tracer.proc.pid) if tracer else {}
     execs, secs = storm(workers, count, nargs, arglen, marker)
     progs = bpf_delta(bpf0, bpf_run_ns())
     res.update(execs=execs, secs=secs, rate=execs / secs,
                bpf_ns=sum(ns for ns, _ in progs.values()) / execs, progs=progs)
     if tracer is not None:
         tracer.wait_delivered(marker, execs)
-        res["cpu_ns"] = (cpu_ns(tracer.proc.pid) - cpu0) / execs
+        thr1 = cpu_ns_by_thread(tracer.proc.pid)
+        res["threads"] = {n: (ns - thr0.get(n, 0)) / execs for n, ns in thr1.items()}
+        res["cpu_ns"] = sum(res["threads"].values())
         res["rss_kib"] = peak_rss_kib(tracer.proc.pid)
         res["rss_nomap_kib"] = rss_without_bpf_maps_kib(tracer.proc.pid)
         summary = tracer.stop()
@@ -268,6 +278,20 @@ def table(results, execs, base_rate):
     return "\n".join(lines)
 
 
+def thread_table(results):
+    """Daemon CPU per exec by thread, medians over rounds: the event loop
+    (the main thread, named after the binary), the writer, the hashers."""
+    lines = ["| tracer | thread | CPU per exec |", "|---|---|---|"]
+    for tname, rows in results.items():
+        if not tname.startswith("execwatch"):
+            continue
+        names = sorted({n for r in rows for n in r.get("threads", {})})
+        for n in names:
+            v = statistics.median(r["threads"].get(n, 0) for r in rows if "threads" in r)
+            lines.append(f"| {tname} | {n} | {v / 1000:.2f} us |")
+    return "\n".join(lines)
+
+
 def prog_table(rows, execs):
     """Per-program BPF time of a tracer: medians over rounds."""
     names = sorted({n for r in rows for n in r["progs"]})
@@ -319,6 +343,9 @@ def main():
         base = med(res["none"], "rate")
         report.append(f"### Main comparison: {workers} workers x {count} fork+exec, argv 16 x 64 B, {rounds} rounds\n")
         report.append(table(res, execs, base))
+        report.append("\nexecwatch's CPU by thread (the main thread, named after its binary, runs the"
+                      " event loop; `output` writes; `exe-hash` hashes executables, each once per daemon):\n")
+        report.append(thread_table(res))
         for tname in tracers:
             if tname != "none":
                 report.append(f"\nBPF programs of {tname}:\n")
