@@ -246,12 +246,9 @@ fn second_daemon_on_the_pin_dir_takes_over_with_no_gap_and_no_duplicate() {
         "{}",
         b.stderr
     );
-    let drained = b
-        .stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["message"] == "drained the records the previous execwatch left")
-        .expect("a drain report");
+    let drained = b.diagnostic("drain report", |v| {
+        v["message"] == "drained the records the previous execwatch left"
+    });
     assert!(u(&drained, "records") >= 30, "{drained}");
 
     let (sa, sb) = (a.summary(), b.summary());
@@ -417,15 +414,10 @@ fn other_layout_build() -> PathBuf {
 /// The report of a daemon that translated a previous ring buffer of another
 /// layout: (records, first seq, last seq).
 fn upgrade_translated(stopped: &Stopped) -> (u64, u64, u64) {
-    let report = stopped
-        .stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| {
-            v["message"]
-                == "drained the previous execwatch's ring buffer: records of another layout translated and delivered"
-        })
-        .unwrap_or_else(|| panic!("no translated drain report:\n{}", stopped.stderr));
+    let report = stopped.diagnostic("translated drain report", |v| {
+        v["message"]
+            == "drained the previous execwatch's ring buffer: records of another layout translated and delivered"
+    });
     (
         u(&report, "records"),
         u(&report, "first_seq"),
@@ -571,16 +563,11 @@ fn ring_buffer_losses_while_no_daemon_runs_are_reported_by_the_next_one() {
     b.wait_for(1, Duration::from_secs(20), |v| has_arg(v, &after));
     let b = b.stop();
     assert!(b.status.success(), "{}", b.stderr);
-    let warning = b
-        .stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| {
-            v["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("exec events lost"))
-        })
-        .expect("a loss warning");
+    let warning = b.diagnostic("loss warning", |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("exec events lost"))
+    });
     assert!(u(&warning, "lost_ringbuf_full") > 0, "{warning}");
 
     let sb = b.summary();

@@ -66,13 +66,19 @@ pub struct Stopped {
 }
 
 impl Stopped {
-    /// The final `summary` diagnostic (JSON on stderr).
-    pub fn summary(&self) -> Value {
+    /// The first JSON diagnostic on stderr that `pred` accepts; panics,
+    /// naming `what` and showing stderr, when there is none.
+    pub fn diagnostic(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         self.stderr
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|v| v["message"] == "summary")
-            .unwrap_or_else(|| panic!("no summary line in stderr:\n{}", self.stderr))
+            .find(|v| pred(v))
+            .unwrap_or_else(|| panic!("no {what} in stderr:\n{}", self.stderr))
+    }
+
+    /// The final `summary` diagnostic.
+    pub fn summary(&self) -> Value {
+        self.diagnostic("summary line", |v| v["message"] == "summary")
     }
 }
 
