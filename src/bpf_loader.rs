@@ -68,6 +68,8 @@ pub const FILTER_LIST_MAX: usize = types::event_limits::FILTER_LIST_MAX.0 as usi
 pub const COMM_MAX: usize = types::event_limits::EVENT_COMM_LEN.0 as usize - 1;
 /// cgroups the kernel side can be told the daemon knows.
 pub const KNOWN_CGROUPS_MAX: usize = types::event_limits::KNOWN_CGROUPS_MAX.0 as usize;
+/// Longest cgroup path a record carries.
+pub const CGROUP_PATH_MAX_LEN: usize = types::event_limits::CGROUP_PATH_MAX_LEN.0 as usize;
 /// Smallest and largest ring buffer (a power of two in between).
 pub const RING_BUFFER_MIN: u32 = 64 << 10;
 pub const RING_BUFFER_MAX: u32 = 1 << 30;

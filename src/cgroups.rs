@@ -2,7 +2,12 @@
 //! claims (confirmed against runtime state by [`crate::containers`]),
 //! Kubernetes pod, systemd unit and slice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -327,6 +332,54 @@ impl CgroupCache {
         }
     }
 
+    /// Learn the cgroups of the processes already running, from `/proc`.
+    /// The BPF side sends a path with an exec only, so without this the exit
+    /// of a process that started before execwatch, in a cgroup nothing has
+    /// exec'd in since, would be unresolved. `/proc/PID/cgroup` prints names
+    /// raw (a newline in one misparses) and a pid may be reused meanwhile, so
+    /// a path is kept only when the directory it names under `mount` has
+    /// that cgroup's id as its inode number; and only when `mount` shows the
+    /// whole hierarchy (its root is cgroup 1), not a cgroup namespace's part.
+    /// At most half the cache is seeded. Returns how many were learnt.
+    pub fn seed_from_proc(&mut self, mount: &Path) -> usize {
+        if std::fs::metadata(mount).map(|m| m.ino()).ok() != Some(ROOT_CGROUP_ID) {
+            return 0;
+        }
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return 0;
+        };
+        let mut tried: HashSet<Vec<u8>> = HashSet::new();
+        let mut learnt = 0;
+        let now = boot_ns_now();
+        for entry in dir.flatten() {
+            if tried.len() >= CACHE_MAX / 2 {
+                break;
+            }
+            let name = entry.file_name();
+            if name.is_empty() || !name.as_bytes().iter().all(u8::is_ascii_digit) {
+                continue;
+            }
+            let Some(text) = read_bounded(&entry.path().join("cgroup"), PROC_CGROUP_MAX) else {
+                continue;
+            };
+            let Some(path) = unified_path(&text) else {
+                continue;
+            };
+            if path.len() > CGROUP_PATH_MAX || !tried.insert(path.to_vec()) {
+                continue;
+            }
+            let dir = mount.join(OsStr::from_bytes(&path[1..]));
+            let Ok(id) = std::fs::metadata(&dir).map(|m| m.ino()) else {
+                continue;
+            };
+            if !self.known.contains_key(&id) {
+                self.resolve(id, Some(path), false, now);
+                learnt += 1;
+            }
+        }
+        learnt
+    }
+
     /// Ids to mark known in the kernel.
     pub fn take_new(&mut self) -> Vec<u64> {
         std::mem::take(&mut self.new)
@@ -348,6 +401,30 @@ impl CgroupCache {
     pub fn is_empty(&self) -> bool {
         self.known.is_empty()
     }
+}
+
+/// The root cgroup's id (its kernfs inode number).
+const ROOT_CGROUP_ID: u64 = 1;
+/// Longest cgroup path the BPF side sends; a longer one is not seeded.
+const CGROUP_PATH_MAX: usize = crate::bpf_loader::CGROUP_PATH_MAX_LEN;
+/// Most bytes of a `/proc/PID/cgroup` read (one line per hierarchy).
+const PROC_CGROUP_MAX: u64 = 64 * 1024;
+
+fn read_bounded(path: &Path, max: u64) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(max)
+        .read_to_end(&mut out)
+        .ok()?;
+    Some(out)
+}
+
+/// The cgroup v2 path in a `/proc/PID/cgroup` text: its `0::` line's.
+fn unified_path(text: &[u8]) -> Option<&[u8]> {
+    text.split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(b"0::"))
+        .filter(|p| p.starts_with(b"/"))
 }
 
 /// Whether the retry budget allows one more retry now.
@@ -431,6 +508,19 @@ mod tests {
 
     fn p(s: &str) -> CgroupInfo {
         parse(s.as_bytes())
+    }
+
+    #[test]
+    fn the_unified_line_of_proc_cgroup_is_the_path() {
+        let hybrid = b"9:name=systemd:/\n4:memory:/a\n0::/system.slice/x.service\n";
+        assert_eq!(unified_path(hybrid), Some(&b"/system.slice/x.service"[..]));
+        assert_eq!(unified_path(b"0::/\n"), Some(&b"/"[..]));
+        // v1 only; a line cut before its path; not a path.
+        assert_eq!(unified_path(b"4:memory:/a\n"), None);
+        assert_eq!(unified_path(b"0::"), None);
+        assert_eq!(unified_path(b"0::x\n"), None);
+        // Raw bytes are kept (the inode check decides what they name).
+        assert_eq!(unified_path(b"0::/\xff a\n"), Some(&b"/\xff a"[..]));
     }
 
     /// The innermost claim: (id, runtime).

@@ -730,12 +730,18 @@ pub fn run(
         ),
         None => None,
     };
+    // Before READY too: exits of processes already running get their cgroup.
+    let mut cgroups = CgroupCache::default();
+    if let Some(mount) = crate::cgroups::cgroup2_mount() {
+        let seeded = cgroups.seed_from_proc(&mount);
+        tracing::debug!(seeded, "cgroups of running processes learnt from /proc");
+    }
     let consumer = RefCell::new(Consumer {
         sink,
         notes,
         queue: Arc::clone(&queue),
         event: ExecEvent::default(),
-        cgroups: CgroupCache::default(),
+        cgroups,
         own_pidns: std::fs::metadata("/proc/self/ns/pid")
             .ok()
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m)),

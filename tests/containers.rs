@@ -625,6 +625,28 @@ fn exec_in_cgroup_as(rel: &str, uid: u32, m: &str) {
 }
 
 #[test]
+fn the_exit_of_a_process_older_than_execwatch_names_its_cgroup() {
+    // A cgroup nothing execs in while execwatch runs: exit records carry no
+    // path, so only what the daemon learns from /proc at start can name it.
+    let rel = format!("/{}", marker("older"));
+    let cgroup = Cgroup::create(&rel);
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let procs = cgroup2_root()
+        .join(rel.trim_start_matches('/'))
+        .join("cgroup.procs");
+    std::fs::write(&procs, sleeper.id().to_string()).unwrap();
+    let f = Formats::start(&[]);
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    f.exit_of_pid(sleeper.id())
+        .has("execwatch.cgroup.path", rel.as_str().into())
+        .lacks("execwatch.cgroup.unresolved")
+        .has("execwatch.exit.signal", "SIGKILL".into());
+    f.stop();
+    drop(cgroup);
+}
+
+#[test]
 fn a_forged_container_cgroup_is_not_a_container() {
     // What issue 14 tried as a new user: a cgroup named like a docker
     // container in the subtree systemd delegates to the user, with and

@@ -80,6 +80,39 @@ impl Formats {
         }
     }
 
+    /// The exit of process `pid`, in each format: for a process that
+    /// started before the daemons (no exec event to find it by).
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn exit_of_pid(&self, pid: u32) -> Seen {
+        let json = self
+            .json
+            .wait_for(1, WAIT, |v| {
+                v["process"]["pid"] == pid && v["event"]["action"] == "exit"
+            })
+            .remove(0);
+        let needle = format!(" pid={pid} ");
+        let text = self
+            .text
+            .wait_n(1, WAIT, &format!("text exit lines with {needle:?}"), || {
+                let exit = |l: &String| l.split(' ').nth(1) == Some("exit");
+                self.text
+                    .lines_with(&needle)
+                    .into_iter()
+                    .filter(exit)
+                    .collect()
+            })
+            .remove(0);
+        let journal = self.journal_entry(&[
+            format!("EXECWATCH_PID={pid}"),
+            "EXECWATCH_ACTION=exit".to_owned(),
+        ]);
+        Seen {
+            json,
+            journal,
+            text,
+        }
+    }
+
     /// The successful exec whose argv[i] is `m`, in each format.
     pub fn exec_at(&self, m: &str, i: usize) -> Seen {
         let json = self
