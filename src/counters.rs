@@ -97,7 +97,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ),
     (
         "wakeups_forced",
-        "Records that woke the reader (ring buffer past the threshold)",
+        "Records that woke the reader (ring buffer past the threshold, or a new cgroup's first record)",
     ),
     (
         "filtered",

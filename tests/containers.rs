@@ -647,6 +647,26 @@ fn the_exit_of_a_process_older_than_execwatch_names_its_cgroup() {
 }
 
 #[test]
+fn the_first_exec_in_a_new_cgroup_wakes_the_daemon_at_once() {
+    // A 10 s poll interval: only the forced wakeup of a new cgroup's first
+    // record delivers it sooner (its runtime's state may go with it).
+    let d = Daemon::start(&["--poll-interval", "10000"]);
+    let m = marker("wake");
+    let rel = format!("/{m}");
+    let cgroup = Cgroup::create(&rel);
+    run_in_cgroup_keep(&rel, &m);
+    let e = d
+        .wait_for(1, Duration::from_secs(5), |v| has_arg(v, &m))
+        .remove(0);
+    assert_eq!(e["execwatch"]["cgroup"]["path"], rel.as_str(), "{e}");
+    let stopped = d.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let s = stopped.summary();
+    assert!(s["wakeups_forced"].as_u64() >= Some(1), "{s}");
+    drop(cgroup);
+}
+
+#[test]
 fn a_forged_container_cgroup_is_not_a_container() {
     // What issue 14 tried as a new user: a cgroup named like a docker
     // container in the subtree systemd delegates to the user, with and

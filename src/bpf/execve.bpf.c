@@ -425,12 +425,17 @@ static __always_inline __u32 write_script(struct event_buf *buf, __u32 base,
 	return write_path(buf, &w, script->f_path.dentry, script->f_path.mnt, &pseudo);
 }
 
-/* Ring-buffer write with the wakeup policy: wake the reader only past a threshold. */
+/*
+ * Ring-buffer write with the wakeup policy: wake the reader past a
+ * threshold, or for the first exec in a cgroup the daemon does not know (a
+ * new container: its runtime's state may be gone soon after it exits).
+ */
 static __always_inline void submit(struct event_buf *buf, __u64 size)
 {
 	__u64 flags = BPF_RB_NO_WAKEUP;
 
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes) {
+	if ((buf->ev.flags & EVENT_FLAG_CGROUP_PATH) ||
+	    bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes) {
 		flags = BPF_RB_FORCE_WAKEUP;
 		stat_inc(STAT_WAKEUPS_FORCED);
 	}

@@ -104,7 +104,8 @@ enum stat_index {
 	STAT_FILENAME_READ_FAILED,
 	STAT_EXE_READ_FAILED,
 	STAT_CALLER_COMM_MISSING,
-	/* Delivered with a forced reader wakeup (ring buffer past threshold). */
+	/* Delivered with a forced reader wakeup (ring buffer past threshold,
+	 * or the first record of a cgroup the daemon does not know). */
 	STAT_WAKEUPS_FORCED,
 	/* Execs dropped by the filters before any record was made. */
 	STAT_FILTERED,
