@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# How many `runc run` containers that exit at once execwatch confirms and
+# names (docs/design.md, "The race with short-lived containers").
+# usage (root): bench/short_lived_containers.sh [BIN [N [execwatch args...]]]
+# BIN defaults to target/release/execwatch, N to 20.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${1:-target/release/execwatch}
+n=${2:-20}
+shift $(($# > 2 ? 2 : $#))
+[ "$(id -u)" = 0 ] || { echo "short_lived_containers.sh: needs root (runc, BPF)" >&2; exit 1; }
+for tool in runc busybox python3; do
+    command -v "$tool" >/dev/null || { echo "short_lived_containers.sh: $tool is missing; run scripts/install-deps --test" >&2; exit 1; }
+done
+cgroot=$(awk '$9 == "cgroup2" { print $5; exit }' /proc/self/mountinfo)
+[ -n "$cgroot" ] || { echo "short_lived_containers.sh: no cgroup v2 mount" >&2; exit 1; }
+
+work=$(mktemp -d)
+out="$work/events.json"
+daemon=
+cleanup() {
+    [ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+mkdir -p "$work/bundle/rootfs/bin"
+cp "$(command -v busybox)" "$work/bundle/rootfs/bin/busybox"
+ln -s busybox "$work/bundle/rootfs/bin/true"
+(cd "$work/bundle" && runc spec)
+tag="slc$$"
+
+"$bin" --format json "$@" >"$out" 2>"$work/stderr" &
+daemon=$!
+for _ in $(seq 100); do grep -q '"execwatch attached"' "$work/stderr" && break; sleep 0.1; done
+sleep 0.5
+for i in $(seq "$n"); do
+    name="$tag-$i"
+    python3 - "$work/bundle/config.json" "$name" "$tag" <<'PY'
+import json, sys
+path, name, tag = sys.argv[1:]
+c = json.load(open(path))
+c["process"]["terminal"] = False
+c["process"]["args"] = ["/bin/true", tag]
+c["root"]["readonly"] = False
+c["linux"]["cgroupsPath"] = f"/system.slice/runc-{name}.scope"
+json.dump(c, open(path, "w"))
+PY
+    (cd "$work/bundle" && runc run "$name" >/dev/null 2>&1) || true
+    sleep 0.3
+    rmdir "$cgroot/system.slice/runc-$name.scope" 2>/dev/null || true
+done
+sleep 1
+kill "$daemon"
+wait "$daemon" || true
+daemon=
+python3 - "$out" "$tag" <<'PY'
+import json, sys
+seen = confirmed = 0
+for line in open(sys.argv[1]):
+    v = json.loads(line)
+    if v["event"]["action"] == "exec" and v["process"].get("args") == ["/bin/true", sys.argv[2]]:
+        seen += 1
+        confirmed += bool(v.get("container", {}).get("id"))
+print(f"confirmed {confirmed} of {seen} containers that exit at once")
+PY
