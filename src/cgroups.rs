@@ -342,7 +342,10 @@ impl CgroupCache {
     /// whole hierarchy (its root is cgroup 1), not a cgroup namespace's part.
     /// At most half the cache is seeded. Returns how many were learnt.
     pub fn seed_from_proc(&mut self, mount: &Path) -> usize {
-        if std::fs::metadata(mount).map(|m| m.ino()).ok() != Some(ROOT_CGROUP_ID) {
+        let Ok(root) = std::fs::metadata(mount) else {
+            return 0;
+        };
+        if root.ino() != ROOT_CGROUP_ID {
             return 0;
         }
         let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -368,9 +371,12 @@ impl CgroupCache {
             if path.len() > CGROUP_PATH_MAX || !tried.insert(path.to_vec()) {
                 continue;
             }
+            // A directory of this cgroup2 mount: `..` could name another
+            // file system, whose inode numbers mean nothing here.
             let dir = mount.join(OsStr::from_bytes(&path[1..]));
-            let Ok(id) = std::fs::metadata(&dir).map(|m| m.ino()) else {
-                continue;
+            let id = match std::fs::symlink_metadata(&dir) {
+                Ok(m) if m.is_dir() && m.dev() == root.dev() => m.ino(),
+                _ => continue,
             };
             if !self.known.contains_key(&id) {
                 self.resolve(id, Some(path), false, now);
@@ -420,11 +426,14 @@ fn read_bounded(path: &Path, max: u64) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// The cgroup v2 path in a `/proc/PID/cgroup` text: its `0::` line's.
+/// The cgroup v2 path in a `/proc/PID/cgroup` text: its `0::` line's,
+/// when absolute and without `.` or `..` (a process outside the reader's
+/// cgroup namespace shows as `/../..`).
 fn unified_path(text: &[u8]) -> Option<&[u8]> {
     text.split(|&b| b == b'\n')
         .find_map(|l| l.strip_prefix(b"0::"))
         .filter(|p| p.starts_with(b"/"))
+        .filter(|p| !p.split(|&b| b == b'/').any(|c| c == b"." || c == b".."))
 }
 
 /// Whether the retry budget allows one more retry now.
@@ -521,6 +530,10 @@ mod tests {
         assert_eq!(unified_path(b"0::x\n"), None);
         // Raw bytes are kept (the inode check decides what they name).
         assert_eq!(unified_path(b"0::/\xff a\n"), Some(&b"/\xff a"[..]));
+        // Outside the reader's cgroup namespace; a dot component.
+        assert_eq!(unified_path(b"0::/../../system.slice\n"), None);
+        assert_eq!(unified_path(b"0::/a/./b\n"), None);
+        assert_eq!(unified_path(b"0::/a/..b\n"), Some(&b"/a/..b"[..]));
     }
 
     /// The innermost claim: (id, runtime).
