@@ -12,7 +12,8 @@ shift $(($# > 2 ? 2 : $#))
 for tool in runc busybox python3; do
     command -v "$tool" >/dev/null || { echo "short_lived_containers.sh: $tool is missing; run scripts/install-deps --test" >&2; exit 1; }
 done
-cgroot=$(awk '$9 == "cgroup2" { print $5; exit }' /proc/self/mountinfo)
+# mountinfo: the file system type follows the " - " separator.
+cgroot=$(awk '{ for (i = 7; i < NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup2") { print $5; exit } break } }' /proc/self/mountinfo)
 [ -n "$cgroot" ] || { echo "short_lived_containers.sh: no cgroup v2 mount" >&2; exit 1; }
 
 work=$(mktemp -d)
@@ -33,7 +34,9 @@ tag="slc$$"
 "$bin" --format json "$@" >"$out" 2>"$work/stderr" &
 daemon=$!
 for _ in $(seq 100); do grep -q '"execwatch attached"' "$work/stderr" && break; sleep 0.1; done
-sleep 0.5
+grep -q '"execwatch attached"' "$work/stderr" || { echo "short_lived_containers.sh: the daemon did not start:" >&2; cat "$work/stderr" >&2; exit 1; }
+# It seeds its tables after that line; it is reading well within a second.
+sleep 1
 for i in $(seq "$n"); do
     name="$tag-$i"
     python3 - "$work/bundle/config.json" "$name" "$tag" <<'PY'

@@ -18,7 +18,7 @@ work=$(mktemp -d)
 daemon=
 storm=
 cleanup() {
-    [ -n "$storm" ] && kill "$storm" 2>/dev/null
+    [ -n "$storm" ] && kill -- -"$storm" 2>/dev/null
     [ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
     rm -rf "$work"
 }
@@ -31,17 +31,21 @@ marker="steady$$"
 "$bin" --format json "$@" >"$out" 2>"$work/stderr" &
 daemon=$!
 for _ in $(seq 100); do grep -q '"execwatch attached"' "$work/stderr" && break; sleep 0.1; done
+grep -q '"execwatch attached"' "$work/stderr" || { echo "steady_cpu.sh: the daemon did not start:" >&2; cat "$work/stderr" >&2; exit 1; }
 sleep 1
 cpu() { cat /proc/"$daemon"/task/*/schedstat | awk '{ s += $1 } END { print s }'; }
 delivered() { grep -c "\"action\":\"exec\".*$marker" "$out" || true; }
-# 2 workers, 16 x 64 B argv, as bench/run.py; long enough to outlast the window.
-"$work/storm" 2 $(((skip + window + 4) * 1500)) 16 64 "$work/noop" "$marker" >/dev/null &
+# 2 workers, 16 x 64 B argv, as bench/run.py; more execs than any window
+# takes. A process group of its own, so that its workers can be stopped.
+setsid "$work/storm" 2 100000000 16 64 "$work/noop" "$marker" >/dev/null &
 storm=$!
 sleep "$skip"
 c0=$(cpu); n0=$(delivered)
 sleep "$window"
+kill -0 "$storm" 2>/dev/null || { echo "steady_cpu.sh: the storm ended before the window did" >&2; exit 1; }
 c1=$(cpu); n1=$(delivered)
-kill "$storm" 2>/dev/null || true
+kill -- -"$storm" 2>/dev/null || true
 wait "$storm" 2>/dev/null || true
 storm=
+[ "$n1" -gt "$n0" ] || { echo "steady_cpu.sh: nothing delivered in the window; the daemon said:" >&2; cat "$work/stderr" >&2; exit 1; }
 python3 -c "import sys; c0,c1,n0,n1=map(int,sys.argv[1:]); print('daemon CPU %.2f us per exec over %d execs delivered in the window' % ((c1-c0)/1000/(n1-n0), n1-n0))" "$c0" "$c1" "$n0" "$n1"

@@ -332,22 +332,14 @@ impl CgroupCache {
         }
     }
 
-    /// Learn the cgroups of the processes already running, from `/proc`.
-    /// The BPF side sends a path with an exec only, so without this the exit
-    /// of a process that started before execwatch, in a cgroup nothing has
-    /// exec'd in since, would be unresolved. `/proc/PID/cgroup` prints names
-    /// raw (a newline in one misparses) and a pid may be reused meanwhile, so
-    /// a path is kept only when the directory it names under `mount` has
-    /// that cgroup's id as its inode number; and only when `mount` shows the
-    /// whole hierarchy (its root is cgroup 1), not a cgroup namespace's part.
-    /// At most half the cache is seeded. Returns how many were learnt.
-    pub fn seed_from_proc(&mut self, mount: &Path) -> usize {
-        let Ok(root) = std::fs::metadata(mount) else {
+    /// Learn the cgroups of the processes already running, from
+    /// `/proc/PID/cgroup`: exit records carry no path. A path counts only
+    /// as checked by [`cgroup_dir_id`] (names there are printed raw, pids get
+    /// reused). At most half the cache. Returns how many were learnt.
+    pub fn seed_from_proc(&mut self) -> usize {
+        let Some((mount, root)) = whole_cgroup2_mount() else {
             return 0;
         };
-        if root.ino() != ROOT_CGROUP_ID {
-            return 0;
-        }
         let Ok(dir) = std::fs::read_dir("/proc") else {
             return 0;
         };
@@ -371,12 +363,8 @@ impl CgroupCache {
             if path.len() > CGROUP_PATH_MAX || !tried.insert(path.to_vec()) {
                 continue;
             }
-            // A directory of this cgroup2 mount: `..` could name another
-            // file system, whose inode numbers mean nothing here.
-            let dir = mount.join(OsStr::from_bytes(&path[1..]));
-            let id = match std::fs::symlink_metadata(&dir) {
-                Ok(m) if m.is_dir() && m.dev() == root.dev() => m.ino(),
-                _ => continue,
+            let Some(id) = cgroup_dir_id(&mount, &root, path) else {
+                continue;
             };
             if !self.known.contains_key(&id) {
                 self.resolve(id, Some(path), false, now);
@@ -415,6 +403,29 @@ const ROOT_CGROUP_ID: u64 = 1;
 const CGROUP_PATH_MAX: usize = crate::bpf_loader::CGROUP_PATH_MAX_LEN;
 /// Most bytes of a `/proc/PID/cgroup` read (one line per hierarchy).
 const PROC_CGROUP_MAX: u64 = 64 * 1024;
+
+/// A cgroup2 mount of the whole hierarchy (its root is cgroup 1; a cgroup
+/// namespace's mount shows a part), with its root's metadata.
+fn whole_cgroup2_mount() -> Option<(std::path::PathBuf, std::fs::Metadata)> {
+    let mounts = crate::mounts::MountTable::read().ok()?;
+    let found = mounts
+        .iter()
+        .filter(|m| m.fstype == b"cgroup2")
+        .find_map(|m| {
+            let root = std::fs::metadata(&m.dir).ok()?;
+            (root.ino() == ROOT_CGROUP_ID).then(|| (m.dir.clone(), root))
+        });
+    found
+}
+
+/// The id of the cgroup at `path` under `mount`: the inode of a directory
+/// on the mount's own file system (`..` could reach another, whose inode
+/// numbers are no cgroup ids; `unified_path` refuses it too).
+fn cgroup_dir_id(mount: &Path, root: &std::fs::Metadata, path: &[u8]) -> Option<u64> {
+    let rel = path.strip_prefix(b"/")?;
+    let m = std::fs::symlink_metadata(mount.join(OsStr::from_bytes(rel))).ok()?;
+    (m.is_dir() && m.dev() == root.dev()).then(|| m.ino())
+}
 
 fn read_bounded(path: &Path, max: u64) -> Option<Vec<u8>> {
     let mut out = Vec::new();
@@ -534,6 +545,31 @@ mod tests {
         assert_eq!(unified_path(b"0::/../../system.slice\n"), None);
         assert_eq!(unified_path(b"0::/a/./b\n"), None);
         assert_eq!(unified_path(b"0::/a/..b\n"), Some(&b"/a/..b"[..]));
+    }
+
+    #[test]
+    fn a_cgroup_id_is_the_inode_of_a_directory_on_the_mount() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("execwatch-cgid-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("a/b")).unwrap();
+        std::fs::write(dir.join("file"), b"").unwrap();
+        std::os::unix::fs::symlink("a", dir.join("link")).unwrap();
+        let root = std::fs::metadata(&dir).unwrap();
+        let b = std::fs::metadata(dir.join("a/b")).unwrap().ino();
+        assert_eq!(cgroup_dir_id(&dir, &root, b"/a/b"), Some(b));
+        assert_eq!(cgroup_dir_id(&dir, &root, b"/"), Some(root.ino()));
+        // Not a directory; a symlink; missing; not absolute.
+        assert_eq!(cgroup_dir_id(&dir, &root, b"/file"), None);
+        assert_eq!(cgroup_dir_id(&dir, &root, b"/link"), None);
+        assert_eq!(cgroup_dir_id(&dir, &root, b"/nope"), None);
+        assert_eq!(cgroup_dir_id(&dir, &root, b"a/b"), None);
+        // Another file system (/proc is never the temporary directory's).
+        let proc_root = std::fs::metadata("/proc").unwrap();
+        assert_ne!(proc_root.dev(), root.dev());
+        assert_eq!(cgroup_dir_id(Path::new("/"), &root, b"/proc"), None);
+        assert_eq!(cgroup_dir_id(&dir, &proc_root, b"/a"), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// The innermost claim: (id, runtime).

@@ -732,10 +732,8 @@ pub fn run(
     };
     // Before READY too: exits of processes already running get their cgroup.
     let mut cgroups = CgroupCache::default();
-    if let Some(mount) = crate::cgroups::cgroup2_mount() {
-        let seeded = cgroups.seed_from_proc(&mount);
-        tracing::debug!(seeded, "cgroups of running processes learnt from /proc");
-    }
+    let seeded = cgroups.seed_from_proc();
+    tracing::debug!(seeded, "cgroups of running processes learnt from /proc");
     let consumer = RefCell::new(Consumer {
         sink,
         notes,
@@ -821,7 +819,8 @@ pub fn run(
                 loader.forget_cgroups(&forget);
             }
             let new = c.cgroups.take_new();
-            // A full kernel set only means those records keep carrying the path.
+            // A full kernel set only means those records keep carrying the
+            // path (and may force a wakeup, at most one per CPU per ms).
             if let Err(e) = loader.mark_cgroups_known(&new) {
                 tracing::debug!(error = %e, "known-cgroups map not updated");
             }

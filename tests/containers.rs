@@ -630,27 +630,42 @@ fn the_exit_of_a_process_older_than_execwatch_names_its_cgroup() {
     // path, so only what the daemon learns from /proc at start can name it.
     let rel = format!("/{}", marker("older"));
     let cgroup = Cgroup::create(&rel);
-    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    // Outlives any start-up; killed on drop should an assertion fail first,
+    // before the cgroup is removed (declared after it: dropped before it).
+    let mut sleeper = KillOnDrop(Command::new("sleep").arg("600").spawn().unwrap());
     let procs = cgroup2_root()
         .join(rel.trim_start_matches('/'))
         .join("cgroup.procs");
-    std::fs::write(&procs, sleeper.id().to_string()).unwrap();
+    std::fs::write(&procs, sleeper.0.id().to_string()).unwrap();
     let f = Formats::start(&[]);
-    sleeper.kill().unwrap();
-    sleeper.wait().unwrap();
-    f.exit_of_pid(sleeper.id())
+    sleeper.0.kill().unwrap();
+    sleeper.0.wait().unwrap();
+    f.exit_of_pid(sleeper.0.id())
         .has("execwatch.cgroup.path", rel.as_str().into())
         .lacks("execwatch.cgroup.unresolved")
         .has("execwatch.exit.signal", "SIGKILL".into());
     f.stop();
+    drop(sleeper);
     drop(cgroup);
+}
+
+/// A child killed and reaped on drop.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]
 fn the_first_exec_in_a_new_cgroup_wakes_the_daemon_at_once() {
-    // A 10 s poll interval: only the forced wakeup of a new cgroup's first
-    // record delivers it sooner (its runtime's state may go with it).
-    let d = Daemon::start(&["--poll-interval", "10000"]);
+    // A 10 s poll interval, and a ring buffer whose wakeup threshold (a
+    // quarter) the other tests cannot reach: only the forced wakeup of a new
+    // cgroup's first record delivers it sooner (its runtime's state may go
+    // with it).
+    let d = Daemon::start(&["--poll-interval", "10000", "--ring-buffer-size", "64MiB"]);
     let m = marker("wake");
     let rel = format!("/{m}");
     let cgroup = Cgroup::create(&rel);

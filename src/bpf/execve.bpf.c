@@ -55,6 +55,8 @@ struct event_buf {
 	__u8 data[EVENT_DATA_MAX];
 	/* The path walkers' running offset; not part of the record. */
 	__u32 walk_len;
+	/* When this CPU last woke the reader for a new cgroup's record. */
+	__u64 cgroup_wakeup_ns;
 };
 
 /*
@@ -428,14 +430,21 @@ static __always_inline __u32 write_script(struct event_buf *buf, __u32 base,
 /*
  * Ring-buffer write with the wakeup policy: wake the reader past a
  * threshold, or for the first exec in a cgroup the daemon does not know (a
- * new container: its runtime's state may be gone soon after it exits).
+ * new container: its runtime's state may be gone soon after it exits). The
+ * latter at most once per NEW_CGROUP_WAKEUP_GAP_NS per CPU, so that making
+ * cgroups in a loop cannot undo the batching.
  */
 static __always_inline void submit(struct event_buf *buf, __u64 size)
 {
 	__u64 flags = BPF_RB_NO_WAKEUP;
+	int new_cgroup = 0;
 
-	if ((buf->ev.flags & EVENT_FLAG_CGROUP_PATH) ||
-	    bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes) {
+	if ((buf->ev.flags & EVENT_FLAG_CGROUP_PATH) &&
+	    buf->ev.boot_ns - buf->cgroup_wakeup_ns >= NEW_CGROUP_WAKEUP_GAP_NS) {
+		buf->cgroup_wakeup_ns = buf->ev.boot_ns;
+		new_cgroup = 1;
+	}
+	if (new_cgroup || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes) {
 		flags = BPF_RB_FORCE_WAKEUP;
 		stat_inc(STAT_WAKEUPS_FORCED);
 	}

@@ -36,6 +36,8 @@ enum event_limits {
 	CALLER_SLOTS = 16384,
 	/* cgroups the kernel side knows the daemon has a path for. */
 	KNOWN_CGROUPS_MAX = 16384,
+	/* A new cgroup's record wakes the reader at most this often per CPU. */
+	NEW_CGROUP_WAKEUP_GAP_NS = 1000 * 1000,
 	/*
 	 * Variable part of a record: filename, exe path, cgroup path, cwd,
 	 * script path, argument bytes, environment. The argument region has
