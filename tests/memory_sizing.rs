@@ -68,14 +68,15 @@ fn daemonset_memory_covers_the_bpf_maps_and_the_daemon() {
     let maps = maps_of(d.pid());
     d.stop();
 
-    // The scratch map is the one whose value is a whole record (and the
-    // path walkers' running offset after it, padded to 8).
+    // The scratch map is the one whose value is a whole record (and after
+    // it the path walkers' running offset and the CPU's last new-cgroup
+    // wakeup, 16 bytes with padding).
     let record = (std::mem::size_of::<execwatch::bpf_loader::types::event>()
         + execwatch::bpf_loader::types::event_limits::EVENT_DATA_MAX.0 as usize)
         as u64;
     let (scratch, _) = *maps
         .iter()
-        .find(|(_, v)| (record..=record + 8).contains(v))
+        .find(|(_, v)| (record..=record + 16).contains(v))
         .unwrap_or_else(|| panic!("no scratch map of {record} bytes: {maps:?}"));
     let total: u64 = maps.iter().map(|(m, _)| m).sum();
     let per_cpu = scratch as f64 / possible_cpus();
