@@ -4,7 +4,13 @@
 # usage (root): bench/short_lived_containers.sh [BIN [N [execwatch args...]]]
 # BIN defaults to target/release/execwatch, N to 20.
 set -euo pipefail
+# A relative BIN is from where the script was started.
+if [ $# -gt 0 ]; then
+    abs=$(realpath -e "$1") || exit 1
+    set -- "$abs" "${@:2}"
+fi
 cd "$(dirname "$0")/.."
+. bench/daemon.sh
 bin=${1:-target/release/execwatch}
 n=${2:-20}
 shift $(($# > 2 ? 2 : $#))
@@ -31,12 +37,7 @@ ln -s busybox "$work/bundle/rootfs/bin/true"
 (cd "$work/bundle" && runc spec)
 tag="slc$$"
 
-"$bin" --format json "$@" >"$out" 2>"$work/stderr" &
-daemon=$!
-for _ in $(seq 100); do grep -q '"execwatch attached"' "$work/stderr" && break; sleep 0.1; done
-grep -q '"execwatch attached"' "$work/stderr" || { echo "short_lived_containers.sh: the daemon did not start:" >&2; cat "$work/stderr" >&2; exit 1; }
-# It seeds its tables after that line; it is reading well within a second.
-sleep 1
+start_json_daemon "$bin" "$out" "$work/stderr" "$@"
 for i in $(seq "$n"); do
     name="$tag-$i"
     python3 - "$work/bundle/config.json" "$name" "$tag" <<'PY'

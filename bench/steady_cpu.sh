@@ -6,7 +6,13 @@
 # usage (root): bench/steady_cpu.sh [BIN [execwatch args...]]
 # Env: WINDOW seconds measured (12), SKIP seconds before it (4).
 set -euo pipefail
+# A relative BIN is from where the script was started.
+if [ $# -gt 0 ]; then
+    abs=$(realpath -e "$1") || exit 1
+    set -- "$abs" "${@:2}"
+fi
 cd "$(dirname "$0")/.."
+. bench/daemon.sh
 bin=${1:-target/release/execwatch}
 shift $(($# > 0 ? 1 : 0))
 window=${WINDOW:-12}
@@ -28,11 +34,7 @@ gcc -O2 -o "$work/storm" bench/storm.c
 out="$work/events.json"
 marker="steady$$"
 
-"$bin" --format json "$@" >"$out" 2>"$work/stderr" &
-daemon=$!
-for _ in $(seq 100); do grep -q '"execwatch attached"' "$work/stderr" && break; sleep 0.1; done
-grep -q '"execwatch attached"' "$work/stderr" || { echo "steady_cpu.sh: the daemon did not start:" >&2; cat "$work/stderr" >&2; exit 1; }
-sleep 1
+start_json_daemon "$bin" "$out" "$work/stderr" "$@"
 cpu() { cat /proc/"$daemon"/task/*/schedstat | awk '{ s += $1 } END { print s }'; }
 delivered() { grep -c "\"action\":\"exec\".*$marker" "$out" || true; }
 # 2 workers, 16 x 64 B argv, as bench/run.py; more execs than any window

@@ -45,67 +45,52 @@ impl Formats {
     /// events carry no argv: each is found by its start's entity id.
     pub fn exit_at(&self, m: &str, i: usize) -> Seen {
         let started = self.exec_at(m, i);
-        let json_id = started.json["process"]["entity_id"].clone();
-        let json = self
-            .json
-            .wait_for(1, WAIT, |v| {
-                v["process"]["entity_id"] == json_id && v["event"]["action"] == "exit"
-            })
-            .remove(0);
         let text_id = text_label(&started.text, "entity").expect("the exec line's entity=");
-        // ` entity=`: not `parent-entity=` or the leaders'.
-        let needle = format!(" entity={text_id} ");
-        let text = self
-            .text
-            .wait_n(1, WAIT, &format!("text exit lines with {needle:?}"), || {
-                let exit = |l: &String| l.split(' ').nth(1) == Some("exit");
-                self.text
-                    .lines_with(&needle)
-                    .into_iter()
-                    .filter(exit)
-                    .collect()
-            })
-            .remove(0);
         let journal_id = started.journal["EXECWATCH_ENTITY_ID"]
             .as_str()
             .expect("the exec entry's EXECWATCH_ENTITY_ID");
-        let journal = self.journal_entry(&[
+        self.exit_matching(
+            "entity_id",
+            &started.json["process"]["entity_id"],
+            // ` entity=`: not `parent-entity=` or the leaders'.
+            &format!(" entity={text_id} "),
             format!("EXECWATCH_ENTITY_ID={journal_id}"),
-            "EXECWATCH_ACTION=exit".to_owned(),
-        ]);
-        Seen {
-            json,
-            journal,
-            text,
-        }
+        )
     }
 
     /// The exit of process `pid`, in each format: for a process that
     /// started before the daemons (no exec event to find it by).
     #[allow(dead_code)] // not every test binary uses it
     pub fn exit_of_pid(&self, pid: u32) -> Seen {
+        self.exit_matching(
+            "pid",
+            &pid.into(),
+            &format!(" pid={pid} "),
+            format!("EXECWATCH_PID={pid}"),
+        )
+    }
+
+    /// The exit event whose JSON `process.<key>` is `value`, whose text line
+    /// holds `needle`, and whose journal entry has the field `journal`.
+    fn exit_matching(&self, key: &str, value: &Value, needle: &str, journal: String) -> Seen {
         let json = self
             .json
             .wait_for(1, WAIT, |v| {
-                v["process"]["pid"] == pid && v["event"]["action"] == "exit"
+                &v["process"][key] == value && v["event"]["action"] == "exit"
             })
             .remove(0);
-        let needle = format!(" pid={pid} ");
         let text = self
             .text
             .wait_n(1, WAIT, &format!("text exit lines with {needle:?}"), || {
                 let exit = |l: &String| l.split(' ').nth(1) == Some("exit");
                 self.text
-                    .lines_with(&needle)
+                    .lines_with(needle)
                     .into_iter()
                     .filter(exit)
                     .collect()
             })
             .remove(0);
-        let journal = self.journal_entry(&[
-            format!("EXECWATCH_PID={pid}"),
-            "EXECWATCH_ACTION=exit".to_owned(),
-        ]);
+        let journal = self.journal_entry(&[journal, "EXECWATCH_ACTION=exit".to_owned()]);
         Seen {
             json,
             journal,
