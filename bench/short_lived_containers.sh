@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# How many `runc run` containers that exit at once execwatch confirms and
-# names (docs/design.md, "The race with short-lived containers").
-# usage (root): bench/short_lived_containers.sh [BIN [N [execwatch args...]]]
-# BIN defaults to target/release/execwatch, N to 20.
+# How many `runc run` (or `podman run --rm`) containers that exit at once
+# execwatch confirms and names (docs/design.md, "The race with short-lived
+# containers").
+# usage (root): [RUNTIME=podman] bench/short_lived_containers.sh [BIN [N [execwatch args...]]]
+# BIN defaults to target/release/execwatch, N to 20, RUNTIME to runc.
 set -euo pipefail
 # A relative BIN is from where the script was started.
 if [ $# -gt 0 ]; then
@@ -15,7 +16,9 @@ bin=${1:-target/release/execwatch}
 n=${2:-20}
 shift $(($# > 2 ? 2 : $#))
 [ "$(id -u)" = 0 ] || { echo "short_lived_containers.sh: needs root (runc, BPF)" >&2; exit 1; }
-for tool in runc busybox python3; do
+runtime=${RUNTIME:-runc}
+case $runtime in runc | podman) ;; *) echo "short_lived_containers.sh: RUNTIME is runc or podman, not $runtime" >&2; exit 1 ;; esac
+for tool in "$runtime" busybox python3; do
     command -v "$tool" >/dev/null || { echo "short_lived_containers.sh: $tool is missing; run scripts/install-deps --test" >&2; exit 1; }
 done
 # mountinfo: the file system type follows the " - " separator.
@@ -25,8 +28,10 @@ cgroot=$(awk '{ for (i = 7; i < NF; i++) if ($i == "-") { if ($(i + 1) == "cgrou
 work=$(mktemp -d)
 out="$work/events.json"
 daemon=
+image=
 cleanup() {
     [ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
+    [ -n "$image" ] && podman rmi -f "$image" >/dev/null 2>&1
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -36,10 +41,22 @@ cp "$(command -v busybox)" "$work/bundle/rootfs/bin/busybox"
 ln -s busybox "$work/bundle/rootfs/bin/true"
 (cd "$work/bundle" && runc spec)
 tag="slc$$"
+# The tests' podman settings (this host refuses podman's default rlimits).
+export CONTAINERS_CONF="$PWD/deploy/image/containers.conf"
+if [ "$runtime" = podman ]; then
+    image="localhost/execwatch-bench:$tag"
+    tar -C "$work/bundle/rootfs" -cf "$work/rootfs.tar" .
+    podman import -q "$work/rootfs.tar" "$image" >/dev/null
+fi
 
 start_json_daemon "$bin" "$out" "$work/stderr" "$@"
 for i in $(seq "$n"); do
     name="$tag-$i"
+    if [ "$runtime" = podman ]; then
+        podman run --rm "$image" /bin/true "$tag" >/dev/null 2>&1 || true
+        sleep 0.3
+        continue
+    fi
     python3 - "$work/bundle/config.json" "$name" "$tag" <<'PY'
 import json, sys
 path, name, tag = sys.argv[1:]

@@ -239,6 +239,10 @@ pub struct CgroupCache {
     known: HashMap<u64, Entry>,
     /// Resolved since the last `take_new`: to mark known in the kernel.
     new: Vec<u64>,
+    /// Unconfirmed claims in their cgroup's first second, not marked known
+    /// yet: their records keep the path, so each wakes the daemon, which
+    /// looks again (a runtime writes its state after `runc init` runs there).
+    unsettled: Vec<u64>,
     resolver: Resolver,
     /// Start of the current second of retries, and retries in it.
     retry_budget: Option<(Instant, u32)>,
@@ -296,7 +300,11 @@ impl CgroupCache {
                     looked_ns: boot_ns_now(),
                 };
                 if self.known.insert(id, entry).is_none() {
-                    self.new.push(id);
+                    if info.is_unconfirmed_claim() {
+                        self.unsettled.push(id);
+                    } else {
+                        self.new.push(id);
+                    }
                 }
                 Some(info)
             }
@@ -374,8 +382,27 @@ impl CgroupCache {
         learnt
     }
 
-    /// Ids to mark known in the kernel.
+    /// Ids to mark known in the kernel: the new ones, and unsettled ones
+    /// confirmed since or past their first second.
     pub fn take_new(&mut self) -> Vec<u64> {
+        if !self.unsettled.is_empty() {
+            let now = boot_ns_now();
+            let window = EAGER_RETRY_WINDOW.as_nanos() as u64;
+            let (known, new) = (&self.known, &mut self.new);
+            self.unsettled.retain(|id| match known.get(id) {
+                None => false,
+                Some(e)
+                    if e.info.is_unconfirmed_claim()
+                        && now.saturating_sub(e.first_event_ns) < window =>
+                {
+                    true
+                }
+                Some(_) => {
+                    new.push(*id);
+                    false
+                }
+            });
+        }
         std::mem::take(&mut self.new)
     }
 
@@ -385,6 +412,7 @@ impl CgroupCache {
             return None;
         }
         self.new.clear();
+        self.unsettled.clear();
         Some(self.known.drain().map(|(id, _)| id).collect())
     }
 
@@ -784,6 +812,33 @@ mod tests {
         assert_eq!(b.container_id, None);
         let (_, wait) = c.known[&9].retry.unwrap();
         assert_eq!(wait, RETRY_FIRST * 2, "the wait doubles");
+    }
+
+    #[test]
+    fn an_unconfirmed_claim_is_marked_known_once_confirmed_or_past_its_first_second() {
+        let (mut c, path) = cache_without_state();
+        let now = boot_ns_now();
+        // No claim: known at once.
+        c.resolve(1, Some(b"/system.slice/cron.service"), false, now);
+        // A claim no state confirms: records keep the path for a second.
+        c.resolve(2, Some(path.as_bytes()), false, now);
+        // The same claim, its first event over a second ago.
+        let old = now - EAGER_RETRY_WINDOW.as_nanos() as u64 - 1;
+        c.resolve(3, Some(path.as_bytes()), false, old);
+        assert_eq!(c.take_new(), vec![1, 3]);
+        assert_eq!(c.take_new(), Vec::<u64>::new(), "2 is still unsettled");
+        // No longer an unconfirmed claim (as after a lookup that confirms
+        // it): marked at the next turn.
+        let confirmed = (*c.known[&2].info).clone().with_container(None);
+        c.known.get_mut(&2).unwrap().info = Arc::new(confirmed);
+        assert_eq!(c.take_new(), vec![2]);
+        // Emptied with the cache.
+        c.resolve(4, Some(path.as_bytes()), false, now);
+        for id in 100..(100 + CACHE_MAX as u64) {
+            c.resolve(id, Some(b"/a.slice"), false, now);
+        }
+        assert!(c.trim().is_some());
+        assert_eq!(c.take_new(), Vec::<u64>::new());
     }
 
     #[test]

@@ -545,6 +545,46 @@ fn state_written_after_the_first_exec_is_picked_up() {
     assert!(e["execwatch"].get("container").is_none(), "{e}");
 }
 
+#[test]
+fn a_claim_confirmed_after_its_cgroups_first_exec_wakes_the_daemon_again() {
+    // podman's runc writes its state after `runc init` has run in the
+    // cgroup: the first record finds no state. The cgroup is then not marked
+    // known for its first second, so the next records carry the path and
+    // wake the daemon again. A 10 s poll interval, a ring buffer whose
+    // quarter no test fills, and only this cgroup's execs recorded: a
+    // confirmed event within seconds was woken by this cgroup's own record.
+    let name = format!("ew-{}-settle", std::process::id());
+    let path = format!("/system.slice/runc-{name}.scope");
+    let cgroup = Cgroup::create(&path);
+    // Ready before the first exec: the container must start within the
+    // cgroup's first second.
+    let bundle = Runc::bundle(RUNC_ROOT, &name, &path, "sleep 10", &[]);
+    let d = Daemon::start(&[
+        "--poll-interval",
+        "10000",
+        "--ring-buffer-size",
+        "64MiB",
+        "--cgroup",
+        &path,
+    ]);
+    let early = marker("settle-early");
+    run_in_cgroup_keep(&path, &early);
+    let e = d
+        .wait_for(1, Duration::from_secs(5), |v| has_arg(v, &early))
+        .remove(0);
+    assert!(e.get("container").is_none(), "no state yet: {e}");
+    let c = bundle.detached();
+    let e = d
+        .wait_for(1, Duration::from_secs(5), |v| {
+            v["container"]["id"] == name.as_str()
+        })
+        .remove(0);
+    assert_eq!(e["execwatch"]["cgroup"]["path"], path.as_str(), "{e}");
+    d.stop();
+    drop(c);
+    drop(cgroup);
+}
+
 /// Like `run_in_cgroup`, but the cgroup stays.
 fn run_in_cgroup_keep(rel: &str, m: &str) {
     let dir = cgroup2_root().join(rel.trim_start_matches('/'));
