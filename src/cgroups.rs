@@ -4,7 +4,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -13,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::containers::{ContainerInfo, Resolver};
 use crate::output::clock::boot_ns_now;
+use crate::process_table::read_bounded;
 
 /// A container id named by one component of a cgroup path. Anyone who can
 /// create cgroups can write one: [`crate::containers`] confirms it.
@@ -362,7 +362,7 @@ impl CgroupCache {
             if name.is_empty() || !name.as_bytes().iter().all(u8::is_ascii_digit) {
                 continue;
             }
-            let Some(text) = read_bounded(&entry.path().join("cgroup"), PROC_CGROUP_MAX) else {
+            let Ok(text) = read_bounded(entry.path().join("cgroup"), PROC_CGROUP_MAX) else {
                 continue;
             };
             let Some(path) = unified_path(&text) else {
@@ -430,7 +430,7 @@ const ROOT_CGROUP_ID: u64 = 1;
 /// Longest cgroup path the BPF side sends; a longer one is not seeded.
 const CGROUP_PATH_MAX: usize = crate::bpf_loader::CGROUP_PATH_MAX_LEN;
 /// Most bytes of a `/proc/PID/cgroup` read (one line per hierarchy).
-const PROC_CGROUP_MAX: u64 = 64 * 1024;
+const PROC_CGROUP_MAX: usize = 64 * 1024;
 
 /// A cgroup2 mount of the whole hierarchy (its root is cgroup 1; a cgroup
 /// namespace's mount shows a part), with its root's metadata.
@@ -453,16 +453,6 @@ fn cgroup_dir_id(mount: &Path, root: &std::fs::Metadata, path: &[u8]) -> Option<
     let rel = path.strip_prefix(b"/")?;
     let m = std::fs::symlink_metadata(mount.join(OsStr::from_bytes(rel))).ok()?;
     (m.is_dir() && m.dev() == root.dev()).then(|| m.ino())
-}
-
-fn read_bounded(path: &Path, max: u64) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    std::fs::File::open(path)
-        .ok()?
-        .take(max)
-        .read_to_end(&mut out)
-        .ok()?;
-    Some(out)
 }
 
 /// The cgroup v2 path in a `/proc/PID/cgroup` text: its `0::` line's,

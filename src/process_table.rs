@@ -790,8 +790,8 @@ fn read_proc(pid: u32, limits: &Limits) -> Option<ProcRead> {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
         .map(|p| p.into_os_string().into_encoded_bytes())
         .unwrap_or_default();
-    let cmdline = read_bounded(&format!("/proc/{pid}/cmdline"), limits.max_args_bytes + 1)
-        .unwrap_or_default();
+    let cmdline =
+        read_bounded(format!("/proc/{pid}/cmdline"), limits.max_args_bytes + 1).unwrap_or_default();
     // The pid may have been reused between the reads: then they mix two
     // processes, so the whole read is void.
     if read_stat(pid)?.start_ticks != stat.start_ticks {
@@ -810,7 +810,7 @@ fn read_proc(pid: u32, limits: &Limits) -> Option<ProcRead> {
 use crate::output::clock::boot_ns_now;
 
 /// Up to `max` bytes of a file: `/proc/PID/cmdline` can be megabytes.
-fn read_bounded(path: &str, max: usize) -> io::Result<Vec<u8>> {
+pub(crate) fn read_bounded(path: impl AsRef<std::path::Path>, max: usize) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
     File::open(path)?.take(max as u64).read_to_end(&mut out)?;
     Ok(out)
