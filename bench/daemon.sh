@@ -1,4 +1,11 @@
-# Sourced by the bench scripts: start execwatch writing JSON lines.
+# Sourced by the bench scripts: find and start execwatch writing JSON lines.
+
+# bench_bin [BIN]: BIN as an absolute path (a relative one is from where the
+# script was started), or the release build; an error when it is missing.
+bench_bin() {
+    realpath -e "${1:-$(dirname "$0")/../target/release/execwatch}"
+}
+
 # start_json_daemon BIN OUT ERR [execwatch args...]: sets $daemon, returns
 # once the daemon says it is attached, plus a second for its start-up
 # (it seeds its tables after that line); exits the script if it never does.

@@ -5,14 +5,9 @@
 # usage (root): [RUNTIME=podman] bench/short_lived_containers.sh [BIN [N [execwatch args...]]]
 # BIN defaults to target/release/execwatch, N to 20, RUNTIME to runc.
 set -euo pipefail
-# A relative BIN is from where the script was started.
-if [ $# -gt 0 ]; then
-    abs=$(realpath -e "$1") || exit 1
-    set -- "$abs" "${@:2}"
-fi
+. "$(dirname "$0")/daemon.sh"
+bin=$(bench_bin "${1:-}") || exit 1
 cd "$(dirname "$0")/.."
-. bench/daemon.sh
-bin=${1:-target/release/execwatch}
 n=${2:-20}
 shift $(($# > 2 ? 2 : $#))
 [ "$(id -u)" = 0 ] || { echo "short_lived_containers.sh: needs root (runc, BPF)" >&2; exit 1; }

@@ -6,14 +6,9 @@
 # usage (root): bench/steady_cpu.sh [BIN [execwatch args...]]
 # Env: WINDOW seconds measured (12), SKIP seconds before it (4).
 set -euo pipefail
-# A relative BIN is from where the script was started.
-if [ $# -gt 0 ]; then
-    abs=$(realpath -e "$1") || exit 1
-    set -- "$abs" "${@:2}"
-fi
+. "$(dirname "$0")/daemon.sh"
+bin=$(bench_bin "${1:-}") || exit 1
 cd "$(dirname "$0")/.."
-. bench/daemon.sh
-bin=${1:-target/release/execwatch}
 shift $(($# > 0 ? 1 : 0))
 window=${WINDOW:-12}
 skip=${SKIP:-4}
