@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::formats::{Formats, Seen};
-use common::{busybox_rootfs, has_arg, marker, podman, run_quiet, Daemon, PodmanImage};
+use common::{busybox_rootfs, has_arg, marker, podman, run_quiet, Daemon, KillOnDrop, PodmanImage};
 use execwatch::cgroups::{parse, CgroupCache};
 use execwatch::containers::{Layout, Resolver, StateRoot};
 use serde_json::{json, Value};
@@ -687,16 +687,6 @@ fn the_exit_of_a_process_older_than_execwatch_names_its_cgroup() {
     f.stop();
     drop(sleeper);
     drop(cgroup);
-}
-
-/// A child killed and reaped on drop.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

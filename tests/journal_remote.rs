@@ -5,11 +5,13 @@
 
 mod common;
 
-use common::{ensure_journald, journal_bytes as bytes, journal_entries, wait_journal_entries};
+use common::{
+    ensure_journald, journal_bytes as bytes, journal_entries, wait_journal_entries, KillOnDrop,
+};
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -94,16 +96,6 @@ impl Drop for CollectorNet {
     }
 }
 
-/// A process killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Fields of an entry, without the ones that name its place in one journal
 /// file (cursor, sequence numbers).
 fn fields(entry: &Value) -> BTreeMap<String, Value> {
@@ -160,7 +152,7 @@ fn journal_upload_carries_every_field_to_journal_remote() {
     // The collector: journal-remote listening on http, in its namespace.
     let listen = format!("{}:{PORT}", net.collector_addr);
     let log = std::fs::File::create(out_dir.join("remote.log")).unwrap();
-    let _collector = Killed(
+    let _collector = KillOnDrop(
         Command::new("ip")
             .args(["netns", "exec", &net.netns, REMOTE])
             .arg(format!("--listen-http={listen}"))
