@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::containers::{ContainerInfo, Resolver};
 use crate::output::clock::boot_ns_now;
-use crate::process_table::read_bounded;
+use crate::process_table::{proc_pids, read_bounded};
 
 /// A container id named by one component of a cgroup path. Anyone who can
 /// create cgroups can write one: [`crate::containers`] confirms it.
@@ -348,21 +348,17 @@ impl CgroupCache {
         let Some((mount, root)) = whole_cgroup2_mount() else {
             return 0;
         };
-        let Ok(dir) = std::fs::read_dir("/proc") else {
+        let Ok(pids) = proc_pids() else {
             return 0;
         };
         let mut tried: HashSet<Vec<u8>> = HashSet::new();
         let mut learnt = 0;
         let now = boot_ns_now();
-        for entry in dir.flatten() {
+        for pid in pids {
             if tried.len() >= CACHE_MAX / 2 {
                 break;
             }
-            let name = entry.file_name();
-            if name.is_empty() || !name.as_bytes().iter().all(u8::is_ascii_digit) {
-                continue;
-            }
-            let Ok(text) = read_bounded(entry.path().join("cgroup"), PROC_CGROUP_MAX) else {
+            let Ok(text) = read_bounded(format!("/proc/{pid}/cgroup"), PROC_CGROUP_MAX) else {
                 continue;
             };
             let Some(path) = unified_path(&text) else {

@@ -645,15 +645,7 @@ impl ProcessTable {
     pub fn seed_from_proc(&mut self) -> io::Result<SeedReport> {
         let mut report = SeedReport::default();
         let mut seeded = Vec::new();
-        for dirent in std::fs::read_dir("/proc")? {
-            let Ok(dirent) = dirent else { continue };
-            let Some(pid) = dirent
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
+        for pid in proc_pids()? {
             match self.seed_pid(pid) {
                 SeedOne::Seeded => {
                     report.seeded += 1;
@@ -808,6 +800,17 @@ fn read_proc(pid: u32, limits: &Limits) -> Option<ProcRead> {
 }
 
 use crate::output::clock::boot_ns_now;
+
+/// The pids listed in `/proc` now (a process may be gone by the time it is read).
+pub(crate) fn proc_pids() -> io::Result<impl Iterator<Item = u32>> {
+    Ok(std::fs::read_dir("/proc")?.filter_map(|dirent| {
+        dirent
+            .ok()?
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+    }))
+}
 
 /// Up to `max` bytes of a file: `/proc/PID/cmdline` can be megabytes.
 pub(crate) fn read_bounded(path: impl AsRef<std::path::Path>, max: usize) -> io::Result<Vec<u8>> {
