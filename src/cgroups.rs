@@ -226,6 +226,13 @@ struct Entry {
     looked_ns: u64,
 }
 
+impl Entry {
+    /// `ns` is in the cgroup's first `EAGER_RETRY_WINDOW`.
+    fn in_first_window(&self, ns: u64) -> bool {
+        ns.saturating_sub(self.first_event_ns) < EAGER_RETRY_WINDOW.as_nanos() as u64
+    }
+}
+
 /// For this long after a cgroup's first exec, any exec made after the last
 /// failed lookup is looked up again at once (within the retry budget): a
 /// container's runtime writes its state around its first execs, and the
@@ -237,12 +244,11 @@ pub const EAGER_RETRY_WINDOW: Duration = Duration::from_secs(1);
 #[derive(Debug, Default)]
 pub struct CgroupCache {
     known: HashMap<u64, Entry>,
-    /// Resolved since the last `take_new`: to mark known in the kernel.
+    /// Resolved, not yet marked known in the kernel. An unconfirmed claim
+    /// waits here for its cgroup's first second: its records keep the path,
+    /// so each wakes the daemon, which looks again (a runtime writes its
+    /// state after `runc init` runs there).
     new: Vec<u64>,
-    /// Unconfirmed claims in their cgroup's first second, not marked known
-    /// yet: their records keep the path, so each wakes the daemon, which
-    /// looks again (a runtime writes its state after `runc init` runs there).
-    unsettled: Vec<u64>,
     resolver: Resolver,
     /// Start of the current second of retries, and retries in it.
     retry_budget: Option<(Instant, u32)>,
@@ -300,11 +306,7 @@ impl CgroupCache {
                     looked_ns: boot_ns_now(),
                 };
                 if self.known.insert(id, entry).is_none() {
-                    if info.is_unconfirmed_claim() {
-                        self.unsettled.push(id);
-                    } else {
-                        self.new.push(id);
-                    }
+                    self.new.push(id);
                 }
                 Some(info)
             }
@@ -312,9 +314,7 @@ impl CgroupCache {
                 let entry = self.known.get_mut(&id)?;
                 if let Some((at, wait)) = entry.retry {
                     let now = Instant::now();
-                    let eager = event_ns > entry.looked_ns
-                        && event_ns.saturating_sub(entry.first_event_ns)
-                            < EAGER_RETRY_WINDOW.as_nanos() as u64;
+                    let eager = event_ns > entry.looked_ns && entry.in_first_window(event_ns);
                     if (now >= at || eager) && take_retry(&mut self.retry_budget, now) {
                         entry.looked_ns = boot_ns_now();
                         let container = self.resolver.resolve(&entry.info);
@@ -378,28 +378,21 @@ impl CgroupCache {
         learnt
     }
 
-    /// Ids to mark known in the kernel: the new ones, and unsettled ones
-    /// confirmed since or past their first second.
+    /// Ids to mark known in the kernel: the new ones, but an unconfirmed
+    /// claim only once confirmed or past its cgroup's first second.
     pub fn take_new(&mut self) -> Vec<u64> {
-        if !self.unsettled.is_empty() {
-            let now = boot_ns_now();
-            let window = EAGER_RETRY_WINDOW.as_nanos() as u64;
-            let (known, new) = (&self.known, &mut self.new);
-            self.unsettled.retain(|id| match known.get(id) {
-                None => false,
-                Some(e)
-                    if e.info.is_unconfirmed_claim()
-                        && now.saturating_sub(e.first_event_ns) < window =>
-                {
-                    true
-                }
-                Some(_) => {
-                    new.push(*id);
-                    false
-                }
-            });
+        if self.new.is_empty() {
+            return Vec::new();
         }
-        std::mem::take(&mut self.new)
+        let now = boot_ns_now();
+        let known = &self.known;
+        let (ready, unsettled) = std::mem::take(&mut self.new).into_iter().partition(|id| {
+            known
+                .get(id)
+                .is_none_or(|e| !(e.info.is_unconfirmed_claim() && e.in_first_window(now)))
+        });
+        self.new = unsettled;
+        ready
     }
 
     /// When full, forget everything; returns the ids to forget in the kernel.
@@ -408,7 +401,6 @@ impl CgroupCache {
             return None;
         }
         self.new.clear();
-        self.unsettled.clear();
         Some(self.known.drain().map(|(id, _)| id).collect())
     }
 
