@@ -4,7 +4,9 @@
 use std::mem::MaybeUninit;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{ErrorKind, MapCore, MapFlags, OpenObject};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use libbpf_rs::{ErrorKind, MapCore, MapFlags, MapHandle, MapType, OpenObject};
 
 #[allow(clippy::all, clippy::pedantic, unused_imports)]
 pub(crate) mod skel {
@@ -30,9 +32,10 @@ pub const RECORD_MAX_LEN: usize = HEADER_LEN + types::event_limits::EVENT_DATA_M
 pub struct Config {
     /// Bytes of argv captured per exec (at most [`ARGS_MAX_LIMIT`]).
     pub max_args_bytes: u32,
-    /// Ring buffer size in bytes: a power of two, a multiple of the page size.
+    /// Ring buffer bytes, shared by the CPUs' ring buffers: a power of two.
     pub ring_buffer_bytes: u32,
-    /// The BPF side wakes the reader once this many bytes are waiting.
+    /// The BPF side wakes the reader once this many bytes are waiting, in
+    /// all of the CPUs' ring buffers (each gets its share).
     pub wakeup_bytes: u64,
     /// How failed execs are captured.
     pub failed_execs: FailedExecs,
@@ -73,6 +76,41 @@ pub const CGROUP_PATH_MAX_LEN: usize = types::event_limits::CGROUP_PATH_MAX_LEN.
 /// Smallest and largest ring buffer (a power of two in between).
 pub const RING_BUFFER_MIN: u32 = 64 << 10;
 pub const RING_BUFFER_MAX: u32 = 1 << 30;
+/// The default ring buffer, raised so that each CPU's ring holds a record.
+pub const RING_BUFFER_DEFAULT: u32 = 8 << 20;
+
+/// Each CPU's ring buffer: the largest power of two in an even share of
+/// `total` (the kernel wants a power of two of at least a page).
+pub fn ring_per_cpu(total: u32, cpus: u32) -> u32 {
+    let share = (total / cpus.max(1)).max(1);
+    1 << share.ilog2()
+}
+
+/// The smallest ring a CPU may get: a power of two that holds one record of
+/// `record` bytes, and at least [`RING_BUFFER_MIN`] (a page everywhere).
+pub fn ring_per_cpu_min(record: usize) -> u32 {
+    u32::try_from(record)
+        .ok()
+        .and_then(u32::checked_next_power_of_two)
+        .unwrap_or(RING_BUFFER_MAX)
+        .max(RING_BUFFER_MIN)
+}
+
+/// The default ring buffer size for `cpus` possible CPUs and records of at
+/// most `record` bytes: 8 MiB, or more where each CPU's share would not
+/// hold one record.
+pub fn default_ring_buffer_bytes(cpus: u32, record: usize) -> u32 {
+    let per_cpu = u64::from(ring_per_cpu_min(record)) * u64::from(cpus.max(1));
+    let per_cpu = u32::try_from(per_cpu.next_power_of_two()).unwrap_or(RING_BUFFER_MAX);
+    RING_BUFFER_DEFAULT.max(per_cpu).min(RING_BUFFER_MAX)
+}
+
+/// The number of possible CPUs: one ring buffer each.
+pub fn possible_cpus() -> Result<u32, LoadError> {
+    let n = libbpf_rs::num_possible_cpus()
+        .map_err(|e| LoadError::from_libbpf("counting possible CPUs", e))?;
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}
 
 /// The largest record the BPF side can write with this argv limit, with or
 /// without the environment.
@@ -93,11 +131,14 @@ pub enum ConfigError {
     #[error("--ring-buffer-size must be a power of two between 64KiB and 1GiB, not {0} bytes")]
     RingSize(u32),
     #[error(
-        "--ring-buffer-size {ring} bytes cannot hold one record of {record} bytes (--max-args-bytes \
-         {args}{env}): raise --ring-buffer-size to at least {need} bytes, or lower --max-args-bytes"
+        "--ring-buffer-size {ring} bytes, shared by {cpus} CPUs, gives each CPU {per_cpu} bytes: \
+         too little for one record of {record} bytes (--max-args-bytes {args}{env}): raise \
+         --ring-buffer-size to at least {need} bytes, or lower --max-args-bytes"
     )]
     RingTooSmall {
         ring: u32,
+        cpus: u32,
+        per_cpu: u32,
         record: usize,
         args: u32,
         env: &'static str,
@@ -110,8 +151,9 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Check everything that needs no kernel. Pure: unit-tested below.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Check everything that needs no kernel, for a host of `cpus`
+    /// possible CPUs. Pure: unit-tested below.
+    pub fn validate(&self, cpus: u32) -> Result<(), ConfigError> {
         if self.max_args_bytes == 0 || self.max_args_bytes > ARGS_MAX_LIMIT {
             return Err(ConfigError::ArgsBytes(self.max_args_bytes));
         }
@@ -120,13 +162,19 @@ impl Config {
             return Err(ConfigError::RingSize(ring));
         }
         let record = largest_record(self.max_args_bytes, self.capture_env);
-        if record > ring as usize {
+        let per_cpu = ring_per_cpu(ring, cpus);
+        if per_cpu < ring_per_cpu_min(record) {
             return Err(ConfigError::RingTooSmall {
                 ring,
+                cpus,
+                per_cpu,
                 record,
                 args: self.max_args_bytes,
                 env: if self.capture_env { " with --env" } else { "" },
-                need: (record as u32).next_power_of_two(),
+                need: ring_per_cpu_min(record)
+                    .saturating_mul(cpus.max(1))
+                    .checked_next_power_of_two()
+                    .unwrap_or(u32::MAX),
             });
         }
         let f = &self.filters;
@@ -170,7 +218,7 @@ impl FailedExecs {
 
 impl Default for Config {
     fn default() -> Self {
-        let ring_buffer_bytes = 8 << 20;
+        let ring_buffer_bytes = RING_BUFFER_DEFAULT;
         Config {
             max_args_bytes: ARGS_DEFAULT_LIMIT,
             ring_buffer_bytes,
@@ -231,6 +279,8 @@ impl LoadError {
 /// The loaded and attached BPF program.
 pub struct BpfLoader<'obj> {
     skel: ExecveSkel<'obj>,
+    /// The CPUs' ring buffers, by CPU (those in `events`).
+    rings: Vec<OwnedFd>,
     failed_execs: FailedExecs,
     handover: crate::handover::Handover,
 }
@@ -343,7 +393,9 @@ impl<'obj> BpfLoader<'obj> {
         object: &'obj mut MaybeUninit<OpenObject>,
         keep: crate::handover::Keep,
     ) -> Result<Self, LoadError> {
-        config.validate()?;
+        let cpus = possible_cpus()?;
+        config.validate(cpus)?;
+        let ring_bytes = ring_per_cpu(config.ring_buffer_bytes, cpus);
         let mut open = ExecveSkelBuilder::default()
             .open(object)
             .map_err(|e| LoadError::from_libbpf("opening the BPF object", e))?;
@@ -354,7 +406,7 @@ impl<'obj> BpfLoader<'obj> {
             .as_deref_mut()
             .expect("the BPF object has const volatile globals, so a rodata map");
         rodata.max_args_bytes = config.max_args_bytes;
-        rodata.wakeup_bytes = config.wakeup_bytes;
+        rodata.wakeup_bytes = (config.wakeup_bytes / u64::from(cpus)).max(1);
         rodata.capture_env = u32::from(config.capture_env);
         // Processes already running get exit events even if they never exec.
         rodata.started_ns = boot_ns_now();
@@ -375,16 +427,19 @@ impl<'obj> BpfLoader<'obj> {
             None => None,
         };
 
-        let cpus = libbpf_rs::num_possible_cpus()
-            .map_err(|e| LoadError::from_libbpf("counting possible CPUs", e))?;
         open.maps
             .scratch
-            .set_max_entries(u32::try_from(cpus).unwrap_or(u32::MAX))
+            .set_max_entries(cpus)
             .map_err(|e| LoadError::from_libbpf("sizing the scratch map", e))?;
+        // CPU 0's ring is also the map's template; the others are made
+        // only if the kept ones (if any) are not continued.
+        let template = make_ring(ring_bytes)
+            .map_err(|e| LoadError::from_libbpf("making the ring buffers", e))?;
         open.maps
             .events
-            .set_max_entries(config.ring_buffer_bytes)
-            .map_err(|e| LoadError::from_libbpf("sizing the ring buffer", e))?;
+            .set_max_entries(cpus)
+            .and_then(|()| open.maps.events.set_inner_map_fd(template.as_fd()))
+            .map_err(|e| LoadError::from_libbpf("sizing the ring buffers", e))?;
 
         if f.failed_only {
             open.progs.exec_success.set_autoload(false);
@@ -402,20 +457,39 @@ impl<'obj> BpfLoader<'obj> {
             open.progs.exec_failed_execveat.set_autoload(false);
         }
 
-        let plan = crate::handover::prepare(&mut open, keep)?;
+        let mut plan = crate::handover::prepare(&mut open, keep, ring_bytes)?;
         let skel = open
             .load()
             .map_err(|e| LoadError::from_libbpf("loading the BPF program", e))?;
+        let rings = match plan.take_continued_rings() {
+            // The kept rings, with what the previous daemon left in them.
+            Some(rings) => rings,
+            None => {
+                let mut rings = vec![template];
+                for _ in 1..cpus {
+                    rings.push(
+                        make_ring(ring_bytes)
+                            .map_err(|e| LoadError::from_libbpf("making the ring buffers", e))?,
+                    );
+                }
+                fill_rings(&skel.maps.events, &rings)
+                    .map_err(|e| LoadError::from_libbpf("filling the ring buffer map", e))?;
+                rings
+            }
+        };
         fill_filter_maps(&skel, f, cgroup_dir.as_ref())
             .map_err(|e| LoadError::from_libbpf("filling the filter maps", e))?;
-        let handover = plan.attach(&skel, exit_event_ids).map_err(|e| match e {
-            crate::handover::HandoverError::Libbpf { what, source } => {
-                LoadError::from_libbpf(what, source)
-            }
-            e => e.into(),
-        })?;
+        let handover = plan
+            .attach(&skel, &rings, exit_event_ids)
+            .map_err(|e| match e {
+                crate::handover::HandoverError::Libbpf { what, source } => {
+                    LoadError::from_libbpf(what, source)
+                }
+                e => e.into(),
+            })?;
         Ok(BpfLoader {
             skel,
+            rings,
             failed_execs,
             handover,
         })
@@ -446,9 +520,9 @@ impl<'obj> BpfLoader<'obj> {
         }
     }
 
-    /// The ring buffer map the records arrive in.
-    pub fn events_map(&self) -> &libbpf_rs::Map<'obj> {
-        &self.skel.maps.events
+    /// The CPUs' ring buffers the records arrive in.
+    pub fn rings(&self) -> &[OwnedFd] {
+        &self.rings
     }
 
     /// Detach every program: no new records arrive after this. When the
@@ -499,6 +573,26 @@ impl<'obj> BpfLoader<'obj> {
         }
         Ok(counts)
     }
+}
+
+/// One CPU's ring buffer, of `bytes` (a power of two, at least a page).
+fn make_ring(bytes: u32) -> Result<OwnedFd, libbpf_rs::Error> {
+    let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>()
+            as libbpf_rs::libbpf_sys::size_t,
+        ..Default::default()
+    };
+    let ring = MapHandle::create(MapType::RingBuf, Some("ring"), 0, 0, bytes, &opts)?;
+    Ok(ring.as_fd().try_clone_to_owned()?)
+}
+
+/// Put CPU i's ring buffer at index i of the ring buffer map.
+fn fill_rings(map: &dyn MapCore, rings: &[OwnedFd]) -> Result<(), libbpf_rs::Error> {
+    for (i, ring) in rings.iter().enumerate() {
+        let fd = ring.as_raw_fd() as u32;
+        map.update(&(i as u32).to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -560,7 +654,51 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        assert_eq!(Config::default().validate(), Ok(()));
+        assert_eq!(Config::default().validate(1), Ok(()));
+        assert_eq!(Config::default().validate(64), Ok(()));
+    }
+
+    #[test]
+    fn each_cpu_gets_a_power_of_two_within_its_share() {
+        assert_eq!(ring_per_cpu(8 << 20, 1), 8 << 20);
+        assert_eq!(ring_per_cpu(8 << 20, 2), 4 << 20);
+        assert_eq!(ring_per_cpu(8 << 20, 3), 2 << 20);
+        assert_eq!(ring_per_cpu(8 << 20, 64), 128 << 10);
+        assert_eq!(ring_per_cpu(16 << 20, 256), 64 << 10);
+        // The default grows with the CPUs, so that each CPU's part holds
+        // the configuration's largest record.
+        let record = largest_record(ARGS_DEFAULT_LIMIT, false);
+        assert_eq!(default_ring_buffer_bytes(2, record), 8 << 20);
+        assert_eq!(default_ring_buffer_bytes(256, record), 16 << 20);
+        assert_eq!(default_ring_buffer_bytes(6, record), 8 << 20);
+        let with_env = largest_record(ARGS_DEFAULT_LIMIT, true);
+        assert_eq!(default_ring_buffer_bytes(256, with_env), 32 << 20);
+        let configs = [
+            (ARGS_DEFAULT_LIMIT, false),
+            (ARGS_DEFAULT_LIMIT, true),
+            (ARGS_MAX_LIMIT, true),
+        ];
+        for cpus in [1, 2, 3, 6, 33, 64, 65, 100, 256, 1000] {
+            for (args, env) in configs {
+                let c = Config {
+                    max_args_bytes: args,
+                    capture_env: env,
+                    ring_buffer_bytes: default_ring_buffer_bytes(cpus, largest_record(args, env)),
+                    ..Config::default()
+                };
+                assert_eq!(c.validate(cpus), Ok(()), "{cpus} CPUs, {args}, {env}");
+            }
+        }
+        // Never less than 64 KiB a CPU (a page, on every kernel).
+        let c = Config {
+            ring_buffer_bytes: 64 << 10,
+            max_args_bytes: 1024,
+            ..Config::default()
+        };
+        assert!(matches!(
+            c.validate(2),
+            Err(ConfigError::RingTooSmall { per_cpu: 32768, .. })
+        ));
     }
 
     #[test]
@@ -570,7 +708,7 @@ mod tests {
             ring_buffer_bytes: RING_BUFFER_MIN,
             ..Config::default()
         };
-        let err = c.validate().unwrap_err();
+        let err = c.validate(1).unwrap_err();
         assert!(
             matches!(err, ConfigError::RingTooSmall { need: 262144, .. }),
             "{err}"
@@ -579,12 +717,22 @@ mod tests {
             .to_string()
             .contains("raise --ring-buffer-size to at least 262144"));
         c.ring_buffer_bytes = 256 << 10;
-        assert_eq!(c.validate(), Ok(()));
-        c.max_args_bytes = 100 << 10;
+        assert_eq!(c.validate(1), Ok(()));
+        // Shared by two CPUs: each needs the room.
+        let err = c.validate(2).unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "shared by 2 CPUs, gives each CPU 131072 bytes: too little for one record"
+            ) && err.to_string().contains("at least 524288"),
+            "{err}"
+        );
+        c.ring_buffer_bytes = 512 << 10;
+        assert_eq!(c.validate(2), Ok(()));
         c.ring_buffer_bytes = 128 << 10;
-        assert_eq!(c.validate(), Ok(()));
+        c.max_args_bytes = 100 << 10;
+        assert_eq!(c.validate(1), Ok(()));
         c.capture_env = true;
-        assert!(c.validate().is_err(), "the environment needs room too");
+        assert!(c.validate(1).is_err(), "the environment needs room too");
     }
 
     #[test]
@@ -592,7 +740,7 @@ mod tests {
         let bad = |f: fn(&mut Config)| {
             let mut c = Config::default();
             f(&mut c);
-            c.validate().unwrap_err()
+            c.validate(2).unwrap_err()
         };
         assert_eq!(bad(|c| c.max_args_bytes = 0), ConfigError::ArgsBytes(0));
         assert!(matches!(

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use libbpf_rs::{RingBuffer, RingBufferBuilder};
 use tracing::warn;
 
 use crate::bpf_loader::BpfLoader;
@@ -31,6 +30,7 @@ use crate::output::journald::Journal;
 use crate::output::table::Table;
 use crate::output::{EventSink, Format};
 use crate::process_table::{ExecRecord, Limits, ProcessTable, Related};
+use crate::ring_reader::{Next, Rings};
 use crate::sd_notify::Notifier;
 use crate::writer_thread::{
     OutcomeNotes, Output, OutputQueue, QueueWriter, WriterThread, QUEUE_BUDGET,
@@ -143,11 +143,36 @@ struct Consumer<'a> {
     stop: &'a AtomicBool,
     /// While draining: past it, stop delivering.
     deadline: Option<Instant>,
-    /// The callback ended the batch early (not a libbpf error).
+    /// Handing on ended early (a full queue, the deadline, a stop).
     paused: bool,
+    /// While a previous daemon's buffer is read: what becomes of its
+    /// records, and how far it is read.
+    previous: Option<(PrevRead, PrevDrain)>,
 }
 
 impl Consumer<'_> {
+    /// A record in sequence order: this daemon's, or a previous one's.
+    fn on_released(&mut self, record: &[u8]) -> i32 {
+        let Some((read, mut drain)) = self.previous.take() else {
+            return self.on_record(record);
+        };
+        let is_event = drain.note(record);
+        let ret = match &read {
+            PrevRead::Decode => self.on_record(record),
+            PrevRead::Translate(t) if is_event => self.on_translated(t, record),
+            PrevRead::CountLost if is_event => {
+                // Seen by the previous build's counters, not this one's.
+                self.counts.add(Counter::seen_upgrade, 1);
+                self.counts.add(Counter::lost_upgrade, 1);
+                0
+            }
+            // Not an event (no sequence number): nothing to count.
+            _ => 0,
+        };
+        self.previous = Some((read, drain));
+        ret
+    }
+
     fn on_record(&mut self, record: &[u8]) -> i32 {
         self.consumed += 1;
         if let Mode::Discard(reason) = self.mode {
@@ -394,7 +419,7 @@ impl Consumer<'_> {
 
     fn pause(&mut self) -> i32 {
         self.paused = true;
-        -1 // libbpf stops consuming; this record is consumed
+        -1 // the reading stops; this record is done with
     }
 
     /// Flush the output; a failed write, now or during the batch, is an
@@ -436,41 +461,80 @@ impl Errors {
     }
 }
 
-/// Take at most `n` records; the number taken.
+/// What a turn of reading found.
+#[derive(Debug, Clone, Copy, Default)]
+struct Taken {
+    records: u64,
+    /// A record was being written: the rest of the reading waits for it.
+    busy: bool,
+}
+
+/// Take at most `n` records, in sequence order. None taken and not busy:
+/// the ring buffers were empty.
 fn take_records(
-    ring: &RingBuffer<'_>,
+    rings: &mut Rings,
     consumer: &RefCell<Consumer<'_>>,
     n: usize,
     errors: &mut Errors,
-) -> u64 {
-    let before = consumer.borrow().consumed;
-    consumer.borrow_mut().paused = false;
-    let ret = ring.consume_raw_n(n);
+) -> Taken {
     let mut c = consumer.borrow_mut();
-    if ret < 0 && !c.paused && ret != -libc::EINTR {
-        errors.set(
-            anyhow::Error::new(io::Error::from_raw_os_error(-ret))
-                .context("reading the ring buffer"),
-        );
+    c.paused = false;
+    let mut taken = Taken::default();
+    rings.begin_batch();
+    while taken.records < n as u64 {
+        match rings.next(|record| c.on_released(record)) {
+            Next::Record(ret) => {
+                taken.records += 1;
+                if ret != 0 {
+                    break;
+                }
+            }
+            Next::Later => rings.begin_batch(),
+            Next::Empty => break,
+            Next::Busy => {
+                taken.busy = true;
+                break;
+            }
+            Next::Corrupt => {
+                errors.set(anyhow::anyhow!(
+                    "reading the ring buffer: a record longer than the buffer (the kernel's ring buffer is corrupt)"
+                ));
+                break;
+            }
+        }
     }
-    let taken = c.consumed - before;
+    rings.publish();
     // Queued once the buffer is drained (or the sink's own threshold is
     // reached), not after every turn: each chunk wakes the writer thread.
-    if taken < n as u64 || c.paused || errors.is_set() {
+    if taken.records < n as u64 || c.paused || errors.is_set() {
         c.flush(errors);
     }
     taken
 }
 
-/// Sleep until the ring buffer signals records, or `timeout`. Records
-/// written without a wakeup are found by the next turn's consume.
-fn wait_for_records(ring: &RingBuffer<'_>, timeout: Duration) {
-    let mut event = [libc::epoll_event { events: 0, u64: 0 }];
-    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: the epoll fd belongs to `ring`, which outlives the call, and
-    // `event` has room for the one event asked for. EINTR (a stop signal)
-    // only ends the wait early.
-    unsafe { libc::epoll_wait(ring.epoll_fd(), event.as_mut_ptr(), 1, ms) };
+/// A record still being written, at most this long, before what follows
+/// it is left where it is.
+const BUSY_WAIT_MAX: Duration = Duration::from_millis(50);
+
+/// Take every record the ring buffers hold now, whatever each one's
+/// handling says (the reading ends, or records are counted as lost). A
+/// record still being written is waited for, a while.
+fn take_all(rings: &mut Rings, consumer: &RefCell<Consumer<'_>>) {
+    let until = Instant::now() + BUSY_WAIT_MAX;
+    let mut c = consumer.borrow_mut();
+    rings.begin_batch();
+    loop {
+        match rings.next(|record| c.on_released(record)) {
+            Next::Record(_) => {}
+            Next::Later => rings.begin_batch(),
+            Next::Busy if Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(1));
+                rings.begin_batch();
+            }
+            Next::Empty | Next::Busy | Next::Corrupt => break,
+        }
+    }
+    rings.publish();
 }
 
 /// The run's counts as they are put together: the kernel's as last read,
@@ -565,41 +629,29 @@ fn drain_previous_buffer(
     let Some(prev) = loader.handover().take_previous_buffer() else {
         return Ok(());
     };
-    let drain = RefCell::new(PrevDrain::start(loader.handover(), &prev));
-    prev.open(|map, read| -> Result<()> {
-        let mut builder = RingBufferBuilder::new();
-        builder.add(map, |record: &[u8]| {
-            let is_event = drain.borrow_mut().note(record);
-            match &read {
-                PrevRead::Decode => consumer.borrow_mut().on_record(record),
-                PrevRead::Translate(t) if is_event => {
-                    consumer.borrow_mut().on_translated(t, record)
-                }
-                PrevRead::CountLost if is_event => {
-                    // Seen by the previous build's counters, not this one's.
-                    let mut c = consumer.borrow_mut();
-                    c.counts.add(Counter::seen_upgrade, 1);
-                    c.counts.add(Counter::lost_upgrade, 1);
-                    0
-                }
-                // Not an event (no sequence number): nothing to count.
-                _ => 0,
-            }
-        })?;
-        let ring = builder.build()?;
+    let drain = PrevDrain::start(loader.handover(), &prev);
+    prev.open(|maps, read| -> Result<()> {
+        let mut ring = Rings::new(maps)?;
+        consumer.borrow_mut().previous = Some((read, drain));
         while !stop.load(Ordering::Relaxed) {
             // A full queue holds the reading back: no turn to judge by.
             let read = if queue.is_full() {
                 queue.wait_for_room(Duration::from_millis(100));
                 false
             } else {
-                take_records(&ring, consumer, RECORDS_PER_TURN, errors);
+                take_records(&mut ring, consumer, RECORDS_PER_TURN, errors);
                 true
             };
             if let Some(e) = queue.take_error() {
                 errors.output(e);
             }
-            if errors.is_set() || (read && drain.borrow_mut().finished()) {
+            let finished = read
+                && consumer
+                    .borrow_mut()
+                    .previous
+                    .as_mut()
+                    .is_some_and(|(_, drain)| drain.finished());
+            if errors.is_set() || finished {
                 break;
             }
             if read {
@@ -611,7 +663,9 @@ fn drain_previous_buffer(
             // The shutdown's drain, with the deadline the shutdown keeps.
             let deadline = Instant::now() + drain_timeout;
             consumer.borrow_mut().deadline = Some(deadline);
-            drain_ring(&ring, consumer, queue, deadline, errors, |e| !e.is_set());
+            drain_ring(&mut ring, consumer, queue, deadline, errors, |e| {
+                !e.is_set()
+            });
         }
         if stopped || errors.is_set() {
             // Ended early: what the old buffer still holds is lost, counted.
@@ -621,13 +675,15 @@ fn drain_previous_buffer(
             } else {
                 Counter::lost_shutdown
             });
-            let _ = ring.consume_raw();
+            take_all(&mut ring, consumer);
             consumer.borrow_mut().mode = mode;
+        }
+        if let Some((_, drain)) = consumer.borrow_mut().previous.take() {
+            drain.report();
         }
         Ok(())
     })
-    .context("reading the previous execwatch's ring buffer")??;
-    drain.borrow().report();
+    .context("reading the previous execwatch's ring buffer")?;
     Ok(())
 }
 
@@ -635,7 +691,7 @@ fn drain_previous_buffer(
 /// `go_on` (asked before each turn) says stop. A full queue is waited on,
 /// not read past.
 fn drain_ring(
-    ring: &RingBuffer<'_>,
+    ring: &mut Rings,
     consumer: &RefCell<Consumer<'_>>,
     queue: &OutputQueue,
     until: Instant,
@@ -649,10 +705,14 @@ fn drain_ring(
         }
         if queue.is_full() {
             queue.wait_for_room(Duration::from_millis(100).min(left));
-        } else if take_records(ring, consumer, RECORDS_PER_TURN, errors) == 0
-            && !consumer.borrow().paused
-        {
-            break; // empty
+        } else {
+            let taken = take_records(ring, consumer, RECORDS_PER_TURN, errors);
+            if taken.busy {
+                // A program is half-way through a record: it commits soon.
+                std::thread::sleep(Duration::from_millis(1).min(left));
+            } else if taken.records == 0 && !consumer.borrow().paused {
+                break; // empty
+            }
         }
         if let Some(e) = queue.take_error() {
             errors.output(e);
@@ -663,7 +723,7 @@ fn drain_ring(
 /// A ring buffer taken over holds what the previous daemon left: deliver
 /// it before anything else is announced (READY).
 fn drain_taken_over(
-    ring: &RingBuffer<'_>,
+    ring: &mut Rings,
     consumer: &RefCell<Consumer<'_>>,
     queue: &OutputQueue,
     stop: &AtomicBool,
@@ -756,16 +816,9 @@ pub fn run(
         stop,
         deadline: None,
         paused: false,
+        previous: None,
     });
-    let mut builder = RingBufferBuilder::new();
-    builder
-        .add(loader.events_map(), |record: &[u8]| {
-            consumer.borrow_mut().on_record(record)
-        })
-        .context("setting up the ring buffer reader")?;
-    let ring = builder
-        .build()
-        .context("setting up the ring buffer reader")?;
+    let mut ring = Rings::new(loader.rings()).context("setting up the ring buffer reader")?;
     let mut errors = Errors::default();
     // What the previous daemon left comes first.
     drain_previous_buffer(
@@ -777,7 +830,7 @@ pub fn run(
         &mut errors,
     )?;
     if loader.handover().continues_events {
-        drain_taken_over(&ring, &consumer, &queue, stop, &mut errors);
+        drain_taken_over(&mut ring, &consumer, &queue, stop, &mut errors);
     }
     // Attached and reading: an exec from now on is recorded.
     notifier.ready("recording");
@@ -799,9 +852,9 @@ pub fn run(
 
     while !stop.load(Ordering::Relaxed) {
         let taken = if queue.is_full() {
-            0
+            Taken::default()
         } else {
-            take_records(&ring, &consumer, RECORDS_PER_TURN, &mut errors)
+            take_records(&mut ring, &consumer, RECORDS_PER_TURN, &mut errors)
         };
         if let Some(e) = queue.take_error() {
             errors.output(e);
@@ -852,9 +905,12 @@ pub fn run(
         }
         if queue.is_full() {
             queue.wait_for_room(poll_timeout);
-        } else if taken < RECORDS_PER_TURN as u64 {
+        } else if taken.busy {
+            // Its ring stays readable (epoll would not wait): a short sleep.
+            std::thread::sleep(Duration::from_millis(1));
+        } else if taken.records < RECORDS_PER_TURN as u64 {
             let held = !consumer.borrow().hold.is_empty();
-            wait_for_records(&ring, if held { HASH_POLL } else { poll_timeout });
+            ring.wait(if held { HASH_POLL } else { poll_timeout });
         }
     }
 
@@ -871,12 +927,19 @@ pub fn run(
     loader.detach();
     if !errors.output_failed {
         consumer.borrow_mut().deadline = Some(deadline);
-        drain_ring(&ring, &consumer, &queue, deadline, &mut errors, |errors| {
-            if liveness.is_alive() {
-                notifier.watchdog_tick();
-            }
-            !errors.output_failed
-        });
+        drain_ring(
+            &mut ring,
+            &consumer,
+            &queue,
+            deadline,
+            &mut errors,
+            |errors| {
+                if liveness.is_alive() {
+                    notifier.watchdog_tick();
+                }
+                !errors.output_failed
+            },
+        );
     }
     {
         let mut c = consumer.borrow_mut();
@@ -918,7 +981,7 @@ pub fn run(
         } else {
             Counter::lost_shutdown
         });
-        let _ = ring.consume_raw();
+        take_all(&mut ring, &consumer);
         // The kernel's final counts. A program that was running at detach may
         // still submit a record: take it until the counts agree.
         let all_taken = |kernel: &Counts| {
@@ -926,7 +989,7 @@ pub fn run(
                 && kernel_settled(kernel)
         };
         tally.settle(loader, &mut errors, 20, all_taken, || {
-            let _ = ring.consume_raw();
+            take_all(&mut ring, &consumer);
         });
     }
     drop(ring);

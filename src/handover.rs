@@ -24,9 +24,7 @@ use libbpf_rs::{
 use nix::fcntl::{Flock, FlockArg};
 use tracing::{info, warn};
 
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-
-use crate::bpf_loader::skel::{ExecveSkel, ExecveSkelBuilder, OpenExecveSkel};
+use crate::bpf_loader::skel::{ExecveSkel, OpenExecveSkel};
 use crate::bpf_loader::{types, BpfLoader};
 use crate::counters::{Counter, Counts};
 use crate::layout::{Layout, Translation};
@@ -37,6 +35,11 @@ pub const LAYOUT_VERSION: u32 = types::event_layout::EVENT_LAYOUT_VERSION.0;
 // Names of the kept objects: fd names in systemd's store, files in the pin
 // directory. Hook arrays and links are named by `Hook`.
 const EVENTS: &str = "events";
+/// Each CPU's ring buffer is kept too, as `ring_<cpu>` (bpffs refuses dots
+/// in names): a daemon limited to CAP_BPF cannot open a map by id
+/// (BPF_MAP_GET_FD_BY_ID wants CAP_SYS_ADMIN), so the map of rings alone
+/// would not give them back.
+const RING_PREFIX: &str = "ring_";
 const STATS: &str = "stats";
 const SEQ: &str = "seq";
 const META: &str = "meta";
@@ -647,7 +650,10 @@ pub(crate) struct Plan {
     release: BTreeSet<String>,
     reused: BTreeSet<&'static str>,
     prev_events: Option<PrevEvents>,
-    prev_events_fd: Option<OwnedFd>,
+    /// The previous daemon's rings (or its one ring), to read first.
+    prev_rings: Vec<OwnedFd>,
+    /// The kept rings, by CPU, when the kept map of them is continued.
+    continued_rings: Vec<OwnedFd>,
     carried: Option<Meta>,
     found_any: bool,
 }
@@ -655,7 +661,11 @@ pub(crate) struct Plan {
 /// Before load: find what a previous daemon kept, check it against this
 /// build and configuration, and make the skeleton reuse what fits.
 /// Dispatchers and implementations are attached by [`Plan::attach`].
-pub(crate) fn prepare(open: &mut OpenExecveSkel<'_>, keep: Keep) -> Result<Plan, HandoverError> {
+pub(crate) fn prepare(
+    open: &mut OpenExecveSkel<'_>,
+    keep: Keep,
+    ring_bytes: u32,
+) -> Result<Plan, HandoverError> {
     let found_list = match &keep {
         Keep::Nothing => Vec::new(),
         Keep::FdStore => listen_fds(),
@@ -734,17 +744,49 @@ pub(crate) fn prepare(open: &mut OpenExecveSkel<'_>, keep: Keep) -> Result<Plan,
         }
     };
 
+    // The kept rings, by CPU: ring_0, ring_1, ...
+    let mut kept_rings = BTreeMap::new();
+    let ring_names: Vec<String> = found
+        .objects
+        .keys()
+        .filter(|n| n.starts_with(RING_PREFIX))
+        .cloned()
+        .collect();
+    for name in ring_names {
+        let fd = found.objects.remove(&name).expect("listed");
+        if let Ok(cpu) = name[RING_PREFIX.len()..].parse::<u32>() {
+            kept_rings.insert(cpu, fd);
+        }
+        // Given up whatever becomes of them: this daemon keeps its own set.
+        found.release.insert(name);
+    }
+    let kept_rings: Vec<OwnedFd> = if kept_rings.keys().copied().eq(0..kept_rings.len() as u32) {
+        kept_rings.into_values().collect()
+    } else {
+        Vec::new()
+    };
+
     let mut prev_events = None;
-    let mut prev_events_fd = None;
+    let mut prev_rings = Vec::new();
+    let mut continued_rings = Vec::new();
     if let Some(fd) = found.objects.get(EVENTS) {
         let shape = Shape::of_fd(fd.as_fd());
         let ours = Shape::of_open(&open.maps.events);
-        let continues = same_layout && shape.as_ref() == Some(&ours);
-        // Read through a copy of this build's object: same name needed.
-        if !continues
-            && shape
+        let sizes = kept_ring_sizes(fd.as_fd(), &kept_rings);
+        // The same map of rings, each of this daemon's size.
+        let continues = same_layout
+            && shape.as_ref() == Some(&ours)
+            && sizes
                 .as_ref()
-                .is_some_and(|s| s.ty == MapType::RingBuf && s.name == ours.name)
+                .is_some_and(|sizes| sizes.iter().all(|&s| s == ring_bytes));
+        // A map of rings of another size or layout, or the one ring of a
+        // build from before the rings per CPU: read first.
+        if !continues
+            && shape.as_ref().is_some_and(|s| {
+                s.name == ours.name
+                    && (s.ty == MapType::RingBuf
+                        || (s.ty == MapType::ArrayOfMaps && sizes.is_some()))
+            })
         {
             // Drained (decoded or counted) once this daemon's programs run.
             prev_events = Some(PrevEvents {
@@ -753,11 +795,17 @@ pub(crate) fn prepare(open: &mut OpenExecveSkel<'_>, keep: Keep) -> Result<Plan,
                 decodable: same_layout,
                 layout: kept_record_layout,
             });
-            prev_events_fd = Some(fd.try_clone().map_err(|err| HandoverError::Io {
-                path: EVENTS.into(),
-                err,
-            })?);
-        } else if !continues {
+            prev_rings = if shape.as_ref().is_some_and(|s| s.ty == MapType::RingBuf) {
+                vec![fd.try_clone().map_err(|err| HandoverError::Io {
+                    path: EVENTS.into(),
+                    err,
+                })?]
+            } else {
+                kept_rings
+            };
+        } else if continues {
+            continued_rings = kept_rings;
+        } else {
             warn!(kept = ?shape, "the previous ring buffer cannot be read by this build: what it still holds is lost (reason upgrade), shown by the gap in sequence numbers");
         }
         found.take_over(EVENTS, &mut open.maps.events, continues)?;
@@ -815,10 +863,54 @@ pub(crate) fn prepare(open: &mut OpenExecveSkel<'_>, keep: Keep) -> Result<Plan,
         release: found.release,
         reused: found.reused,
         prev_events,
-        prev_events_fd,
+        prev_rings,
+        continued_rings,
         carried,
         found_any,
     })
+}
+
+impl Plan {
+    /// The kept rings, by CPU, when the skeleton reuses the kept map of
+    /// them (with what the previous daemon left in them); else None.
+    pub(crate) fn take_continued_rings(&mut self) -> Option<Vec<OwnedFd>> {
+        self.reused
+            .contains(EVENTS)
+            .then(|| std::mem::take(&mut self.continued_rings))
+    }
+}
+
+/// The sizes of the kept rings, when they are exactly the rings in the
+/// kept map of ring buffers `map`, by CPU (its values are their ids).
+fn kept_ring_sizes(map: BorrowedFd<'_>, rings: &[OwnedFd]) -> Option<Vec<u32>> {
+    let info = MapInfo::new(map).ok()?.info;
+    if MapType::from(info.type_) != MapType::ArrayOfMaps
+        || info.key_size != 4
+        || info.value_size != 4
+        || rings.len() != info.max_entries as usize
+    {
+        return None;
+    }
+    rings
+        .iter()
+        .enumerate()
+        .map(|(cpu, ring)| {
+            let key = cpu as u32;
+            let mut id = 0u32;
+            // SAFETY: the map's key and value are 4 bytes (checked above),
+            // so the kernel reads and writes inside `key` and `id`.
+            let ret = unsafe {
+                libbpf_rs::libbpf_sys::bpf_map_lookup_elem(
+                    map.as_raw_fd(),
+                    (&key as *const u32).cast(),
+                    (&mut id as *mut u32).cast(),
+                )
+            };
+            let r = MapInfo::new(ring.as_fd()).ok()?.info;
+            (ret == 0 && r.id == id && MapType::from(r.type_) == MapType::RingBuf)
+                .then_some(r.max_entries)
+        })
+        .collect()
 }
 
 /// A dispatcher's attachment: this daemon's link, or one kept from before.
@@ -843,7 +935,7 @@ pub struct Handover {
     /// The previous daemon's ring buffer, to drain before anything else.
     pub prev_events: Option<PrevEvents>,
     /// Its fd, until drained.
-    prev_events_fd: std::sync::Mutex<Option<OwnedFd>>,
+    prev_rings: std::sync::Mutex<Vec<OwnedFd>>,
     /// The ring buffer was taken over: it holds records from before this start.
     pub continues_events: bool,
     /// What the daemons before this one delivered and reported (zero when
@@ -918,6 +1010,7 @@ impl Plan {
     pub(crate) fn attach(
         mut self,
         skel: &ExecveSkel<'_>,
+        rings: &[OwnedFd],
         tracepoint_ids: Option<crate::tracefs::ExitEventIds>,
     ) -> Result<Handover, HandoverError> {
         let own_layout = publish_layout(skel);
@@ -1045,14 +1138,14 @@ impl Plan {
             predecessor_unclean: self.carried.is_some_and(|m| !m.clean_exit()),
             continues_events: self.reused.contains(EVENTS),
             prev_events: self.prev_events,
-            prev_events_fd: std::sync::Mutex::new(self.prev_events_fd.take()),
+            prev_rings: std::sync::Mutex::new(std::mem::take(&mut self.prev_rings)),
             keep: self.keep,
             links,
             carried,
             attached_at: Instant::now(),
             own_layout,
         };
-        handover.keep_objects(skel, &self.release)?;
+        handover.keep_objects(skel, rings, &self.release)?;
         drop(let_go); // after the store and the pins let go of them too
         Ok(handover)
     }
@@ -1074,9 +1167,13 @@ impl Handover {
     fn keep_objects(
         &self,
         skel: &ExecveSkel<'_>,
+        rings: &[OwnedFd],
         release: &BTreeSet<String>,
     ) -> Result<(), HandoverError> {
         let m = &skel.maps;
+        let ring_names: Vec<String> = (0..rings.len())
+            .map(|cpu| format!("{RING_PREFIX}{cpu}"))
+            .collect();
         let mut current: Vec<(&str, BorrowedFd<'_>)> = vec![
             (EVENTS, m.events.as_fd()),
             (STATS, m.stats.as_fd()),
@@ -1089,8 +1186,18 @@ impl Handover {
             current.push((hook.array_name(), loaded_hook(skel, hook).array.as_fd()));
             current.push((hook.link_name(), attachment.fd()));
         }
+        for (name, ring) in ring_names.iter().zip(rings) {
+            current.push((name, ring.as_fd()));
+        }
         match &self.keep {
             Keep::Nothing => {}
+            Keep::FdStore if current.len() > fd_store_size() as usize => {
+                warn!(
+                    objects = current.len(),
+                    fd_store_max = fd_store_size(),
+                    "too many BPF objects for systemd's fd store (a ring buffer per possible CPU): raise FileDescriptorStoreMax= and FDSTORE=; a restart will start afresh"
+                );
+            }
             Keep::FdStore => {
                 // systemd keeps an fd it already has once, whatever is sent.
                 let result = release
@@ -1232,27 +1339,14 @@ pub struct PreviousBuffer {
     pub info: PrevEvents,
     /// What becomes of its records.
     pub read: PrevRead,
-    fd: OwnedFd,
+    /// Its rings by CPU, or its one ring.
+    rings: Vec<OwnedFd>,
 }
 
 impl PreviousBuffer {
-    /// Hand the buffer, as a map of a program-less copy of this build's
-    /// object, to `read` with what becomes of its records: libbpf-rs reads
-    /// a ring buffer from a map of an object only.
-    pub fn open<R>(
-        self,
-        read: impl FnOnce(&dyn MapCore, PrevRead) -> R,
-    ) -> Result<R, libbpf_rs::Error> {
-        let mut storage = std::mem::MaybeUninit::uninit();
-        let mut open = ExecveSkelBuilder::default().open(&mut storage)?;
-        for mut prog in open.open_object_mut().progs_mut() {
-            prog.set_autoload(false);
-        }
-        open.maps.scratch.set_max_entries(1)?;
-        open.maps.events.reuse_fd(self.fd.as_fd())?;
-        drop(self.fd);
-        let prev_obj = open.load()?;
-        Ok(read(&prev_obj.maps.events, self.read))
+    /// Hand its ring buffers to `read`, with what becomes of their records.
+    pub fn open<R>(self, read: impl FnOnce(&[OwnedFd], PrevRead) -> R) -> R {
+        read(&self.rings, self.read)
     }
 }
 
@@ -1411,13 +1505,12 @@ impl Handover {
     /// The previous daemon's ring buffer to read first, once.
     pub fn take_previous_buffer(&self) -> Option<PreviousBuffer> {
         let info = self.prev_events.clone()?;
-        let fd = self
-            .prev_events_fd
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()?;
+        let rings = std::mem::take(&mut *self.prev_rings.lock().unwrap_or_else(|e| e.into_inner()));
+        if rings.is_empty() {
+            return None;
+        }
         let read = PrevRead::choose(&info, self.own_layout.as_ref());
-        Some(PreviousBuffer { info, read, fd })
+        Some(PreviousBuffer { info, read, rings })
     }
 }
 

@@ -85,9 +85,11 @@ struct RunArgs {
     #[arg(long, value_parser = parse_args_bytes, default_value = "16KiB")]
     max_args_bytes: u32,
 
-    /// Ring buffer size (a power of two, 64KiB to 1GiB).
-    #[arg(long, value_parser = parse_ring_size, default_value = "8MiB")]
-    ring_buffer_size: u32,
+    /// Ring buffer size (a power of two, 64KiB to 1GiB), shared by the
+    /// CPUs' ring buffers [default: 8MiB, or more when each possible CPU's
+    /// share would not hold one record]
+    #[arg(long, value_parser = parse_ring_size)]
+    ring_buffer_size: Option<u32>,
 
     /// Longest time, in milliseconds, an exec waits before it is written.
     #[arg(long, value_name = "MS", default_value = "100",
@@ -366,10 +368,17 @@ fn run(args: &RunArgs, format: Format) -> Result<()> {
             .context("installing signal handlers")?;
     }
 
+    let ring_buffer_bytes = match args.ring_buffer_size {
+        Some(bytes) => bytes,
+        None => bpf_loader::default_ring_buffer_bytes(
+            bpf_loader::possible_cpus()?,
+            bpf_loader::largest_record(args.max_args_bytes, !args.env.is_empty()),
+        ),
+    };
     let config = bpf_loader::Config {
         max_args_bytes: args.max_args_bytes,
-        ring_buffer_bytes: args.ring_buffer_size,
-        wakeup_bytes: u64::from(args.ring_buffer_size / 4),
+        ring_buffer_bytes,
+        wakeup_bytes: u64::from(ring_buffer_bytes / 4),
         failed_execs: args.failed_execs,
         filters: bpf_loader::Filters {
             uids: args.uids.clone(),

@@ -413,6 +413,65 @@ fn a_burst_of_execs_is_delivered_whole_with_distinct_sequence_numbers() {
     assert_eq!(seqs.last().unwrap() - seqs.first().unwrap() + 1, n as u64);
 }
 
+/// Each CPU has its own ring buffer: a process that execs on one CPU and
+/// exits on another leaves its two records in two of them, the exit in the
+/// ring read first. The daemon still delivers the exec first (it reads in
+/// sequence order), and the exit knows what the process ran.
+#[test]
+fn an_exit_on_another_cpu_than_the_exec_comes_after_it() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        cpus >= 2,
+        "this test needs 2 CPUs to move a process between them, this machine has {cpus}"
+    );
+    let d = Daemon::start(&[]);
+    let m = marker("cpumove");
+    const N: usize = 100;
+    for _ in 0..N {
+        // Exec'd on CPU 1; moved to CPU 0 (by its child taskset) before it exits.
+        let ok = run_quiet(
+            Command::new("taskset")
+                .args([
+                    "-c",
+                    "1",
+                    "/bin/sh",
+                    "-c",
+                    "taskset -pc 0 $$ >/dev/null; exit 0",
+                ])
+                .arg(&m),
+        );
+        assert!(ok.success());
+    }
+    d.wait_for(N, WAIT, |v| {
+        has_arg(v, &m) && v["event"]["action"] == "exec"
+    });
+    let stopped = d.stop();
+    let evs = &stopped.events;
+    let mut checked = 0;
+    for (i, exec) in evs.iter().enumerate() {
+        // taskset execs first, then sh in the same process: sh's exec.
+        if !(has_arg(exec, &m) && exec["event"]["action"] == "exec")
+            || exec["process"]["args"][0] != "/bin/sh"
+        {
+            continue;
+        }
+        let id = &exec["process"]["entity_id"];
+        let exit = evs
+            .iter()
+            .position(|v| v["event"]["action"] == "exit" && v["process"]["entity_id"] == *id)
+            .unwrap_or_else(|| panic!("no exit for {exec}"));
+        assert!(exit > i, "the exit came before the exec: {}", evs[exit]);
+        assert_eq!(
+            evs[exit]["process"]["executable"],
+            exec["process"]["executable"]
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, N);
+    let s = stopped.summary();
+    assert_eq!(s["lost_total"], 0, "{s}");
+}
+
 #[test]
 fn sigterm_drains_what_is_already_in_the_ring_buffer() {
     // A 10 s poll interval and a wakeup threshold far away: the records sit

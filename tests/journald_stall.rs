@@ -15,8 +15,8 @@ use common::marker;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use spawned::{
-    assert_summary_adds_up, assert_turning_and_reporting_losses, sigterm_ends_in_time, Flood,
-    NotifySocket, Spawned, BIN, OVERLOAD_ARGS,
+    assert_summary_adds_up, assert_turning_and_reporting_losses, overload_args,
+    sigterm_ends_in_time, Flood, NotifySocket, Spawned, BIN,
 };
 
 /// The journald of this mount namespace (the one whose socket execwatch
@@ -58,7 +58,7 @@ fn a_stalled_journald_cannot_wedge_the_daemon_and_delivered_means_in_the_journal
     ensure_journald();
     let journald = journald_pid();
     let mut cmd = Command::new(BIN);
-    cmd.args(["--format", "journald"]).args(OVERLOAD_ARGS);
+    cmd.args(["--format", "journald"]).args(overload_args());
     let notify = NotifySocket::new("journald-stall");
     let mut d = Spawned::start_command(
         cmd,

@@ -17,9 +17,13 @@ const DAEMON_MIB: f64 = 24.0;
 const REQUEST_CPUS: f64 = 64.0;
 const LIMIT_CPUS: f64 = 256.0;
 
-/// (memlock, value_size) of every BPF map the process holds.
-fn maps_of(pid: u32) -> Vec<(u64, u64)> {
+/// BPF_MAP_TYPE_RINGBUF (uapi/linux/bpf.h).
+const MAP_TYPE_RINGBUF: u64 = 27;
+
+/// (memlock, value_size, map_type) of every BPF map the process holds.
+fn maps_of(pid: u32) -> Vec<(u64, u64, u64)> {
     let mut maps = Vec::new();
+    let mut ids = std::collections::HashSet::new();
     for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap() {
         let Ok(info) = std::fs::read_to_string(fd.unwrap().path()) else {
             continue;
@@ -29,8 +33,13 @@ fn maps_of(pid: u32) -> Vec<(u64, u64)> {
                 .find_map(|l| l.strip_prefix(name))
                 .and_then(|v| v.trim().parse::<u64>().ok())
         };
-        if field("map_type:").is_some() {
-            maps.push((field("memlock:").unwrap(), field("value_size:").unwrap()));
+        // A map open twice (the loader's fd and the reader's) counts once.
+        if field("map_type:").is_some() && ids.insert(field("map_id:").unwrap()) {
+            maps.push((
+                field("memlock:").unwrap(),
+                field("value_size:").unwrap(),
+                field("map_type:").unwrap(),
+            ));
         }
     }
     maps
@@ -74,19 +83,41 @@ fn daemonset_memory_covers_the_bpf_maps_and_the_daemon() {
     let record = (std::mem::size_of::<execwatch::bpf_loader::types::event>()
         + execwatch::bpf_loader::types::event_limits::EVENT_DATA_MAX.0 as usize)
         as u64;
-    let (scratch, _) = *maps
+    let (scratch, _, _) = *maps
         .iter()
-        .find(|(_, v)| (record..=record + 16).contains(v))
+        .find(|(_, v, _)| (record..=record + 16).contains(v))
         .unwrap_or_else(|| panic!("no scratch map of {record} bytes: {maps:?}"));
-    let total: u64 = maps.iter().map(|(m, _)| m).sum();
+    let total: u64 = maps.iter().map(|(m, _, _)| m).sum();
     let per_cpu = scratch as f64 / possible_cpus();
-    let fixed = (total - scratch) as f64;
+    // The ring buffers: the default size for this host's CPUs, measured
+    // with their bookkeeping; another host's default scales the same way.
+    let rings: u64 = maps
+        .iter()
+        .filter(|(_, _, t)| *t == MAP_TYPE_RINGBUF)
+        .map(|(m, _, _)| m)
+        .sum();
+    // What the rings take: each CPU's share of the default.
+    let default_rings = |cpus: f64| {
+        use execwatch::bpf_loader as l;
+        let record = l::largest_record(l::ARGS_DEFAULT_LIMIT, false);
+        let total = l::default_ring_buffer_bytes(cpus as u32, record);
+        f64::from(l::ring_per_cpu(total, cpus as u32)) * cpus
+    };
+    let ring_overhead = rings as f64 / default_rings(possible_cpus());
+    assert!(
+        (1.0..1.1).contains(&ring_overhead),
+        "ring buffers {rings} bytes for a default of {}",
+        default_rings(possible_cpus())
+    );
+    let fixed = (total - scratch - rings) as f64;
     assert!(
         per_cpu >= record as f64,
         "scratch {scratch} for {} CPUs",
         possible_cpus()
     );
-    let need = |cpus: f64| (fixed + per_cpu * cpus) / MIB + DAEMON_MIB;
+    let need = |cpus: f64| {
+        (fixed + per_cpu * cpus + default_rings(cpus) * ring_overhead) / MIB + DAEMON_MIB
+    };
 
     let manifest = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -95,7 +126,7 @@ fn daemonset_memory_covers_the_bpf_maps_and_the_daemon() {
     .unwrap();
     let (request, limit) = (mib_of(&manifest, "requests:"), mib_of(&manifest, "limits:"));
     eprintln!(
-        "maps: {:.1} MiB fixed + {:.1} KiB per possible CPU; daemon anon now {:.1} MiB; \
+        "maps: {:.1} MiB fixed + ring buffers + {:.1} KiB per possible CPU; daemon anon now {:.1} MiB; \
          need {:.0} MiB at {REQUEST_CPUS} CPUs (request {request}), {:.0} MiB at {LIMIT_CPUS} (limit {limit})",
         fixed / MIB,
         per_cpu / 1024.0,

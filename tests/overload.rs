@@ -17,14 +17,15 @@ use common::{has_arg, marker, run_quiet, Daemon};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use spawned::{
-    anon_kib, assert_summary_adds_up, assert_turning_and_reporting_losses, complete_lines, rss_kib,
-    sigterm_ends_in_time, Flood, NotifySocket, Spawned, OVERLOAD_ARGS,
+    anon_kib, assert_summary_adds_up, assert_turning_and_reporting_losses, complete_lines,
+    overload_args, rss_kib, sigterm_ends_in_time, Flood, NotifySocket, Spawned,
 };
 
 #[test]
 fn a_paused_reader_loses_counted_records_and_recovers() {
-    // 64 KiB ring, ~4 KiB records: it holds about 16 of the 400 execs.
-    let d = Daemon::start(&["--ring-buffer-size", "64KiB", "--stats-interval", "1"]);
+    // 64 KiB rings, ~4 KiB records: each holds about 16 of the 400 execs.
+    let ring = common::small_ring();
+    let d = Daemon::start(&["--ring-buffer-size", &ring, "--stats-interval", "1"]);
     let pid = Pid::from_raw(d.pid() as i32);
     let m = marker("flood");
     let big = "x".repeat(4000);
@@ -101,9 +102,10 @@ fn a_blocked_output_pipe_loses_counted_records_and_recovers() {
     // Close-on-exec: another test's child holding the write end would keep
     // the reader below from ever seeing the end.
     let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let ring = common::small_ring();
     let d = Daemon::start_with_stdout(
         "json",
-        &["--ring-buffer-size", "64KiB"],
+        &["--ring-buffer-size", &ring],
         Stdio::from(out_w),
         &[],
     );
@@ -155,8 +157,10 @@ fn a_blocked_output_pipe_loses_counted_records_and_recovers() {
 #[test]
 fn sustained_overload_with_a_slow_reader_keeps_the_watchdog_warns_and_stops_in_time() {
     let notify = NotifySocket::new("overload");
+    let args = overload_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut d = Spawned::start(
-        &OVERLOAD_ARGS,
+        &args,
         Stdio::piped(),
         &[
             ("NOTIFY_SOCKET", notify.path()),
@@ -205,8 +209,9 @@ fn sustained_overload_with_a_slow_reader_keeps_the_watchdog_warns_and_stops_in_t
 #[test]
 fn sigterm_with_a_stalled_output_ends_in_time_and_counts_what_was_not_written() {
     // stdout is a pipe nobody reads until the daemon has exited.
+    let ring = common::small_ring();
     let mut d = Spawned::start(
-        &["--ring-buffer-size", "64KiB", "--drain-timeout", "1"],
+        &["--ring-buffer-size", &ring, "--drain-timeout", "1"],
         Stdio::piped(),
         &[],
     );

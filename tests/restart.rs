@@ -484,6 +484,85 @@ fn upgrade_and_downgrade_between_layouts_translate_the_old_buffer_and_deliver_ev
     pins.detach_frees(&ids);
 }
 
+/// The last build with one ring buffer shared by every CPU (before a ring
+/// buffer per CPU), built from this repository's history in a target
+/// directory of its own.
+const SINGLE_RING_COMMIT: &str = "927180f";
+
+fn single_ring_build() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let src = manifest.join("target/single-ring-src");
+    let _ = std::fs::remove_dir_all(&src);
+    std::fs::create_dir_all(&src).unwrap();
+    let archive = Command::new("git")
+        .args([
+            "-C",
+            manifest.to_str().unwrap(),
+            "archive",
+            SINGLE_RING_COMMIT,
+        ])
+        .output()
+        .expect("run git");
+    assert!(
+        archive.status.success(),
+        "this test builds commit {SINGLE_RING_COMMIT} and needs it in the repository's history (a full clone): {}",
+        String::from_utf8_lossy(&archive.stderr)
+    );
+    let mut tar = Command::new("tar")
+        .args(["-x", "-C", src.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("run tar");
+    std::io::Write::write_all(&mut tar.stdin.take().unwrap(), &archive.stdout).unwrap();
+    assert!(
+        tar.wait().unwrap().success(),
+        "unpacking {SINGLE_RING_COMMIT}"
+    );
+    // The other-layout build's target directory: its dependencies are
+    // built once for both.
+    let target = manifest.join("target/layout-test");
+    let status = Command::new(option_env!("CARGO").unwrap_or("cargo"))
+        .args(["build", "--locked", "--bin", "execwatch", "--target-dir"])
+        .arg(&target)
+        .current_dir(&src)
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building {SINGLE_RING_COMMIT} failed");
+    let bin = manifest.join("target/execwatch-single-ring");
+    std::fs::copy(target.join("debug/execwatch"), &bin).unwrap();
+    bin
+}
+
+#[test]
+#[ignore = "builds an earlier execwatch (slow): scripts/test runs it with --ignored"]
+fn an_upgrade_from_the_single_ring_build_reads_its_buffer_and_loses_nothing() {
+    let old = single_ring_build();
+    let pins = PinDir::new("single");
+    let m = marker("single");
+    let start_old = || Daemon::start_bin(&old, &pins.args(&[]));
+    let start = || Daemon::start(&pins.args(&[]));
+    let HandedOver {
+        outputs: [a, b],
+        ids,
+        n,
+    } = through_daemons(&m, [&start_old, &start], Daemon::stop);
+    assert!(b.status.success(), "{}", b.stderr);
+    // Its one ring buffer, read before the rings per CPU.
+    assert!(
+        b.stderr
+            .contains("draining the previous execwatch's ring buffer first"),
+        "{}",
+        b.stderr
+    );
+    let (sa, sb) = (a.summary(), b.summary());
+    assert_eq!(u(&sb, "lost_total"), 0, "{sb}");
+    assert_eq!(u(&sb, "events_before"), u(&sa, "events"), "{sb}");
+    assert_accounting(&sb);
+    assert_each_exec_once(&[&a, &b], &m, n);
+    assert_sequence_contiguous(&[&a, &b]);
+    pins.detach_frees(&ids);
+}
+
 #[test]
 fn a_new_ring_buffer_size_drains_the_old_buffer_first_and_decodes_it() {
     let pins = PinDir::new("resize");
@@ -525,8 +604,9 @@ fn a_new_ring_buffer_size_drains_the_old_buffer_first_and_decodes_it() {
 fn ring_buffer_losses_while_no_daemon_runs_are_reported_by_the_next_one() {
     let pins = PinDir::new("gapfull");
     let m = marker("gapfull");
-    // The smallest buffer that holds one largest record.
-    let small = ["--ring-buffer-size", "64KiB"];
+    // The smallest buffers that hold one largest record.
+    let ring = common::small_ring();
+    let small = ["--ring-buffer-size", ring.as_str()];
     let a = Daemon::start(&pins.args(&small));
     let exec = |i: u64, more: &str| {
         assert!(run_quiet(

@@ -71,9 +71,23 @@ struct {
 	__type(value, struct event_buf);
 } scratch SEC(".maps");
 
-struct {
+/*
+ * A ring buffer per CPU, at the CPU's index: records of two CPUs never
+ * contend for one buffer's lock and producer position. The loader makes
+ * the rings (of one size, set at load) and sets max_entries to the number
+ * of possible CPUs. Every record carries its sequence number, by which the
+ * daemon puts the CPUs' records back in order.
+ */
+struct ring {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 8 << 20);
+	__uint(max_entries, 64 << 10);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct ring);
 } events SEC(".maps");
 
 struct {
@@ -181,6 +195,14 @@ struct {
 	__type(key, __u32);
 	__type(value, struct event_layout_desc);
 } layout SEC(".maps");
+
+/* This CPU's ring buffer; NULL only if the loader left its slot empty. */
+static __always_inline void *this_cpu_ring(void)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+
+	return bpf_map_lookup_elem(&events, &cpu);
+}
 
 static __always_inline __u64 take_seq(void)
 {
@@ -444,11 +466,17 @@ static __always_inline void submit(struct event_buf *buf, __u64 size)
 		buf->cgroup_wakeup_ns = buf->ev.boot_ns;
 		new_cgroup = 1;
 	}
-	if (new_cgroup || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes) {
+	void *ring = this_cpu_ring();
+
+	if (!ring) {
+		stat_inc(STAT_LOST_RINGBUF_FULL);
+		return;
+	}
+	if (new_cgroup || bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >= wakeup_bytes) {
 		flags = BPF_RB_FORCE_WAKEUP;
 		stat_inc(STAT_WAKEUPS_FORCED);
 	}
-	if (bpf_ringbuf_output(&events, buf, size, flags) == 0)
+	if (bpf_ringbuf_output(ring, buf, size, flags) == 0)
 		stat_inc(STAT_SUBMITTED);
 	else
 		stat_inc(STAT_LOST_RINGBUF_FULL);
@@ -730,20 +758,20 @@ static __always_inline void record_failed_exec(const char *filename_ptr,
 }
 
 /* A header-only record straight in the ring buffer (no scratch copy). */
-static __always_inline struct event *reserve_header(void)
+static __always_inline struct event *reserve_header(void *ring)
 {
-	struct event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	struct event *ev = bpf_ringbuf_reserve(ring, sizeof(*ev), 0);
 
 	if (ev)
 		__builtin_memset(ev, 0, sizeof(*ev));
 	return ev;
 }
 
-static __always_inline void submit_header(struct event *ev)
+static __always_inline void submit_header(void *ring, struct event *ev)
 {
 	__u64 flags = BPF_RB_NO_WAKEUP;
 
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes) {
+	if (bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >= wakeup_bytes) {
 		flags = BPF_RB_FORCE_WAKEUP;
 		stat_inc(STAT_WAKEUPS_FORCED);
 	}
@@ -765,6 +793,7 @@ int BPF_PROG(process_exit, struct task_struct *task)
 	struct signal_struct *sig = task->signal;
 	struct event *ev;
 	__u64 start, seq;
+	void *ring;
 
 	if (sig->live.counter != 0 || (task->flags & PF_KTHREAD))
 		return 0;
@@ -780,7 +809,8 @@ int BPF_PROG(process_exit, struct task_struct *task)
 	/* Like exec records: the number is taken first, so a drop leaves a gap. */
 	seq = take_seq();
 
-	ev = reserve_header();
+	ring = this_cpu_ring();
+	ev = ring ? reserve_header(ring) : NULL;
 	if (!ev) {
 		stat_inc(STAT_LOST_RINGBUF_FULL);
 		return 0;
@@ -792,7 +822,7 @@ int BPF_PROG(process_exit, struct task_struct *task)
 	ev->tid = task->pid;
 	ev->exit_status = (sig->flags & SIGNAL_GROUP_EXIT) ? sig->group_exit_code
 							    : task->exit_code;
-	submit_header(ev);
+	submit_header(ring, ev);
 	stat_inc(STAT_SUBMITTED);
 	return 0;
 }

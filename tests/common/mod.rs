@@ -705,3 +705,10 @@ pub fn assert_all_gone(ids: &BpfIds) {
         thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The smallest `--ring-buffer-size` that gives each possible CPU's ring
+/// buffer room for one largest record (64 KiB each), in bytes.
+pub fn small_ring() -> String {
+    let cpus = libbpf_rs::num_possible_cpus().expect("count possible CPUs") as u64;
+    ((64u64 << 10) * cpus).next_power_of_two().to_string()
+}

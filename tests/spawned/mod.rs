@@ -125,14 +125,21 @@ impl Drop for Spawned {
 /// ring buffer that fills at once, a 1 s drain deadline
 /// ([`sigterm_ends_in_time`]) and a loss check every second
 /// ([`assert_turning_and_reporting_losses`]).
-pub const OVERLOAD_ARGS: [&str; 6] = [
-    "--ring-buffer-size",
-    "64KiB",
-    "--drain-timeout",
-    "1",
-    "--stats-interval",
-    "1",
-];
+pub fn overload_args() -> Vec<String> {
+    // 64 KiB for each possible CPU's ring buffer: the least that holds a record.
+    let cpus = libbpf_rs::num_possible_cpus().expect("count possible CPUs") as u64;
+    let ring = ((64u64 << 10) * cpus).next_power_of_two().to_string();
+    [
+        "--ring-buffer-size",
+        &ring,
+        "--drain-timeout",
+        "1",
+        "--stats-interval",
+        "1",
+    ]
+    .map(String::from)
+    .to_vec()
+}
 
 /// SIGTERM to exit: the loop notices within a turn, then the drain.
 pub const STOP_BOUND: Duration = Duration::from_secs(2);
