@@ -343,13 +343,13 @@ impl CgroupCache {
     /// Learn the cgroups of the processes already running, from
     /// `/proc/PID/cgroup`: exit records carry no path. A path counts only
     /// as checked by [`cgroup_dir_id`] (names there are printed raw, pids get
-    /// reused). At most half the cache. Returns how many were learnt.
-    pub fn seed_from_proc(&mut self) -> usize {
-        let Some((mount, root)) = whole_cgroup2_mount() else {
-            return 0;
-        };
+    /// reused). At most half the cache. Returns how many were learnt, or
+    /// None when no cgroup v2 mount here shows the whole hierarchy (a cgroup
+    /// namespace of its own, as in a Kubernetes pod): nothing can be learnt.
+    pub fn seed_from_proc(&mut self) -> Option<usize> {
+        let (mount, root) = whole_cgroup2_mount()?;
         let Ok(pids) = proc_pids() else {
-            return 0;
+            return Some(0);
         };
         let mut tried: HashSet<Vec<u8>> = HashSet::new();
         let mut learnt = 0;
@@ -375,7 +375,7 @@ impl CgroupCache {
                 learnt += 1;
             }
         }
-        learnt
+        Some(learnt)
     }
 
     /// Ids to mark known in the kernel: the new ones, but an unconfirmed
@@ -428,6 +428,11 @@ fn whole_cgroup2_mount() -> Option<(std::path::PathBuf, std::fs::Metadata)> {
         .iter()
         .filter(|m| m.fstype == b"cgroup2")
         .find_map(|m| {
+            // What the directory holds now: a later mount may cover it.
+            let fs = nix::sys::statfs::statfs(&m.dir).ok()?;
+            if fs.filesystem_type() != nix::sys::statfs::CGROUP2_SUPER_MAGIC {
+                return None;
+            }
             let root = std::fs::metadata(&m.dir).ok()?;
             (root.ino() == ROOT_CGROUP_ID).then(|| (m.dir.clone(), root))
         });

@@ -792,8 +792,16 @@ pub fn run(
     };
     // Before READY too: exits of processes already running get their cgroup.
     let mut cgroups = CgroupCache::default();
-    let seeded = cgroups.seed_from_proc();
-    tracing::debug!(seeded, "cgroups of running processes learnt from /proc");
+    match cgroups.seed_from_proc() {
+        Some(seeded) => {
+            tracing::debug!(seeded, "cgroups of running processes learnt from /proc")
+        }
+        None => tracing::info!(
+            "no cgroup v2 mount here shows the whole hierarchy (a cgroup namespace of its own?): \
+             the exits of processes older than execwatch, in cgroups nothing has exec'd in since, \
+             say execwatch.cgroup.unresolved"
+        ),
+    }
     let consumer = RefCell::new(Consumer {
         sink,
         notes,

@@ -1250,3 +1250,58 @@ fn bad_filter_values_are_clear_errors() {
         );
     }
 }
+
+/// A cgroup made for one test, removed (once empty) on drop.
+struct TestCgroup(PathBuf);
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// In a cgroup namespace of its own with cgroup2 mounted there (as in a
+/// Kubernetes pod), no mount shows the whole hierarchy: the daemon says at
+/// start that it cannot learn the cgroups of processes older than itself,
+/// and exec events still carry the whole path (the kernel walks it).
+#[test]
+fn in_a_cgroup_namespace_of_its_own_it_says_what_it_cannot_learn() {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let unified = mountinfo
+        .lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split(' ').next() == Some("cgroup2")).then(|| left.split(' ').nth(4))?
+        })
+        .expect("a cgroup v2 mount");
+    let cg = TestCgroup(PathBuf::from(format!(
+        "{unified}/execwatch-test-cgns-{}",
+        std::process::id()
+    )));
+    std::fs::create_dir(&cg.0).expect("make a cgroup");
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec unshare --cgroup --mount sh -c \
+         'umount -l {unified} && mount -t cgroup2 none {unified} && exec {} --format json'",
+        cg.0.display(),
+        common::BIN
+    );
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &script]);
+    let d = Daemon::start_cmd(cmd);
+    let m = marker("cgns");
+    assert!(run_quiet(Command::new("/bin/true").arg(&m)).success());
+    d.wait_for(1, WAIT, |v| has_arg(v, &m));
+    let stopped = d.stop();
+    assert!(
+        stopped
+            .stderr
+            .contains("no cgroup v2 mount here shows the whole hierarchy"),
+        "{}",
+        stopped.stderr
+    );
+    // This test's own cgroup, as the host sees it.
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let own = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+    let e = stopped.events.iter().find(|v| has_arg(v, &m)).unwrap();
+    assert_eq!(e["execwatch"]["cgroup"]["path"], own, "{e}");
+}
