@@ -395,6 +395,7 @@ impl<'obj> BpfLoader<'obj> {
     ) -> Result<Self, LoadError> {
         let cpus = possible_cpus()?;
         config.validate(cpus)?;
+        raise_fd_limit(cpus);
         let ring_bytes = ring_per_cpu(config.ring_buffer_bytes, cpus);
         let mut open = ExecveSkelBuilder::default()
             .open(object)
@@ -572,6 +573,37 @@ impl<'obj> BpfLoader<'obj> {
             counts.set(def.counter, sum);
         }
         Ok(counts)
+    }
+}
+
+/// Descriptors a daemon may need for `cpus` rings: each is held by the
+/// loader and the reader, and a previous daemon's as many again while
+/// they are read; 256 for everything else.
+fn fds_needed(cpus: u32) -> u64 {
+    4 * u64::from(cpus) + 256
+}
+
+/// Raise the soft limit on open files towards the hard one when the rings
+/// need more (the soft limit is often 1024; systemd's hard one 524288). A
+/// limit still too low shows as an error when a ring is opened.
+fn raise_fd_limit(cpus: u32) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into `lim`, which is valid.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    let need = fds_needed(cpus);
+    if lim.rlim_cur >= need {
+        return;
+    }
+    lim.rlim_cur = need.min(lim.rlim_max);
+    // SAFETY: setrlimit reads one valid rlimit; the soft limit stays at or
+    // below the hard one.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        tracing::debug!("could not raise the open files limit");
     }
 }
 

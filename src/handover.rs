@@ -1145,6 +1145,7 @@ impl Plan {
             attached_at: Instant::now(),
             own_layout,
         };
+        let mut handover = handover;
         handover.keep_objects(skel, rings, &self.release)?;
         drop(let_go); // after the store and the pins let go of them too
         Ok(handover)
@@ -1165,7 +1166,7 @@ impl Handover {
     /// Give up `release` in the store or pin directory, then keep every
     /// object in use there (what is already there stays as it is).
     fn keep_objects(
-        &self,
+        &mut self,
         skel: &ExecveSkel<'_>,
         rings: &[OwnedFd],
         release: &BTreeSet<String>,
@@ -1189,14 +1190,27 @@ impl Handover {
         for (name, ring) in ring_names.iter().zip(rings) {
             current.push((name, ring.as_fd()));
         }
+        let overflow =
+            matches!(self.keep, Keep::FdStore) && current.len() > fd_store_size() as usize;
         match &self.keep {
             Keep::Nothing => {}
-            Keep::FdStore if current.len() > fd_store_size() as usize => {
+            Keep::FdStore if overflow => {
                 warn!(
                     objects = current.len(),
                     fd_store_max = fd_store_size(),
-                    "too many BPF objects for systemd's fd store (a ring buffer per possible CPU): raise FileDescriptorStoreMax= and FDSTORE=; a restart will start afresh"
+                    "too many BPF objects for systemd's fd store (a ring buffer per possible CPU): raise FileDescriptorStoreMax= and FDSTORE=; nothing is kept, a stop detaches and counts what is left as lost"
                 );
+                // Nothing may stay behind in the store: an old link there
+                // would keep its programs attached beside this daemon's.
+                for name in release
+                    .iter()
+                    .map(String::as_str)
+                    .chain(current.iter().map(|(n, _)| *n))
+                {
+                    if let Err(e) = crate::sd_notify::remove_fds(name) {
+                        warn!(error = %e, object = name, "could not remove a BPF object from systemd's fd store");
+                    }
+                }
             }
             Keep::FdStore => {
                 // systemd keeps an fd it already has once, whatever is sent.
@@ -1228,6 +1242,9 @@ impl Handover {
                     }
                 }
             }
+        }
+        if overflow {
+            self.keep = Keep::Nothing;
         }
         Ok(())
     }

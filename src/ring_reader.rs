@@ -181,7 +181,11 @@ impl Ring {
             return Peek::Record;
         }
         loop {
-            if self.cons >= self.seen {
+            if self.cons > self.seen {
+                // Past what the kernel wrote: the consumer page was written.
+                return Peek::Corrupt;
+            }
+            if self.cons == self.seen {
                 return Peek::Empty;
             }
             // The consumer page is writable by anyone who can map the ring.

@@ -394,7 +394,12 @@ fn a_pin_dir_off_bpffs_is_refused_with_one_line() {
 
 /// A second build of execwatch with another record layout (build.rs reads
 /// EXECWATCH_TEST_LAYOUT), in a target directory of its own.
+/// The two earlier-build tests share a target directory (their
+/// dependencies are built once): one build and copy at a time.
+static BUILDS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn other_layout_build() -> PathBuf {
+    let _one = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let target = manifest.join("target/layout-test");
     let status = Command::new(option_env!("CARGO").unwrap_or("cargo"))
@@ -408,7 +413,9 @@ fn other_layout_build() -> PathBuf {
         status.success(),
         "building the other-layout execwatch failed"
     );
-    target.join("debug/execwatch")
+    let bin = manifest.join("target/execwatch-other-layout");
+    std::fs::copy(target.join("debug/execwatch"), &bin).unwrap();
+    bin
 }
 
 /// The report of a daemon that translated a previous ring buffer of another
@@ -490,6 +497,7 @@ fn upgrade_and_downgrade_between_layouts_translate_the_old_buffer_and_deliver_ev
 const SINGLE_RING_COMMIT: &str = "927180f";
 
 fn single_ring_build() -> PathBuf {
+    let _one = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let src = manifest.join("target/single-ring-src");
     let _ = std::fs::remove_dir_all(&src);
@@ -745,5 +753,30 @@ fn bpffs_is_mounted_at_sys_fs_bpf_when_absent_and_the_daemon_says_so() {
     let stopped = d.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);
     // The pins went with the namespace's bpffs.
+    assert_all_gone(&ids);
+}
+
+/// systemd's fd store too small for the objects (an older unit on a host
+/// with many CPUs): the daemon says so and keeps nothing, so its stop
+/// detaches everything instead of leaving programs attached for a store
+/// that does not hold them.
+#[test]
+fn an_fd_store_too_small_for_the_objects_keeps_nothing_and_says_so() {
+    let d = Daemon::start_with_stdout("json", &[], Stdio::piped(), &[("FDSTORE", "4")]);
+    let ids = bpf_ids(d.pid());
+    let stopped = d.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    assert!(
+        stopped
+            .stderr
+            .contains("too many BPF objects for systemd's fd store"),
+        "{}",
+        stopped.stderr
+    );
+    assert!(
+        !stopped.stderr.contains("leaving the programs attached"),
+        "{}",
+        stopped.stderr
+    );
     assert_all_gone(&ids);
 }
