@@ -497,7 +497,7 @@ fn take_records(
             }
             Next::Corrupt => {
                 errors.set(anyhow::anyhow!(
-                    "reading the ring buffer: a record longer than the buffer (the kernel's ring buffer is corrupt)"
+                    "reading the ring buffer: a record length or position the kernel cannot have written (the ring buffer is corrupt)"
                 ));
                 break;
             }

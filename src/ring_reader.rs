@@ -275,7 +275,8 @@ pub enum Next<R> {
     Empty,
     /// A record is being written: the reading waits for it.
     Busy,
-    /// A ring holds a record longer than the ring: it cannot be read on.
+    /// A ring holds what the kernel cannot have written (a record longer
+    /// than the ring, a misplaced position): it cannot be read on.
     Corrupt,
 }
 
