@@ -392,30 +392,37 @@ fn a_pin_dir_off_bpffs_is_refused_with_one_line() {
     assert!(err.contains("mount -t bpf bpf /sys/fs/bpf"), "{err}");
 }
 
-/// A second build of execwatch with another record layout (build.rs reads
-/// EXECWATCH_TEST_LAYOUT), in a target directory of its own.
-/// The two earlier-build tests share a target directory (their
-/// dependencies are built once): one build and copy at a time.
+/// The earlier-build tests share a target directory (their dependencies
+/// are built once): one build and copy at a time.
 static BUILDS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn other_layout_build() -> PathBuf {
+/// Build execwatch from the sources in `src`, with `env`, in the shared
+/// target directory, and copy the binary to target/`name`.
+fn build_execwatch(src: &Path, env: &[(&str, &str)], name: &str) -> PathBuf {
     let _one = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let target = manifest.join("target/layout-test");
     let status = Command::new(option_env!("CARGO").unwrap_or("cargo"))
         .args(["build", "--locked", "--bin", "execwatch", "--target-dir"])
         .arg(&target)
-        .env("EXECWATCH_TEST_LAYOUT", "1")
-        .current_dir(manifest)
+        .envs(env.iter().copied())
+        .current_dir(src)
         .status()
         .expect("run cargo");
-    assert!(
-        status.success(),
-        "building the other-layout execwatch failed"
-    );
-    let bin = manifest.join("target/execwatch-other-layout");
+    assert!(status.success(), "building {name} failed");
+    let bin = manifest.join("target").join(name);
     std::fs::copy(target.join("debug/execwatch"), &bin).unwrap();
     bin
+}
+
+/// A second build of execwatch with another record layout (build.rs reads
+/// EXECWATCH_TEST_LAYOUT).
+fn other_layout_build() -> PathBuf {
+    build_execwatch(
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+        &[("EXECWATCH_TEST_LAYOUT", "1")],
+        "execwatch-other-layout",
+    )
 }
 
 /// The report of a daemon that translated a previous ring buffer of another
@@ -497,7 +504,6 @@ fn upgrade_and_downgrade_between_layouts_translate_the_old_buffer_and_deliver_ev
 const SINGLE_RING_COMMIT: &str = "927180f";
 
 fn single_ring_build() -> PathBuf {
-    let _one = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let src = manifest.join("target/single-ring-src");
     let _ = std::fs::remove_dir_all(&src);
@@ -526,19 +532,7 @@ fn single_ring_build() -> PathBuf {
         tar.wait().unwrap().success(),
         "unpacking {SINGLE_RING_COMMIT}"
     );
-    // The other-layout build's target directory: its dependencies are
-    // built once for both.
-    let target = manifest.join("target/layout-test");
-    let status = Command::new(option_env!("CARGO").unwrap_or("cargo"))
-        .args(["build", "--locked", "--bin", "execwatch", "--target-dir"])
-        .arg(&target)
-        .current_dir(&src)
-        .status()
-        .expect("run cargo");
-    assert!(status.success(), "building {SINGLE_RING_COMMIT} failed");
-    let bin = manifest.join("target/execwatch-single-ring");
-    std::fs::copy(target.join("debug/execwatch"), &bin).unwrap();
-    bin
+    build_execwatch(&src, &[], "execwatch-single-ring")
 }
 
 #[test]
