@@ -390,7 +390,11 @@ impl Meta {
 
 /// Entry 0 of a kept array map whose value is `value.len()` bytes.
 fn read_entry0(fd: BorrowedFd<'_>, value: &mut [u8]) -> bool {
-    let key = 0u32;
+    read_entry(fd, 0, value)
+}
+
+/// Entry `key` of a kept map whose key is a u32 and value `value.len()` bytes.
+fn read_entry(fd: BorrowedFd<'_>, key: u32, value: &mut [u8]) -> bool {
     // SAFETY: the caller checked that the map's key is 4 bytes and its value
     // value.len() bytes, so the kernel reads and writes inside these buffers.
     let ret = unsafe {
@@ -895,19 +899,11 @@ fn kept_ring_sizes(map: BorrowedFd<'_>, rings: &[OwnedFd]) -> Option<Vec<u32>> {
         .iter()
         .enumerate()
         .map(|(cpu, ring)| {
-            let key = cpu as u32;
-            let mut id = 0u32;
-            // SAFETY: the map's key and value are 4 bytes (checked above),
-            // so the kernel reads and writes inside `key` and `id`.
-            let ret = unsafe {
-                libbpf_rs::libbpf_sys::bpf_map_lookup_elem(
-                    map.as_raw_fd(),
-                    (&key as *const u32).cast(),
-                    (&mut id as *mut u32).cast(),
-                )
-            };
+            // Key and value are 4 bytes (checked above).
+            let mut id = [0u8; 4];
+            let found = read_entry(map, cpu as u32, &mut id);
             let r = MapInfo::new(ring.as_fd()).ok()?.info;
-            (ret == 0 && r.id == id && MapType::from(r.type_) == MapType::RingBuf)
+            (found && r.id == u32::from_ne_bytes(id) && MapType::from(r.type_) == MapType::RingBuf)
                 .then_some(r.max_entries)
         })
         .collect()
@@ -934,7 +930,7 @@ pub struct Handover {
     links: BTreeMap<Hook, Attachment>,
     /// The previous daemon's ring buffer, to drain before anything else.
     pub prev_events: Option<PrevEvents>,
-    /// Its fd, until drained.
+    /// Its rings (or its one ring), until drained.
     prev_rings: std::sync::Mutex<Vec<OwnedFd>>,
     /// The ring buffer was taken over: it holds records from before this start.
     pub continues_events: bool,
@@ -1133,7 +1129,7 @@ impl Plan {
             .flatten()
             .and_then(|v| Some(u64::from_ne_bytes(v.get(..8)?.try_into().ok()?)))
             .unwrap_or(0);
-        let handover = Handover {
+        let mut handover = Handover {
             seq_at_swap,
             predecessor_unclean: self.carried.is_some_and(|m| !m.clean_exit()),
             continues_events: self.reused.contains(EVENTS),
@@ -1145,7 +1141,6 @@ impl Plan {
             attached_at: Instant::now(),
             own_layout,
         };
-        let mut handover = handover;
         handover.keep_objects(skel, rings, &self.release)?;
         drop(let_go); // after the store and the pins let go of them too
         Ok(handover)
