@@ -521,9 +521,10 @@ impl<'obj> BpfLoader<'obj> {
         }
     }
 
-    /// The CPUs' ring buffers the records arrive in.
-    pub fn rings(&self) -> &[OwnedFd] {
-        &self.rings
+    /// The CPUs' ring buffers the records arrive in, for their reader
+    /// (once: the store or the pins hold their own references).
+    pub fn take_rings(&mut self) -> Vec<OwnedFd> {
+        std::mem::take(&mut self.rings)
     }
 
     /// Detach every program: no new records arrive after this. When the
@@ -576,11 +577,10 @@ impl<'obj> BpfLoader<'obj> {
     }
 }
 
-/// Descriptors a daemon may need for `cpus` rings: each is held by the
-/// loader and the reader, and a previous daemon's as many again while
-/// they are read; 256 for everything else.
+/// Descriptors a daemon may need for `cpus` rings: its own, and a previous
+/// daemon's as many again while they are read; 256 for everything else.
 fn fds_needed(cpus: u32) -> u64 {
-    4 * u64::from(cpus) + 256
+    2 * u64::from(cpus) + 256
 }
 
 /// Raise the soft limit on open files towards the hard one when the rings

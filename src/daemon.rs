@@ -826,7 +826,7 @@ pub fn run(
         paused: false,
         previous: None,
     });
-    let mut ring = Rings::new(loader.rings()).context("setting up the ring buffer reader")?;
+    let mut ring = Rings::new(loader.take_rings()).context("setting up the ring buffer reader")?;
     let mut errors = Errors::default();
     // What the previous daemon left comes first.
     drain_previous_buffer(

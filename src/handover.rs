@@ -1357,8 +1357,8 @@ pub struct PreviousBuffer {
 
 impl PreviousBuffer {
     /// Hand its ring buffers to `read`, with what becomes of their records.
-    pub fn open<R>(self, read: impl FnOnce(&[OwnedFd], PrevRead) -> R) -> R {
-        read(&self.rings, self.read)
+    pub fn open<R>(self, read: impl FnOnce(Vec<OwnedFd>, PrevRead) -> R) -> R {
+        read(self.rings, self.read)
     }
 }
 

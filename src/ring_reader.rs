@@ -281,8 +281,8 @@ pub enum Next<R> {
 }
 
 impl Rings {
-    /// Read the ring buffers `fds` (by CPU); each is duplicated.
-    pub fn new(fds: &[OwnedFd]) -> Result<Rings, RingError> {
+    /// Read the ring buffers `fds` (by CPU).
+    pub fn new(fds: Vec<OwnedFd>) -> Result<Rings, RingError> {
         // SAFETY: epoll_create1 has no memory preconditions; checked.
         let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if epfd < 0 {
@@ -291,8 +291,7 @@ impl Rings {
         // SAFETY: a new descriptor that nothing else owns.
         let epoll = unsafe { OwnedFd::from_raw_fd(epfd) };
         let mut rings = Vec::with_capacity(fds.len());
-        for (i, fd) in fds.iter().enumerate() {
-            let fd = fd.try_clone().map_err(RingError::Map)?;
+        for (i, fd) in fds.into_iter().enumerate() {
             let mut ev = libc::epoll_event {
                 events: libc::EPOLLIN as u32,
                 u64: i as u64,

@@ -33,7 +33,7 @@ fn maps_of(pid: u32) -> Vec<(u64, u64, u64)> {
                 .find_map(|l| l.strip_prefix(name))
                 .and_then(|v| v.trim().parse::<u64>().ok())
         };
-        // A map open twice (the loader's fd and the reader's) counts once.
+        // A map open under two descriptors counts once.
         if field("map_type:").is_some() && ids.insert(field("map_id:").unwrap()) {
             maps.push((
                 field("memlock:").unwrap(),
