@@ -6,7 +6,8 @@
 mod common;
 
 use common::{
-    ensure_journald, journal_bytes as bytes, journal_entries, wait_journal_entries, KillOnDrop,
+    ensure_journald, journal_bytes as bytes, journal_cursor, journal_entries, wait_journal_entries,
+    KillOnDrop,
 };
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
@@ -176,9 +177,7 @@ fn journal_upload_carries_every_field_to_journal_remote() {
     }
 
     // Upload only what comes after this point of the local journal.
-    let cursor = journal_entries(&["-n", "1"])
-        .first()
-        .and_then(|e| e["__CURSOR"].as_str().map(str::to_string));
+    let cursor = journal_cursor();
     let (daemon_pid, m) = record_one_exec();
     let ours = common::exec_entry_matches(&m, daemon_pid);
     let local = wait_journal_entries(&ours, 1, Duration::from_secs(10));

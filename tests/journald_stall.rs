@@ -10,7 +10,7 @@ mod spawned;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::journal::{ensure_journald, journal_entries};
+use common::journal::{ensure_journald, journal_entries, journal_since_now};
 use common::marker;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -57,6 +57,9 @@ impl Drop for Stopped {
 fn a_stalled_journald_cannot_wedge_the_daemon_and_delivered_means_in_the_journal() {
     ensure_journald();
     let journald = journald_pid();
+    // Only entries from here on: this daemon's pid may have been an
+    // earlier process's, one that wrote to the journal too.
+    let since = journal_since_now();
     let mut cmd = Command::new(BIN);
     cmd.args(["--format", "journald"]).args(overload_args());
     let notify = NotifySocket::new("journald-stall");
@@ -87,11 +90,11 @@ fn a_stalled_journald_cannot_wedge_the_daemon_and_delivered_means_in_the_journal
     // journald reads again: what the daemon counted as delivered is there,
     // no more and no less.
     drop(stalled);
-    let pid = format!("_PID={}", d.pid());
+    let matches = [format!("_PID={}", d.pid()), since];
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut n;
     loop {
-        n = journal_entries(&[pid.as_str()])
+        n = journal_entries(&matches)
             .iter()
             .filter(|e| e["EXECWATCH_ACTION"].is_string())
             .count() as u64;

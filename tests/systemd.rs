@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::notify::NotifySocket;
 use common::{
-    ensure_journald, journal_bytes as bytes, journal_entries, marker, run_quiet,
+    ensure_journald, journal_bytes as bytes, journal_entries, journal_since_now, marker, run_quiet,
     wait_journal_entries,
 };
 use nix::sys::signal::{kill, Signal};
@@ -119,6 +119,9 @@ fn no_notify_socket_is_a_no_op() {
 #[test]
 fn journald_entries_are_native_fields_and_cannot_be_forged() {
     ensure_journald();
+    // This daemon's pid may have written to the journal before, as another
+    // process: its diagnostics are looked for after this point only.
+    let since = journal_since_now();
     let n = NotifySocket::new("journal");
     let mut child = spawn(&["--format", "journald"], &n, &[]);
     n.until(Duration::from_secs(60), |m| m.contains("READY=1"));
@@ -167,20 +170,16 @@ fn journald_entries_are_native_fields_and_cannot_be_forged() {
     assert!(e.get("EXECWATCH_CGROUP_PATH").is_some());
 
     // The daemon's own diagnostics are entries with their MESSAGE_IDs too.
-    let pid_match = format!("_PID={daemon_pid}");
+    let mut from_daemon = vec![format!("_PID={daemon_pid}"), since];
     // The summary is sent at exit: journald may not have written it yet.
-    wait_journal_entries(
-        &[
-            pid_match.clone(),
-            format!(
-                "MESSAGE_ID={}",
-                execwatch::output::journald::message_ids::SUMMARY
-            ),
-        ],
-        1,
-        Duration::from_secs(10),
-    );
-    let diag = journal_entries(&[pid_match, "SYSLOG_IDENTIFIER=execwatch".into()]);
+    let mut summary = from_daemon.clone();
+    summary.push(format!(
+        "MESSAGE_ID={}",
+        execwatch::output::journald::message_ids::SUMMARY
+    ));
+    wait_journal_entries(&summary, 1, Duration::from_secs(10));
+    from_daemon.push("SYSLOG_IDENTIFIER=execwatch".into());
+    let diag = journal_entries(&from_daemon);
     let ids: Vec<&str> = diag
         .iter()
         .filter_map(|d| d["MESSAGE_ID"].as_str())

@@ -63,6 +63,24 @@ pub fn journal_entries<S: AsRef<OsStr>>(args: &[S]) -> Vec<Value> {
         .collect()
 }
 
+/// The journal's last cursor.
+pub fn journal_cursor() -> Option<String> {
+    journal_entries(&["-n", "1"])
+        .first()
+        .and_then(|e| e["__CURSOR"].as_str().map(str::to_string))
+}
+
+/// A journalctl match for entries journald receives from now on: a
+/// daemon's `_PID` alone may match an earlier process's entries, as the
+/// flood tests wrap the pid space around. (Not `--after-cursor`: with
+/// matches, journalctl 252 skips the first entry after the cursor.)
+pub fn journal_since_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("--since=@{}.{:06}", now.as_secs(), now.subsec_micros())
+}
+
 /// [`journal_entries`] once at least `n` are there, or `timeout` has
 /// passed: journald writes what it receives some time later. The caller
 /// checks what it got.

@@ -5,8 +5,8 @@ pub mod journal;
 pub mod notify;
 #[allow(unused_imports)]
 pub use journal::{
-    ensure_journald, exec_entry_matches, journal_bytes, journal_entries, wait_journal_entries,
-    JOURNAL_SOCKET,
+    ensure_journald, exec_entry_matches, journal_bytes, journal_cursor, journal_entries,
+    journal_since_now, wait_journal_entries, JOURNAL_SOCKET,
 };
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{FromRawFd, OwnedFd};
