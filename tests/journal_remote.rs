@@ -6,8 +6,7 @@
 mod common;
 
 use common::{
-    ensure_journald, journal_bytes as bytes, journal_cursor, journal_entries, wait_journal_entries,
-    KillOnDrop,
+    ensure_journald, journal_bytes as bytes, journal_cursor, wait_journal_entries, KillOnDrop,
 };
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
