@@ -266,6 +266,16 @@ impl CgroupCache {
         }
     }
 
+    /// The cgroup's attribution still waits for its runtime's state: a
+    /// claimed container, unconfirmed or without its names yet, in the
+    /// cgroup's first second, with lookups still scheduled. Its events may
+    /// wait briefly for the state, in order, rather than go out without it.
+    pub fn awaits_state(&self, id: u64) -> bool {
+        self.known.get(&id).is_some_and(|e| {
+            e.retry.is_some() && e.info.wants_lookup() && e.in_first_window(boot_ns_now())
+        })
+    }
+
     /// Attribution for an event made at `event_ns` (CLOCK_BOOTTIME): from
     /// the path it carries (first exec in a cgroup), else from the cache. A
     /// claimed container not confirmed yet is looked up again: at once for

@@ -21,7 +21,9 @@ use crate::counters::{loss_hint, Counter, Counts};
 use crate::decode::ExecEvent;
 use crate::entity_id::{ticks_from_boot_ns, EntityIds};
 use crate::event::{Action, Lineage};
-use crate::exe_hash::{HashConfig, HashHold, HashOutcome, HashRequest, Hasher, Requested};
+use crate::exe_hash::{
+    HashConfig, HashHold, HashOutcome, HashRequest, HashResults, Hasher, Requested,
+};
 use crate::handover::{PrevDrain, PrevRead};
 use crate::layout::Translation;
 use crate::liveness::Liveness;
@@ -39,7 +41,10 @@ use crate::writer_thread::{
 /// Longest an event waits for its executable's hash, and most events held.
 const HASH_HOLD_MAX: Duration = Duration::from_secs(1);
 const HASH_HOLD_EVENTS: usize = 65_536;
-/// The poll timeout while events wait for a hash.
+/// Longest an event in a new container's cgroup waits for the runtime's
+/// state (crun, and runc under podman, write it after the first exec).
+const STATE_HOLD_MAX: Duration = Duration::from_millis(500);
+/// The poll timeout while events wait for a hash or a runtime's state.
 const HASH_POLL: Duration = Duration::from_millis(5);
 
 /// Longest the drain of a taken-over ring buffer delays READY.
@@ -127,7 +132,8 @@ struct Consumer<'a> {
     /// Live processes, for lineage and exits.
     table: ProcessTable,
     hasher: Option<Hasher>,
-    /// Events waiting for their executable's hash, in order.
+    /// Events waiting for their executable's hash or their container's
+    /// state, and those after them, in order.
     hold: HashHold<ExecEvent>,
     mode: Mode,
     /// The daemon's counters kept here (the writer thread keeps its own).
@@ -192,9 +198,14 @@ impl Consumer<'_> {
                 ev.select_env(&self.env_names);
                 self.attach_lineage();
                 let hash = self.request_hash();
-                if hash.is_some() || !self.hold.is_empty() {
-                    // Order is kept: everything queues behind a pending hash.
-                    self.hold.push(self.event.clone(), hash, Instant::now());
+                let now = Instant::now();
+                let unsettled =
+                    (self.cgroups.awaits_state(self.event.cgroup_id)).then(|| now + STATE_HOLD_MAX);
+                if hash.is_some() || unsettled.is_some() || !self.hold.is_empty() {
+                    // Order is kept: everything queues behind a pending hash
+                    // or a container's state.
+                    self.hold
+                        .push_unsettled(self.event.clone(), hash, unsettled, now);
                 } else if self.deliver_current().is_err() {
                     return self.pause();
                 }
@@ -380,12 +391,18 @@ impl Consumer<'_> {
         }
     }
 
-    /// Deliver held events whose hash is known or overdue (`all`: every one).
+    /// Deliver held events whose hash and container state are known or
+    /// overdue (`all`: every one).
     fn release_held(&mut self, all: bool) -> Result<(), ()> {
-        let Some(hasher) = self.hasher.as_mut() else {
-            return Ok(());
+        let cgroups = &mut self.cgroups;
+        // Looks again when the cache's schedule (and budget) allows.
+        let settle = |ev: &mut ExecEvent| {
+            let id = ev.cgroup_id;
+            if let Some(info) = cgroups.resolve(id, None, ev.cgroup_path_truncated, ev.boot_ns) {
+                ev.cgroup = Some(info);
+            }
+            !cgroups.awaits_state(id)
         };
-        hasher.poll_ready();
         let mut ready = Vec::new();
         let keep = |ev: ExecEvent, outcome: Option<HashOutcome>| {
             let mut ev = ev;
@@ -394,10 +411,13 @@ impl Consumer<'_> {
             }
             ready.push(ev);
         };
-        if all {
-            self.hold.release_all(hasher, keep);
-        } else {
-            self.hold.release(hasher, Instant::now(), keep);
+        let hold = &mut self.hold;
+        match self.hasher.as_mut() {
+            Some(hasher) => {
+                hasher.poll_ready();
+                release_from(hold, hasher, all, settle, keep);
+            }
+            None => release_from(hold, &mut NoHashes, all, settle, keep),
         }
         for (i, ev) in ready.iter().enumerate() {
             if self.mode != Mode::Deliver {
@@ -510,6 +530,31 @@ fn take_records(
         c.flush(errors);
     }
     taken
+}
+
+/// The hold's release, every event or those due.
+fn release_from<R: HashResults>(
+    hold: &mut HashHold<ExecEvent>,
+    results: &mut R,
+    all: bool,
+    settle: impl FnMut(&mut ExecEvent) -> bool,
+    keep: impl FnMut(ExecEvent, Option<HashOutcome>),
+) {
+    if all {
+        hold.release_all(results, settle, keep);
+    } else {
+        hold.release_settling(results, Instant::now(), settle, keep);
+    }
+}
+
+/// Hashing off: no hash is ever pending.
+struct NoHashes;
+
+impl HashResults for NoHashes {
+    fn take(&mut self, _: crate::exe_hash::Ticket) -> Option<HashOutcome> {
+        None
+    }
+    fn abandon(&mut self, _: crate::exe_hash::Ticket) {}
 }
 
 /// A record still being written, at most this long, before what follows

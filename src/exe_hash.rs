@@ -566,7 +566,9 @@ fn hash_if_same(
 }
 
 /// Events held in arrival order until the hash they wait for is ready or
-/// their deadline passes; nothing is dropped. Generic over the event.
+/// their deadline passes; nothing is dropped. Generic over the event. An
+/// event may also wait to be settled by its owner (a new container's
+/// runtime state), until a time of its own.
 pub struct HashHold<E> {
     queue: VecDeque<Held<E>>,
     max_hold: Duration,
@@ -578,6 +580,8 @@ struct Held<E> {
     event: E,
     hash: HeldHash,
     deadline: Instant,
+    /// Waits to be settled (see [`HashHold::release_settling`]) until then.
+    unsettled_until: Option<Instant>,
 }
 
 enum HeldHash {
@@ -594,6 +598,8 @@ pub struct HoldStats {
     pub deadline: u64,
     /// Released without a hash because too many events were held.
     pub overflow: u64,
+    /// Released unsettled, at their settling deadline or by overflow.
+    pub unsettled: u64,
 }
 
 impl<E> HashHold<E> {
@@ -611,6 +617,19 @@ impl<E> HashHold<E> {
     /// Add an event: `hash` is None for an event that carries no hash (an
     /// exit, a failed exec, hashing off); it still keeps its place in order.
     pub fn push(&mut self, event: E, hash: Option<Requested>, now: Instant) {
+        self.push_unsettled(event, hash, None, now);
+    }
+
+    /// [`HashHold::push`] for an event that also waits to be settled, at
+    /// most until `until` (and never past the hold's own limit).
+    pub fn push_unsettled(
+        &mut self,
+        event: E,
+        hash: Option<Requested>,
+        until: Option<Instant>,
+        now: Instant,
+    ) {
+        let deadline = now + self.max_hold;
         let hash = match hash {
             None => HeldHash::Known(None),
             Some(Requested::Ready(o)) => HeldHash::Known(Some(o)),
@@ -619,7 +638,8 @@ impl<E> HashHold<E> {
         self.queue.push_back(Held {
             event,
             hash,
-            deadline: now + self.max_hold,
+            deadline,
+            unsettled_until: until.map(|u| u.min(deadline)),
         });
     }
 
@@ -630,11 +650,37 @@ impl<E> HashHold<E> {
         &mut self,
         results: &mut impl HashResults,
         now: Instant,
+        out: impl FnMut(E, Option<HashOutcome>),
+    ) -> usize {
+        self.release_settling(results, now, |_| true, out)
+    }
+
+    /// [`HashHold::release`], where an event that waits to be settled goes
+    /// out once `settle` says it is (it may update the event), its settling
+    /// deadline passed, or it overflows the queue.
+    pub fn release_settling(
+        &mut self,
+        results: &mut impl HashResults,
+        now: Instant,
+        mut settle: impl FnMut(&mut E) -> bool,
         mut out: impl FnMut(E, Option<HashOutcome>),
     ) -> usize {
         let mut n = 0;
-        while let Some(front) = self.queue.front() {
+        loop {
             let overflow = self.queue.len() > self.max_len;
+            let Some(front) = self.queue.front_mut() else {
+                break;
+            };
+            if let Some(until) = front.unsettled_until {
+                let settled = settle(&mut front.event);
+                if !settled && now < until && !overflow {
+                    break;
+                }
+                if !settled {
+                    self.stats.unsettled += 1;
+                }
+                front.unsettled_until = None;
+            }
             let outcome = match front.hash {
                 HeldHash::Known(o) => {
                     self.stats.ready += 1;
@@ -668,14 +714,16 @@ impl<E> HashHold<E> {
     pub fn release_all(
         &mut self,
         results: &mut impl HashResults,
+        settle: impl FnMut(&mut E) -> bool,
         mut out: impl FnMut(E, Option<HashOutcome>),
     ) -> usize {
+        // Every deadline, settling ones included, is at most the last one.
         let far = self
             .queue
             .back()
             .map(|h| h.deadline)
             .unwrap_or_else(Instant::now);
-        let n = self.release(results, far, &mut out);
+        let n = self.release_settling(results, far, settle, &mut out);
         debug_assert!(self.queue.is_empty());
         n
     }
@@ -843,6 +891,73 @@ mod tests {
     }
 
     #[test]
+    fn an_unsettled_event_holds_those_after_it_until_settled_or_its_own_deadline() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut res = Timed {
+            now: t0,
+            ready_at: HashMap::new(),
+            taken: vec![],
+            abandoned: vec![],
+        };
+        let mut hold = HashHold::new(Duration::from_secs(1), 100);
+        // (name, settled): settling may change the event.
+        hold.push_unsettled(("a", false), None, Some(t0 + ms(500)), t0);
+        hold.push(("b", false), None, t0);
+        hold.push_unsettled(("c", false), None, Some(t0 + ms(500)), t0);
+        hold.push_unsettled(("d", false), None, Some(t0 + ms(5000)), t0);
+        let mut out = Vec::new();
+        let mut state_of_a = false;
+        let mut settle = |e: &mut (&str, bool)| {
+            if e.0 == "a" && state_of_a {
+                e.1 = true;
+            }
+            e.1
+        };
+        assert_eq!(
+            hold.release_settling(&mut res, t0 + ms(10), &mut settle, |e, _| out.push(e)),
+            0
+        );
+        state_of_a = true;
+        let mut settle = |e: &mut (&str, bool)| {
+            if e.0 == "a" && state_of_a {
+                e.1 = true;
+            }
+            e.1
+        };
+        // a settles; b waits for nothing; c is not settled before its time.
+        assert_eq!(
+            hold.release_settling(&mut res, t0 + ms(20), &mut settle, |e, _| out.push(e)),
+            2
+        );
+        assert_eq!(out, [("a", true), ("b", false)]);
+        assert_eq!(
+            hold.release_settling(&mut res, t0 + ms(499), &mut settle, |e, _| out.push(e)),
+            0
+        );
+        // c goes at its deadline, unsettled; d's own wait is capped by the
+        // hold's limit (1 s), and release_all sends it whatever it waits for.
+        assert_eq!(
+            hold.release_settling(&mut res, t0 + ms(500), &mut settle, |e, _| out.push(e)),
+            1
+        );
+        assert_eq!(hold.stats().unsettled, 1);
+        assert_eq!(
+            hold.release_settling(&mut res, t0 + ms(999), &mut settle, |e, _| out.push(e)),
+            0
+        );
+        assert_eq!(
+            hold.release_settling(&mut res, t0 + ms(1000), &mut settle, |e, _| out.push(e)),
+            1
+        );
+        assert_eq!(out.len(), 4);
+        hold.push_unsettled(("e", false), None, Some(t0 + ms(5000)), t0 + ms(1000));
+        assert_eq!(hold.release_all(&mut res, |_| false, |e, _| out.push(e)), 1);
+        assert_eq!(out.iter().map(|e| e.0).collect::<String>(), "abcde");
+        assert_eq!(hold.stats().unsettled, 3);
+    }
+
+    #[test]
     fn hold_waits_for_the_front_and_releases_at_the_deadline() {
         let t0 = Instant::now();
         let mut res = Timed {
@@ -892,7 +1007,10 @@ mod tests {
         hold.push(1, Some(Requested::Pending(Ticket(1))), t0);
         hold.push(2, None, t0);
         let mut out = Vec::new();
-        assert_eq!(hold.release_all(&mut res, |e, o| out.push((e, o))), 3);
+        assert_eq!(
+            hold.release_all(&mut res, |_| true, |e, o| out.push((e, o))),
+            3
+        );
         assert!(hold.is_empty());
         assert_eq!(out[0], (0, Some(HashOutcome::Skipped(SkipReason::Busy))));
         assert!(matches!(out[1], (1, Some(HashOutcome::Hash(_)))));

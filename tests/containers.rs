@@ -553,6 +553,42 @@ fn state_written_after_the_first_exec_is_picked_up() {
 }
 
 #[test]
+fn a_first_exec_before_the_runtime_writes_its_state_waits_for_it_briefly() {
+    // podman's runc and crun write their state after the container's first
+    // process runs. An event of a claimed container not confirmed yet waits
+    // (in order) up to 0.5 s for that state, so the first exec is named too.
+    let name = format!("ew-{}-wait", std::process::id());
+    let path = format!("/system.slice/runc-{name}.scope");
+    let cgroup = Cgroup::create(&path);
+    let bundle = Runc::bundle(RUNC_ROOT, &name, &path, "sleep 10", &[]);
+    // With hashing (events already wait for hashes) and without.
+    let daemons = [Daemon::start(&[]), Daemon::start(&["--no-hash"])];
+    let early = marker("wait-early");
+    let t = Instant::now();
+    run_in_cgroup_keep(&path, &early);
+    let c = bundle.detached();
+    let state_after = t.elapsed();
+    let events: Vec<Value> = daemons
+        .iter()
+        .map(|d| d.wait_for(1, WAIT, |v| has_arg(v, &early)).remove(0))
+        .collect();
+    for d in daemons {
+        d.stop();
+    }
+    drop(c);
+    drop(cgroup);
+    assert!(
+        state_after < Duration::from_millis(400),
+        "runc took {state_after:?} to write its state: too slow for this test"
+    );
+    for e in events {
+        assert_eq!(e["container"]["id"], name.as_str(), "{e}");
+        assert_eq!(e["container"]["runtime"], "runc", "{e}");
+        assert!(e["execwatch"].get("container").is_none(), "{e}");
+    }
+}
+
+#[test]
 fn a_claim_confirmed_after_its_cgroups_first_exec_wakes_the_daemon_again() {
     // podman's runc writes its state after `runc init` has run in the
     // cgroup: the first record finds no state. The cgroup is then not marked
