@@ -197,7 +197,7 @@ impl CgroupInfo {
     }
 
     /// Unconfirmed, or confirmed with its names file not written yet.
-    fn wants_lookup(&self) -> bool {
+    pub fn wants_lookup(&self) -> bool {
         self.container
             .as_ref()
             .is_some_and(|c| c.id.is_none() || c.names_pending)

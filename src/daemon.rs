@@ -199,8 +199,11 @@ impl Consumer<'_> {
                 self.attach_lineage();
                 let hash = self.request_hash();
                 let now = Instant::now();
-                let unsettled =
-                    (self.cgroups.awaits_state(self.event.cgroup_id)).then(|| now + STATE_HOLD_MAX);
+                // The event's own attribution first: no lookup for the
+                // host's cgroups or a confirmed container.
+                let claim = self.event.cgroup.as_ref().is_some_and(|c| c.wants_lookup());
+                let unsettled = (claim && self.cgroups.awaits_state(self.event.cgroup_id))
+                    .then(|| now + STATE_HOLD_MAX);
                 if hash.is_some() || unsettled.is_some() || !self.hold.is_empty() {
                     // Order is kept: everything queues behind a pending hash
                     // or a container's state.
