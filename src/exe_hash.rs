@@ -907,9 +907,9 @@ mod tests {
         hold.push_unsettled(("c", false), None, Some(t0 + ms(500)), t0);
         hold.push_unsettled(("d", false), None, Some(t0 + ms(5000)), t0);
         let mut out = Vec::new();
-        let mut state_of_a = false;
+        let state_of_a = std::cell::Cell::new(false);
         let mut settle = |e: &mut (&str, bool)| {
-            if e.0 == "a" && state_of_a {
+            if e.0 == "a" && state_of_a.get() {
                 e.1 = true;
             }
             e.1
@@ -918,13 +918,7 @@ mod tests {
             hold.release_settling(&mut res, t0 + ms(10), &mut settle, |e, _| out.push(e)),
             0
         );
-        state_of_a = true;
-        let mut settle = |e: &mut (&str, bool)| {
-            if e.0 == "a" && state_of_a {
-                e.1 = true;
-            }
-            e.1
-        };
+        state_of_a.set(true);
         // a settles; b waits for nothing; c is not settled before its time.
         assert_eq!(
             hold.release_settling(&mut res, t0 + ms(20), &mut settle, |e, _| out.push(e)),
