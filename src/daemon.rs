@@ -198,17 +198,17 @@ impl Consumer<'_> {
                 ev.select_env(&self.env_names);
                 self.attach_lineage();
                 let hash = self.request_hash();
-                let now = Instant::now();
                 // The event's own attribution first: no lookup for the
                 // host's cgroups or a confirmed container.
                 let claim = self.event.cgroup.as_ref().is_some_and(|c| c.wants_lookup());
-                let unsettled = (claim && self.cgroups.awaits_state(self.event.cgroup_id))
-                    .then(|| now + STATE_HOLD_MAX);
-                if hash.is_some() || unsettled.is_some() || !self.hold.is_empty() {
+                let unsettled = claim && self.cgroups.awaits_state(self.event.cgroup_id);
+                if hash.is_some() || unsettled || !self.hold.is_empty() {
                     // Order is kept: everything queues behind a pending hash
                     // or a container's state.
+                    let now = Instant::now();
+                    let until = unsettled.then(|| now + STATE_HOLD_MAX);
                     self.hold
-                        .push_unsettled(self.event.clone(), hash, unsettled, now);
+                        .push_unsettled(self.event.clone(), hash, until, now);
                 } else if self.deliver_current().is_err() {
                     return self.pause();
                 }
