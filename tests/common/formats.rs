@@ -8,7 +8,7 @@ use std::time::Duration;
 use execwatch::fields::{Field, Journald, Text, FIELDS};
 use serde_json::Value;
 
-use super::{journal_bytes, wait_journal_entries, Daemon, Stopped};
+use super::{journal_bytes, journal_since_now, wait_journal_entries, Daemon, Stopped};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -17,6 +17,9 @@ pub struct Formats {
     pub json: Daemon,
     pub text: Daemon,
     pub journald: Daemon,
+    /// `--since` the journald daemon started: its `_PID` alone may match an
+    /// earlier daemon's entries once the pid space wraps around.
+    journal_since: String,
 }
 
 /// One exec as each format shows it.
@@ -29,10 +32,12 @@ pub struct Seen {
 impl Formats {
     /// Start the three daemons, each with `args`.
     pub fn start(args: &[&str]) -> Formats {
+        let journal_since = journal_since_now();
         Formats {
             json: Daemon::start_format("json", args),
             text: Daemon::start_format("text", args),
             journald: Daemon::start_format("journald", args),
+            journal_since,
         }
     }
 
@@ -150,9 +155,12 @@ impl Formats {
 
     /// The journald daemon's entry with `matches`: other tests' journald
     /// daemons write the same execs to the same journal, so only this
-    /// daemon's (journald's trusted _PID).
+    /// daemon's (journald's trusted _PID, since it started).
     fn journal_entry(&self, matches: &[String]) -> Value {
-        let mut all = vec![format!("_PID={}", self.journald.pid())];
+        let mut all = vec![
+            format!("_PID={}", self.journald.pid()),
+            self.journal_since.clone(),
+        ];
         all.extend_from_slice(matches);
         wait_journal_entries(&all, 1, WAIT)
             .into_iter()
