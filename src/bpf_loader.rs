@@ -151,6 +151,21 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// This configuration with its ring buffer sized: `requested` as given
+    /// (checked by [`Config::validate`]), or else the default for `cpus`
+    /// possible CPUs and this configuration's largest record. The reader is
+    /// woken at a quarter full.
+    pub fn with_ring_size(self, requested: Option<u32>, cpus: u32) -> Config {
+        let ring_buffer_bytes = requested.unwrap_or_else(|| {
+            default_ring_buffer_bytes(cpus, largest_record(self.max_args_bytes, self.capture_env))
+        });
+        Config {
+            ring_buffer_bytes,
+            wakeup_bytes: u64::from(ring_buffer_bytes / 4),
+            ..self
+        }
+    }
+
     /// Check everything that needs no kernel, for a host of `cpus`
     /// possible CPUs. Pure: unit-tested below.
     pub fn validate(&self, cpus: u32) -> Result<(), ConfigError> {
@@ -715,12 +730,22 @@ mod tests {
                 let c = Config {
                     max_args_bytes: args,
                     capture_env: env,
-                    ring_buffer_bytes: default_ring_buffer_bytes(cpus, largest_record(args, env)),
                     ..Config::default()
-                };
+                }
+                .with_ring_size(None, cpus);
+                assert_eq!(
+                    c.ring_buffer_bytes,
+                    default_ring_buffer_bytes(cpus, largest_record(args, env))
+                );
+                assert_eq!(c.wakeup_bytes, u64::from(c.ring_buffer_bytes / 4));
                 assert_eq!(c.validate(cpus), Ok(()), "{cpus} CPUs, {args}, {env}");
             }
         }
+        // A size asked for is kept as it is, for validate to judge.
+        let asked = Config::default().with_ring_size(Some(64 << 10), 256);
+        assert_eq!(asked.ring_buffer_bytes, 64 << 10);
+        assert_eq!(asked.wakeup_bytes, 16 << 10);
+        assert!(asked.validate(256).is_err());
         // Never less than 64 KiB a CPU (a page, on every kernel).
         let c = Config {
             ring_buffer_bytes: 64 << 10,

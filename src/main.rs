@@ -368,17 +368,8 @@ fn run(args: &RunArgs, format: Format) -> Result<()> {
             .context("installing signal handlers")?;
     }
 
-    let ring_buffer_bytes = match args.ring_buffer_size {
-        Some(bytes) => bytes,
-        None => bpf_loader::default_ring_buffer_bytes(
-            bpf_loader::possible_cpus()?,
-            bpf_loader::largest_record(args.max_args_bytes, !args.env.is_empty()),
-        ),
-    };
     let config = bpf_loader::Config {
         max_args_bytes: args.max_args_bytes,
-        ring_buffer_bytes,
-        wakeup_bytes: u64::from(ring_buffer_bytes / 4),
         failed_execs: args.failed_execs,
         filters: bpf_loader::Filters {
             uids: args.uids.clone(),
@@ -390,7 +381,9 @@ fn run(args: &RunArgs, format: Format) -> Result<()> {
         },
         capture_env: !args.env.is_empty(),
         exits: !args.no_exits,
-    };
+        ..bpf_loader::Config::default()
+    }
+    .with_ring_size(args.ring_buffer_size, bpf_loader::possible_cpus()?);
     let keep = execwatch::handover::Keep::choose(args.bpf_pin_dir.as_deref())?;
     let mut object = MaybeUninit::uninit();
     let mut loader = BpfLoader::load_keeping(&config, &mut object, keep)?;
