@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use execwatch::entity_id::{BootId, EntityIds};
 use execwatch::exe_hash::{
-    hash_verified, FileIdentity, HashConfig, HashHold, HashOutcome, HashRequest, Hasher, Requested,
-    DEFAULT_MAX_SIZE,
+    hash_verified, FileIdentity, HashConfig, HashOutcome, HashRequest, Hasher, OrderedHold,
+    Requested, DEFAULT_MAX_SIZE,
 };
 use execwatch::process_table::{ExecRecord, Limits, ProcessTable};
 
@@ -115,7 +115,7 @@ fn main() {
     bench("hash cache hit (lookup)", 5_000_000, |_| {
         black_box(h.lookup(black_box(&small_id)));
     });
-    let mut hold = HashHold::new(Duration::from_secs(1), 100_000);
+    let mut hold = OrderedHold::new(Duration::from_secs(1), 100_000);
     bench("hold: push + release, hash known", 2_000_000, |i| {
         let now = Instant::now();
         hold.push(

@@ -22,7 +22,7 @@ use crate::decode::ExecEvent;
 use crate::entity_id::{ticks_from_boot_ns, EntityIds};
 use crate::event::{Action, Lineage};
 use crate::exe_hash::{
-    HashConfig, HashHold, HashOutcome, HashRequest, HashResults, Hasher, Requested,
+    HashConfig, HashOutcome, HashRequest, HashResults, Hasher, OrderedHold, Requested,
 };
 use crate::handover::{PrevDrain, PrevRead};
 use crate::layout::Translation;
@@ -38,14 +38,15 @@ use crate::writer_thread::{
     OutcomeNotes, Output, OutputQueue, QueueWriter, WriterThread, QUEUE_BUDGET,
 };
 
-/// Longest an event waits for its executable's hash, and most events held.
+/// Longest an event waits for its executable's hash.
 const HASH_HOLD_MAX: Duration = Duration::from_secs(1);
-const HASH_HOLD_EVENTS: usize = 65_536;
+/// Most events held, whatever they wait for.
+const HOLD_EVENTS: usize = 65_536;
 /// Longest an event in a new container's cgroup waits for the runtime's
 /// state (crun, and runc under podman, write it after the first exec).
 const STATE_HOLD_MAX: Duration = Duration::from_millis(500);
 /// The poll timeout while events wait for a hash or a runtime's state.
-const HASH_POLL: Duration = Duration::from_millis(5);
+const HOLD_POLL: Duration = Duration::from_millis(5);
 
 /// Longest the drain of a taken-over ring buffer delays READY.
 const TAKEOVER_DRAIN_MAX: Duration = Duration::from_secs(10);
@@ -134,7 +135,7 @@ struct Consumer<'a> {
     hasher: Option<Hasher>,
     /// Events waiting for their executable's hash or their container's
     /// state, and those after them, in order.
-    hold: HashHold<ExecEvent>,
+    hold: OrderedHold<ExecEvent>,
     mode: Mode,
     /// The daemon's counters kept here (the writer thread keeps its own).
     counts: Counts,
@@ -537,7 +538,7 @@ fn take_records(
 
 /// The hold's release, every event or those due.
 fn release_from<R: HashResults>(
-    hold: &mut HashHold<ExecEvent>,
+    hold: &mut OrderedHold<ExecEvent>,
     results: &mut R,
     all: bool,
     settle: impl FnMut(&mut ExecEvent) -> bool,
@@ -862,7 +863,7 @@ pub fn run(
         env_names: opts.env_names.clone(),
         table,
         hasher,
-        hold: HashHold::new(HASH_HOLD_MAX, HASH_HOLD_EVENTS),
+        hold: OrderedHold::new(HASH_HOLD_MAX, HOLD_EVENTS),
         mode: Mode::Deliver,
         counts: Counts::default(),
         consumed: 0,
@@ -966,7 +967,7 @@ pub fn run(
             std::thread::sleep(Duration::from_millis(1));
         } else if taken.records < RECORDS_PER_TURN as u64 {
             let held = !consumer.borrow().hold.is_empty();
-            ring.wait(if held { HASH_POLL } else { poll_timeout });
+            ring.wait(if held { HOLD_POLL } else { poll_timeout });
         }
     }
 

@@ -10,7 +10,7 @@
 //!
 //! The daemon keeps event order and holds no event longer than the hold time:
 //! [`Hasher::lookup`] answers from the cache at once, [`Hasher::request`]
-//! starts a job and gives a [`Ticket`], and [`HashHold`] keeps events in
+//! starts a job and gives a [`Ticket`], and [`OrderedHold`] keeps events in
 //! arrival order until the hash at the front is ready or its deadline passed.
 //!
 //! Cost of a first exec of a large binary: one read of the file by a worker
@@ -239,7 +239,7 @@ struct JobDone {
     bytes: u64,
 }
 
-/// Collects worker answers for tickets; [`HashHold`] uses it.
+/// Collects worker answers for tickets; [`OrderedHold`] uses it.
 pub trait HashResults {
     /// The outcome for `ticket` if it is known; each waiter takes it once.
     fn take(&mut self, ticket: Ticket) -> Option<HashOutcome>;
@@ -569,7 +569,7 @@ fn hash_if_same(
 /// their deadline passes; nothing is dropped. Generic over the event. An
 /// event may also wait to be settled by its owner (a new container's
 /// runtime state), until a time of its own.
-pub struct HashHold<E> {
+pub struct OrderedHold<E> {
     queue: VecDeque<Held<E>>,
     max_hold: Duration,
     max_len: usize,
@@ -580,7 +580,7 @@ struct Held<E> {
     event: E,
     hash: HeldHash,
     deadline: Instant,
-    /// Waits to be settled (see [`HashHold::release_settling`]) until then.
+    /// Waits to be settled (see [`OrderedHold::release_settling`]) until then.
     unsettled_until: Option<Instant>,
 }
 
@@ -602,11 +602,11 @@ pub struct HoldStats {
     pub unsettled: u64,
 }
 
-impl<E> HashHold<E> {
+impl<E> OrderedHold<E> {
     /// Hold events at most `max_hold`, and at most `max_len` of them (past
     /// that the oldest goes out without waiting for its hash).
-    pub fn new(max_hold: Duration, max_len: usize) -> HashHold<E> {
-        HashHold {
+    pub fn new(max_hold: Duration, max_len: usize) -> OrderedHold<E> {
+        OrderedHold {
             queue: VecDeque::new(),
             max_hold,
             max_len: max_len.max(1),
@@ -620,7 +620,7 @@ impl<E> HashHold<E> {
         self.push_unsettled(event, hash, None, now);
     }
 
-    /// [`HashHold::push`] for an event that also waits to be settled, at
+    /// [`OrderedHold::push`] for an event that also waits to be settled, at
     /// most until `until` (and never past the hold's own limit).
     pub fn push_unsettled(
         &mut self,
@@ -655,7 +655,7 @@ impl<E> HashHold<E> {
         self.release_settling(results, now, |_| true, out)
     }
 
-    /// [`HashHold::release`], where an event that waits to be settled goes
+    /// [`OrderedHold::release`], where an event that waits to be settled goes
     /// out once `settle` says it is (it may update the event), its settling
     /// deadline passed, or it overflows the queue.
     pub fn release_settling(
@@ -829,7 +829,7 @@ mod tests {
             let hold_for = Duration::from_millis(1000);
             let start = Instant::now();
             let mut res = Timed { now: start, ready_at: HashMap::new(), taken: vec![], abandoned: vec![] };
-            let mut hold = HashHold::new(hold_for, max_len);
+            let mut hold = OrderedHold::new(hold_for, max_len);
             let mut pushed = Vec::new();
             let mut out: Vec<(usize, Instant, Option<HashOutcome>)> = Vec::new();
             let mut deadlines = Vec::new();
@@ -900,7 +900,7 @@ mod tests {
             taken: vec![],
             abandoned: vec![],
         };
-        let mut hold = HashHold::new(Duration::from_secs(1), 100);
+        let mut hold = OrderedHold::new(Duration::from_secs(1), 100);
         // (name, settled): settling may change the event.
         hold.push_unsettled(("a", false), None, Some(t0 + ms(500)), t0);
         hold.push(("b", false), None, t0);
@@ -960,7 +960,7 @@ mod tests {
             taken: vec![],
             abandoned: vec![],
         };
-        let mut hold = HashHold::new(Duration::from_secs(1), 100);
+        let mut hold = OrderedHold::new(Duration::from_secs(1), 100);
         hold.push("a", Some(Requested::Pending(Ticket(0))), t0);
         hold.push("b", None, t0);
         hold.push("c", Some(Requested::Pending(Ticket(2))), t0);
@@ -996,7 +996,7 @@ mod tests {
             taken: vec![],
             abandoned: vec![],
         };
-        let mut hold = HashHold::new(Duration::from_secs(1), 100);
+        let mut hold = OrderedHold::new(Duration::from_secs(1), 100);
         hold.push(0, Some(Requested::Pending(Ticket(0))), t0);
         hold.push(1, Some(Requested::Pending(Ticket(1))), t0);
         hold.push(2, None, t0);

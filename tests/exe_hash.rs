@@ -14,8 +14,8 @@ mod common;
 use common::tempdir::TempDir;
 use common::{sha256sum, wait_exec};
 use execwatch::exe_hash::{
-    hash_verified, FileIdentity, HashConfig, HashHold, HashOutcome, HashRequest, HashResults,
-    Hasher, Requested, SkipReason,
+    hash_verified, FileIdentity, HashConfig, HashOutcome, HashRequest, HashResults, Hasher,
+    OrderedHold, Requested, SkipReason,
 };
 
 fn hasher() -> Hasher {
@@ -326,7 +326,7 @@ fn many_events_for_one_new_file_share_one_job_and_keep_their_order() {
     let big_id = FileIdentity::of_path(&big).unwrap();
     let small_id = FileIdentity::of_path(&small).unwrap();
     let mut h = hasher();
-    let mut hold = HashHold::new(Duration::from_secs(1), 10_000);
+    let mut hold = OrderedHold::new(Duration::from_secs(1), 10_000);
     let t0 = Instant::now();
     for i in 0..300u32 {
         let r = match i % 3 {
@@ -377,7 +377,7 @@ fn a_full_queue_answers_busy_and_the_hold_releases_at_the_deadline() {
         write_file(&p, &vec![i as u8; 16 << 20]);
         reqs.push(req_for(0, &p, FileIdentity::of_path(&p).unwrap()));
     }
-    let mut hold = HashHold::new(Duration::from_millis(200), 100);
+    let mut hold = OrderedHold::new(Duration::from_millis(200), 100);
     let t0 = Instant::now();
     let mut busy_at_request = 0;
     for (i, r) in reqs.iter().enumerate() {
