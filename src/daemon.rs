@@ -24,6 +24,7 @@ use crate::event::{Action, Lineage};
 use crate::exe_hash::{
     HashConfig, HashOutcome, HashRequest, HashResults, Hasher, OrderedHold, Requested,
 };
+use crate::fields::Exclusions;
 use crate::handover::{PrevDrain, PrevRead};
 use crate::layout::Translation;
 use crate::liveness::Liveness;
@@ -88,6 +89,8 @@ pub struct LoopOptions {
     pub hash_max_size: Option<u64>,
     /// Progress, for the watchdog and the liveness endpoint.
     pub liveness: Arc<Liveness>,
+    /// Fields no format shows (`--exclude-field`).
+    pub excluded: Exclusions,
 }
 
 impl Default for LoopOptions {
@@ -100,6 +103,7 @@ impl Default for LoopOptions {
             env_names: Vec::new(),
             hash_max_size: Some(HashConfig::default().max_size),
             liveness: Arc::default(),
+            excluded: Exclusions::default(),
         }
     }
 }
@@ -805,7 +809,7 @@ pub fn run(
     let liveness = &opts.liveness;
     let queue = OutputQueue::new(QUEUE_BUDGET);
     let (queue_writer, notes) = QueueWriter::new(Arc::clone(&queue));
-    let mut sink = EventSink::new(format, queue_writer);
+    let mut sink = EventSink::new(format, queue_writer, &opts.excluded);
     if format == Format::Text && io::stdout().is_terminal() {
         // A person reads it: aligned columns. Piped, the plain lines stay.
         sink.show_table(Table::for_terminal())

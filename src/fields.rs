@@ -236,6 +236,102 @@ impl PerKind {
     }
 }
 
+/// Fields no `--exclude-field` may drop: what identifies an event, its
+/// process and its place in the stream (consumers count gaps by
+/// `event.sequence`, and the shipped configs select on these).
+pub const REQUIRED: &[&str] = &[
+    "@timestamp",
+    "ecs.version",
+    "event.kind",
+    "event.category",
+    "event.type",
+    "event.action",
+    "event.outcome",
+    "event.sequence",
+    "process.pid",
+    "process.entity_id",
+];
+
+/// Why an `--exclude-field` value is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExcludeError {
+    #[error("no field is {0:?} or under it: the fields are listed in docs/schema.md (JSON paths, such as process.command_line)")]
+    Unknown(String),
+    #[error("{0} identifies every event and cannot be left out")]
+    Required(&'static str),
+    #[error("{excluded:?} would drop {required}, which identifies every event: name the fields under it to leave out instead")]
+    Covers {
+        excluded: String,
+        required: &'static str,
+    },
+}
+
+/// Fields left out of every format (`--exclude-field`): each given path
+/// drops the field of that JSON path and every field under it
+/// (`process.parent` drops `process.parent.args` ...), and with each field
+/// its `execwatch.raw.*` copy of exact bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Exclusions(Vec<String>);
+
+/// `path` is `prefix` or under it, at a dot.
+fn covers(prefix: &str, path: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+}
+
+/// The field whose exact bytes an `execwatch.raw.*` field carries: the
+/// first path its doc names.
+pub fn raw_of(f: &Field) -> Option<&'static str> {
+    f.json.strip_prefix("execwatch.raw.")?;
+    f.doc.split('`').nth(1)
+}
+
+impl Exclusions {
+    /// Check one `--exclude-field` value: it names a field, or the start of
+    /// some, and drops none of [`REQUIRED`].
+    pub fn check(path: &str) -> Result<(), ExcludeError> {
+        if !FIELDS.iter().any(|f| covers(path, f.json)) {
+            return Err(ExcludeError::Unknown(path.to_string()));
+        }
+        match REQUIRED.iter().find(|r| covers(path, r)) {
+            Some(required) if *required == path => Err(ExcludeError::Required(required)),
+            Some(required) => Err(ExcludeError::Covers {
+                excluded: path.to_string(),
+                required,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Exclusions of `paths`, each checked.
+    pub fn new<S: AsRef<str>>(paths: &[S]) -> Result<Exclusions, ExcludeError> {
+        let mut kept = Vec::with_capacity(paths.len());
+        for p in paths {
+            let p = p.as_ref();
+            Exclusions::check(p)?;
+            kept.push(p.to_string());
+        }
+        Ok(Exclusions(kept))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// True when every field of `paths` is left out.
+    pub fn drops_all(&self, paths: &[&str]) -> bool {
+        paths
+            .iter()
+            .all(|path| self.0.iter().any(|p| covers(p, path)))
+    }
+
+    /// True when `f` is left out.
+    pub fn excludes(&self, f: &Field) -> bool {
+        let dropped = |path: &str| self.0.iter().any(|p| covers(p, path));
+        dropped(f.json) || raw_of(f).is_some_and(dropped)
+    }
+}
+
 fn bytes(b: &[u8]) -> Option<Value<'_>> {
     Some(Value::Bytes(b))
 }
@@ -1520,6 +1616,75 @@ pub(crate) mod tests {
     use std::collections::BTreeSet;
     use std::sync::Arc;
 
+    fn field_at(json: &str) -> &'static Field {
+        FIELDS.iter().find(|f| f.json == json).expect(json)
+    }
+
+    #[test]
+    fn exclusions_drop_a_field_or_a_subtree_and_its_raw_bytes_never_a_required_one() {
+        let ex = Exclusions::new(&["process.args", "process.parent"]).unwrap();
+        for dropped in [
+            "process.args",
+            "execwatch.raw.args",
+            "process.parent.args",
+            "process.parent.pid",
+        ] {
+            assert!(ex.excludes(field_at(dropped)), "{dropped}");
+        }
+        // At a dot only: `process.args` is not `process.args_count`.
+        for kept in ["process.args_count", "process.command_line", "process.pid"] {
+            assert!(!ex.excludes(field_at(kept)), "{kept}");
+        }
+        assert!(!Exclusions::default().excludes(field_at("process.args")));
+        let hash = ["process.hash.sha256", "execwatch.hash.skipped"];
+        assert!(!Exclusions::new(&["process.hash"]).unwrap().drops_all(&hash));
+        assert!(Exclusions::new(&["process.hash", "execwatch.hash"])
+            .unwrap()
+            .drops_all(&hash));
+        assert_eq!(
+            Exclusions::check("process.arg"),
+            Err(ExcludeError::Unknown("process.arg".into()))
+        );
+        assert_eq!(
+            Exclusions::check("process.args.0"),
+            Err(ExcludeError::Unknown("process.args.0".into()))
+        );
+        assert_eq!(
+            Exclusions::check("process"),
+            Err(ExcludeError::Covers {
+                excluded: "process".into(),
+                required: "process.pid"
+            })
+        );
+        for r in REQUIRED {
+            assert_eq!(Exclusions::check(r), Err(ExcludeError::Required(r)));
+            assert!(FIELDS.iter().any(|f| f.json == *r), "{r} is no field");
+        }
+        assert!(Exclusions::check("execwatch").is_ok());
+        let msg = Exclusions::check("event.sequence").unwrap_err().to_string();
+        assert!(!msg.contains('\n'), "{msg}");
+    }
+
+    #[test]
+    fn every_raw_field_names_the_field_it_copies() {
+        let raw: Vec<&Field> = FIELDS
+            .iter()
+            .filter(|f| f.json.starts_with("execwatch.raw."))
+            .collect();
+        assert!(raw.len() >= 9);
+        for f in raw {
+            let of = raw_of(f).unwrap_or_else(|| panic!("{} names no field", f.json));
+            assert!(
+                FIELDS
+                    .iter()
+                    .any(|g| g.json == of && !g.json.starts_with("execwatch.raw.")),
+                "{}: {of} is no field",
+                f.json
+            );
+        }
+        assert_eq!(raw_of(field_at("process.args")), None);
+    }
+
     #[test]
     fn per_kind_lists_are_the_fields_each_kind_carries_in_order() {
         let all = PerKind::new(|_| true);
@@ -1880,6 +2045,95 @@ pub(crate) mod tests {
             missing.is_empty(),
             "no sample event gives these fields a value: {missing:?}"
         );
+    }
+
+    #[test]
+    fn excluded_fields_reach_no_format_and_the_rest_are_unchanged() {
+        let clock = Clock::with_offset(0);
+        let ex =
+            Exclusions::new(&["process.args", "process.command_line", "process.parent"]).unwrap();
+        let keep = |f: &Field| !ex.excludes(f);
+        let (json_l, journald_l, text_l) = (
+            json::Layout::excluding(&ex),
+            journald::JournaldLayout::new(keep),
+            text::TextLayout::new(keep),
+        );
+        let mut dropped = 0;
+        for ev in samples() {
+            let mut out = Vec::new();
+            json::write_event(&mut out, &ev, &clock);
+            let mut full: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            out.clear();
+            json::write_fields(&mut out, &ev, &clock, &json_l);
+            let less: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            out.clear();
+            journald::write_event(&mut out, &ev, &clock);
+            let full_entry = journald::parse(&out);
+            out.clear();
+            journald::write_entry(&mut out, &ev, &clock, &journald_l);
+            let entry = journald::parse(&out);
+            out.clear();
+            text::write_line(&mut out, &ev, &clock, &text_l);
+            let line = String::from_utf8(out.clone()).unwrap();
+
+            let mut names = Vec::new();
+            for f in FIELDS.iter().filter(|f| ex.excludes(f)) {
+                if let Some(obj) = f
+                    .json
+                    .rsplit_once('.')
+                    .and_then(|(parent, _)| json_get_mut(&mut full, parent))
+                {
+                    dropped += usize::from(
+                        obj.as_object_mut()
+                            .unwrap()
+                            .remove(f.json.rsplit('.').next().unwrap())
+                            .is_some(),
+                    );
+                }
+                if let Journald::Field(n) = f.journald {
+                    names.push(n);
+                }
+                if let Text::Label(l) | Text::LabelIf(l, _) = f.text {
+                    assert!(
+                        !line.contains(&format!(" {l}=")),
+                        "{} in text: {line}",
+                        f.json
+                    );
+                }
+            }
+            prune_empty(&mut full);
+            assert_eq!(less, full, "JSON without the excluded fields");
+            let carried = |k: &str| {
+                !names
+                    .iter()
+                    .any(|n| k == *n || k.strip_prefix(n).is_some_and(|r| r.starts_with('_')))
+            };
+            let want: Vec<_> = full_entry
+                .iter()
+                .filter(|(k, _)| k != "MESSAGE" && carried(k))
+                .collect();
+            let got: Vec<_> = entry.iter().filter(|(k, _)| k != "MESSAGE").collect();
+            assert_eq!(got, want, "journald without the excluded fields");
+        }
+        assert!(dropped > 0, "no sample had an excluded field");
+    }
+
+    fn json_get_mut<'v>(
+        v: &'v mut serde_json::Value,
+        path: &str,
+    ) -> Option<&'v mut serde_json::Value> {
+        path.split('.').try_fold(v, |cur, seg| cur.get_mut(seg))
+    }
+
+    /// Objects left empty by removing fields go too (the renderer opens no
+    /// object it has nothing for).
+    fn prune_empty(v: &mut serde_json::Value) {
+        if let Some(obj) = v.as_object_mut() {
+            for child in obj.values_mut() {
+                prune_empty(child);
+            }
+            obj.retain(|_, c| !c.as_object().is_some_and(|o| o.is_empty()));
+        }
     }
 
     #[test]

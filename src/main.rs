@@ -44,7 +44,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Record every exec until SIGINT or SIGTERM (the default).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check whether this host can run execwatch: one line per requirement,
     /// ok or missing and what to do; exit status 0 when it can run.
     Check,
@@ -154,6 +154,15 @@ struct RunArgs {
     /// to 16; e.g. LD_PRELOAD). Without it nothing of the environment is read.
     #[arg(long = "env", value_name = "NAME", value_parser = parse_env_name)]
     env: Vec<String>,
+
+    /// Leave this field out of every format: its JSON path, or a prefix
+    /// that drops every field under it (repeatable or comma-separated; e.g.
+    /// process.command_line, process.parent). Its execwatch.raw.* copy goes
+    /// with it. What identifies an event cannot be left out: @timestamp,
+    /// ecs.version, event.kind, category, type, action, outcome and
+    /// sequence, process.pid and process.entity_id.
+    #[arg(long = "exclude-field", value_name = "FIELD", value_delimiter = ',', value_parser = parse_excluded_field)]
+    exclude_fields: Vec<String>,
 
     /// Serve Prometheus metrics (events, losses, ...) on HOST:PORT at
     /// /metrics, and liveness at /healthz.
@@ -296,6 +305,15 @@ fn parse_env_name(s: &str) -> Result<String, String> {
     }
 }
 
+/// The fields that show an executable's hash, or why there is none.
+const HASH_FIELDS: &[&str] = &["process.hash.sha256", "execwatch.hash.skipped"];
+
+fn parse_excluded_field(s: &str) -> Result<String, String> {
+    execwatch::fields::Exclusions::check(s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
 fn parse_cgroup(s: &str) -> Result<std::path::PathBuf, String> {
     execwatch::cgroups::resolve_cgroup_arg(s)
 }
@@ -384,6 +402,10 @@ fn run(args: &RunArgs, format: Format) -> Result<()> {
         ..bpf_loader::Config::default()
     }
     .with_ring_size(args.ring_buffer_size, bpf_loader::possible_cpus()?);
+    let excluded =
+        execwatch::fields::Exclusions::new(&args.exclude_fields).context("--exclude-field")?;
+    // No hashing when no field would show its result.
+    let hash_excluded = excluded.drops_all(HASH_FIELDS);
     let keep = execwatch::handover::Keep::choose(args.bpf_pin_dir.as_deref())?;
     let mut object = MaybeUninit::uninit();
     let mut loader = BpfLoader::load_keeping(&config, &mut object, keep)?;
@@ -395,6 +417,13 @@ fn run(args: &RunArgs, format: Format) -> Result<()> {
         failed_execs = loader.failed_execs().name(),
         "execwatch attached"
     );
+    if !excluded.is_empty() {
+        info!(
+            fields = %args.exclude_fields.join(","),
+            hashing = !args.no_hash && !hash_excluded,
+            "fields left out of every event"
+        );
+    }
 
     let liveness = Arc::new(Liveness::default());
     let metrics = match &args.metrics_addr {
@@ -413,8 +442,9 @@ fn run(args: &RunArgs, format: Format) -> Result<()> {
         drain_timeout: Duration::from_secs(args.drain_timeout),
         metrics,
         env_names: args.env.iter().map(|n| n.as_bytes().to_vec()).collect(),
-        hash_max_size: (!args.no_hash).then_some(args.hash_max_size),
+        hash_max_size: (!args.no_hash && !hash_excluded).then_some(args.hash_max_size),
         liveness,
+        excluded,
     };
     let mut notifier = Notifier::from_env();
     daemon::run(&mut loader, format, &stop, &opts, &mut notifier)?;

@@ -42,6 +42,15 @@ fn bad_values_are_usage_errors_naming_the_rule() {
         (&["--max-args-bytes", "lots"][..], "is not a size"),
         (&["--format", "xml"][..], "invalid value 'xml'"),
         (&["--poll-interval", "0"][..], "--poll-interval"),
+        (&["--exclude-field", "process.arg"][..], "docs/schema.md"),
+        (
+            &["--exclude-field", "process.command_line,event.sequence"][..],
+            "event.sequence identifies every event",
+        ),
+        (
+            &["--exclude-field", "process"][..],
+            "name the fields under it",
+        ),
     ] {
         let o = run(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}");

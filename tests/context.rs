@@ -363,3 +363,41 @@ fn failed_exec_carries_cwd_and_session() {
     let stopped = d.stop();
     assert!(stopped.status.success());
 }
+
+#[test]
+fn excluded_fields_are_left_out_of_every_format() {
+    // A field, a subtree, and both hash fields: hashing then stops too.
+    let f = Formats::start(&[
+        "--exclude-field",
+        "process.command_line,process.parent",
+        "--exclude-field",
+        "process.hash,execwatch.hash,execwatch.executable",
+    ]);
+    let m = marker("excluded");
+    run(Command::new("/bin/true").arg(&m).arg("two words"));
+    let s = f.exec_with(&m);
+    let real_true = std::fs::canonicalize("/bin/true").unwrap();
+    let real_true = real_true.to_str().unwrap().to_string();
+    s.lacks("process.command_line")
+        .lacks("process.parent.args")
+        .lacks("process.parent.pid")
+        .lacks("process.parent.entity_id")
+        .lacks("process.hash.sha256")
+        .lacks("execwatch.hash.skipped")
+        .lacks("execwatch.executable.inode")
+        .has(
+            "process.args",
+            serde_json::json!(["/bin/true", m, "two words"]),
+        )
+        .has("process.executable", real_true.as_str().into());
+    assert!(s.json["process"]["entity_id"].is_string(), "{}", s.json);
+    assert!(s.json["process"].get("parent").is_none(), "{}", s.json);
+    for d in [&f.json, &f.text, &f.journald] {
+        let threads = std::fs::read_dir(format!("/proc/{}/task", d.pid())).unwrap();
+        let hashing = threads.flatten().any(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("exe-hash"))
+        });
+        assert!(!hashing, "a hasher runs with no field to show its hash");
+    }
+    f.stop();
+}

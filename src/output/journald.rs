@@ -8,9 +8,9 @@ use std::sync::OnceLock;
 
 use super::clock::{write_rfc3339, Clock};
 use super::decimal::{write_i64, write_u64};
-use super::text;
+use super::text::{self, TextLayout};
 use crate::event::ExecEvent;
-use crate::fields::{Journald, PerKind, Value};
+use crate::fields::{Field, Journald, PerKind, Value};
 
 pub const SOCKET: &str = "/run/systemd/journal/socket";
 
@@ -57,13 +57,40 @@ fn num(buf: &mut Vec<u8>, name: &str, digits: impl FnOnce(&mut Vec<u8>)) {
     buf.push(b'\n');
 }
 
+/// Which fields an entry carries, and its MESSAGE's.
+pub struct JournaldLayout {
+    carried: PerKind,
+    message: TextLayout,
+}
+
+impl JournaldLayout {
+    /// The fields `keep` selects.
+    pub fn new(keep: impl Fn(&Field) -> bool) -> JournaldLayout {
+        JournaldLayout {
+            carried: PerKind::new(|f| matches!(f.journald, Journald::Field(_)) && keep(f)),
+            message: TextLayout::new(keep),
+        }
+    }
+
+    /// Every field.
+    pub fn all() -> &'static JournaldLayout {
+        static ALL: OnceLock<JournaldLayout> = OnceLock::new();
+        ALL.get_or_init(|| JournaldLayout::new(|_| true))
+    }
+}
+
 /// Build the entry for one exec: MESSAGE (the text line), MESSAGE_ID and
-/// PRIORITY, then one field per event field of [`FIELDS`].
+/// PRIORITY, then one field per event field of [`FIELDS`](crate::fields::FIELDS).
 pub fn write_event(buf: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
+    write_entry(buf, ev, clock, JournaldLayout::all());
+}
+
+/// [`write_event`] with the fields of `layout`.
+pub fn write_entry(buf: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock, layout: &JournaldLayout) {
     // Written in place: the text line never holds a newline (every control
     // character is escaped), so the plain `NAME=value` form is safe.
     buf.extend_from_slice(b"MESSAGE=");
-    text::write_message(buf, ev, clock);
+    text::write_message(buf, ev, clock, &layout.message);
     buf.push(b'\n');
     let (id, prio) = match (ev.action, ev.succeeded()) {
         (crate::event::Action::Exit, _) => (message_ids::EXIT, "6"),
@@ -73,11 +100,8 @@ pub fn write_event(buf: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
     field(buf, "MESSAGE_ID", id.as_bytes());
     field(buf, "PRIORITY", prio.as_bytes());
     field(buf, "SYSLOG_IDENTIFIER", b"execwatch");
-    static CARRIED: OnceLock<PerKind> = OnceLock::new();
-    let carried =
-        CARRIED.get_or_init(|| PerKind::new(|f| matches!(f.journald, Journald::Field(_))));
     let mut scratch = Vec::new();
-    for f in carried.of(ev) {
+    for f in layout.carried.of(ev) {
         let Journald::Field(name) = f.journald else {
             continue;
         };
@@ -162,10 +186,10 @@ fn base64_text(b: &[u8]) -> String {
 pub const FRAME_HEADER: usize = 4;
 
 /// Append `ev` as one framed entry ([`frames`] takes them apart).
-pub fn write_framed(buf: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
+pub fn write_framed(buf: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock, layout: &JournaldLayout) {
     let at = buf.len();
     buf.extend_from_slice(&[0; FRAME_HEADER]);
-    write_event(buf, ev, clock);
+    write_entry(buf, ev, clock, layout);
     let len = u32::try_from(buf.len() - at - FRAME_HEADER).unwrap_or(u32::MAX);
     buf[at..at + FRAME_HEADER].copy_from_slice(&len.to_le_bytes());
 }
@@ -346,7 +370,7 @@ mod tests {
         evs[1].set_args([&b"b\nFORGED=1"[..], b"c"]);
         let (mut framed, mut plain) = (Vec::new(), Vec::new());
         for ev in &evs {
-            write_framed(&mut framed, ev, &clock);
+            write_framed(&mut framed, ev, &clock, JournaldLayout::all());
             let mut one = Vec::new();
             write_event(&mut one, ev, &clock);
             plain.push(one);

@@ -8,7 +8,7 @@ use super::decimal::{write_i64, write_u64};
 use super::escape::{json_base64, json_escape, json_string};
 use crate::event::Action;
 use crate::event::ExecEvent;
-use crate::fields::{Field, List, On, Value, FIELDS};
+use crate::fields::{Exclusions, Field, List, On, Value, FIELDS};
 
 pub use crate::fields::ECS_VERSION;
 
@@ -90,6 +90,11 @@ impl Layout {
     /// fields of an older build with it, to compare the two writers).
     pub fn only(json_paths: &[&str]) -> Layout {
         Layout::of(|f| json_paths.contains(&f.json))
+    }
+
+    /// Every field but those `excluded` names.
+    pub fn excluding(excluded: &Exclusions) -> Layout {
+        Layout::of(|f| !excluded.excludes(f))
     }
 
     fn of(keep: impl Fn(&Field) -> bool) -> Layout {

@@ -11,6 +11,7 @@ pub mod text;
 use std::io::{self, Write};
 
 use crate::event::ExecEvent;
+use crate::fields::Exclusions;
 use clock::Clock;
 
 /// Output format of exec events.
@@ -28,11 +29,34 @@ pub enum Format {
 /// daemon flushes after each ring-buffer drain, not after each event.
 pub struct EventSink<W: ChunkWrite> {
     format: Format,
+    /// The fields each event shows in this format.
+    render: Render,
     clock: Clock,
     buf: Vec<u8>,
     out: W,
     /// `Format::Text` as a table, for a terminal ([`EventSink::show_table`]).
     table: Option<table::Table>,
+    /// Some fields are excluded: the table, whose columns are fixed, is not
+    /// shown.
+    excluding: bool,
+}
+
+/// A format with the fields it renders, made once.
+enum Render {
+    Text(text::TextLayout),
+    Json(json::Layout),
+    Journald(journald::JournaldLayout),
+}
+
+impl Render {
+    fn new(format: Format, excluded: &Exclusions) -> Render {
+        let keep = |f: &crate::fields::Field| !excluded.excludes(f);
+        match format {
+            Format::Text => Render::Text(text::TextLayout::new(keep)),
+            Format::Json => Render::Json(json::Layout::excluding(excluded)),
+            Format::Journald => Render::Journald(journald::JournaldLayout::new(keep)),
+        }
+    }
 }
 
 /// What an [`EventSink`] flushes into. The default copies the buffer out; a
@@ -51,10 +75,13 @@ const FLUSH_AT: usize = 512 * 1024;
 
 impl<W: ChunkWrite> EventSink<W> {
     /// `Format::Journald` writes framed entries ([`journald::frames`]) for
-    /// a writer that sends each as a datagram.
-    pub fn new(format: Format, out: W) -> Self {
+    /// a writer that sends each as a datagram. No format shows the fields
+    /// `excluded` names.
+    pub fn new(format: Format, out: W, excluded: &Exclusions) -> Self {
         EventSink {
             format,
+            render: Render::new(format, excluded),
+            excluding: !excluded.is_empty(),
             clock: Clock::new(),
             buf: Vec::with_capacity(FLUSH_AT + 64 * 1024),
             out,
@@ -63,10 +90,11 @@ impl<W: ChunkWrite> EventSink<W> {
     }
 
     /// Show `Format::Text` as `table` (for a person at a terminal); other
-    /// formats ignore it. The header is flushed at once, alone: the writer
+    /// formats ignore it, and so does a sink with fields excluded (the
+    /// table's columns are fixed; the plain line leaves them out). The header is flushed at once, alone: the writer
     /// counts delivered events by lines, so no event may share its write.
     pub fn show_table(&mut self, table: table::Table) -> io::Result<()> {
-        if self.format != Format::Text {
+        if self.format != Format::Text || self.excluding {
             return Ok(());
         }
         table.write_header(&mut self.buf);
@@ -79,13 +107,12 @@ impl<W: ChunkWrite> EventSink<W> {
     }
 
     pub fn write_event(&mut self, ev: &ExecEvent) -> io::Result<()> {
-        match self.format {
-            Format::Text => match &mut self.table {
-                Some(t) => t.write_event(&mut self.buf, ev, &self.clock),
-                None => text::write_event(&mut self.buf, ev, &self.clock),
-            },
-            Format::Json => json::write_event(&mut self.buf, ev, &self.clock),
-            Format::Journald => journald::write_framed(&mut self.buf, ev, &self.clock),
+        let (buf, clock) = (&mut self.buf, &self.clock);
+        match (&self.render, &mut self.table) {
+            (Render::Text(_), Some(t)) => t.write_event(buf, ev, clock),
+            (Render::Text(l), None) => text::write_line(buf, ev, clock, l),
+            (Render::Json(l), _) => json::write_fields(buf, ev, clock, l),
+            (Render::Journald(l), _) => journald::write_framed(buf, ev, clock, l),
         }
         if self.buf.len() >= FLUSH_AT {
             self.flush()?;

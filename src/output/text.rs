@@ -9,30 +9,53 @@ use super::escape::text_quoted;
 use crate::event::ExecEvent;
 use std::sync::OnceLock;
 
-use crate::fields::{List, PerKind, Text, Value};
+use crate::fields::{Field, List, PerKind, Text, Value};
+
+/// Which fields the line shows: the leading ones (the timestamp), then
+/// the message's.
+pub struct TextLayout {
+    prefix: PerKind,
+    shown: PerKind,
+}
+
+impl TextLayout {
+    /// The fields `keep` selects.
+    pub fn new(keep: impl Fn(&Field) -> bool) -> TextLayout {
+        TextLayout {
+            prefix: PerKind::new(|f| matches!(f.text, Text::Prefix) && keep(f)),
+            shown: PerKind::new(|f| !matches!(f.text, Text::Prefix | Text::Absent(_)) && keep(f)),
+        }
+    }
+
+    /// Every field.
+    pub fn all() -> &'static TextLayout {
+        static ALL: OnceLock<TextLayout> = OnceLock::new();
+        ALL.get_or_init(|| TextLayout::new(|_| true))
+    }
+}
 
 /// Append one line (with its newline) for `ev`: the leading field (the
 /// timestamp), then the message.
 pub fn write_event(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
-    static PREFIX: OnceLock<PerKind> = OnceLock::new();
-    let prefix = PREFIX.get_or_init(|| PerKind::new(|f| matches!(f.text, Text::Prefix)));
-    for f in prefix.of(ev) {
+    write_line(out, ev, clock, TextLayout::all());
+}
+
+/// [`write_event`] with the fields of `layout`.
+pub fn write_line(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock, layout: &TextLayout) {
+    for f in layout.prefix.of(ev) {
         if let Some(v) = (f.value)(ev) {
             write_value(out, &v, clock);
             out.push(b' ');
         }
     }
-    write_message(out, ev, clock);
+    write_message(out, ev, clock, layout);
     out.push(b'\n');
 }
 
 /// The line without its leading timestamp and newline (journald's MESSAGE).
-pub fn write_message(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock) {
-    static SHOWN: OnceLock<PerKind> = OnceLock::new();
-    let shown_fields =
-        SHOWN.get_or_init(|| PerKind::new(|f| !matches!(f.text, Text::Prefix | Text::Absent(_))));
+pub fn write_message(out: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock, layout: &TextLayout) {
     let start = out.len();
-    for f in shown_fields.of(ev) {
+    for f in layout.shown.of(ev) {
         let (label, shown) = match f.text {
             Text::Label(l) => (Some(l), true),
             Text::LabelIf(l, cond) => (Some(l), cond(ev)),
