@@ -107,6 +107,9 @@ fn main() {
         );
     }
     let d301094 = json::Layout::only(D301094_FIELDS);
+    let no_command_line = json::Layout::excluding(
+        &execwatch::fields::Exclusions::new(&["process.command_line"]).expect("a field"),
+    );
     for (nargs, arglen) in [(1, 8), (16, 64), (64, 1024)] {
         if std::env::var("BENCH_ARGS").is_ok_and(|w| w != format!("{nargs}x{arglen}")) {
             continue;
@@ -135,6 +138,17 @@ fn main() {
             || {
                 ev.decode_from(black_box(&rec)).unwrap();
                 json::write_fields(&mut buf, &ev, &clock, &d301094);
+                black_box(&buf);
+                buf.clear();
+            },
+        );
+        // What --exclude-field process.command_line saves: argv once, not twice.
+        bench(
+            &format!("decode+json, no process.command_line {nargs}x{arglen}"),
+            200_000,
+            || {
+                ev.decode_from(black_box(&rec)).unwrap();
+                json::write_fields(&mut buf, &ev, &clock, &no_command_line);
                 black_box(&buf);
                 buf.clear();
             },
