@@ -237,8 +237,9 @@ impl PerKind {
 }
 
 /// Fields no `--exclude-field` may drop: what identifies an event, its
-/// process and its place in the stream (consumers count gaps by
-/// `event.sequence`, and the shipped configs select on these).
+/// process and its place in the stream (readers count gaps in
+/// `event.sequence`; deploy/shipping's Vector config labels by
+/// `event.outcome`).
 pub const REQUIRED: &[&str] = &[
     "@timestamp",
     "ecs.version",
