@@ -91,8 +91,9 @@ impl<W: ChunkWrite> EventSink<W> {
 
     /// Show `Format::Text` as `table` (for a person at a terminal); other
     /// formats ignore it, and so does a sink with fields excluded (the
-    /// table's columns are fixed; the plain line leaves them out). The header is flushed at once, alone: the writer
-    /// counts delivered events by lines, so no event may share its write.
+    /// table's columns are fixed; the plain line leaves the fields out).
+    /// The header is flushed at once, alone: the writer counts delivered
+    /// events by lines, so no event may share its write.
     pub fn show_table(&mut self, table: table::Table) -> io::Result<()> {
         if self.format != Format::Text || self.excluding {
             return Ok(());
@@ -129,5 +130,39 @@ impl<W: ChunkWrite> EventSink<W> {
 
     pub fn into_inner(self) -> W {
         self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    impl ChunkWrite for Vec<u8> {}
+
+    fn shown(excluded: &[&str]) -> String {
+        let ex = Exclusions::new(excluded).unwrap();
+        let mut sink = EventSink::new(Format::Text, Vec::new(), &ex);
+        sink.show_table(table::Table::new(false, table::Zone::Utc))
+            .unwrap();
+        let mut ev = ExecEvent::default();
+        ev.set_args([&b"/bin/true"[..], b"secret"]);
+        sink.write_event(&ev).unwrap();
+        sink.flush().unwrap();
+        String::from_utf8(sink.into_inner()).unwrap()
+    }
+
+    #[test]
+    fn with_fields_excluded_text_is_the_plain_line_even_for_a_terminal() {
+        let table = shown(&[]);
+        assert!(
+            table.contains("COMMAND") && table.contains("secret"),
+            "{table}"
+        );
+        let plain = shown(&["process.args", "process.command_line"]);
+        assert!(
+            !plain.contains("COMMAND") && !plain.contains("secret"),
+            "{plain}"
+        );
+        assert!(plain.contains(" exec "), "{plain}");
     }
 }
