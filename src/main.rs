@@ -161,7 +161,13 @@ struct RunArgs {
     /// with it. What identifies an event cannot be left out: @timestamp,
     /// ecs.version, event.kind, category, type, action, outcome and
     /// sequence, process.pid and process.entity_id.
-    #[arg(long = "exclude-field", value_name = "FIELD", value_delimiter = ',', value_parser = parse_excluded_field)]
+    #[arg(
+        long = "exclude-field",
+        value_name = "FIELD",
+        value_delimiter = ',',
+        value_parser = ExcludedField,
+        hide_possible_values = true
+    )]
     exclude_fields: Vec<String>,
 
     /// Serve Prometheus metrics (events, losses, ...) on HOST:PORT at
@@ -308,10 +314,42 @@ fn parse_env_name(s: &str) -> Result<String, String> {
 /// The fields that show an executable's hash, or why there is none.
 const HASH_FIELDS: &[&str] = &["process.hash.sha256", "execwatch.hash.skipped"];
 
-fn parse_excluded_field(s: &str) -> Result<String, String> {
-    execwatch::fields::Exclusions::check(s)
-        .map(|()| s.to_string())
-        .map_err(|e| e.to_string())
+/// `--exclude-field`'s values: checked by [`Exclusions::check`], and every
+/// field that may be left out offered to shell completion (not listed in
+/// --help: there are over a hundred).
+///
+/// [`Exclusions::check`]: execwatch::fields::Exclusions::check
+#[derive(Clone)]
+struct ExcludedField;
+
+impl clap::builder::TypedValueParser for ExcludedField {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        let s = clap::builder::StringValueParser::new().parse_ref(cmd, arg, value)?;
+        execwatch::fields::Exclusions::check(&s).map_err(|e| {
+            let arg = arg.map_or_else(|| "--exclude-field".to_string(), ToString::to_string);
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value '{s}' for '{arg}': {e}\n"),
+            )
+            .with_cmd(cmd)
+        })?;
+        Ok(s)
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        let fields = execwatch::fields::FIELDS.iter().map(|f| f.json);
+        let allowed = fields.filter(|p| execwatch::fields::Exclusions::check(p).is_ok());
+        Some(Box::new(allowed.map(clap::builder::PossibleValue::new)))
+    }
 }
 
 fn parse_cgroup(s: &str) -> Result<std::path::PathBuf, String> {
@@ -531,6 +569,30 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exclude_field_completes_what_may_be_left_out_and_takes_prefixes() {
+        use clap::builder::TypedValueParser;
+        let offered: Vec<String> = ExcludedField
+            .possible_values()
+            .unwrap()
+            .map(|v| v.get_name().to_string())
+            .collect();
+        assert!(offered.iter().any(|v| v == "process.command_line"));
+        assert!(offered.iter().any(|v| v == "execwatch.raw.args"));
+        for required in execwatch::fields::REQUIRED {
+            assert!(!offered.iter().any(|v| v == required), "{required}");
+        }
+        let cli = |args: &[&str]| Cli::try_parse_from([&["execwatch"], args].concat());
+        let parsed = cli(&["--exclude-field", "process.parent,process.args"]).unwrap();
+        assert_eq!(
+            parsed.run.exclude_fields,
+            ["process.parent", "process.args"]
+        );
+        let err = cli(&["--exclude-field", "process.pid"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert_eq!(err.to_string().trim_end().lines().count(), 1, "{err}");
+    }
 
     #[test]
     fn sizes() {
