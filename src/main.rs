@@ -415,6 +415,13 @@ fn run(args: &RunArgs, format: Format) -> Result<()> {
             args.env.len()
         );
     }
+    let excluded =
+        execwatch::fields::Exclusions::new(&args.exclude_fields).context("--exclude-field")?;
+    if !args.env.is_empty() && excluded.drops_all(&["process.env_vars"]) {
+        anyhow::bail!(
+            "--env asks for variables that --exclude-field leaves out (process.env_vars): drop one of the two"
+        );
+    }
     preflight::check_host()?;
     libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, libbpf_print)));
 
@@ -440,8 +447,6 @@ fn run(args: &RunArgs, format: Format) -> Result<()> {
         ..bpf_loader::Config::default()
     }
     .with_ring_size(args.ring_buffer_size, bpf_loader::possible_cpus()?);
-    let excluded =
-        execwatch::fields::Exclusions::new(&args.exclude_fields).context("--exclude-field")?;
     // No hashing when no field would show its result.
     let hash_excluded = excluded.drops_all(HASH_FIELDS);
     let keep = execwatch::handover::Keep::choose(args.bpf_pin_dir.as_deref())?;

@@ -61,6 +61,16 @@ fn bad_values_are_usage_errors_naming_the_rule() {
 }
 
 #[test]
+fn env_with_its_field_left_out_is_refused_in_one_line() {
+    let o = run(&["--env", "LD_PRELOAD", "--exclude-field", "process.env_vars"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("drop one of the two"), "{err}");
+    assert_no_panic(&o);
+}
+
+#[test]
 fn without_privileges_it_says_so_in_one_line() {
     // Both spellings of the daemon: bare and `run`.
     for args in [&[][..], &["run"][..]] {
