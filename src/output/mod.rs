@@ -28,8 +28,7 @@ pub enum Format {
 /// Formats events into a reused buffer and writes them in batches: the
 /// daemon flushes after each ring-buffer drain, not after each event.
 pub struct EventSink<W: ChunkWrite> {
-    format: Format,
-    /// The fields each event shows in this format.
+    /// The format, with the fields each event shows in it.
     render: Render,
     clock: Clock,
     buf: Vec<u8>,
@@ -79,7 +78,6 @@ impl<W: ChunkWrite> EventSink<W> {
     /// `excluded` names.
     pub fn new(format: Format, out: W, excluded: &Exclusions) -> Self {
         EventSink {
-            format,
             render: Render::new(format, excluded),
             excluding: !excluded.is_empty(),
             clock: Clock::new(),
@@ -95,7 +93,7 @@ impl<W: ChunkWrite> EventSink<W> {
     /// The header is flushed at once, alone: the writer counts delivered
     /// events by lines, so no event may share its write.
     pub fn show_table(&mut self, table: table::Table) -> io::Result<()> {
-        if self.format != Format::Text || self.excluding {
+        if !matches!(self.render, Render::Text(_)) || self.excluding {
             return Ok(());
         }
         table.write_header(&mut self.buf);
