@@ -319,17 +319,19 @@ impl Exclusions {
         self.0.is_empty()
     }
 
-    /// True when every field of `paths` is left out.
-    pub fn drops_all(&self, paths: &[&str]) -> bool {
-        paths
-            .iter()
-            .all(|path| self.0.iter().any(|p| covers(p, path)))
+    /// True when the field at `path` is left out by its own path.
+    fn drops(&self, path: &str) -> bool {
+        self.0.iter().any(|p| covers(p, path))
     }
 
-    /// True when `f` is left out.
+    /// True when every field of `paths` is left out.
+    pub fn drops_all(&self, paths: &[&str]) -> bool {
+        paths.iter().all(|path| self.drops(path))
+    }
+
+    /// True when `f` is left out: by its path, or as the raw copy of one.
     pub fn excludes(&self, f: &Field) -> bool {
-        let dropped = |path: &str| self.0.iter().any(|p| covers(p, path));
-        dropped(f.json) || raw_of(f).is_some_and(dropped)
+        self.drops(f.json) || raw_of(f).is_some_and(|of| self.drops(of))
     }
 }
 
