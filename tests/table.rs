@@ -204,7 +204,8 @@ fn piped_it_stays_the_plain_text_format() {
     let ok = stopped
         .lines
         .iter()
-        .find(|l| l.contains(&format!(" pid={pid} ")))
+        // The marker too: a pid alone may be an earlier process's exit.
+        .find(|l| l.contains(&format!(" pid={pid} ")) && l.contains(&m))
         .expect("the /bin/true line");
     // 2026-11-25T16:56:32.764340398Z exec seq=...
     assert_eq!(ok.as_bytes()[4], b'-', "{ok}");
