@@ -2057,7 +2057,7 @@ pub(crate) mod tests {
             Exclusions::new(&["process.args", "process.command_line", "process.parent"]).unwrap();
         let keep = |f: &Field| !ex.excludes(f);
         let (json_l, journald_l, text_l) = (
-            json::Layout::excluding(&ex),
+            json::Layout::new(keep),
             journald::JournaldLayout::new(keep),
             text::TextLayout::new(keep),
         );

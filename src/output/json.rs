@@ -8,7 +8,7 @@ use super::decimal::{write_i64, write_u64};
 use super::escape::{json_base64, json_escape, json_string};
 use crate::event::Action;
 use crate::event::ExecEvent;
-use crate::fields::{Exclusions, Field, List, On, Value, FIELDS};
+use crate::fields::{Field, List, On, Value, FIELDS};
 
 pub use crate::fields::ECS_VERSION;
 
@@ -89,15 +89,11 @@ impl Layout {
     /// Only the fields with these JSON paths (the benchmark renders the
     /// fields of an older build with it, to compare the two writers).
     pub fn only(json_paths: &[&str]) -> Layout {
-        Layout::of(|f| json_paths.contains(&f.json))
+        Layout::new(|f| json_paths.contains(&f.json))
     }
 
-    /// Every field but those `excluded` names.
-    pub fn excluding(excluded: &Exclusions) -> Layout {
-        Layout::of(|f| !excluded.excludes(f))
-    }
-
-    fn of(keep: impl Fn(&Field) -> bool) -> Layout {
+    /// The fields `keep` selects, as the other formats' layouts take them.
+    pub fn new(keep: impl Fn(&Field) -> bool) -> Layout {
         Layout {
             exec: paths(|f| f.on != On::Exit && keep(f)),
             exit: paths(|f| f.on != On::Exec && keep(f)),
@@ -107,7 +103,7 @@ impl Layout {
 
 fn layout() -> &'static Layout {
     static LAYOUT: OnceLock<Layout> = OnceLock::new();
-    LAYOUT.get_or_init(|| Layout::of(|_| true))
+    LAYOUT.get_or_init(|| Layout::new(|_| true))
 }
 
 /// The paths of the fields `keep` selects, in list order.
@@ -567,7 +563,8 @@ mod tests {
             .map(|f| f.json.rsplit_once('.').map_or("", |(scope, _)| scope))
             .collect();
         assert!(scopes.len() > MORE_STEPS + 1, "{scopes:?}");
-        let sparse = Layout::of(|f| f.json == "@timestamp" || f.json == "ecs.version" || absent(f));
+        let sparse =
+            Layout::new(|f| f.json == "@timestamp" || f.json == "ecs.version" || absent(f));
         same_line_both_ways(&ev, &sparse);
     }
 

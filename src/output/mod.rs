@@ -52,7 +52,7 @@ impl Render {
         let keep = |f: &crate::fields::Field| !excluded.excludes(f);
         match format {
             Format::Text => Render::Text(text::TextLayout::new(keep)),
-            Format::Json => Render::Json(json::Layout::excluding(excluded)),
+            Format::Json => Render::Json(json::Layout::new(keep)),
             Format::Journald => Render::Journald(journald::JournaldLayout::new(keep)),
         }
     }
