@@ -28,6 +28,7 @@ WORK = os.path.join(ROOT, "target", "bench")
 EXECWATCH = os.path.join(ROOT, "target", "release", "execwatch")
 NOOP = os.path.join(WORK, "noop")
 STORM = os.path.join(WORK, "storm")
+WAKE = os.path.join(WORK, "wake")
 TRACEFS = "/sys/kernel/tracing"
 
 
@@ -39,6 +40,7 @@ def build():
     os.makedirs(WORK, exist_ok=True)
     subprocess.run(["gcc", "-O2", "-static", "-o", NOOP, os.path.join(ROOT, "bench", "noop.c")], check=True)
     subprocess.run(["gcc", "-O2", "-o", STORM, os.path.join(ROOT, "bench", "storm.c")], check=True)
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", WAKE, os.path.join(ROOT, "bench", "wake.c")], check=True)
 
 
 def execsnoop_bt():
@@ -56,19 +58,29 @@ def ensure_tracefs():
     subprocess.run(["mount", "-t", "tracefs", "nodev", TRACEFS], check=True)
 
 
-def cpu_ns_by_thread(pid):
-    """On-CPU time (user + system) of pid's threads by name, from schedstat;
-    numbered workers (exe-hash-0, exe-hash-1) count as one."""
+def cpu_by_thread(pid):
+    """On-CPU time (user + system, ns) and times scheduled in, of pid's
+    threads by name, from schedstat; numbered workers (exe-hash-0,
+    exe-hash-1) count as one."""
     by = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/comm") as f:
                 name = re.sub(r"-\d+$", "", f.read().strip())
             with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                by[name] = by.get(name, 0) + int(f.read().split()[0])
+                fields = f.read().split()
+            ns, runs = by.get(name, (0, 0))
+            by[name] = (ns + int(fields[0]), runs + int(fields[2]))
         except FileNotFoundError:
             pass
     return by
+
+
+def wake_cost():
+    """bench/wake.c's line per case: what a thread woken from another CPU,
+    and from its own, costs on this machine."""
+    out = subprocess.run([WAKE], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if line]
 
 
 def peak_rss_kib(pid):
@@ -253,15 +265,16 @@ def one_round(tracer, workers, count, nargs, arglen, seq):
     if tracer is not None:
         tracer.start(marker)
     bpf0 = bpf_run_ns()
-    thr0 = cpu_ns_by_thread(tracer.proc.pid) if tracer else {}
+    thr0 = cpu_by_thread(tracer.proc.pid) if tracer else {}
     execs, secs = storm(workers, count, nargs, arglen, marker)
     progs = bpf_delta(bpf0, bpf_run_ns())
     res.update(execs=execs, secs=secs, rate=execs / secs,
                bpf_ns=sum(ns for ns, _ in progs.values()) / execs, progs=progs)
     if tracer is not None:
         tracer.wait_delivered(marker, execs)
-        thr1 = cpu_ns_by_thread(tracer.proc.pid)
-        res["threads"] = {n: (ns - thr0.get(n, 0)) / execs for n, ns in thr1.items()}
+        thr1 = cpu_by_thread(tracer.proc.pid)
+        res["threads"] = {n: (ns - thr0.get(n, (0, 0))[0]) / execs for n, (ns, _) in thr1.items()}
+        res["runs"] = {n: (runs - thr0.get(n, (0, 0))[1]) * 1000 / execs for n, (_, runs) in thr1.items()}
         res["cpu_ns"] = sum(res["threads"].values())
         res["rss_kib"] = peak_rss_kib(tracer.proc.pid)
         res["rss_nomap_kib"] = rss_without_bpf_maps_kib(tracer.proc.pid)
@@ -325,15 +338,17 @@ def table(results, execs, base_rate):
 
 def thread_table(results):
     """Daemon CPU per exec by thread, medians over rounds: the event loop
-    (the main thread, named after the binary), the writer, the hashers."""
-    lines = ["| tracer | thread | CPU per exec |", "|---|---|---|"]
+    (the main thread, named after the binary), the writer, the hashers; and
+    how often each was scheduled in (each time is a wakeup or a preemption)."""
+    lines = ["| tracer | thread | CPU per exec | times run per 1000 execs |", "|---|---|---|---|"]
     for tname, rows in results.items():
         if not tname.startswith("execwatch"):
             continue
         names = sorted({n for r in rows for n in r.get("threads", {})})
         for n in names:
             v = statistics.median(r["threads"].get(n, 0) for r in rows if "threads" in r)
-            lines.append(f"| {tname} | {n} | {v / 1000:.2f} us |")
+            runs = statistics.median(r["runs"].get(n, 0) for r in rows if "runs" in r)
+            lines.append(f"| {tname} | {n} | {v / 1000:.2f} us | {runs:.1f} |")
     return "\n".join(lines)
 
 
@@ -363,6 +378,7 @@ def main():
     if not os.path.exists(EXECWATCH):
         raise SystemExit(f"{EXECWATCH} missing: cargo build --release")
     build()
+    wakes = wake_cost()
     with open("/proc/sys/kernel/bpf_stats_enabled") as f:
         stats_before = f.read().strip()
     subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=1"], check=True)
@@ -433,7 +449,9 @@ def main():
 
     head = (f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.node()}: "
             f"{os.cpu_count()} CPUs, kernel {platform.release()}, "
-            f"{subprocess.run([EXECWATCH, '--version'], capture_output=True, text=True).stdout.strip()}.\n")
+            f"{subprocess.run([EXECWATCH, '--version'], capture_output=True, text=True).stdout.strip()}.\n\n"
+            "A thread's wakeup on this machine (`bench/wake.c`; each of the daemon's threads is woken"
+            " once per batch): " + "; ".join(wakes) + ".\n")
     text = head + "\n" + "\n".join(report) + "\n"
     print(text)
     if args.out:
