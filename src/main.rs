@@ -91,18 +91,20 @@ struct RunArgs {
     #[arg(long, value_parser = parse_ring_size)]
     ring_buffer_size: Option<u32>,
 
-    /// Longest time, in milliseconds, an exec waits before it is written.
+    /// Longest time, in milliseconds (1 to 10000), an exec waits before it
+    /// is written.
     #[arg(long, value_name = "MS", default_value = "100",
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
     poll_interval: u64,
 
-    /// At shutdown, seconds to write what is still buffered; the rest is
-    /// counted as lost (reason `shutdown`). Below the unit's TimeoutStopSec.
+    /// At shutdown, seconds (0 to 3600) to write what is still buffered;
+    /// the rest is counted as lost (reason `shutdown`). Below the unit's
+    /// TimeoutStopSec.
     #[arg(long, value_name = "SECS", default_value = "10",
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     drain_timeout: u64,
 
-    /// Seconds between reads of the loss counters.
+    /// Seconds (1 to 3600) between reads of the loss counters.
     #[arg(long, value_name = "SECS", default_value = "1",
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     stats_interval: u64,
@@ -112,15 +114,16 @@ struct RunArgs {
     #[arg(long, value_enum, default_value = "auto")]
     failed_execs: FailedExecs,
 
-    /// Only execs by this real user (name or uid; repeatable).
+    /// Only execs by this real user (name or uid; repeatable, up to 64).
     #[arg(long = "uid", value_name = "USER", value_parser = parse_uid)]
     uids: Vec<u32>,
 
-    /// Only programs with this name (comm, 15 bytes at most; repeatable).
+    /// Only programs with this name (comm, 15 bytes at most; repeatable, up
+    /// to 64).
     #[arg(long = "comm", value_name = "NAME", value_parser = parse_comm)]
     comms: Vec<String>,
 
-    /// Not programs with this name (repeatable).
+    /// Not programs with this name (repeatable, up to 64).
     #[arg(long = "exclude-comm", value_name = "NAME", value_parser = parse_comm)]
     exclude_comms: Vec<String>,
 
@@ -175,7 +178,8 @@ struct RunArgs {
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_metrics_addr)]
     metrics_addr: Option<String>,
 
-    /// Log libbpf's messages and debug details to stderr.
+    /// Debug logs, with libbpf's warnings (the verifier log on a load
+    /// failure); EXECWATCH_LOG=libbpf=trace shows all of libbpf's messages.
     #[arg(short, long)]
     verbose: bool,
 
