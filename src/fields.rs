@@ -664,7 +664,7 @@ pub static FIELDS: &[Field] = &[
         text: Text::Label("argv"),
         ty: Type::StringArray,
         present: "always",
-        doc: "argv, one element per argument, empty arguments kept. Up to `--max-args-bytes` (see `execwatch.args_truncated`). Exec events only: an exit event names what ended by `process.entity_id`, `process.name` and `process.executable`; its argv is in the start event with the same entity id. journald: one field per argument, `EXECWATCH_ARGV_0`, `_1`, ... (at most 512; `EXECWATCH_ARGV_OMITTED` counts the rest).",
+        doc: "argv, one element per argument, empty arguments kept. Up to `--max-args-bytes` (see `execwatch.args_truncated`). Exec events only: an exit event names what ended by `process.entity_id`, `process.name` and `process.executable`; its argv is in the start event with the same entity id. journald: one field per argument, `EXECWATCH_ARGV_0`, `_1`, ... (at most 512, and fewer when the entry would pass 900 fields; `EXECWATCH_ARGV_OMITTED` counts the rest).",
         value: |ev| Some(Value::List(List::Args(ev))),
     },
     Field {

@@ -260,6 +260,76 @@ fn exec_context_in_every_format() {
     f.stop();
 }
 
+/// journald drops, silently, an entry of more than 1024 fields: an exec
+/// with many arguments and many `--env` matches (an environment may name a
+/// variable again and again) still reaches the journal, each list cut and
+/// counted, and JSON and text keep every element.
+#[test]
+fn an_exec_with_more_fields_than_journald_takes_still_reaches_it() {
+    use std::ffi::CString;
+    use std::os::unix::process::CommandExt;
+
+    const N: usize = 700;
+    let f = Formats::start(&["--env", ENV_VAR]);
+    let m = marker("fields");
+    let argv: Vec<CString> = ["/bin/true".to_owned(), m.clone()]
+        .into_iter()
+        .chain((2..N).map(|i| format!("a{i}")))
+        .map(|a| CString::new(a).unwrap())
+        .collect();
+    let envp: Vec<CString> = (0..N)
+        .map(|i| CString::new(format!("{ENV_VAR}={i}")).unwrap())
+        .collect();
+    // As addresses: the child must not allocate between fork and exec.
+    let addrs = |v: &[CString]| -> Vec<usize> {
+        v.iter().map(|c| c.as_ptr() as usize).chain([0]).collect()
+    };
+    let (argv_p, envp_p) = (addrs(&argv), addrs(&envp));
+    let mut cmd = Command::new("/bin/true");
+    // SAFETY: only execve runs between fork and exec, on NULL-ended arrays
+    // of pointers into strings that outlive the spawn; if it fails, spawn's
+    // own exec of /bin/true follows and the test finds no event.
+    unsafe {
+        cmd.pre_exec(move || {
+            let at = |v: &Vec<usize>| v.as_ptr() as *const *const libc::c_char;
+            libc::execve(argv_p[0] as *const libc::c_char, at(&argv_p), at(&envp_p));
+            Ok(())
+        });
+    }
+    run(&mut cmd);
+
+    let s = f.exec_with(&m);
+    let want_env: Vec<String> = (0..N).map(|i| format!("{ENV_VAR}={i}")).collect();
+    s.has("process.args_count", N.into());
+    // JSON and text keep every element; journald's lists are checked below.
+    assert_eq!(s.json["process"]["env_vars"], serde_json::json!(want_env));
+    assert_eq!(s.json["process"]["args"].as_array().unwrap().len(), N);
+    let last = format!("\"{ENV_VAR}={}\"]", N - 1);
+    assert!(s.text.contains(&last), "{}", s.text);
+    let entry = s.journal.as_object().unwrap();
+    assert!(entry.len() <= 1024, "{} fields", entry.len());
+    let kept = |list: &str| {
+        entry
+            .keys()
+            .filter(|k| {
+                k.strip_prefix(list)
+                    .and_then(|i| i.strip_prefix('_'))
+                    .is_some_and(|i| i.bytes().all(|b| b.is_ascii_digit()))
+            })
+            .count()
+    };
+    let omitted = |list: &str| {
+        entry
+            .get(&format!("{list}_OMITTED"))
+            .map_or(0, |v| v.as_str().unwrap().parse::<usize>().unwrap())
+    };
+    for list in ["EXECWATCH_ARGV", "EXECWATCH_ENV"] {
+        assert_eq!(kept(list) + omitted(list), N, "{list}: {entry:?}");
+    }
+    assert!(omitted("EXECWATCH_ENV") > 0, "the entry needed no cut");
+    f.stop();
+}
+
 /// Unmounts its path when dropped.
 struct Unmount(PathBuf);
 

@@ -34,6 +34,21 @@ pub mod message_ids {
 /// fields of an entry); `NAME_OMITTED` counts the rest.
 pub const LIST_FIELDS_MAX: usize = 512;
 
+/// Most fields execwatch puts in one entry. journald drops an entry with
+/// more than 1024 fields, its own trusted fields counted (about twenty), and
+/// says so only in its debug log (CVE-2018-16865's fix): a traced process
+/// could otherwise hide its exec behind many arguments or environment
+/// entries. Lists share what the other fields leave, in field order.
+pub const ENTRY_FIELDS_MAX: usize = 900;
+
+/// Fields written before the event's own: MESSAGE, MESSAGE_ID, PRIORITY,
+/// SYSLOG_IDENTIFIER.
+const HEADER_FIELDS: usize = 4;
+
+/// Most fields one event field writes besides its list's elements: its
+/// value, or a list's `_OMITTED`, or an image's `_EXE` and `_OMITTED`.
+const OTHER_FIELDS_MAX: usize = 2;
+
 /// Append one field. Values with a newline use the binary form
 /// (`NAME\n<le64 length><bytes>\n`), so no value can start another field.
 pub fn field(buf: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -101,77 +116,108 @@ pub fn write_entry(buf: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock, layout: &Jo
     field(buf, "PRIORITY", prio.as_bytes());
     field(buf, "SYSLOG_IDENTIFIER", b"execwatch");
     let mut scratch = Vec::new();
-    for f in layout.carried.of(ev) {
+    let carried = layout.carried.of(ev);
+    let mut written = HEADER_FIELDS;
+    for (i, f) in carried.iter().enumerate() {
         let Journald::Field(name) = f.journald else {
             continue;
         };
         if let Some(v) = (f.value)(ev) {
-            write_value(buf, name, &v, clock, &mut scratch);
+            // Room kept for every field after this one at its largest.
+            let later = (carried.len() - i - 1) * OTHER_FIELDS_MAX;
+            let elements_left = ENTRY_FIELDS_MAX.saturating_sub(written + later + OTHER_FIELDS_MAX);
+            let mut out = Entry {
+                buf,
+                written: &mut written,
+                elements_left,
+            };
+            out.value(name, &v, clock, &mut scratch);
         }
     }
 }
 
-fn write_value(buf: &mut Vec<u8>, name: &str, v: &Value<'_>, clock: &Clock, scratch: &mut Vec<u8>) {
-    match v {
-        Value::Bytes(b) => field(buf, name, b),
-        Value::Text(s) => field(buf, name, s.as_bytes()),
-        Value::Num(x) | Value::Id(x) => num(buf, name, |b| write_u64(b, *x)),
-        Value::Int(x) => num(buf, name, |b| write_i64(b, *x)),
-        Value::Bool(b) => field(buf, name, if *b { b"1" } else { b"0" }),
-        Value::BootTime(ns) => {
-            scratch.clear();
-            write_rfc3339(scratch, clock.unix_ns(*ns));
-            field(buf, name, scratch);
-        }
-        Value::List(l) | Value::Base64List(l) => {
-            let base64 = matches!(v, Value::Base64List(_));
-            let mut key = String::with_capacity(name.len() + 8);
-            let mut i = 0usize;
-            l.for_each(|item| {
-                if i < LIST_FIELDS_MAX {
-                    key.clear();
-                    key.push_str(name);
-                    key.push('_');
-                    key.push_str(itoa::Buffer::new().format(i));
-                    if base64 {
-                        field(buf, &key, base64_text(item).as_bytes());
-                    } else {
-                        field(buf, &key, item);
-                    }
-                }
-                i += 1;
-            });
-            if i > LIST_FIELDS_MAX {
-                num(buf, &format!("{name}_OMITTED"), |b| {
-                    write_u64(b, (i - LIST_FIELDS_MAX) as u64)
-                });
+/// An entry being written: counts its fields, and how many list elements
+/// it may still take.
+struct Entry<'b> {
+    buf: &'b mut Vec<u8>,
+    written: &'b mut usize,
+    elements_left: usize,
+}
+
+impl Entry<'_> {
+    fn field(&mut self, name: &str, value: &[u8]) {
+        field(self.buf, name, value);
+        *self.written += 1;
+    }
+
+    fn num(&mut self, name: &str, digits: impl FnOnce(&mut Vec<u8>)) {
+        num(self.buf, name, digits);
+        *self.written += 1;
+    }
+
+    fn value(&mut self, name: &str, v: &Value<'_>, clock: &Clock, scratch: &mut Vec<u8>) {
+        match v {
+            Value::Bytes(b) => self.field(name, b),
+            Value::Text(s) => self.field(name, s.as_bytes()),
+            Value::Num(x) | Value::Id(x) => self.num(name, |b| write_u64(b, *x)),
+            Value::Int(x) => self.num(name, |b| write_i64(b, *x)),
+            Value::Bool(b) => self.field(name, if *b { b"1" } else { b"0" }),
+            Value::BootTime(ns) => {
+                scratch.clear();
+                write_rfc3339(scratch, clock.unix_ns(*ns));
+                self.field(name, scratch);
             }
-        }
-        Value::Joined(l, _) => {
-            scratch.clear();
-            l.for_each(|item| {
-                if !scratch.is_empty() {
-                    scratch.push(b' ');
+            Value::List(l) | Value::Base64List(l) => {
+                let base64 = matches!(v, Value::Base64List(_));
+                let kept = LIST_FIELDS_MAX.min(self.elements_left);
+                let mut key = String::with_capacity(name.len() + 8);
+                let mut i = 0usize;
+                l.for_each(|item| {
+                    if i < kept {
+                        key.clear();
+                        key.push_str(name);
+                        key.push('_');
+                        key.push_str(itoa::Buffer::new().format(i));
+                        if base64 {
+                            self.field(&key, base64_text(item).as_bytes());
+                        } else {
+                            self.field(&key, item);
+                        }
+                    }
+                    i += 1;
+                });
+                self.elements_left -= i.min(kept);
+                if i > kept {
+                    self.num(&format!("{name}_OMITTED"), |b| {
+                        write_u64(b, (i - kept) as u64)
+                    });
                 }
-                scratch.extend_from_slice(item);
-            });
-            field(buf, name, scratch);
-        }
-        Value::Base64(b) => field(buf, name, base64_text(b).as_bytes()),
-        Value::Dev(..) | Value::Octal(_) | Value::UnixTime(..) => {
-            scratch.clear();
-            v.write_formatted(scratch);
-            field(buf, name, scratch);
-        }
-        Value::Image(i) => {
-            field(buf, &format!("{name}_EXE"), i.executable());
-            write_value(
-                buf,
-                &format!("{name}_ARGV"),
-                &Value::List(crate::fields::List::Image(i)),
-                clock,
-                scratch,
-            );
+            }
+            Value::Joined(l, _) => {
+                scratch.clear();
+                l.for_each(|item| {
+                    if !scratch.is_empty() {
+                        scratch.push(b' ');
+                    }
+                    scratch.extend_from_slice(item);
+                });
+                self.field(name, scratch);
+            }
+            Value::Base64(b) => self.field(name, base64_text(b).as_bytes()),
+            Value::Dev(..) | Value::Octal(_) | Value::UnixTime(..) => {
+                scratch.clear();
+                v.write_formatted(scratch);
+                self.field(name, scratch);
+            }
+            Value::Image(i) => {
+                self.field(&format!("{name}_EXE"), i.executable());
+                self.value(
+                    &format!("{name}_ARGV"),
+                    &Value::List(crate::fields::List::Image(i)),
+                    clock,
+                    scratch,
+                );
+            }
         }
     }
 }
@@ -438,6 +484,64 @@ mod tests {
             f.iter().all(|(k, _)| !k.starts_with('_')),
             "no trusted fields"
         );
+    }
+
+    #[test]
+    fn an_entry_never_holds_more_fields_than_journald_takes() {
+        // Every sample (parent and previous images included), with more
+        // arguments and --env matches than one entry can carry.
+        for mut ev in crate::fields::tests::samples() {
+            let args: Vec<Vec<u8>> = (0..700).map(|i| format!("a{i}").into_bytes()).collect();
+            ev.set_args(args.iter().map(|a| a.as_slice()));
+            ev.argc = args.len() as u32;
+            ev.env_vars = (0..700).map(|i| format!("X={i}").into_bytes()).collect();
+            let mut buf = Vec::new();
+            write_event(&mut buf, &ev, &Clock::with_offset(0));
+            let f = parse(&buf);
+            assert!(f.len() <= ENTRY_FIELDS_MAX, "{} fields", f.len());
+            let get = |n: &str| f.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+            let count = |prefix: &str| {
+                f.iter()
+                    .filter(|(k, _)| {
+                        k.strip_prefix(prefix)
+                            .is_some_and(|i| i.bytes().all(|b| b.is_ascii_digit()))
+                    })
+                    .count()
+            };
+            let omitted = |name: &str| {
+                get(&format!("{name}_OMITTED")).map_or(0, |v| {
+                    String::from_utf8(v).unwrap().parse::<usize>().unwrap()
+                })
+            };
+            if ev.action == crate::event::Action::Exec {
+                // Each list's elements are kept, in order, or counted.
+                for (name, total) in [("EXECWATCH_ARGV", 700), ("EXECWATCH_ENV", 700)] {
+                    let kept = count(&format!("{name}_"));
+                    assert_eq!(kept + omitted(name), total, "{name}");
+                    assert!(kept > 0 || name == "EXECWATCH_ENV", "{name}");
+                }
+                assert_eq!(get("EXECWATCH_ARGV_0").unwrap(), b"a0");
+            }
+            // Every other field is there, as with one argument and one
+            // match; a later list is cut, never left out uncounted.
+            ev.set_args([&b"a0"[..]]);
+            ev.env_vars.truncate(1);
+            let mut small = Vec::new();
+            write_event(&mut small, &ev, &Clock::with_offset(0));
+            for (name, _) in parse(&small) {
+                let element = name
+                    .rsplit_once('_')
+                    .filter(|(_, i)| i.bytes().all(|b| b.is_ascii_digit()));
+                let present = f.iter().any(|(k, _)| *k == name);
+                match element {
+                    Some((list, _)) => assert!(
+                        present || get(&format!("{list}_OMITTED")).is_some(),
+                        "{name} neither there nor counted"
+                    ),
+                    None => assert!(present, "{name} missing"),
+                }
+            }
+        }
     }
 
     #[test]
