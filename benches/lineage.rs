@@ -97,7 +97,7 @@ fn main() {
     let small_id = FileIdentity::of_path(&small).unwrap();
     let req = HashRequest {
         pid: 0,
-        path: small.clone(),
+        path: Some(small.clone()),
         identity: small_id,
     };
     if let Requested::Pending(_) = h.request(req.clone()) {
@@ -141,7 +141,7 @@ fn main() {
     drop(f);
     let big_req = HashRequest {
         pid: 0,
-        path: big.clone(),
+        path: Some(big.clone()),
         identity: FileIdentity::of_path(&big).unwrap(),
     };
     let mut buf = vec![0u8; 256 << 10];

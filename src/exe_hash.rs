@@ -166,13 +166,26 @@ pub enum HashOutcome {
     Skipped(SkipReason),
 }
 
-/// Which file to hash: the process that ran it (0: none to ask), its path,
-/// and the identity the exec record saw.
+/// Which file to hash: the process that ran it (0: none to ask), its path
+/// as the daemon can reach it (`None`: the path names another file or none
+/// from here, see [`reachable_path`]), and the identity the exec record saw.
 #[derive(Clone, Debug)]
 pub struct HashRequest {
     pub pid: u32,
-    pub path: PathBuf,
+    pub path: Option<PathBuf>,
     pub identity: FileIdentity,
+}
+
+/// The executable's path as the daemon may open it once the process is
+/// gone: an absolute path, whole, under the process's root, with no pseudo
+/// name (`memfd:`), in the daemon's own mount namespace. Anything else would
+/// have the daemon, as root, resolve a name that means another file here.
+pub fn reachable_path(ev: &crate::event::ExecEvent, own_mntns: Option<u64>) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let here = own_mntns.is_some_and(|own| own == u64::from(ev.mntns_ino));
+    let whole = !(ev.exe_truncated || ev.exe_read_failed || ev.exe_pseudo || ev.exe_outside_root);
+    (here && whole && ev.executable.first() == Some(&b'/'))
+        .then(|| PathBuf::from(std::ffi::OsStr::from_bytes(&ev.executable)))
 }
 
 /// A pending hash; events waiting for the same file share one.
@@ -429,13 +442,28 @@ impl HashResults for Hasher {
     }
 }
 
+/// How long a stopping daemon waits for its workers. One stops within a
+/// read chunk, unless a read never returns (a stalled FUSE server): that
+/// one is left behind, not waited for, so that the daemon still stops.
+const WORKER_STOP_WAIT: Duration = Duration::from_secs(1);
+
 impl Drop for Hasher {
     fn drop(&mut self) {
-        // Workers stop within one read chunk.
         self.stop.store(true, Ordering::Relaxed);
         self.jobs = None;
+        let until = Instant::now() + WORKER_STOP_WAIT;
+        while self.workers.iter().any(|w| !w.is_finished()) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         for w in self.workers.drain(..) {
-            let _ = w.join();
+            if w.is_finished() {
+                let _ = w.join();
+            } else {
+                tracing::warn!(
+                    thread = w.thread().name().unwrap_or("exe-hash"),
+                    "an executable hasher is stuck in a read (a file system that does not answer?): left behind"
+                );
+            }
         }
     }
 }
@@ -483,12 +511,24 @@ pub fn hash_verified(
     let proc_exe = (req.pid != 0).then(|| PathBuf::from(format!("/proc/{}/exe", req.pid)));
     let mut changed = false;
     let mut unreadable = false;
-    for path in proc_exe.iter().chain(std::iter::once(&req.path)) {
-        let file = match open_for_hash(path) {
-            Ok(f) => f,
+    // /proc/PID/exe is a magic link to the very file; the path, one that
+    // anyone who can write a directory on it may have swapped since.
+    let tries = proc_exe
+        .iter()
+        .map(|p| (p, Follow::MagicLink))
+        .chain(req.path.iter().map(|p| (p, Follow::Nothing)));
+    for (path, follow) in tries {
+        let file = match open_if_same(path, follow, &req.identity) {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                changed = true;
+                continue;
+            }
             Err(e) => {
                 match e.raw_os_error() {
                     Some(libc::ENOENT | libc::ESRCH | libc::ENOTDIR) => {}
+                    // A symlink now on the path: not the file that ran.
+                    Some(libc::ELOOP) => changed = true,
                     _ => unreadable = true,
                 }
                 continue;
@@ -510,13 +550,61 @@ pub fn hash_verified(
     (HashOutcome::Skipped(reason), 0)
 }
 
-/// Open without side effects a path an attacker may have swapped: no
-/// blocking on a FIFO, no controlling terminal.
-fn open_for_hash(path: &Path) -> io::Result<File> {
+/// Which links a path to hash may go through.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Follow {
+    /// `/proc/PID/exe`: its own magic link, nothing else is swappable.
+    MagicLink,
+    /// A path from the record: no symlink anywhere on it.
+    Nothing,
+}
+
+/// Open `path` for reading only if it is a regular file with `identity`.
+/// It is first taken as a bare reference (`O_PATH`), which runs no driver's
+/// open and waits on no FIFO: a device or FIFO an attacker put in place of
+/// the binary is never opened by the daemon, which runs as root. `Ok(None)`:
+/// something else is there.
+fn open_if_same(path: &Path, follow: Follow, identity: &FileIdentity) -> io::Result<Option<File>> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag, AT_FDCWD};
+    use std::os::fd::AsRawFd;
+    let flags = OFlag::O_PATH | OFlag::O_CLOEXEC;
+    let reference = match follow {
+        Follow::MagicLink => nix::fcntl::open(path, flags, nix::sys::stat::Mode::empty()),
+        Follow::Nothing => {
+            let how = OpenHow::new()
+                .flags(flags)
+                .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
+            match openat2(AT_FDCWD, path, how) {
+                // No openat2 (before 5.6, or a seccomp filter): at least
+                // not through a symlink at the end.
+                Err(nix::errno::Errno::ENOSYS | nix::errno::Errno::EPERM) => nix::fcntl::open(
+                    path,
+                    flags | OFlag::O_NOFOLLOW,
+                    nix::sys::stat::Mode::empty(),
+                ),
+                r => r,
+            }
+        }
+    }
+    .map_err(io::Error::from)?;
+    let reference = File::from(reference);
+    let m = reference.metadata()?;
+    if FileIdentity::from_metadata(&m) != *identity {
+        return Ok(None);
+    }
+    if !m.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    // Opened through the reference: the same inode, whatever the path
+    // names now.
     std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
+        .open(format!("/proc/self/fd/{}", reference.as_raw_fd()))
+        .map(Some)
 }
 
 /// Hash `file` if it has this identity before and after the read and the read
@@ -750,6 +838,34 @@ impl<E> OrderedHold<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_whole_absolute_path_from_the_daemons_mount_namespace_is_opened() {
+        let ev = crate::event::ExecEvent {
+            executable: b"/usr/bin/tool".to_vec(),
+            mntns_ino: 7,
+            ..Default::default()
+        };
+        assert_eq!(
+            reachable_path(&ev, Some(7)),
+            Some(PathBuf::from("/usr/bin/tool"))
+        );
+        // Another mount namespace (a container), or the daemon's unknown.
+        assert_eq!(reachable_path(&ev, Some(8)), None);
+        assert_eq!(reachable_path(&ev, None), None);
+        let not = |f: fn(&mut crate::event::ExecEvent)| {
+            let mut e = ev.clone();
+            f(&mut e);
+            reachable_path(&e, Some(7))
+        };
+        assert_eq!(not(|e| e.exe_truncated = true), None);
+        assert_eq!(not(|e| e.exe_read_failed = true), None);
+        assert_eq!(not(|e| e.exe_outside_root = true), None);
+        assert_eq!(not(|e| e.exe_pseudo = true), None);
+        assert_eq!(not(|e| e.executable = b"memfd:x".to_vec()), None);
+        assert_eq!(not(|e| e.executable = b"bin/tool".to_vec()), None);
+        assert_eq!(not(|e| e.executable.clear()), None);
+    }
 
     #[test]
     fn hex_is_lowercase_like_sha256sum() {

@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicBool;
@@ -71,7 +71,7 @@ fn spawn(exe: &Path) -> Child {
 fn req_for(pid: u32, path: &Path, identity: FileIdentity) -> HashRequest {
     HashRequest {
         pid,
-        path: path.to_path_buf(),
+        path: Some(path.to_path_buf()),
         identity,
     }
 }
@@ -313,6 +313,68 @@ fn a_fifo_in_place_of_the_binary_does_not_block() {
     assert_eq!(
         hash_now(&mut h, req_for(0, &p, id)),
         HashOutcome::Skipped(SkipReason::Changed)
+    );
+}
+
+/// The daemon runs as root: whatever was put at the path after the exec
+/// must not even be opened. A FIFO shows an open: its writer's open returns
+/// only once a reader opens it.
+#[test]
+fn nothing_put_in_place_of_the_binary_is_opened() {
+    let dir = TempDir::new("fifo-open");
+    let p = dir.0.join("tool");
+    write_file(&p, b"bytes");
+    let id = FileIdentity::of_path(&p).unwrap();
+    fs::remove_file(&p).unwrap();
+    nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let (opened, rx) = std::sync::mpsc::channel();
+    let writer_path = p.clone();
+    std::thread::spawn(move || {
+        let f = fs::OpenOptions::new().write(true).open(&writer_path);
+        let _ = opened.send(f.is_ok());
+    });
+    let mut h = hasher();
+    assert_eq!(
+        hash_now(&mut h, req_for(0, &p, id)),
+        HashOutcome::Skipped(SkipReason::Changed)
+    );
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "the hasher opened the FIFO"
+    );
+    // A reader of our own lets the writer go: it was waiting for one.
+    let _reader = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&p)
+        .unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(true));
+}
+
+/// A path that now goes through a symlink is not the path that ran, even
+/// when the link leads to the same file: it is not followed.
+#[test]
+fn a_symlink_on_the_path_is_not_followed() {
+    let dir = TempDir::new("symlink");
+    let real = dir.0.join("real");
+    write_file(&real, b"bytes");
+    let id = FileIdentity::of_path(&real).unwrap();
+    let link = dir.0.join("tool");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let linked_dir = dir.0.join("d");
+    std::os::unix::fs::symlink(&dir.0, &linked_dir).unwrap();
+    let mut h = hasher();
+    for path in [&link, &linked_dir.join("real")] {
+        assert_eq!(
+            hash_now(&mut h, req_for(0, path, id)),
+            HashOutcome::Skipped(SkipReason::Changed),
+            "{path:?}"
+        );
+    }
+    // The file itself is hashed (last: a hash is cached by identity).
+    assert_eq!(
+        hex(hash_now(&mut h, req_for(0, &real, id))),
+        sha256sum(&real)
     );
 }
 
