@@ -43,6 +43,11 @@ use crate::writer_thread::{
 const HASH_HOLD_MAX: Duration = Duration::from_secs(1);
 /// Most events held, whatever they wait for.
 const HOLD_EVENTS: usize = 65_536;
+/// ... and at most this many bytes of them: a process that keeps a hash
+/// or a container's state pending must not make the daemon hold its
+/// traffic (or everyone's) in memory without bound. Past it, the oldest go
+/// out without waiting, in order.
+const HOLD_BYTES: usize = 8 << 20;
 /// Longest an event in a new container's cgroup waits for the runtime's
 /// state (crun, and runc under podman, write it after the first exec).
 const STATE_HOLD_MAX: Duration = Duration::from_millis(500);
@@ -870,7 +875,8 @@ pub fn run(
         env_names: opts.env_names.clone(),
         table,
         hasher,
-        hold: OrderedHold::new(HASH_HOLD_MAX, HOLD_EVENTS),
+        hold: OrderedHold::new(HASH_HOLD_MAX, HOLD_EVENTS)
+            .with_max_bytes(HOLD_BYTES, ExecEvent::held_bytes),
         mode: Mode::Deliver,
         counts: Counts::default(),
         consumed: 0,

@@ -593,6 +593,30 @@ impl ExecEvent {
             })
     }
 
+    /// Bytes this event takes in memory, its own buffers counted (what it
+    /// shares with the process table and the cgroup cache is not).
+    pub fn held_bytes(&self) -> usize {
+        let buffers = [
+            &self.comm,
+            &self.caller_comm,
+            &self.filename,
+            &self.executable,
+            &self.cwd,
+            &self.script,
+            &self.env_area,
+            &self.args_bytes,
+        ];
+        std::mem::size_of::<Self>()
+            + buffers.iter().map(|b| b.capacity()).sum::<usize>()
+            + self.cgroup_path.as_ref().map_or(0, Vec::capacity)
+            + self
+                .env_vars
+                .iter()
+                .map(|v| v.capacity() + std::mem::size_of::<Vec<u8>>())
+                .sum::<usize>()
+            + self.arg_ends.capacity() * std::mem::size_of::<usize>()
+    }
+
     /// A short word for people: the errno of a failed exec, how an exit
     /// ended (`exit=3`, `SIGKILL`), nothing for a successful exec.
     pub fn status_label(&self) -> Option<Cow<'static, str>> {
@@ -677,6 +701,20 @@ mod tests {
         assert_eq!(errno_name(2), "ENOENT");
         assert_eq!(errno_name(13), "EACCES");
         assert_eq!(errno_name(9999), "9999");
+    }
+
+    #[test]
+    fn held_bytes_count_what_a_traced_process_can_make_large() {
+        let mut ev = ExecEvent::default();
+        let base = ev.held_bytes();
+        assert!(base >= std::mem::size_of::<ExecEvent>());
+        let arg = vec![b'a'; 10_000];
+        ev.set_args([arg.as_slice()]);
+        ev.env_vars = vec![vec![b'e'; 5_000]; 3];
+        ev.cwd = vec![b'/'; 4_000];
+        assert!(ev.held_bytes() >= base + 10_000 + 15_000 + 4_000);
+        // A clone, as the hold keeps, weighs as much.
+        assert!(ev.clone().held_bytes() >= base + 29_000);
     }
 
     #[test]

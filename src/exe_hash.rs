@@ -661,11 +661,17 @@ pub struct OrderedHold<E> {
     queue: VecDeque<Held<E>>,
     max_hold: Duration,
     max_len: usize,
+    /// Bytes the held events may take ([`OrderedHold::with_max_bytes`]).
+    max_bytes: usize,
+    bytes: usize,
+    weigh: fn(&E) -> usize,
     stats: HoldStats,
 }
 
 struct Held<E> {
     event: E,
+    /// Its bytes, as `weigh` gave them when it came in.
+    weight: usize,
     hash: HeldHash,
     deadline: Instant,
     /// Waits to be settled (see [`OrderedHold::release_settling`]) until then.
@@ -684,7 +690,8 @@ pub struct HoldStats {
     pub ready: u64,
     /// Released without a hash at their deadline.
     pub deadline: u64,
-    /// Released without a hash because too many events were held.
+    /// Released without a hash because too many events, or too many bytes
+    /// of them, were held.
     pub overflow: u64,
     /// Released unsettled, at their settling deadline or by overflow.
     pub unsettled: u64,
@@ -698,8 +705,25 @@ impl<E> OrderedHold<E> {
             queue: VecDeque::new(),
             max_hold,
             max_len: max_len.max(1),
+            max_bytes: usize::MAX,
+            bytes: 0,
+            weigh: |_| 0,
             stats: HoldStats::default(),
         }
+    }
+
+    /// Also hold at most `max_bytes` of events, as `weigh` counts them: the
+    /// events of a traced process can be large (argv, paths, environment),
+    /// and it may keep a hash pending on purpose.
+    pub fn with_max_bytes(mut self, max_bytes: usize, weigh: fn(&E) -> usize) -> OrderedHold<E> {
+        self.max_bytes = max_bytes;
+        self.weigh = weigh;
+        self
+    }
+
+    /// Bytes of the events held, as `weigh` counts them.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Add an event: `hash` is None for an event that carries no hash (an
@@ -723,8 +747,11 @@ impl<E> OrderedHold<E> {
             Some(Requested::Ready(o)) => HeldHash::Known(Some(o)),
             Some(Requested::Pending(t)) => HeldHash::Pending(t),
         };
+        let weight = (self.weigh)(&event);
+        self.bytes += weight;
         self.queue.push_back(Held {
             event,
+            weight,
             hash,
             deadline,
             unsettled_until: until.map(|u| u.min(deadline)),
@@ -755,7 +782,7 @@ impl<E> OrderedHold<E> {
     ) -> usize {
         let mut n = 0;
         loop {
-            let overflow = self.queue.len() > self.max_len;
+            let overflow = self.queue.len() > self.max_len || self.bytes > self.max_bytes;
             let Some(front) = self.queue.front_mut() else {
                 break;
             };
@@ -792,6 +819,7 @@ impl<E> OrderedHold<E> {
                 },
             };
             let held = self.queue.pop_front().expect("front exists");
+            self.bytes -= held.weight;
             out(held.event, outcome);
             n += 1;
         }
@@ -1004,6 +1032,44 @@ mod tests {
             let s = hold.stats();
             proptest::prop_assert_eq!((s.ready + s.deadline + s.overflow) as usize, steps.len());
         }
+    }
+
+    #[test]
+    fn the_hold_keeps_to_its_bytes_releasing_the_oldest_in_order() {
+        let t0 = Instant::now();
+        let mut res = Timed {
+            now: t0,
+            ready_at: HashMap::new(),
+            taken: vec![],
+            abandoned: vec![],
+        };
+        // Events weigh their number in KiB; the first one's hash never comes.
+        let mut hold =
+            OrderedHold::new(Duration::from_secs(1), 1000).with_max_bytes(10 << 10, |e| *e << 10);
+        let mut out = Vec::new();
+        hold.push(1usize, Some(Requested::Pending(Ticket(1))), t0);
+        for e in 2..=6 {
+            hold.push(e, None, t0);
+            hold.release(&mut res, t0, |e, o| out.push((e, o)));
+            assert!(hold.bytes() <= 10 << 10, "{} bytes held", hold.bytes());
+        }
+        // 1 + 2 + 3 + 4 = 10 KiB fit; with 5 the oldest went out, unhashed,
+        // and all that waited only for it behind.
+        let busy = Some(HashOutcome::Skipped(SkipReason::Busy));
+        assert_eq!(
+            out,
+            [
+                (1, busy),
+                (2, None),
+                (3, None),
+                (4, None),
+                (5, None),
+                (6, None)
+            ]
+        );
+        assert_eq!(res.abandoned, [1]);
+        assert_eq!(hold.stats().overflow, 1);
+        assert_eq!(hold.bytes(), 0);
     }
 
     #[test]

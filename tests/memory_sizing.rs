@@ -11,8 +11,9 @@ use spawned::settled_anon_kib;
 
 const MIB: f64 = 1024.0 * 1024.0;
 /// The daemon's own memory: binary pages, heap, the output queue (1 MiB
-/// budget plus chunks) and the metrics server (64 connections).
-const DAEMON_MIB: f64 = 24.0;
+/// budget plus chunks), the held events (8 MiB) and the metrics server (64
+/// connections).
+const DAEMON_MIB: f64 = 32.0;
 /// Possible CPUs the manifest's request and limit are sized for.
 const REQUEST_CPUS: f64 = 64.0;
 const LIMIT_CPUS: f64 = 256.0;
