@@ -489,7 +489,7 @@ fn log_attribution(cgroup_id: u64, info: &CgroupInfo) {
     let k = c.kubernetes.as_ref();
     tracing::debug!(
         cgroup_id,
-        cgroup_path = %String::from_utf8_lossy(&info.path),
+        cgroup_path = ?String::from_utf8_lossy(&info.path),
         container_id = c.id.as_deref(),
         unconfirmed_id = c.unconfirmed_id.as_deref(),
         runtime = c.runtime,

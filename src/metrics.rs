@@ -205,8 +205,21 @@ fn route(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
     }
 }
 
-/// Open connections by age (ids grow), each with its peer and eviction
-/// signal.
+/// Who a peer address counts as: an IPv6 address by its /64, which one
+/// host usually holds whole (so a flood from many of its addresses is one
+/// client's); an IPv4-mapped one as the IPv4 address.
+fn client_of(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+        v4 => v4,
+    }
+}
+
+/// Open connections by age (ids grow), each with its client (see
+/// [`client_of`]) and eviction signal.
 #[derive(Default)]
 struct Connections {
     next_id: u64,
@@ -219,6 +232,7 @@ impl Connections {
     /// client flooding connections evicts its own, never the scraper's or
     /// the kubelet's probe (from one client, the oldest goes).
     fn admit(&mut self, peer: IpAddr, max: usize) -> (u64, Arc<Notify>) {
+        let peer = client_of(peer);
         let victim = if self.open.len() >= max {
             let mut held: HashMap<IpAddr, usize> = HashMap::new();
             for (p, _) in self.open.values() {
@@ -362,6 +376,17 @@ mod tests {
         assert_eq!(c.open.len(), 64);
         assert_eq!(c.open.values().filter(|(p, _)| *p == other).count(), 9);
         assert_eq!(c.open.values().filter(|(p, _)| *p == scraper).count(), 1);
+
+        // A flood from every address of one IPv6 /64 is one client's.
+        let mut c = Connections::default();
+        let scraper: IpAddr = "fd00::1".parse().unwrap();
+        let (scrape_id, _) = c.admit(scraper, 64);
+        for i in 0..1000u128 {
+            let addr = u128::from("fd00:0:0:66::".parse::<std::net::Ipv6Addr>().unwrap()) + i;
+            c.admit(IpAddr::V6(addr.into()), 64);
+        }
+        assert!(c.open.contains_key(&scrape_id), "the scraper was evicted");
+        assert_eq!(c.open.len(), 64);
     }
 
     #[test]

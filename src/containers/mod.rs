@@ -406,9 +406,9 @@ fn find_state(dir: &Path, id: &str, owners: Owners, claimed: &[u8], path: &[u8])
         })
     } else {
         debug!(
-            dir = %id_dir.display(),
-            state_cgroup = %String::from_utf8_lossy(cgroup),
-            cgroup = %String::from_utf8_lossy(path),
+            dir = ?id_dir,
+            state_cgroup = ?String::from_utf8_lossy(cgroup),
+            cgroup = ?String::from_utf8_lossy(path),
             "runtime state is for another cgroup"
         );
         None
