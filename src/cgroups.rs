@@ -126,6 +126,12 @@ fn delegated_uid_of(comp: &str, parent: Option<&str>) -> Option<u32> {
         .flatten()
 }
 
+/// Most container claims of one path looked up, innermost first: real
+/// nesting (a container in a container, a container's sub-cgroup named like
+/// another) is shallow, and each claim costs a lookup in every runtime's
+/// state, so a path made of claims cannot multiply one cgroup's cost.
+pub const CLAIMS_MAX: usize = 4;
+
 /// Read a cgroup path: what its names claim. Nothing is confirmed here.
 pub fn parse(path: &[u8]) -> CgroupInfo {
     // Components with their end offsets in `path`, so claims can point back
@@ -146,7 +152,9 @@ pub fn parse(path: &[u8]) -> CgroupInfo {
     };
     for (i, (comp, end)) in comps.iter().enumerate().rev() {
         let parent = i.checked_sub(1).map(|p| comps[p].0.as_str());
-        if let Some((id, runtime)) = container_of(comp, parent) {
+        if let Some((id, runtime)) =
+            container_of(comp, parent).filter(|_| info.claims.len() < CLAIMS_MAX)
+        {
             info.claims.push(ContainerClaim {
                 id,
                 runtime,
@@ -212,7 +220,7 @@ pub const RETRY_FIRST: Duration = Duration::from_millis(10);
 pub const RETRY_MAX: Duration = Duration::from_millis(250);
 /// Retries per second over all cgroups: many forged cgroups exec'ing in a
 /// loop cannot make the daemon spend more than a few percent of a CPU
-/// (a retry is ~0.1 ms).
+/// (a retry is ~0.1 ms). First lookups of new cgroups count too.
 pub const RETRIES_PER_SEC: u32 = 500;
 
 #[derive(Debug)]
@@ -303,7 +311,16 @@ impl CgroupCache {
             Some(p) => {
                 let mut info = parse(p);
                 info.path_truncated = truncated;
-                let container = self.resolver.resolve(&info);
+                // A first lookup shares the retries' budget: anyone may make
+                // cgroups named like containers in a delegated subtree, as
+                // fast as they like. Past it, the claim waits for a retry.
+                let container = if info.claims.is_empty() {
+                    None
+                } else if take_retry(&mut self.retry_budget, Instant::now()) {
+                    self.resolver.resolve(&info)
+                } else {
+                    crate::containers::unconfirmed(&info)
+                };
                 let info = Arc::new(info.with_container(container));
                 log_attribution(id, &info);
                 let retry = info
@@ -650,6 +667,21 @@ mod tests {
     }
 
     #[test]
+    fn a_path_of_many_claims_is_looked_up_for_its_innermost_few() {
+        let ids: Vec<String> = (0..10).map(|i| ID.replace('0', &i.to_string())).collect();
+        let path: String = ids.iter().map(|id| format!("/docker-{id}.scope")).collect();
+        let i = p(&path);
+        let got: Vec<&str> = i.claims.iter().map(|c| c.id.as_str()).collect();
+        let innermost: Vec<&str> = ids
+            .iter()
+            .rev()
+            .take(CLAIMS_MAX)
+            .map(String::as_str)
+            .collect();
+        assert_eq!(got, innermost);
+    }
+
+    #[test]
     fn kubernetes_pods_both_drivers() {
         let slice_uid = POD.replace('-', "_");
         let i = p(&format!(
@@ -805,6 +837,25 @@ mod tests {
         assert_eq!(b.container_id, None);
         let (_, wait) = c.known[&9].retry.unwrap();
         assert_eq!(wait, RETRY_FIRST * 2, "the wait doubles");
+    }
+
+    #[test]
+    fn first_lookups_share_the_retry_budget() {
+        let (mut c, path) = cache_without_state();
+        let n = 2 * u64::from(RETRIES_PER_SEC) + 100;
+        for id in 0..n {
+            let a = c.resolve(id, Some(path.as_bytes()), false, 0).unwrap();
+            // Looked up or not, the claim is there, unconfirmed, and retried.
+            let ctr = a.container.as_ref().unwrap();
+            assert_eq!(ctr.unconfirmed_id.as_deref(), Some(ID));
+            assert!(c.known[&id].retry.is_some());
+        }
+        // One state root, one claim: a look per lookup, within the budget
+        // (the test may straddle a second: two budgets at most).
+        let looked = c.resolver.state_lookups;
+        assert!(looked >= u64::from(RETRIES_PER_SEC), "{looked}");
+        assert!(looked <= 2 * u64::from(RETRIES_PER_SEC), "{looked}");
+        assert!(looked < n, "{looked}");
     }
 
     #[test]

@@ -135,6 +135,18 @@ pub struct Resolver {
     names: HashMap<InstanceKey, (&'static str, Arc<Names>)>,
     /// Instances whose names file was missing: when it was first missed.
     missed: HashMap<InstanceKey, Instant>,
+    /// State directories looked in, since start (what a lookup costs).
+    pub(crate) state_lookups: u64,
+}
+
+/// What a cgroup's path claims, before (or without) a lookup: its innermost
+/// claim, unconfirmed; `None` when it claims none.
+pub fn unconfirmed(cg: &CgroupInfo) -> Option<Arc<ContainerInfo>> {
+    let innermost = cg.claims.first()?;
+    Some(Arc::new(ContainerInfo {
+        unconfirmed_id: Some(innermost.id.clone()),
+        ..Default::default()
+    }))
 }
 
 impl Resolver {
@@ -147,7 +159,7 @@ impl Resolver {
 
     /// The container a cgroup belongs to; `None` when its path claims none.
     pub fn resolve(&mut self, cg: &CgroupInfo) -> Option<Arc<ContainerInfo>> {
-        let innermost = cg.claims.first()?;
+        cg.claims.first()?;
         // An outer claim can confirm when an inner one does not: a
         // container's own sub-cgroup named like another container.
         for claim in &cg.claims {
@@ -155,10 +167,19 @@ impl Resolver {
                 return Some(Arc::new(info));
             }
         }
-        Some(Arc::new(ContainerInfo {
-            unconfirmed_id: Some(innermost.id.clone()),
-            ..Default::default()
-        }))
+        unconfirmed(cg)
+    }
+
+    fn find_state(
+        &mut self,
+        dir: &Path,
+        id: &str,
+        owners: Owners,
+        claimed: &[u8],
+        path: &[u8],
+    ) -> Option<Found> {
+        self.state_lookups += 1;
+        find_state(dir, id, owners, claimed, path)
     }
 
     fn confirm(&mut self, cg: &CgroupInfo, claim: &ContainerClaim) -> Option<ContainerInfo> {
@@ -177,7 +198,9 @@ impl Resolver {
                 vec![root.dir.clone()]
             };
             for dir in dirs {
-                if let Some(found) = find_state(&dir, &claim.id, Owners::Root, claimed, &cg.path) {
+                if let Some(found) =
+                    self.find_state(&dir, &claim.id, Owners::Root, claimed, &cg.path)
+                {
                     return Some(self.describe(cg, &claim.id, found, root.runtime, None));
                 }
             }
@@ -189,7 +212,8 @@ impl Resolver {
         let user_dir = self.layout.user_runtime_dirs.join(uid.to_string());
         for (sub, runtime) in [("runc", "runc"), ("crun", "crun")] {
             let dir = user_dir.join(sub);
-            if let Some(found) = find_state(&dir, &claim.id, Owners::RootOr(uid), claimed, &cg.path)
+            if let Some(found) =
+                self.find_state(&dir, &claim.id, Owners::RootOr(uid), claimed, &cg.path)
             {
                 return Some(self.describe(cg, &claim.id, found, runtime, Some(uid)));
             }
