@@ -138,9 +138,6 @@ struct Consumer<'a> {
     cgroups: CgroupCache,
     /// execwatch's own pid namespace: "the host's" for the events.
     own_pidns: Option<u64>,
-    /// The daemon's mount namespace: an executable's path from another
-    /// names another file here.
-    own_mntns: Option<u64>,
     env_names: Vec<Vec<u8>>,
     /// Live processes, for lineage and exits.
     table: ProcessTable,
@@ -366,11 +363,11 @@ impl Consumer<'_> {
             ev.hash = Some(HashOutcome::Hash(d));
             return None;
         }
-        // A memfd's "path" is only a name, and a container's names another
-        // file here: the hasher's /proc/PID/exe is the only way to them.
+        // A memfd's "path" is only a name: the hasher's /proc/PID/exe is
+        // the only way to it.
         let req = HashRequest {
             pid: ev.pid,
-            path: crate::exe_hash::reachable_path(ev, self.own_mntns),
+            path: crate::exe_hash::reachable_path(ev),
             identity,
         };
         match hasher.request(req) {
@@ -867,9 +864,6 @@ pub fn run(
         event: ExecEvent::default(),
         cgroups,
         own_pidns: std::fs::metadata("/proc/self/ns/pid")
-            .ok()
-            .map(|m| std::os::unix::fs::MetadataExt::ino(&m)),
-        own_mntns: std::fs::metadata("/proc/self/ns/mnt")
             .ok()
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m)),
         env_names: opts.env_names.clone(),

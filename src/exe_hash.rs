@@ -167,8 +167,8 @@ pub enum HashOutcome {
 }
 
 /// Which file to hash: the process that ran it (0: none to ask), its path
-/// as the daemon can reach it (`None`: the path names another file or none
-/// from here, see [`reachable_path`]), and the identity the exec record saw.
+/// if it is worth looking for ([`reachable_path`]), and the identity the
+/// exec record saw.
 #[derive(Clone, Debug)]
 pub struct HashRequest {
     pub pid: u32,
@@ -176,15 +176,17 @@ pub struct HashRequest {
     pub identity: FileIdentity,
 }
 
-/// The executable's path as the daemon may open it once the process is
-/// gone: an absolute path, whole, under the process's root, with no pseudo
-/// name (`memfd:`), in the daemon's own mount namespace. Anything else would
-/// have the daemon, as root, resolve a name that means another file here.
-pub fn reachable_path(ev: &crate::event::ExecEvent, own_mntns: Option<u64>) -> Option<PathBuf> {
+/// The executable's path as the daemon may look for it once the process is
+/// gone: an absolute path, whole (not a truncated tail, not a pseudo name
+/// like `memfd:`). It is resolved in the daemon's own mount namespace, where
+/// a container's or a chrooted process's path may name another file: the
+/// identity check then says `changed`. The daemon's namespace is not
+/// compared with the process's: the shipped unit gives the daemon one of its
+/// own (`PrivateMounts=`), a copy of the host's, and cannot read PID 1's.
+pub fn reachable_path(ev: &crate::event::ExecEvent) -> Option<PathBuf> {
     use std::os::unix::ffi::OsStrExt;
-    let here = own_mntns.is_some_and(|own| own == u64::from(ev.mntns_ino));
-    let whole = !(ev.exe_truncated || ev.exe_read_failed || ev.exe_pseudo || ev.exe_outside_root);
-    (here && whole && ev.executable.first() == Some(&b'/'))
+    let whole = !(ev.exe_truncated || ev.exe_read_failed || ev.exe_pseudo);
+    (whole && ev.executable.first() == Some(&b'/'))
         .then(|| PathBuf::from(std::ffi::OsStr::from_bytes(&ev.executable)))
 }
 
@@ -868,31 +870,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_whole_absolute_path_from_the_daemons_mount_namespace_is_opened() {
+    fn only_a_whole_absolute_path_is_looked_for() {
         let ev = crate::event::ExecEvent {
             executable: b"/usr/bin/tool".to_vec(),
-            mntns_ino: 7,
             ..Default::default()
         };
-        assert_eq!(
-            reachable_path(&ev, Some(7)),
-            Some(PathBuf::from("/usr/bin/tool"))
-        );
-        // Another mount namespace (a container), or the daemon's unknown.
-        assert_eq!(reachable_path(&ev, Some(8)), None);
-        assert_eq!(reachable_path(&ev, None), None);
-        let not = |f: fn(&mut crate::event::ExecEvent)| {
+        assert_eq!(reachable_path(&ev), Some(PathBuf::from("/usr/bin/tool")));
+        let with = |f: fn(&mut crate::event::ExecEvent)| {
             let mut e = ev.clone();
             f(&mut e);
-            reachable_path(&e, Some(7))
+            reachable_path(&e)
         };
-        assert_eq!(not(|e| e.exe_truncated = true), None);
-        assert_eq!(not(|e| e.exe_read_failed = true), None);
-        assert_eq!(not(|e| e.exe_outside_root = true), None);
-        assert_eq!(not(|e| e.exe_pseudo = true), None);
-        assert_eq!(not(|e| e.executable = b"memfd:x".to_vec()), None);
-        assert_eq!(not(|e| e.executable = b"bin/tool".to_vec()), None);
-        assert_eq!(not(|e| e.executable.clear()), None);
+        assert_eq!(with(|e| e.exe_truncated = true), None);
+        assert_eq!(with(|e| e.exe_read_failed = true), None);
+        assert_eq!(with(|e| e.exe_pseudo = true), None);
+        assert_eq!(with(|e| e.executable = b"memfd:x".to_vec()), None);
+        assert_eq!(with(|e| e.executable = b"bin/tool".to_vec()), None);
+        assert_eq!(with(|e| e.executable.clear()), None);
+        // From the namespace's root, not the process's: as good as any here.
+        assert!(with(|e| e.exe_outside_root = true).is_some());
     }
 
     #[test]

@@ -70,6 +70,12 @@ fn shipped_unit_runs_under_real_systemd() {
     assert_eq!(entry["EXECWATCH_EXE"], "/usr/bin/true");
     assert_eq!(entry["SYSLOG_IDENTIFIER"], "execwatch");
     assert_eq!(entry["_SYSTEMD_UNIT"], "execwatch.service");
+    // Hashed under the unit's sandbox: a mount namespace of its own
+    // (PrivateMounts=) and no CAP_SYS_PTRACE for the exited process's
+    // /proc/PID/exe, so through the path.
+    let sum = container.run_str(&["sha256sum", "/usr/bin/true"]);
+    let sum = sum.split_whitespace().next().unwrap_or_default();
+    assert_eq!(entry["EXECWATCH_SHA256"], sum, "{entry}");
 
     // A clean stop under systemd: SIGTERM, drain, exit 0.
     container.run_ok(&["systemctl", "stop", "execwatch"]);
