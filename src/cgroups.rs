@@ -126,10 +126,11 @@ fn delegated_uid_of(comp: &str, parent: Option<&str>) -> Option<u32> {
         .flatten()
 }
 
-/// Most container claims of one path looked up, innermost first: real
-/// nesting (a container in a container, a container's sub-cgroup named like
-/// another) is shallow, and each claim costs a lookup in every runtime's
-/// state, so a path made of claims cannot multiply one cgroup's cost.
+/// Most container claims of one path looked up: the innermost 3 and the
+/// outermost. Real nesting (a container in a container, a container's
+/// sub-cgroup named like another) is shallow, and each claim costs a lookup
+/// in every runtime's state, so a path made of claims cannot multiply one
+/// cgroup's cost.
 pub const CLAIMS_MAX: usize = 4;
 
 /// Read a cgroup path: what its names claim. Nothing is confirmed here.
@@ -152,9 +153,7 @@ pub fn parse(path: &[u8]) -> CgroupInfo {
     };
     for (i, (comp, end)) in comps.iter().enumerate().rev() {
         let parent = i.checked_sub(1).map(|p| comps[p].0.as_str());
-        if let Some((id, runtime)) =
-            container_of(comp, parent).filter(|_| info.claims.len() < CLAIMS_MAX)
-        {
+        if let Some((id, runtime)) = container_of(comp, parent) {
             info.claims.push(ContainerClaim {
                 id,
                 runtime,
@@ -174,6 +173,11 @@ pub fn parse(path: &[u8]) -> CgroupInfo {
         if info.slice.is_none() && comp.ends_with(".slice") {
             info.slice = Some(comp.to_string());
         }
+    }
+    // The innermost few, and the outermost: a process can only make cgroups
+    // below its own, so a chain of forged claims lies inside the real one.
+    if info.claims.len() > CLAIMS_MAX {
+        info.claims.drain(CLAIMS_MAX - 1..info.claims.len() - 1);
     }
     info
 }
@@ -314,9 +318,9 @@ impl CgroupCache {
                 // A first lookup shares the retries' budget: anyone may make
                 // cgroups named like containers in a delegated subtree, as
                 // fast as they like. Past it, the claim waits for a retry.
-                let container = if info.claims.is_empty() {
-                    None
-                } else if take_retry(&mut self.retry_budget, Instant::now()) {
+                let looked =
+                    info.claims.is_empty() || take_retry(&mut self.retry_budget, Instant::now());
+                let container = if looked {
                     self.resolver.resolve(&info)
                 } else {
                     crate::containers::unconfirmed(&info)
@@ -330,7 +334,8 @@ impl CgroupCache {
                     info: Arc::clone(&info),
                     retry,
                     first_event_ns: event_ns,
-                    looked_ns: boot_ns_now(),
+                    // Never looked: the cgroup's next exec may look at once.
+                    looked_ns: if looked { boot_ns_now() } else { 0 },
                 };
                 if self.known.insert(id, entry).is_none() {
                     self.new.push(id);
@@ -506,7 +511,7 @@ fn log_attribution(cgroup_id: u64, info: &CgroupInfo) {
     let k = c.kubernetes.as_ref();
     tracing::debug!(
         cgroup_id,
-        cgroup_path = ?String::from_utf8_lossy(&info.path),
+        cgroup_path = %String::from_utf8_lossy(&info.path).escape_debug(),
         container_id = c.id.as_deref(),
         unconfirmed_id = c.unconfirmed_id.as_deref(),
         runtime = c.runtime,
@@ -667,18 +672,18 @@ mod tests {
     }
 
     #[test]
-    fn a_path_of_many_claims_is_looked_up_for_its_innermost_few() {
+    fn a_path_of_many_claims_is_looked_up_for_its_innermost_few_and_its_outermost() {
         let ids: Vec<String> = (0..10).map(|i| ID.replace('0', &i.to_string())).collect();
         let path: String = ids.iter().map(|id| format!("/docker-{id}.scope")).collect();
         let i = p(&path);
         let got: Vec<&str> = i.claims.iter().map(|c| c.id.as_str()).collect();
-        let innermost: Vec<&str> = ids
-            .iter()
-            .rev()
-            .take(CLAIMS_MAX)
-            .map(String::as_str)
-            .collect();
-        assert_eq!(got, innermost);
+        // Forged claims below a real container's cannot push it out.
+        let want = [&ids[9], &ids[8], &ids[7], &ids[0]].map(String::as_str);
+        assert_eq!(got, want);
+        // Each claim still points at its own prefix of the path.
+        for c in &i.claims {
+            assert!(path[..c.prefix_len].ends_with(&format!("docker-{}.scope", c.id)));
+        }
     }
 
     #[test]
@@ -843,8 +848,9 @@ mod tests {
     fn first_lookups_share_the_retry_budget() {
         let (mut c, path) = cache_without_state();
         let n = 2 * u64::from(RETRIES_PER_SEC) + 100;
+        let now = boot_ns_now();
         for id in 0..n {
-            let a = c.resolve(id, Some(path.as_bytes()), false, 0).unwrap();
+            let a = c.resolve(id, Some(path.as_bytes()), false, now).unwrap();
             // Looked up or not, the claim is there, unconfirmed, and retried.
             let ctr = a.container.as_ref().unwrap();
             assert_eq!(ctr.unconfirmed_id.as_deref(), Some(ID));
@@ -856,6 +862,12 @@ mod tests {
         assert!(looked >= u64::from(RETRIES_PER_SEC), "{looked}");
         assert!(looked <= 2 * u64::from(RETRIES_PER_SEC), "{looked}");
         assert!(looked < n, "{looked}");
+        // One skipped is looked up at its cgroup's next exec once the budget
+        // allows, even an exec already waiting in the ring buffer (made
+        // before the skip), as none has looked since.
+        c.retry_budget = None;
+        c.resolve(n - 1, None, false, now);
+        assert_eq!(c.resolver.state_lookups, looked + 1);
     }
 
     #[test]
