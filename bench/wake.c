@@ -86,17 +86,32 @@ static int run(const char *name, int cpu_a, int cpu_b)
 
 int main(int argc, char **argv)
 {
+	cpu_set_t allowed;
+	int cpus[2], n = 0;
+
 	trips = argc > 1 ? atol(argv[1]) : 5000;
 	if (trips <= 0) {
 		fprintf(stderr, "wake: ROUND_TRIPS must be a positive number\n");
 		return 1;
 	}
-	if (sysconf(_SC_NPROCESSORS_ONLN) > 1 && run("two CPUs", 0, 1)) {
-		perror("wake: two CPUs");
+	/* The CPUs this process may use, not 0 and 1: a cpuset may forbid them. */
+	if (sched_getaffinity(0, sizeof(allowed), &allowed)) {
+		perror("wake: sched_getaffinity");
 		return 1;
 	}
-	if (run("one CPU", 0, 0)) {
-		perror("wake: one CPU");
+	for (int c = 0; c < CPU_SETSIZE && n < 2; c++)
+		if (CPU_ISSET(c, &allowed))
+			cpus[n++] = c;
+	if (n == 0) {
+		fprintf(stderr, "wake: no CPU to run on\n");
+		return 1;
+	}
+	if (n > 1 && run("two CPUs", cpus[0], cpus[1])) {
+		fprintf(stderr, "wake: two CPUs failed\n");
+		return 1;
+	}
+	if (run("one CPU", cpus[0], cpus[0])) {
+		fprintf(stderr, "wake: one CPU failed\n");
 		return 1;
 	}
 	return 0;

@@ -593,9 +593,19 @@ impl ExecEvent {
             })
     }
 
-    /// Bytes this event takes in memory, its own buffers counted (what it
-    /// shares with the process table and the cgroup cache is not).
+    /// Bytes this event takes in memory: its own buffers, and the images
+    /// of its lineage, which a held event may be the last to own once the
+    /// table lets them go (the cgroup cache's share is not counted).
     pub fn held_bytes(&self) -> usize {
+        let images = self.lineage.as_ref().map_or(0, |l| {
+            let related = [&l.parent, &l.session_leader, &l.group_leader];
+            related
+                .iter()
+                .filter_map(|r| r.as_ref()?.image.as_ref())
+                .chain(l.previous.as_ref())
+                .map(|i| i.held_bytes())
+                .sum::<usize>()
+        });
         let buffers = [
             &self.comm,
             &self.caller_comm,
@@ -615,6 +625,7 @@ impl ExecEvent {
                 .map(|v| v.capacity() + std::mem::size_of::<Vec<u8>>())
                 .sum::<usize>()
             + self.arg_ends.capacity() * std::mem::size_of::<usize>()
+            + images
     }
 
     /// A short word for people: the errno of a failed exec, how an exit
@@ -715,6 +726,29 @@ mod tests {
         assert!(ev.held_bytes() >= base + 10_000 + 15_000 + 4_000);
         // A clone, as the hold keeps, weighs as much.
         assert!(ev.clone().held_bytes() >= base + 29_000);
+        // The lineage's images too: the held event may be their last owner.
+        let before = ev.held_bytes();
+        let limits = crate::process_table::Limits::default();
+        let image = std::sync::Arc::new(crate::process_table::Image::new(
+            &[b'/'; 400],
+            [&[b'x'; 500][..]],
+            b"sh",
+            &limits,
+        ));
+        let ids = crate::entity_id::EntityIds::new(crate::entity_id::BootId([7; 16]));
+        ev.lineage = Some(Lineage {
+            entity_id: ids.from_ticks(1, 5),
+            parent_entity_id: None,
+            parent: None,
+            session_leader: None,
+            group_leader: None,
+            previous: Some(image),
+        });
+        assert!(
+            ev.held_bytes() >= before + 900,
+            "{}",
+            ev.held_bytes() - before
+        );
     }
 
     #[test]

@@ -225,6 +225,11 @@ impl Image {
         }
     }
 
+    /// Bytes it takes in memory.
+    pub fn held_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.bytes.len()
+    }
+
     pub fn executable(&self) -> &[u8] {
         &self.bytes[..self.exe_len as usize]
     }

@@ -328,11 +328,23 @@ fn nothing_put_in_place_of_the_binary_is_opened() {
     fs::remove_file(&p).unwrap();
     nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
     let (opened, rx) = std::sync::mpsc::channel();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     let writer_path = p.clone();
     std::thread::spawn(move || {
+        let _ = tid_tx.send(nix::unistd::gettid());
         let f = fs::OpenOptions::new().write(true).open(&writer_path);
         let _ = opened.send(f.is_ok());
     });
+    // The writer is waiting in its open before the hasher runs.
+    let tid = tid_rx.recv().unwrap();
+    let in_open = format!("{} ", libc::SYS_openat);
+    let until = Instant::now() + Duration::from_secs(5);
+    while !fs::read_to_string(format!("/proc/self/task/{tid}/syscall"))
+        .is_ok_and(|s| s.starts_with(&in_open))
+    {
+        assert!(Instant::now() < until, "the writer never waited in open");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let mut h = hasher();
     assert_eq!(
         hash_now(&mut h, req_for(0, &p, id)),
@@ -352,7 +364,8 @@ fn nothing_put_in_place_of_the_binary_is_opened() {
 }
 
 /// A path that now goes through a symlink is not the path that ran, even
-/// when the link leads to the same file: it is not followed.
+/// when the link leads to the same file: it is not followed (openat2, 5.6+;
+/// without it only a last component that is a link is refused).
 #[test]
 fn a_symlink_on_the_path_is_not_followed() {
     let dir = TempDir::new("symlink");

@@ -430,9 +430,9 @@ fn find_state(dir: &Path, id: &str, owners: Owners, claimed: &[u8], path: &[u8])
         })
     } else {
         debug!(
-            dir = ?id_dir,
-            state_cgroup = ?String::from_utf8_lossy(cgroup),
-            cgroup = ?String::from_utf8_lossy(path),
+            dir = %id_dir.display().to_string().escape_debug(),
+            state_cgroup = %String::from_utf8_lossy(cgroup).escape_debug(),
+            cgroup = %String::from_utf8_lossy(path).escape_debug(),
             "runtime state is for another cgroup"
         );
         None
