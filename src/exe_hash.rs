@@ -590,15 +590,8 @@ fn open_if_same(path: &Path, follow: Follow, identity: &FileIdentity) -> io::Res
     }
     .map_err(io::Error::from)?;
     let reference = File::from(reference);
-    let m = reference.metadata()?;
-    if FileIdentity::from_metadata(&m) != *identity {
+    if !is_the_file(&reference, identity)? {
         return Ok(None);
-    }
-    if !m.file_type().is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
     }
     // Opened through the reference: the same inode, whatever the path
     // names now.
@@ -607,6 +600,22 @@ fn open_if_same(path: &Path, follow: Follow, identity: &FileIdentity) -> io::Res
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(format!("/proc/self/fd/{}", reference.as_raw_fd()))
         .map(Some)
+}
+
+/// Whether `file` has this identity; an error if it does but is no regular
+/// file (a directory with the identity of what ran cannot be read as it).
+fn is_the_file(file: &File, identity: &FileIdentity) -> io::Result<bool> {
+    let m = file.metadata()?;
+    if FileIdentity::from_metadata(&m) != *identity {
+        return Ok(false);
+    }
+    if !m.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(true)
 }
 
 /// Hash `file` if it has this identity before and after the read and the read
@@ -618,15 +627,8 @@ fn hash_if_same(
     buf: &mut [u8],
     stop: &AtomicBool,
 ) -> io::Result<Option<(Sha256Digest, u64)>> {
-    let m = file.metadata()?;
-    if FileIdentity::from_metadata(&m) != *identity {
+    if !is_the_file(file, identity)? {
         return Ok(None);
-    }
-    if !m.file_type().is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
     }
     let mut h = Sha256::new();
     let mut n = 0u64;
