@@ -117,7 +117,11 @@ pub fn write_entry(buf: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock, layout: &Jo
     field(buf, "SYSLOG_IDENTIFIER", b"execwatch");
     let mut scratch = Vec::new();
     let carried = layout.carried.of(ev);
-    let mut written = HEADER_FIELDS;
+    let mut out = Entry {
+        buf,
+        written: HEADER_FIELDS,
+        elements_left: 0,
+    };
     for (i, f) in carried.iter().enumerate() {
         let Journald::Field(name) = f.journald else {
             continue;
@@ -125,34 +129,30 @@ pub fn write_entry(buf: &mut Vec<u8>, ev: &ExecEvent, clock: &Clock, layout: &Jo
         if let Some(v) = (f.value)(ev) {
             // Room kept for every field after this one at its largest.
             let later = (carried.len() - i - 1) * OTHER_FIELDS_MAX;
-            let elements_left = ENTRY_FIELDS_MAX.saturating_sub(written + later + OTHER_FIELDS_MAX);
-            let mut out = Entry {
-                buf,
-                written: &mut written,
-                elements_left,
-            };
+            out.elements_left =
+                ENTRY_FIELDS_MAX.saturating_sub(out.written + later + OTHER_FIELDS_MAX);
             out.value(name, &v, clock, &mut scratch);
         }
     }
 }
 
 /// An entry being written: counts its fields, and how many list elements
-/// it may still take.
+/// the field being written may take.
 struct Entry<'b> {
     buf: &'b mut Vec<u8>,
-    written: &'b mut usize,
+    written: usize,
     elements_left: usize,
 }
 
 impl Entry<'_> {
     fn field(&mut self, name: &str, value: &[u8]) {
         field(self.buf, name, value);
-        *self.written += 1;
+        self.written += 1;
     }
 
     fn num(&mut self, name: &str, digits: impl FnOnce(&mut Vec<u8>)) {
         num(self.buf, name, digits);
-        *self.written += 1;
+        self.written += 1;
     }
 
     fn value(&mut self, name: &str, v: &Value<'_>, clock: &Clock, scratch: &mut Vec<u8>) {
