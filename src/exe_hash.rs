@@ -213,7 +213,15 @@ pub struct HashConfig {
     pub workers: usize,
     /// Distinct files queued before requests are answered `busy`.
     pub queue_len: usize,
+    /// A job running longer is stuck (a FUSE server that stopped answering
+    /// holds its open, stat or read for ever): another worker takes over,
+    /// and the stuck file's device is not hashed again.
+    pub stuck_after: Duration,
 }
+
+/// Most workers started in place of stuck ones: each stuck one costs an
+/// unanswering file system of its own, on a device not tried again.
+const REPLACEMENTS_MAX: usize = 16;
 
 impl Default for HashConfig {
     fn default() -> HashConfig {
@@ -222,6 +230,7 @@ impl Default for HashConfig {
             cache_entries: 8192,
             workers: 1,
             queue_len: 256,
+            stuck_after: Duration::from_secs(10),
         }
     }
 }
@@ -275,8 +284,41 @@ pub struct Hasher {
     done: HashMap<u64, (HashOutcome, u32)>,
     next_ticket: u64,
     stop: Arc<AtomicBool>,
-    workers: Vec<JoinHandle<()>>,
+    workers: Vec<Worker>,
+    /// Kept to start a worker in place of a stuck one.
+    job_rx: Arc<Mutex<Receiver<Job>>>,
+    done_tx: mpsc::Sender<JobDone>,
+    /// Devices of files a worker got stuck on: not hashed again.
+    stuck_devices: std::collections::HashSet<u64>,
+    replaced: usize,
     stats: HashStats,
+}
+
+/// A worker thread, and since when and on which device it runs a job.
+struct Worker {
+    handle: JoinHandle<()>,
+    busy: Arc<Mutex<Option<(Instant, u64)>>>,
+    stuck: bool,
+}
+
+fn spawn_worker(
+    n: usize,
+    job_rx: &Arc<Mutex<Receiver<Job>>>,
+    done_tx: &mpsc::Sender<JobDone>,
+    stop: &Arc<AtomicBool>,
+    max_size: u64,
+) -> io::Result<Worker> {
+    let (job_rx, done_tx, stop) = (Arc::clone(job_rx), done_tx.clone(), Arc::clone(stop));
+    let busy = Arc::new(Mutex::new(None));
+    let slot = Arc::clone(&busy);
+    let handle = std::thread::Builder::new()
+        .name(format!("exe-hash-{n}"))
+        .spawn(move || worker(&job_rx, &done_tx, &stop, max_size, &slot))?;
+    Ok(Worker {
+        handle,
+        busy,
+        stuck: false,
+    })
 }
 
 impl Hasher {
@@ -287,17 +329,9 @@ impl Hasher {
         let (done_tx, done_rx) = mpsc::channel();
         let job_rx = Arc::new(Mutex::new(job_rx));
         let stop = Arc::new(AtomicBool::new(false));
-        let mut workers = Vec::new();
-        for n in 0..cfg.workers.max(1) {
-            let job_rx = Arc::clone(&job_rx);
-            let done_tx = done_tx.clone();
-            let stop = Arc::clone(&stop);
-            let max_size = cfg.max_size;
-            let w = std::thread::Builder::new()
-                .name(format!("exe-hash-{n}"))
-                .spawn(move || worker(&job_rx, &done_tx, &stop, max_size))?;
-            workers.push(w);
-        }
+        let workers = (0..cfg.workers.max(1))
+            .map(|n| spawn_worker(n, &job_rx, &done_tx, &stop, cfg.max_size))
+            .collect::<io::Result<Vec<_>>>()?;
         Ok(Hasher {
             cfg,
             cache: LruCache::new(cache_entries),
@@ -309,6 +343,10 @@ impl Hasher {
             next_ticket: 0,
             stop,
             workers,
+            job_rx,
+            done_tx,
+            stuck_devices: Default::default(),
+            replaced: 0,
             stats: HashStats::default(),
         })
     }
@@ -340,6 +378,10 @@ impl Hasher {
             self.stats.too_large += 1;
             return Requested::Ready(HashOutcome::Skipped(SkipReason::TooLarge));
         }
+        if self.stuck_devices.contains(&req.identity.dev) {
+            self.stats.unreadable += 1;
+            return Requested::Ready(HashOutcome::Skipped(SkipReason::Unreadable));
+        }
         if let Some(&t) = self.by_identity.get(&req.identity) {
             if let Some(w) = self.pending.get_mut(&t) {
                 *w += 1;
@@ -368,6 +410,7 @@ impl Hasher {
     /// Collect the workers' answers: hashes go into the cache, outcomes to
     /// their waiters. Returns how many jobs finished.
     pub fn poll_ready(&mut self) -> usize {
+        self.replace_stuck();
         let mut n = 0;
         while let Ok(d) = self.results.try_recv() {
             n += 1;
@@ -395,6 +438,49 @@ impl Hasher {
             }
         }
         n
+    }
+
+    /// A worker whose job runs past `stuck_after` is left to it: its file's
+    /// device is not tried again, and a new worker takes the queue.
+    fn replace_stuck(&mut self) {
+        let now = Instant::now();
+        let mut newly = 0;
+        for w in &mut self.workers {
+            let busy = *w.busy.lock().unwrap_or_else(|p| p.into_inner());
+            match busy {
+                Some((since, dev)) if now.duration_since(since) >= self.cfg.stuck_after => {
+                    if !w.stuck {
+                        w.stuck = true;
+                        newly += 1;
+                        self.stuck_devices.insert(dev);
+                        tracing::warn!(
+                            dev,
+                            "an executable hasher is stuck on a file (a file system that does not answer?): its device is not hashed again"
+                        );
+                    }
+                }
+                _ => w.stuck = false,
+            }
+        }
+        for _ in 0..newly {
+            if self.replaced >= REPLACEMENTS_MAX {
+                break;
+            }
+            let n = self.workers.len();
+            match spawn_worker(
+                n,
+                &self.job_rx,
+                &self.done_tx,
+                &self.stop,
+                self.cfg.max_size,
+            ) {
+                Ok(w) => {
+                    self.workers.push(w);
+                    self.replaced += 1;
+                }
+                Err(e) => tracing::warn!(error = %e, "no new executable hasher"),
+            }
+        }
     }
 
     /// Jobs queued or running.
@@ -454,10 +540,10 @@ impl Drop for Hasher {
         self.stop.store(true, Ordering::Relaxed);
         self.jobs = None;
         let until = Instant::now() + WORKER_STOP_WAIT;
-        while self.workers.iter().any(|w| !w.is_finished()) && Instant::now() < until {
+        while self.workers.iter().any(|w| !w.handle.is_finished()) && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(5));
         }
-        for w in self.workers.drain(..) {
+        for w in self.workers.drain(..).map(|w| w.handle) {
             if w.is_finished() {
                 let _ = w.join();
             } else {
@@ -475,6 +561,7 @@ fn worker(
     done: &mpsc::Sender<JobDone>,
     stop: &AtomicBool,
     max_size: u64,
+    busy: &Mutex<Option<(Instant, u64)>>,
 ) {
     let mut buf = vec![0u8; READ_CHUNK].into_boxed_slice();
     loop {
@@ -487,7 +574,10 @@ fn worker(
         if stop.load(Ordering::Relaxed) {
             return;
         }
+        let set = |v| *busy.lock().unwrap_or_else(|p| p.into_inner()) = v;
+        set(Some((Instant::now(), job.req.identity.dev)));
         let (outcome, bytes) = hash_verified(&job.req, max_size, &mut buf, stop);
+        set(None);
         let d = JobDone {
             ticket: job.ticket,
             identity: job.req.identity,

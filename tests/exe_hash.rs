@@ -363,6 +363,119 @@ fn nothing_put_in_place_of_the_binary_is_opened() {
     assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(true));
 }
 
+/// A FUSE mount whose server never answers: every open, stat or read of
+/// it waits, as on a server that stopped. Closing the device lets them go.
+struct SilentFuse {
+    dir: TempDir,
+    device: Option<std::os::fd::OwnedFd>,
+    dev: u64,
+}
+
+impl SilentFuse {
+    fn mount() -> SilentFuse {
+        use std::os::fd::AsRawFd;
+        let dir = TempDir::new("silent-fuse");
+        let device = nix::fcntl::open(
+            "/dev/fuse",
+            nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .expect("/dev/fuse (the test needs root and the fuse module)");
+        let opts = format!(
+            "fd={},rootmode=40000,user_id=0,group_id=0",
+            device.as_raw_fd()
+        );
+        let (src, fstype, target) = (c"execwatch-test", c"fuse", dir.0.to_str().unwrap());
+        let target = std::ffi::CString::new(target).unwrap();
+        let opts = std::ffi::CString::new(opts).unwrap();
+        // SAFETY: NUL-ended strings that outlive the call.
+        let r = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                opts.as_ptr().cast(),
+            )
+        };
+        assert_eq!(r, 0, "mount fuse: {}", std::io::Error::last_os_error());
+        // Its device, from the mount table: a stat of it would wait.
+        let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let at = dir.0.to_str().unwrap();
+        let line = info
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some(at))
+            .expect("the FUSE mount in /proc/self/mountinfo");
+        let (major, minor) = line.split(' ').nth(2).unwrap().split_once(':').unwrap();
+        let dev = libc::makedev(major.parse().unwrap(), minor.parse().unwrap());
+        SilentFuse {
+            dir,
+            device: Some(device),
+            dev,
+        }
+    }
+
+    /// Let whatever waits on it go (with an error), as a server that dies.
+    fn abort(&mut self) {
+        self.device = None;
+    }
+}
+
+impl Drop for SilentFuse {
+    fn drop(&mut self) {
+        self.device = None;
+        let _ = nix::mount::umount2(&self.dir.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A file system that stops answering holds the worker on its file, not
+/// the hasher: another worker takes the queue, and that device is not
+/// tried again.
+#[test]
+fn a_file_system_that_never_answers_holds_one_worker_not_the_hasher() {
+    let mut fuse = SilentFuse::mount();
+    let mut h = Hasher::new(HashConfig {
+        stuck_after: Duration::from_millis(300),
+        ..HashConfig::default()
+    })
+    .unwrap();
+    let silent = FileIdentity {
+        dev: fuse.dev,
+        ino: 2,
+        size: 10,
+        mtime_sec: 0,
+        mtime_nsec: 0,
+        ctime_sec: 0,
+        ctime_nsec: 0,
+    };
+    let Requested::Pending(stuck) = h.request(req_for(0, &fuse.dir.0.join("tool"), silent)) else {
+        panic!("a new file is a job");
+    };
+    // A file queued behind it is hashed once another worker takes over.
+    let dir = TempDir::new("after-stall");
+    let p = dir.0.join("tool");
+    write_file(&p, b"bytes");
+    let id = FileIdentity::of_path(&p).unwrap();
+    assert_eq!(hex(hash_now(&mut h, req_for(0, &p, id))), sha256sum(&p));
+    // Another file of the silent device: not tried.
+    let other = FileIdentity { ino: 3, ..silent };
+    assert_eq!(
+        h.request(req_for(0, &fuse.dir.0.join("other"), other)),
+        Requested::Ready(HashOutcome::Skipped(SkipReason::Unreadable))
+    );
+    // The server goes away: the stuck worker's job ends, unread.
+    fuse.abort();
+    let until = Instant::now() + Duration::from_secs(10);
+    let outcome = loop {
+        if let Some(o) = h.take(stuck) {
+            break o;
+        }
+        assert!(Instant::now() < until, "the stuck job never ended");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(outcome, HashOutcome::Skipped(SkipReason::Unreadable));
+}
+
 /// A path that now goes through a symlink is not the path that ran, even
 /// when the link leads to the same file: it is not followed (openat2, 5.6+;
 /// without it only a last component that is a link is refused).
