@@ -215,7 +215,7 @@ pub struct HashConfig {
     pub queue_len: usize,
     /// A job running longer is stuck (a FUSE server that stopped answering
     /// holds its open, stat or read for ever): another worker takes over,
-    /// and the stuck file's device is not hashed again.
+    /// and the stuck file's device is not hashed while it stays stuck.
     pub stuck_after: Duration,
 }
 
@@ -230,7 +230,8 @@ impl Default for HashConfig {
             cache_entries: 8192,
             workers: 1,
             queue_len: 256,
-            stuck_after: Duration::from_secs(10),
+            // Slow storage reads 64 MiB well within it.
+            stuck_after: Duration::from_secs(30),
         }
     }
 }
@@ -294,11 +295,12 @@ pub struct Hasher {
     stats: HashStats,
 }
 
-/// A worker thread, and since when and on which device it runs a job.
+/// A worker thread, since when and on which device it runs a job, and the
+/// device it is stuck on.
 struct Worker {
     handle: JoinHandle<()>,
     busy: Arc<Mutex<Option<(Instant, u64)>>>,
-    stuck: bool,
+    stuck_on: Option<u64>,
 }
 
 fn spawn_worker(
@@ -317,7 +319,7 @@ fn spawn_worker(
     Ok(Worker {
         handle,
         busy,
-        stuck: false,
+        stuck_on: None,
     })
 }
 
@@ -441,25 +443,31 @@ impl Hasher {
     }
 
     /// A worker whose job runs past `stuck_after` is left to it: its file's
-    /// device is not tried again, and a new worker takes the queue.
+    /// device is not tried while it stays stuck (a slow file system that
+    /// does answer in the end gets its device back), and a new worker takes
+    /// the queue.
     fn replace_stuck(&mut self) {
         let now = Instant::now();
         let mut newly = 0;
         for w in &mut self.workers {
             let busy = *w.busy.lock().unwrap_or_else(|p| p.into_inner());
-            match busy {
-                Some((since, dev)) if now.duration_since(since) >= self.cfg.stuck_after => {
-                    if !w.stuck {
-                        w.stuck = true;
-                        newly += 1;
-                        self.stuck_devices.insert(dev);
-                        tracing::warn!(
-                            dev,
-                            "an executable hasher is stuck on a file (a file system that does not answer?): its device is not hashed again"
-                        );
-                    }
-                }
-                _ => w.stuck = false,
+            let stuck = busy
+                .filter(|(since, _)| now.duration_since(*since) >= self.cfg.stuck_after)
+                .map(|(_, dev)| dev);
+            if stuck == w.stuck_on {
+                continue;
+            }
+            if let Some(dev) = w.stuck_on.take() {
+                self.stuck_devices.remove(&dev);
+            }
+            if let Some(dev) = stuck {
+                w.stuck_on = Some(dev);
+                newly += 1;
+                self.stuck_devices.insert(dev);
+                tracing::warn!(
+                    dev,
+                    "an executable hasher is stuck on a file (a file system that does not answer?): its device is not hashed while it is"
+                );
             }
         }
         for _ in 0..newly {

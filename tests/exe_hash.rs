@@ -474,6 +474,13 @@ fn a_file_system_that_never_answers_holds_one_worker_not_the_hasher() {
         std::thread::sleep(Duration::from_millis(10));
     };
     assert_eq!(outcome, HashOutcome::Skipped(SkipReason::Unreadable));
+    // No longer stuck: the device may be tried again (and now fails at once).
+    h.poll_ready();
+    let third = FileIdentity { ino: 4, ..silent };
+    assert!(matches!(
+        h.request(req_for(0, &fuse.dir.0.join("third"), third)),
+        Requested::Pending(_)
+    ));
 }
 
 /// A path that now goes through a symlink is not the path that ran, even
