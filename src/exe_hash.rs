@@ -289,8 +289,8 @@ pub struct Hasher {
     /// Kept to start a worker in place of a stuck one.
     job_rx: Arc<Mutex<Receiver<Job>>>,
     done_tx: mpsc::Sender<JobDone>,
-    /// Devices of files a worker got stuck on: not hashed again.
-    stuck_devices: std::collections::HashSet<u64>,
+    /// Devices of files workers are stuck on, and how many: not hashed.
+    stuck_devices: HashMap<u64, u32>,
     replaced: usize,
     stats: HashStats,
 }
@@ -380,7 +380,7 @@ impl Hasher {
             self.stats.too_large += 1;
             return Requested::Ready(HashOutcome::Skipped(SkipReason::TooLarge));
         }
-        if self.stuck_devices.contains(&req.identity.dev) {
+        if self.stuck_devices.contains_key(&req.identity.dev) {
             self.stats.unreadable += 1;
             return Requested::Ready(HashOutcome::Skipped(SkipReason::Unreadable));
         }
@@ -458,12 +458,18 @@ impl Hasher {
                 continue;
             }
             if let Some(dev) = w.stuck_on.take() {
-                self.stuck_devices.remove(&dev);
+                // Another worker may be stuck on the same device still.
+                if let Some(n) = self.stuck_devices.get_mut(&dev) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.stuck_devices.remove(&dev);
+                    }
+                }
             }
             if let Some(dev) = stuck {
                 w.stuck_on = Some(dev);
                 newly += 1;
-                self.stuck_devices.insert(dev);
+                *self.stuck_devices.entry(dev).or_default() += 1;
                 tracing::warn!(
                     dev,
                     "an executable hasher is stuck on a file (a file system that does not answer?): its device is not hashed while it is"
