@@ -291,7 +291,6 @@ pub struct Hasher {
     done_tx: mpsc::Sender<JobDone>,
     /// Devices of files workers are stuck on, and how many: not hashed.
     stuck_devices: HashMap<u64, u32>,
-    replaced: usize,
     stats: HashStats,
 }
 
@@ -348,7 +347,6 @@ impl Hasher {
             job_rx,
             done_tx,
             stuck_devices: Default::default(),
-            replaced: 0,
             stats: HashStats::default(),
         })
     }
@@ -477,7 +475,8 @@ impl Hasher {
             }
         }
         for _ in 0..newly {
-            if self.replaced >= REPLACEMENTS_MAX {
+            // Workers beyond the configured ones are replacements.
+            if self.workers.len() >= self.cfg.workers.max(1) + REPLACEMENTS_MAX {
                 break;
             }
             let n = self.workers.len();
@@ -488,10 +487,7 @@ impl Hasher {
                 &self.stop,
                 self.cfg.max_size,
             ) {
-                Ok(w) => {
-                    self.workers.push(w);
-                    self.replaced += 1;
-                }
+                Ok(w) => self.workers.push(w),
                 Err(e) => tracing::warn!(error = %e, "no new executable hasher"),
             }
         }
