@@ -301,14 +301,20 @@ fn a_file_the_daemon_may_not_read_is_unreadable() {
     assert_eq!(hex(o), sha256sum(&p));
 }
 
-#[test]
-fn a_fifo_in_place_of_the_binary_does_not_block() {
-    let dir = TempDir::new("fifo");
+/// A binary that ran, its identity, and a FIFO put in its place since.
+fn fifo_in_place_of_a_binary(name: &str) -> (TempDir, PathBuf, FileIdentity) {
+    let dir = TempDir::new(name);
     let p = dir.0.join("tool");
     write_file(&p, b"bytes");
     let id = FileIdentity::of_path(&p).unwrap();
     fs::remove_file(&p).unwrap();
     nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    (dir, p, id)
+}
+
+#[test]
+fn a_fifo_in_place_of_the_binary_does_not_block() {
+    let (_dir, p, id) = fifo_in_place_of_a_binary("fifo");
     let mut h = hasher();
     assert_eq!(
         hash_now(&mut h, req_for(0, &p, id)),
@@ -321,12 +327,7 @@ fn a_fifo_in_place_of_the_binary_does_not_block() {
 /// only once a reader opens it.
 #[test]
 fn nothing_put_in_place_of_the_binary_is_opened() {
-    let dir = TempDir::new("fifo-open");
-    let p = dir.0.join("tool");
-    write_file(&p, b"bytes");
-    let id = FileIdentity::of_path(&p).unwrap();
-    fs::remove_file(&p).unwrap();
-    nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let (_dir, p, id) = fifo_in_place_of_a_binary("fifo-open");
     let (opened, rx) = std::sync::mpsc::channel();
     let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     let writer_path = p.clone();
