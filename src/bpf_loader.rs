@@ -71,6 +71,12 @@ pub const FILTER_LIST_MAX: usize = types::event_limits::FILTER_LIST_MAX.0 as usi
 pub const COMM_MAX: usize = types::event_limits::EVENT_COMM_LEN.0 as usize - 1;
 /// cgroups the kernel side can be told the daemon knows.
 pub const KNOWN_CGROUPS_MAX: usize = types::event_limits::KNOWN_CGROUPS_MAX.0 as usize;
+const _: () = assert!(KNOWN_CGROUPS_MAX.is_power_of_two());
+
+/// The `known_cgroups` slot of a cgroup id, as the BPF side computes it.
+fn known_slot(id: u64) -> u32 {
+    (id & (KNOWN_CGROUPS_MAX as u64 - 1)) as u32
+}
 /// Longest cgroup path a record carries.
 pub const CGROUP_PATH_MAX_LEN: usize = types::event_limits::CGROUP_PATH_MAX_LEN.0 as usize;
 /// Smallest and largest ring buffer (a power of two in between).
@@ -517,23 +523,46 @@ impl<'obj> BpfLoader<'obj> {
     }
 
     /// Tell the BPF side the daemon knows these cgroups: their records stop
-    /// carrying the path.
+    /// carrying the path. Each id takes its slot (id modulo
+    /// `KNOWN_CGROUPS_MAX`) from any other id there, which then carries its
+    /// path again.
     pub fn mark_cgroups_known(&self, ids: &[u64]) -> Result<(), libbpf_rs::Error> {
-        for id in ids {
-            self.skel
-                .maps
-                .known_cgroups
-                .update(&id.to_ne_bytes(), &[1], MapFlags::ANY)?;
+        for &id in ids {
+            self.skel.maps.known_cgroups.update(
+                &known_slot(id).to_ne_bytes(),
+                &id.to_ne_bytes(),
+                MapFlags::ANY,
+            )?;
         }
         Ok(())
     }
 
-    /// Undo [`Self::mark_cgroups_known`] (when the daemon's cache is emptied).
+    /// Undo [`Self::mark_cgroups_known`] (when the daemon's cache is
+    /// emptied): a slot is cleared only while it holds that id, not another
+    /// id that took it since.
     pub fn forget_cgroups(&self, ids: &[u64]) {
-        for id in ids {
-            // Absent keys are fine: the kernel set may have been full.
-            let _ = self.skel.maps.known_cgroups.delete(&id.to_ne_bytes());
+        for &id in ids {
+            if self.cgroup_known(id) {
+                // The daemon is the slots' only writer: nothing took it meanwhile.
+                let _ = self.clear_known_slot(known_slot(id));
+            }
         }
+    }
+
+    /// Whether the BPF side takes `id` as known (its records carry no path).
+    pub fn cgroup_known(&self, id: u64) -> bool {
+        let slot = known_slot(id).to_ne_bytes();
+        matches!(
+            self.skel.maps.known_cgroups.lookup(&slot, MapFlags::ANY),
+            Ok(Some(v)) if v.as_slice() == id.to_ne_bytes()
+        )
+    }
+
+    fn clear_known_slot(&self, slot: u32) -> Result<(), libbpf_rs::Error> {
+        self.skel
+            .maps
+            .known_cgroups
+            .update(&slot.to_ne_bytes(), &0u64.to_ne_bytes(), MapFlags::ANY)
     }
 
     /// The CPUs' ring buffers the records arrive in, for their reader
@@ -551,9 +580,8 @@ impl<'obj> BpfLoader<'obj> {
             self.handover.drop_links();
             return;
         }
-        let known = &self.skel.maps.known_cgroups;
-        for key in known.keys().collect::<Vec<_>>() {
-            let _ = known.delete(&key);
+        for slot in 0..KNOWN_CGROUPS_MAX as u32 {
+            let _ = self.clear_known_slot(slot);
         }
         tracing::info!(
             "leaving the programs attached for the next execwatch: records wait in the ring buffer"

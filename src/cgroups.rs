@@ -302,14 +302,19 @@ impl CgroupCache {
         event_ns: u64,
     ) -> Option<Arc<CgroupInfo>> {
         match path {
-            // A path sent again before the kernel learnt the id is known: the
-            // cached attribution (and its retry schedule) stands.
+            // A path sent again for a known id: the cached attribution (and
+            // its retry schedule) stands. The kernel had not learnt the id
+            // yet, or another id sharing its slot in `known_cgroups` took
+            // the slot since: the id is written again (once).
             Some(p)
                 if self
                     .known
                     .get(&id)
                     .is_some_and(|e| e.info.path == p && e.info.path_truncated == truncated) =>
             {
+                if !self.new.contains(&id) {
+                    self.new.push(id);
+                }
                 self.resolve(id, None, truncated, event_ns)
             }
             Some(p) => {
@@ -799,11 +804,15 @@ mod tests {
         let b = c.resolve(7, None, false, 0).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
         // The same path again (records sent before the kernel learnt the
-        // id): the cached attribution, not a new lookup.
-        let again = c
-            .resolve(7, Some(b"/system.slice/a.service"), false, 0)
-            .unwrap();
-        assert!(Arc::ptr_eq(&a, &again));
+        // id, or after another id took its slot): the cached attribution,
+        // not a new lookup, and the id is written to the kernel again, once.
+        for _ in 0..2 {
+            let again = c
+                .resolve(7, Some(b"/system.slice/a.service"), false, 0)
+                .unwrap();
+            assert!(Arc::ptr_eq(&a, &again));
+        }
+        assert_eq!(c.take_new(), vec![7]);
         assert!(c.take_new().is_empty());
         assert_eq!(c.resolve(8, None, false, 0), None, "unknown id: no guess");
         assert_eq!(c.trim(), None);

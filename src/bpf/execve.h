@@ -34,7 +34,8 @@ enum event_limits {
 	FILTER_LIST_MAX = 64,
 	/* Slots of the caller table (a power of two), indexed by pid. */
 	CALLER_SLOTS = 16384,
-	/* cgroups the kernel side knows the daemon has a path for. */
+	/* Slots of the table of cgroups the daemon has a path for (a power of
+	 * two), indexed by cgroup id. */
 	KNOWN_CGROUPS_MAX = 16384,
 	/* A new cgroup's record wakes the reader at most this often per CPU. */
 	NEW_CGROUP_WAKEUP_GAP_NS = 1000 * 1000,
