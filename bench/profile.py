@@ -174,19 +174,20 @@ def main():
     ap.add_argument("--count", type=int, default=10000, help="execs per storm worker (2 workers)")
     ap.add_argument("--top", type=int, default=12, help="lines shown per program")
     ap.add_argument("--freq", type=int, default=20000, help="samples per second per CPU")
+    ap.add_argument("--binary", default=R.EXECWATCH, help="the execwatch to profile (another build, say)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/profile.py loads BPF programs and runs perf -a: run it as root (scripts/bench --profile)")
     if not shutil.which("perf"):
         raise SystemExit("perf is not installed: apt-get install linux-perf (scripts/bench --profile installs it)")
-    if not os.path.exists(R.EXECWATCH):
-        raise SystemExit(f"{R.EXECWATCH} missing: cargo build --release")
+    if not os.path.exists(args.binary):
+        raise SystemExit(f"{args.binary} missing: cargo build --release")
     R.build()
     # perf refuses a rate above the kernel's limit: raise it for this run only.
     rate_path = "/proc/sys/kernel/perf_event_max_sample_rate"
     with open(rate_path) as f:
         rate_before = f.read().strip()
-    tracer = R.Tracer("ew-profile", "execwatch")
+    tracer = R.Tracer("ew-profile", "execwatch", binary=args.binary)
     tracer.start("profile")
     try:
         with open(rate_path, "w") as f:

@@ -558,6 +558,27 @@ impl<'obj> BpfLoader<'obj> {
         )
     }
 
+    /// Forget every cgroup: records carry their path again. One batch
+    /// update (5.6 and later), else slot by slot.
+    pub fn forget_all_cgroups(&self) {
+        let keys: Vec<u8> = (0..KNOWN_CGROUPS_MAX as u32)
+            .flat_map(u32::to_ne_bytes)
+            .collect();
+        let zeros = vec![0u8; KNOWN_CGROUPS_MAX * 8];
+        let batch = self.skel.maps.known_cgroups.update_batch(
+            &keys,
+            &zeros,
+            KNOWN_CGROUPS_MAX as u32,
+            MapFlags::ANY,
+            MapFlags::ANY,
+        );
+        if batch.is_err() {
+            for slot in 0..KNOWN_CGROUPS_MAX as u32 {
+                let _ = self.clear_known_slot(slot);
+            }
+        }
+    }
+
     fn clear_known_slot(&self, slot: u32) -> Result<(), libbpf_rs::Error> {
         self.skel
             .maps
@@ -580,9 +601,7 @@ impl<'obj> BpfLoader<'obj> {
             self.handover.drop_links();
             return;
         }
-        for slot in 0..KNOWN_CGROUPS_MAX as u32 {
-            let _ = self.clear_known_slot(slot);
-        }
+        self.forget_all_cgroups();
         tracing::info!(
             "leaving the programs attached for the next execwatch: records wait in the ring buffer"
         );

@@ -96,4 +96,17 @@ fn a_record_carries_its_cgroup_path_until_the_daemon_knows_the_cgroup() {
         forgotten.cgroup_path.is_some(),
         "a forgotten cgroup must carry its path again"
     );
+
+    // All at once, as a daemon that leaves its programs to the next does.
+    loader.mark_cgroups_known(&[id]).unwrap();
+    assert!(exec_record(&mut rings, &format!("{m}-5"))
+        .cgroup_path
+        .is_none());
+    loader.forget_all_cgroups();
+    assert!(!loader.cgroup_known(id) && !loader.cgroup_known(rival));
+    let after_all = exec_record(&mut rings, &format!("{m}-6"));
+    assert!(
+        after_all.cgroup_path.is_some(),
+        "after forgetting every cgroup, records must carry their path again"
+    );
 }
