@@ -13,7 +13,7 @@ Samples are statistical: a line with a few samples says little; the lines
 that take a tenth of a program do. The figure is the share of samples, and
 the time per exec they stand for (samples x period / execs).
 
-usage: scripts/bench --profile [--count N] [--top K]
+usage: scripts/bench --profile [--count N] [--top K] [--freq HZ] [--binary PATH]
 """
 import argparse
 import collections
@@ -31,6 +31,7 @@ PERF_DATA = os.path.join(R.WORK, "profile.data")
 
 # struct bpf_prog_info (UAPI): offsets of the fields read here.
 INFO_JITED_LEN, INFO_JITED_KSYMS_N, INFO_JITED_KSYMS = 16, 104, 112
+INFO_FUNC_LENS_N, INFO_FUNC_LENS = 108, 120
 INFO_BTF_ID, INFO_NR_LINE, INFO_LINE = 128, 148, 152
 INFO_JITED_LINE, INFO_NR_JITED_LINE, INFO_LINE_REC, INFO_JITED_LINE_REC = 160, 168, 172, 176
 INFO_NAME = 64
@@ -76,7 +77,8 @@ def _cstr(strings, off):
 
 
 def program_lines(prog_id):
-    """(name, start, end, [(address, "file:line  source")]) of one loaded program."""
+    """(name, [(start, end)] of its functions' JIT images, [(address,
+    "file:line  source")]) of one loaded program."""
     fd = _fd_by_id(R.BPF_PROG_GET_FD_BY_ID, prog_id)
     try:
         first = ctypes.create_string_buffer(R.PROG_INFO_LEN)
@@ -89,13 +91,16 @@ def program_lines(prog_id):
         nline = struct.unpack_from("<I", raw, INFO_NR_LINE)[0]
         rec = struct.unpack_from("<I", raw, INFO_LINE_REC)[0]
         if not (jited_len and nksyms and nline and btf_id):
-            return name, 0, 0, []
+            return name, [], []
         lines = ctypes.create_string_buffer(nline * rec)
         jlines = ctypes.create_string_buffer(nline * 8)
         ksyms = ctypes.create_string_buffer(nksyms * 8)
+        lens = ctypes.create_string_buffer(nksyms * 4)
         info = ctypes.create_string_buffer(R.PROG_INFO_LEN)
         struct.pack_into("<I", info, INFO_JITED_KSYMS_N, nksyms)
         struct.pack_into("<Q", info, INFO_JITED_KSYMS, ctypes.addressof(ksyms))
+        struct.pack_into("<I", info, INFO_FUNC_LENS_N, nksyms)
+        struct.pack_into("<Q", info, INFO_FUNC_LENS, ctypes.addressof(lens))
         struct.pack_into("<I", info, INFO_NR_LINE, nline)
         struct.pack_into("<Q", info, INFO_LINE, ctypes.addressof(lines))
         struct.pack_into("<Q", info, INFO_JITED_LINE, ctypes.addressof(jlines))
@@ -106,7 +111,11 @@ def program_lines(prog_id):
     finally:
         os.close(fd)
     strings = btf_strings(btf_id)
-    start = struct.unpack_from("<Q", ksyms.raw, 0)[0]
+    # A function called from the program (not inlined) has an image of its own.
+    ranges = []
+    for i in range(nksyms):
+        start = struct.unpack_from("<Q", ksyms.raw, i * 8)[0]
+        ranges.append((start, start + struct.unpack_from("<I", lens.raw, i * 4)[0]))
     table = []
     for i in range(nline):
         # struct bpf_line_info: insn_off, file_name_off, line_off, line_col.
@@ -115,7 +124,7 @@ def program_lines(prog_id):
         where = f"{os.path.basename(_cstr(strings, file_off))}:{line_col >> 10}"
         table.append((addr, f"{where:<18} {_cstr(strings, line_off).strip()[:90]}"))
     table.sort()
-    return name, start, start + jited_len, table
+    return name, ranges, table
 
 
 def execwatch_programs(pid):
@@ -129,13 +138,17 @@ def execwatch_programs(pid):
                         ids.add(int(line.split()[1]))
         except OSError:
             continue
-    return [p for p in (program_lines(i) for i in sorted(ids)) if p[3]]
+    progs = [p for p in (program_lines(i) for i in sorted(ids)) if p[2]]
+    if any(start == 0 for _, ranges, _ in progs for start, _ in ranges):
+        raise SystemExit("the kernel gives no JIT addresses (kernel.kptr_restrict=2, or the JIT is off):"
+                         " samples cannot be mapped to lines")
+    return progs
 
 
 def locate(progs, ip):
     """(program name, source line) of an address inside a program, or None."""
-    for name, start, end, table in progs:
-        if start <= ip < end:
+    for name, ranges, table in progs:
+        if any(start <= ip < end for start, end in ranges):
             lo, hi = 0, len(table)
             while lo < hi:
                 mid = (lo + hi) // 2
@@ -186,13 +199,19 @@ def main():
     # perf refuses a rate above the kernel's limit: raise it for this run only.
     rate_path = "/proc/sys/kernel/perf_event_max_sample_rate"
     with open(rate_path) as f:
-        rate_before = f.read().strip()
+        rate_before = int(f.read().strip())
     tracer = R.Tracer("ew-profile", "execwatch", binary=args.binary)
     tracer.start("profile")
+    raised = False
     try:
-        with open(rate_path, "w") as f:
-            f.write(str(max(args.freq, int(rate_before))))
-        progs = execwatch_programs(tracer.proc.pid)
+        if args.freq > rate_before:
+            with open(rate_path, "w") as f:
+                f.write(str(args.freq))
+            raised = True
+        try:
+            progs = execwatch_programs(tracer.proc.pid)
+        except OSError as e:
+            raise SystemExit(f"reading execwatch's programs: {e}")
         if not progs:
             raise SystemExit("no line table for execwatch's programs: is the kernel's BTF missing?")
         workers = 2
@@ -200,16 +219,22 @@ def main():
                               "-o", PERF_DATA, "--", R.STORM, str(workers), str(args.count), "16", "64",
                               R.NOOP, "profile"], capture_output=True, text=True)
         if rec.returncode != 0:
-            raise SystemExit(f"perf record failed: {rec.stderr.strip().splitlines()[-1:]}")
+            last = (rec.stderr.strip().splitlines() or ["no message"])[-1]
+            raise SystemExit(f"perf record failed: {last}")
         execs = workers * args.count
         # Read while the programs are still loaded, so their addresses hold.
         script = subprocess.run(["perf", "script", "-i", PERF_DATA, "-F", "ip,sym,symoff"],
-                                capture_output=True, text=True, check=True).stdout
+                                capture_output=True, text=True)
+        if script.returncode != 0:
+            last = (script.stderr.strip().splitlines() or ["no message"])[-1]
+            raise SystemExit(f"perf script failed: {last}")
+        script = script.stdout
         time.sleep(0.2)
     finally:
+        if raised:
+            with open(rate_path, "w") as f:
+                f.write(str(rate_before))
         tracer.stop()
-        with open(rate_path, "w") as f:
-            f.write(rate_before)
     by_line, by_prog, helpers = attribute(progs, script)
     period_ns = 1e9 / args.freq
     print(f"{execs} execs, {sum(by_prog.values())} samples in execwatch's programs and the helpers they called"

@@ -69,13 +69,20 @@ pub struct Filters {
 pub const FILTER_LIST_MAX: usize = types::event_limits::FILTER_LIST_MAX.0 as usize;
 /// Longest task name the kernel keeps (without its NUL).
 pub const COMM_MAX: usize = types::event_limits::EVENT_COMM_LEN.0 as usize - 1;
-/// cgroups the kernel side can be told the daemon knows.
+/// Slots of the kernel's table of cgroups the daemon knows (also the
+/// daemon's own cache's bound, crate::cgroups).
 pub const KNOWN_CGROUPS_MAX: usize = types::event_limits::KNOWN_CGROUPS_MAX.0 as usize;
-const _: () = assert!(KNOWN_CGROUPS_MAX.is_power_of_two());
+const KNOWN_CGROUPS_BITS: u32 = types::event_limits::KNOWN_CGROUPS_BITS.0;
 
-/// The `known_cgroups` slot of a cgroup id, as the BPF side computes it.
-fn known_slot(id: u64) -> u32 {
-    (id & (KNOWN_CGROUPS_MAX as u64 - 1)) as u32
+/// The two `known_cgroups` slots a cgroup id may sit in, as the BPF side
+/// computes them (`known_slot` in execve.bpf.c).
+pub fn known_slots(id: u64) -> [u32; 2] {
+    let folded = (id ^ (id >> 32)) as u32;
+    let slot = |m: u32| folded.wrapping_mul(m) >> (32 - KNOWN_CGROUPS_BITS);
+    [
+        slot(types::event_limits::KNOWN_CGROUPS_HASH_A.0),
+        slot(types::event_limits::KNOWN_CGROUPS_HASH_B.0),
+    ]
 }
 /// Longest cgroup path a record carries.
 pub const CGROUP_PATH_MAX_LEN: usize = types::event_limits::CGROUP_PATH_MAX_LEN.0 as usize;
@@ -523,39 +530,38 @@ impl<'obj> BpfLoader<'obj> {
     }
 
     /// Tell the BPF side the daemon knows these cgroups: their records stop
-    /// carrying the path. Each id takes its slot (id modulo
-    /// `KNOWN_CGROUPS_MAX`) from any other id there, which then carries its
-    /// path again.
+    /// carrying the path. An id takes the first of its two slots that is
+    /// free, else the first, from the id there, which then carries its path
+    /// again (and is written back when it does, crate::cgroups).
     pub fn mark_cgroups_known(&self, ids: &[u64]) -> Result<(), libbpf_rs::Error> {
-        for &id in ids {
-            self.skel.maps.known_cgroups.update(
-                &known_slot(id).to_ne_bytes(),
-                &id.to_ne_bytes(),
-                MapFlags::ANY,
-            )?;
+        let map = &self.skel.maps.known_cgroups;
+        for &id in ids.iter().filter(|&&id| id != 0) {
+            let slots = known_slots(id);
+            let held = |slot: u32| -> Result<u64, libbpf_rs::Error> {
+                Ok(map
+                    .lookup(&slot.to_ne_bytes(), MapFlags::ANY)?
+                    .and_then(|v| v.try_into().ok().map(u64::from_ne_bytes))
+                    .unwrap_or(0))
+            };
+            let (a, b) = (held(slots[0])?, held(slots[1])?);
+            if a == id || b == id {
+                continue;
+            }
+            let slot = if a != 0 && b == 0 { slots[1] } else { slots[0] };
+            map.update(&slot.to_ne_bytes(), &id.to_ne_bytes(), MapFlags::ANY)?;
         }
         Ok(())
     }
 
-    /// Undo [`Self::mark_cgroups_known`] (when the daemon's cache is
-    /// emptied): a slot is cleared only while it holds that id, not another
-    /// id that took it since.
-    pub fn forget_cgroups(&self, ids: &[u64]) {
-        for &id in ids {
-            if self.cgroup_known(id) {
-                // The daemon is the slots' only writer: nothing took it meanwhile.
-                let _ = self.clear_known_slot(known_slot(id));
-            }
-        }
-    }
-
     /// Whether the BPF side takes `id` as known (its records carry no path).
     pub fn cgroup_known(&self, id: u64) -> bool {
-        let slot = known_slot(id).to_ne_bytes();
-        matches!(
-            self.skel.maps.known_cgroups.lookup(&slot, MapFlags::ANY),
-            Ok(Some(v)) if v.as_slice() == id.to_ne_bytes()
-        )
+        id != 0
+            && known_slots(id).iter().any(|slot| {
+                matches!(
+                    self.skel.maps.known_cgroups.lookup(&slot.to_ne_bytes(), MapFlags::ANY),
+                    Ok(Some(v)) if v.as_slice() == id.to_ne_bytes()
+                )
+            })
     }
 
     /// Forget every cgroup: records carry their path again. One batch

@@ -252,7 +252,8 @@ impl Entry {
 pub const EAGER_RETRY_WINDOW: Duration = Duration::from_secs(1);
 
 /// Cgroup ids the daemon has resolved. The BPF side stops sending a path for
-/// an id once the daemon has marked it known; ids are never reused.
+/// an id once the daemon has marked it known, for as long as the id keeps
+/// its slot in the kernel's table; ids are never reused.
 #[derive(Debug, Default)]
 pub struct CgroupCache {
     known: HashMap<u64, Entry>,

@@ -932,11 +932,11 @@ pub fn run(
                 let _ = c.release_held(false);
                 c.flush(&mut errors);
             }
-            if let Some(forget) = c.cgroups.trim() {
-                loader.forget_cgroups(&forget);
+            if c.cgroups.trim().is_some() {
+                loader.forget_all_cgroups();
             }
             let new = c.cgroups.take_new();
-            // A full kernel set only means those records keep carrying the
+            // A failed write only means those records keep carrying the
             // path (and may force a wakeup, at most one per CPU per ms).
             if let Err(e) = loader.mark_cgroups_known(&new) {
                 tracing::debug!(error = %e, "known-cgroups map not updated");

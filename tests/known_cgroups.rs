@@ -9,7 +9,7 @@ use std::mem::MaybeUninit;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use execwatch::bpf_loader::{BpfLoader, Config, KNOWN_CGROUPS_MAX};
+use execwatch::bpf_loader::{known_slots, BpfLoader, Config};
 use execwatch::decode::ExecEvent;
 use execwatch::event::Action;
 use execwatch::ring_reader::{Next, Rings};
@@ -44,6 +44,13 @@ fn exec_record(rings: &mut Rings, marker: &str) -> ExecEvent {
     panic!("no record of the exec of `true {marker}` within 10 s");
 }
 
+/// An id other than `not` whose first slot is `slot`.
+fn id_with_first_slot(slot: u32, from: u64, not: &[u64]) -> u64 {
+    (from..)
+        .find(|&c| known_slots(c)[0] == slot && !not.contains(&c))
+        .expect("a slot is hit within 2^64 ids")
+}
+
 #[test]
 fn a_record_carries_its_cgroup_path_until_the_daemon_knows_the_cgroup() {
     common::require_root();
@@ -70,41 +77,38 @@ fn a_record_carries_its_cgroup_path_until_the_daemon_knows_the_cgroup() {
         "a known cgroup's record carries no path"
     );
 
-    // Another id of the same slot takes it: ours carries its path again.
-    let rival = id + KNOWN_CGROUPS_MAX as u64;
-    loader.mark_cgroups_known(&[rival]).unwrap();
-    assert!(loader.cgroup_known(rival));
+    // Push it out: `rival` shares its first slot, and `filler` holds the
+    // rival's second, so the rival takes the first from it.
+    let [ours, _] = known_slots(id);
+    let rival = id_with_first_slot(ours, id + 1, &[id]);
+    let filler = id_with_first_slot(known_slots(rival)[1], 1, &[id, rival]);
+    assert_ne!(known_slots(rival)[1], ours, "pick another rival");
+    loader.mark_cgroups_known(&[filler, rival]).unwrap();
+    assert!(loader.cgroup_known(rival) && loader.cgroup_known(filler));
     assert!(!loader.cgroup_known(id));
     let displaced = exec_record(&mut rings, &format!("{m}-3"));
     assert_eq!(displaced.cgroup_id, id);
     assert!(
         displaced.cgroup_path.is_some(),
-        "an id another took the slot from must carry its path again"
+        "an id pushed out of its slots must carry its path again"
     );
 
-    // Forgetting an id no longer in its slot leaves the slot's holder.
-    loader.forget_cgroups(&[id]);
-    assert!(
-        loader.cgroup_known(rival),
-        "forgetting one id cleared another's slot"
-    );
+    // Written back, it takes its second slot: the BPF side looks there too.
     loader.mark_cgroups_known(&[id]).unwrap();
-    loader.forget_cgroups(&[id]);
-    assert!(!loader.cgroup_known(id));
-    let forgotten = exec_record(&mut rings, &format!("{m}-4"));
-    assert!(
-        forgotten.cgroup_path.is_some(),
-        "a forgotten cgroup must carry its path again"
+    assert!(loader.cgroup_known(id) && loader.cgroup_known(rival));
+    let second = exec_record(&mut rings, &format!("{m}-4"));
+    assert_eq!(
+        second.cgroup_path, None,
+        "an id in its second slot is known to the BPF side"
     );
 
-    // All at once, as a daemon that leaves its programs to the next does.
-    loader.mark_cgroups_known(&[id]).unwrap();
-    assert!(exec_record(&mut rings, &format!("{m}-5"))
-        .cgroup_path
-        .is_none());
+    // All at once, as when the cache is emptied or a daemon leaves its
+    // programs to the next.
     loader.forget_all_cgroups();
-    assert!(!loader.cgroup_known(id) && !loader.cgroup_known(rival));
-    let after_all = exec_record(&mut rings, &format!("{m}-6"));
+    for x in [id, rival, filler] {
+        assert!(!loader.cgroup_known(x));
+    }
+    let after_all = exec_record(&mut rings, &format!("{m}-5"));
     assert!(
         after_all.cgroup_path.is_some(),
         "after forgetting every cgroup, records must carry their path again"

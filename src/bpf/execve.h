@@ -34,9 +34,16 @@ enum event_limits {
 	FILTER_LIST_MAX = 64,
 	/* Slots of the caller table (a power of two), indexed by pid. */
 	CALLER_SLOTS = 16384,
-	/* Slots of the table of cgroups the daemon has a path for (a power of
-	 * two), indexed by cgroup id. */
-	KNOWN_CGROUPS_MAX = 16384,
+	/*
+	 * Slots of the table of cgroups the daemon has a path for (a power of
+	 * two). An id may sit in either of two slots: the top bits of its
+	 * folded halves times each of two odd multipliers (ids come from a
+	 * cyclic allocator, so a plain modulus would map strided ids alike).
+	 */
+	KNOWN_CGROUPS_BITS = 14,
+	KNOWN_CGROUPS_MAX = 1 << KNOWN_CGROUPS_BITS,
+	KNOWN_CGROUPS_HASH_A = 0x45d9f3b,
+	KNOWN_CGROUPS_HASH_B = 0x27d4eb2f,
 	/* A new cgroup's record wakes the reader at most this often per CPU. */
 	NEW_CGROUP_WAKEUP_GAP_NS = 1000 * 1000,
 	/*
