@@ -534,21 +534,18 @@ impl<'obj> BpfLoader<'obj> {
     /// free, else the first, from the id there, which then carries its path
     /// again (and is written back when it does, crate::cgroups).
     pub fn mark_cgroups_known(&self, ids: &[u64]) -> Result<(), libbpf_rs::Error> {
-        let map = &self.skel.maps.known_cgroups;
         for &id in ids.iter().filter(|&&id| id != 0) {
             let slots = known_slots(id);
-            let held = |slot: u32| -> Result<u64, libbpf_rs::Error> {
-                Ok(map
-                    .lookup(&slot.to_ne_bytes(), MapFlags::ANY)?
-                    .and_then(|v| v.try_into().ok().map(u64::from_ne_bytes))
-                    .unwrap_or(0))
-            };
-            let (a, b) = (held(slots[0])?, held(slots[1])?);
+            let (a, b) = (self.slot_holder(slots[0])?, self.slot_holder(slots[1])?);
             if a == id || b == id {
                 continue;
             }
             let slot = if a != 0 && b == 0 { slots[1] } else { slots[0] };
-            map.update(&slot.to_ne_bytes(), &id.to_ne_bytes(), MapFlags::ANY)?;
+            self.skel.maps.known_cgroups.update(
+                &slot.to_ne_bytes(),
+                &id.to_ne_bytes(),
+                MapFlags::ANY,
+            )?;
         }
         Ok(())
     }
@@ -556,12 +553,21 @@ impl<'obj> BpfLoader<'obj> {
     /// Whether the BPF side takes `id` as known (its records carry no path).
     pub fn cgroup_known(&self, id: u64) -> bool {
         id != 0
-            && known_slots(id).iter().any(|slot| {
-                matches!(
-                    self.skel.maps.known_cgroups.lookup(&slot.to_ne_bytes(), MapFlags::ANY),
-                    Ok(Some(v)) if v.as_slice() == id.to_ne_bytes()
-                )
-            })
+            && known_slots(id)
+                .iter()
+                .any(|&slot| self.slot_holder(slot).is_ok_and(|held| held == id))
+    }
+
+    /// The id in a `known_cgroups` slot (0: none).
+    fn slot_holder(&self, slot: u32) -> Result<u64, libbpf_rs::Error> {
+        let value = self
+            .skel
+            .maps
+            .known_cgroups
+            .lookup(&slot.to_ne_bytes(), MapFlags::ANY)?;
+        Ok(value
+            .and_then(|v| v.try_into().ok().map(u64::from_ne_bytes))
+            .unwrap_or(0))
     }
 
     /// Forget every cgroup: records carry their path again. One batch
