@@ -14,7 +14,6 @@ usage: scripts/bench --ab [--rounds N] [--count N] NAME=BINARY[:ARGS] ...
 import argparse
 import os
 import statistics
-import subprocess
 
 import run as R
 
@@ -42,9 +41,7 @@ def main():
             raise SystemExit(f"bench/ab.py: the name {name!r} is given twice")
         tracers[name] = R.Tracer(f"ab-{name}", "execwatch", extra.split(), binary=binary)
     R.build()
-    with open("/proc/sys/kernel/bpf_stats_enabled") as f:
-        stats_before = f.read().strip()
-    subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=1"], check=True)
+    stats_before = R.bpf_stats_on()
     results = {n: [] for n in tracers}
     try:
         for r in range(args.rounds):
@@ -55,7 +52,7 @@ def main():
                 R.log(f"round {r}: {n} BPF {x['bpf_ns'] / 1000:.3f} us, daemon {x['cpu_ns'] / 1000:.2f} us"
                       f" per exec; ns per run {progs}; delivered {x['delivered']}, lost {x['lost']}")
     finally:
-        subprocess.run(["sysctl", "-q", f"kernel.bpf_stats_enabled={stats_before}"], check=False)
+        R.bpf_stats_restore(stats_before)
 
     print(f"{args.rounds} rounds of 2 x {args.count} execs, the builds in turn\n")
     print("| build | BPF per exec: mean / median | daemon CPU per exec: mean / median | delivered | lost |")

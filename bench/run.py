@@ -165,6 +165,18 @@ def bpf_run_ns():
                           int.from_bytes(raw[200:208], "little"))
 
 
+def bpf_stats_on():
+    """Turn the kernel's BPF run-time accounting on; returns what to restore."""
+    with open("/proc/sys/kernel/bpf_stats_enabled") as f:
+        before = f.read().strip()
+    subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=1"], check=True)
+    return before
+
+
+def bpf_stats_restore(before):
+    subprocess.run(["sysctl", "-q", f"kernel.bpf_stats_enabled={before}"], check=False)
+
+
 def bpf_delta(before, after):
     """{program name: (ns, runs)} of what ran between two snapshots."""
     d = {}
@@ -383,9 +395,7 @@ def main():
         raise SystemExit(f"{EXECWATCH} missing: cargo build --release")
     build()
     wakes = wake_cost()
-    with open("/proc/sys/kernel/bpf_stats_enabled") as f:
-        stats_before = f.read().strip()
-    subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=1"], check=True)
+    stats_before = bpf_stats_on()
     seq = [0]
     report = []
     try:
@@ -449,7 +459,7 @@ def main():
                              f"| {fmt(med(r['execwatch'], 'cpu_ns'), 1000, 2, ' us')} | {sum(x['lost'] for x in r['execwatch'])} |")
             report.append("\n".join(lines))
     finally:
-        subprocess.run(["sysctl", "-q", f"kernel.bpf_stats_enabled={stats_before}"], check=False)
+        bpf_stats_restore(stats_before)
 
     head = (f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.node()}: "
             f"{os.cpu_count()} CPUs, kernel {platform.release()}, "
