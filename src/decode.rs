@@ -202,9 +202,12 @@ impl ExecEvent {
     }
 }
 
-/// `name` made absolute against `cwd` and normalised (`.`, `..`, repeated
-/// `/`), without following links. False when that cannot be done exactly
-/// (the cwd is only a tail): `dst` then holds `name` as it is.
+/// `name` made absolute against `cwd`, without following links: `.` and
+/// repeated `/` dropped, and a leading `..` taken off the cwd (a path the
+/// kernel resolved, so its parent is exact). A `..` after one of `name`'s
+/// own components is kept as it is: that component may be a link, whose
+/// parent is not the one its text suggests. False when the path cannot be
+/// made absolute (the cwd is only a tail): `dst` then holds `name` as it is.
 fn absolute_path(dst: &mut Vec<u8>, name: &[u8], cwd: &[u8], cwd_partial: bool) -> bool {
     dst.clear();
     if !name.starts_with(b"/") && (cwd_partial || !cwd.starts_with(b"/")) {
@@ -212,14 +215,22 @@ fn absolute_path(dst: &mut Vec<u8>, name: &[u8], cwd: &[u8], cwd_partial: bool) 
         return false;
     }
     let mut parts: Vec<&[u8]> = Vec::new();
-    let base: &[u8] = if name.starts_with(b"/") { b"" } else { cwd };
-    for c in base.split(|&b| b == b'/').chain(name.split(|&b| b == b'/')) {
+    if !name.starts_with(b"/") {
+        parts.extend(cwd.split(|&b| b == b'/').filter(|c| !c.is_empty()));
+    }
+    // Components of `name` pushed so far: a `..` can only go back over the
+    // cwd's until one is.
+    let mut named = false;
+    for c in name.split(|&b| b == b'/') {
         match c {
             b"" | b"." => {}
-            b".." => {
+            b".." if !named => {
                 parts.pop();
             }
-            c => parts.push(c),
+            c => {
+                named = true;
+                parts.push(c);
+            }
         }
     }
     for p in parts {
@@ -335,7 +346,17 @@ mod tests {
         assert!(absolute_path(&mut out, b"../b//s.sh", b"/tmp/a", false));
         assert_eq!(out, b"/tmp/b/s.sh");
         assert!(absolute_path(&mut out, b"/x/./y/../s", b"/ignored", true));
-        assert_eq!(out, b"/x/s");
+        assert_eq!(out, b"/x/y/../s", "y may be a link: its .. is kept");
+        // A link `d` to a deep directory: `d/../..` is not the cwd's parent.
+        assert!(absolute_path(
+            &mut out,
+            b"d/../../../usr/local/bin/backup.sh",
+            b"/home/u",
+            false
+        ));
+        assert_eq!(out, b"/home/u/d/../../../usr/local/bin/backup.sh");
+        assert!(absolute_path(&mut out, b"../../../s", b"/a", false));
+        assert_eq!(out, b"/s", "no parent above the root");
         assert!(!absolute_path(&mut out, b"s.sh", b"a/b", true));
         assert_eq!(out, b"s.sh");
         let mut r = Record::exec(&[b"/bin/sh", b"./s.sh"]);

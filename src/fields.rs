@@ -1166,7 +1166,7 @@ pub static FIELDS: &[Field] = &[
         text: Text::Label("script"),
         ty: Type::String,
         present: "script",
-        doc: "For a `#!` script (or a binfmt_misc file), its resolved path; `process.executable` is then the interpreter.",
+        doc: "For a `#!` script (or a binfmt_misc file), its path; `process.executable` is then the interpreter. A binfmt_misc file opened for its interpreter (the `O` flag) has the path the kernel resolved. A `#!` script's file is closed by the time of the exec's record, so its path is the name it was run by, made absolute against `process.working_directory`: `.` and repeated `/` dropped, a leading `..` taken off the working directory, links not followed, and a `..` after one of the name's own directories kept as it is (that directory may be a link, so `d/../x` need not be the `x` beside `d`).",
         value: |ev| non_empty(&ev.script),
     },
     Field {

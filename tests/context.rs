@@ -235,6 +235,21 @@ fn exec_context_in_every_format() {
     s.has("execwatch.script", script.to_str().unwrap().into())
         .has("process.executable", interp.to_str().unwrap().into());
 
+    // `link/../s.sh` through a link to `sub/inner`: the kernel runs
+    // `sub/s.sh`, not the `s.sh` next to the link that the text suggests.
+    let m = marker("dotdot");
+    std::fs::create_dir_all(dir.0.join("sub/inner")).unwrap();
+    let ran = dir.0.join("sub/s.sh");
+    std::fs::write(&ran, "#!/bin/sh\ntrue\n").unwrap();
+    std::fs::set_permissions(&ran, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("sub/inner", dir.0.join("link")).unwrap();
+    run(Command::new("./link/../s.sh").arg(&m).current_dir(&dir.0));
+    let named = format!("{d}/link/../s.sh");
+    f.exec_at(&m, 2)
+        .has("execwatch.script", named.as_str().into())
+        .lacks("execwatch.script_truncated");
+    assert_eq!(std::fs::canonicalize(&named).unwrap(), ran);
+
     // --env: present, absent (above), and a value past the limit.
     let m = marker("env");
     run(Command::new("/bin/true")
