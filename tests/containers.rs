@@ -1348,3 +1348,94 @@ fn in_a_cgroup_namespace_of_its_own_it_says_what_it_cannot_learn() {
     let e = stopped.events.iter().find(|v| has_arg(v, &m)).unwrap();
     assert_eq!(e["execwatch"]["cgroup"]["path"], own, "{e}");
 }
+
+/// `f` on another thread; `None` if it is still waiting after 5 s.
+fn within_5s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(5)).ok()
+}
+
+/// A user may mount FUSE over their own runtime files (fusermount with
+/// `allow_other`) and never answer: the walk refuses the mount before any
+/// lookup or stat would wait on the server, and still crosses other mounts.
+#[test]
+fn a_users_fuse_mount_is_refused_without_asking_its_server() {
+    use common::fuse::SilentFuse;
+    use execwatch::containers::trust::{read_file, Owners, TrustError, TrustedDir};
+    common::require_root();
+    let uid = test_uid();
+    let scratch = Scratch::new("fuse");
+    let user = scratch.0.join("user");
+    let mkdir = |p: &Path| {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(p)
+            .unwrap();
+        std::os::unix::fs::chown(p, Some(uid), Some(uid)).unwrap();
+    };
+    let state = |dir: &Path| {
+        mkdir(dir);
+        let f = dir.join("state.json");
+        std::fs::write(&f, b"{}").unwrap();
+        std::os::unix::fs::chown(&f, Some(uid), Some(uid)).unwrap();
+    };
+    let owners = Owners::RootOr(uid);
+    // A tmpfs of the user's (as /run/user/<uid> is) is crossed.
+    let tmpfs = user.join("tmpfs");
+    mkdir(&tmpfs);
+    nix::mount::mount(
+        Some("tmpfs"),
+        &tmpfs,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some(format!("mode=0700,uid={uid},gid={uid}").as_str()),
+    )
+    .unwrap();
+    let _unmount = unmount_on_drop(tmpfs.clone());
+    state(&tmpfs.join("runc/id"));
+    assert_eq!(
+        read_file(&tmpfs.join("runc/id"), "state.json", owners, 1 << 20).unwrap(),
+        b"{}"
+    );
+    // A FUSE directory.
+    let runc = user.join("runc");
+    mkdir(&runc);
+    let mut dir_fuse = SilentFuse::mount_on(&runc, 0o40000, uid);
+    let at = runc.join("id");
+    let Some(r) = within_5s(move || TrustedDir::open(&at, owners).map(|_| ())) else {
+        dir_fuse.abort();
+        panic!("the walk entered the FUSE directory and waited on its server");
+    };
+    match r {
+        Err(TrustError::Untrusted { why, .. }) => assert!(why.contains("FUSE"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    // A FUSE file mounted on the state file.
+    let crun = user.join("crun/id");
+    state(&crun);
+    let mut file_fuse = SilentFuse::mount_on(&crun.join("state.json"), 0o100644, uid);
+    let dir = crun.clone();
+    let Some(r) = within_5s(move || read_file(&dir, "state.json", owners, 1 << 20)) else {
+        file_fuse.abort();
+        panic!("the read opened the FUSE file and waited on its server");
+    };
+    match r {
+        Err(TrustError::Untrusted { why, .. }) => assert!(why.contains("FUSE"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Unmounts its path (lazily) on drop.
+fn unmount_on_drop(at: PathBuf) -> impl Drop {
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    Unmount(at)
+}

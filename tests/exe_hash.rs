@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
+use common::fuse::SilentFuse;
 use common::tempdir::TempDir;
 use common::{sha256sum, wait_exec};
 use execwatch::exe_hash::{
@@ -364,71 +365,6 @@ fn nothing_put_in_place_of_the_binary_is_opened() {
     assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(true));
 }
 
-/// A FUSE mount whose server never answers: every open, stat or read of
-/// it waits, as on a server that stopped. Closing the device lets them go.
-struct SilentFuse {
-    dir: TempDir,
-    device: Option<std::os::fd::OwnedFd>,
-    dev: u64,
-}
-
-impl SilentFuse {
-    fn mount() -> SilentFuse {
-        use std::os::fd::AsRawFd;
-        let dir = TempDir::new("silent-fuse");
-        let device = nix::fcntl::open(
-            "/dev/fuse",
-            nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .expect("/dev/fuse (the test needs root and the fuse module)");
-        let opts = format!(
-            "fd={},rootmode=40000,user_id=0,group_id=0",
-            device.as_raw_fd()
-        );
-        let (src, fstype, target) = (c"execwatch-test", c"fuse", dir.0.to_str().unwrap());
-        let target = std::ffi::CString::new(target).unwrap();
-        let opts = std::ffi::CString::new(opts).unwrap();
-        // SAFETY: NUL-ended strings that outlive the call.
-        let r = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                target.as_ptr(),
-                fstype.as_ptr(),
-                0,
-                opts.as_ptr().cast(),
-            )
-        };
-        assert_eq!(r, 0, "mount fuse: {}", std::io::Error::last_os_error());
-        // Its device, from the mount table: a stat of it would wait.
-        let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let at = dir.0.to_str().unwrap();
-        let line = info
-            .lines()
-            .find(|l| l.split(' ').nth(4) == Some(at))
-            .expect("the FUSE mount in /proc/self/mountinfo");
-        let (major, minor) = line.split(' ').nth(2).unwrap().split_once(':').unwrap();
-        let dev = libc::makedev(major.parse().unwrap(), minor.parse().unwrap());
-        SilentFuse {
-            dir,
-            device: Some(device),
-            dev,
-        }
-    }
-
-    /// Let whatever waits on it go (with an error), as a server that dies.
-    fn abort(&mut self) {
-        self.device = None;
-    }
-}
-
-impl Drop for SilentFuse {
-    fn drop(&mut self) {
-        self.device = None;
-        let _ = nix::mount::umount2(&self.dir.0, nix::mount::MntFlags::MNT_DETACH);
-    }
-}
-
 /// A file system that stops answering holds the worker on its file, not
 /// the hasher: another worker takes the queue, and that device is not
 /// tried again.
@@ -449,7 +385,7 @@ fn a_file_system_that_never_answers_holds_one_worker_not_the_hasher() {
         ctime_sec: 0,
         ctime_nsec: 0,
     };
-    let Requested::Pending(stuck) = h.request(req_for(0, &fuse.dir.0.join("tool"), silent)) else {
+    let Requested::Pending(stuck) = h.request(req_for(0, &fuse.at.join("tool"), silent)) else {
         panic!("a new file is a job");
     };
     // A file queued behind it is hashed once another worker takes over.
@@ -461,7 +397,7 @@ fn a_file_system_that_never_answers_holds_one_worker_not_the_hasher() {
     // Another file of the silent device: not tried.
     let other = FileIdentity { ino: 3, ..silent };
     assert_eq!(
-        h.request(req_for(0, &fuse.dir.0.join("other"), other)),
+        h.request(req_for(0, &fuse.at.join("other"), other)),
         Requested::Ready(HashOutcome::Skipped(SkipReason::Unreadable))
     );
     // The server goes away: the stuck worker's job ends, unread.
@@ -479,7 +415,7 @@ fn a_file_system_that_never_answers_holds_one_worker_not_the_hasher() {
     h.poll_ready();
     let third = FileIdentity { ino: 4, ..silent };
     assert!(matches!(
-        h.request(req_for(0, &fuse.dir.0.join("third"), third)),
+        h.request(req_for(0, &fuse.at.join("third"), third)),
         Requested::Pending(_)
     ));
 }

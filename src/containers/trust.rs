@@ -3,11 +3,13 @@
 //! by an allowed uid and not group- or world-writable (a directory may be if
 //! it is sticky), and no component may be a symbolic link. The walk holds
 //! each directory open (`openat` with `O_NOFOLLOW`), so what was checked is
-//! what is read.
+//! what is read. In a user's files the walk never enters a FUSE mount: the
+//! user may run its server, and one that never answers would hold the
+//! daemon in the first stat or lookup for good.
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
@@ -98,8 +100,89 @@ fn check(fd: &OwnedFd, path: &Path, owners: Owners, want_dir: bool) -> Result<()
     Ok(())
 }
 
+/// The id of the mount `fd` is on, from the VFS alone: `AT_STATX_DONT_SYNC`
+/// lets FUSE answer from its cache instead of asking its server.
+fn mount_id(fd: BorrowedFd<'_>) -> Result<u64, Errno> {
+    // SAFETY: statx is plain old data, all zeroes valid.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: an open descriptor, a NUL-ended empty path with AT_EMPTY_PATH,
+    // and a buffer of the size the kernel writes.
+    let r = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
+            libc::STATX_MNT_ID,
+            &mut stx,
+        )
+    };
+    if r != 0 {
+        return Err(Errno::last());
+    }
+    if stx.stx_mask & libc::STATX_MNT_ID == 0 {
+        return Err(Errno::ENOSYS); // before 5.8
+    }
+    Ok(stx.stx_mnt_id)
+}
+
+/// The file system type of mount `id` (`/proc/self/mountinfo`).
+fn mount_type(id: u64) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let id = id.to_string();
+    let line = info
+        .lines()
+        .find(|l| l.split(' ').next() == Some(id.as_str()))?;
+    let (_, after) = line.split_once(" - ")?;
+    after.split(' ').next().map(str::to_string)
+}
+
+/// Where a walk is: the mount of the last directory it checked.
+struct Mounts {
+    /// Only a user's files are guarded: root's FUSE mounts are root's.
+    guard: bool,
+    at: Option<u64>,
+}
+
+impl Mounts {
+    fn new(owners: Owners) -> Mounts {
+        Mounts {
+            guard: owners != Owners::Root,
+            at: None,
+        }
+    }
+
+    /// Refuse `fd` if it is the root of a FUSE mount; before anything that
+    /// would ask the file system.
+    fn enter(&mut self, fd: &OwnedFd, path: &Path) -> Result<(), TrustError> {
+        if !self.guard {
+            return Ok(());
+        }
+        let untrusted = |why: String| TrustError::Untrusted {
+            path: path.to_path_buf(),
+            why,
+        };
+        let id =
+            mount_id(fd.as_fd()).map_err(|e| untrusted(format!("its mount is unknown ({e})")))?;
+        if self.at.is_some_and(|at| at != id) {
+            match mount_type(id) {
+                Some(t) if t == "fuse" || t == "fuseblk" || t.starts_with("fuse.") => {
+                    return Err(untrusted(format!("on a FUSE mount ({t})")));
+                }
+                Some(_) => {}
+                None => return Err(untrusted("a mount not in /proc/self/mountinfo".into())),
+            }
+        }
+        self.at = Some(id);
+        Ok(())
+    }
+}
+
 /// Open the directory `path` (absolute), checking it and every directory above.
 pub fn open_dir(path: &Path, owners: Owners) -> Result<OwnedFd, TrustError> {
+    open_dir_at(path, owners).map(|(fd, _)| fd)
+}
+
+fn open_dir_at(path: &Path, owners: Owners) -> Result<(OwnedFd, Mounts), TrustError> {
     let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let mut comps = path.components();
     if comps.next() != Some(Component::RootDir) {
@@ -108,8 +191,10 @@ pub fn open_dir(path: &Path, owners: Owners) -> Result<OwnedFd, TrustError> {
             why: "not an absolute path".into(),
         });
     }
+    let mut mounts = Mounts::new(owners);
     let mut fd = nix::fcntl::open("/", dir_flags, Mode::empty()).map_err(|e| io_err(path, e))?;
     let mut walked = PathBuf::from("/");
+    mounts.enter(&fd, &walked)?;
     check(&fd, &walked, owners, true)?;
     for c in comps {
         let Component::Normal(name) = c else {
@@ -120,9 +205,10 @@ pub fn open_dir(path: &Path, owners: Owners) -> Result<OwnedFd, TrustError> {
         };
         walked.push(name);
         fd = openat(fd.as_fd(), name, dir_flags, Mode::empty()).map_err(|e| io_err(&walked, e))?;
+        mounts.enter(&fd, &walked)?;
         check(&fd, &walked, owners, true)?;
     }
-    Ok(fd)
+    Ok((fd, mounts))
 }
 
 /// A directory that passed the checks, held open.
@@ -130,15 +216,18 @@ pub struct TrustedDir {
     fd: OwnedFd,
     path: PathBuf,
     owners: Owners,
+    mount: Option<u64>,
 }
 
 impl TrustedDir {
     /// Open `path` (absolute), checking it and every directory above.
     pub fn open(path: &Path, owners: Owners) -> Result<TrustedDir, TrustError> {
+        let (fd, mounts) = open_dir_at(path, owners)?;
         Ok(TrustedDir {
-            fd: open_dir(path, owners)?,
+            fd,
             path: path.to_path_buf(),
             owners,
+            mount: mounts.at,
         })
     }
 
@@ -153,8 +242,25 @@ impl TrustedDir {
         }
         // O_NONBLOCK: a FIFO put in place of the file must not block the daemon.
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
-        let fd =
-            openat(self.fd.as_fd(), name, flags, Mode::empty()).map_err(|e| io_err(&path, e))?;
+        let mut mounts = Mounts::new(self.owners);
+        let fd = if mounts.guard {
+            // A FUSE file mounted on the name: refused before its open,
+            // which would ask the server. Then reopened, the same inode.
+            let at = openat(
+                self.fd.as_fd(),
+                name,
+                OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| io_err(&path, e))?;
+            mounts.at = self.mount;
+            mounts.enter(&at, &path)?;
+            let proc_path = format!("/proc/self/fd/{}", at.as_raw_fd());
+            nix::fcntl::open(proc_path.as_str(), flags - OFlag::O_NOFOLLOW, Mode::empty())
+                .map_err(|e| io_err(&path, e))?
+        } else {
+            openat(self.fd.as_fd(), name, flags, Mode::empty()).map_err(|e| io_err(&path, e))?
+        };
         check(&fd, &path, self.owners, false)?;
         let mut buf = Vec::new();
         File::from(fd)

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod formats;
+pub mod fuse;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_execwatch");
 
