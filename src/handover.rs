@@ -1074,7 +1074,7 @@ impl Plan {
             Some(m) => {
                 if !m.clean_exit() {
                     warn!(
-                        "the previous execwatch did not exit cleanly: records it took from the ring buffer after its last count (at most one stats interval's) are neither known as delivered nor as lost, and this run's summary will be off by them"
+                        "the previous execwatch did not exit cleanly: the records it took from the ring buffer and had not counted (delivered since its last count, or still queued or held) are not counted as lost, and stay in the `pending` count"
                     );
                 }
                 // Running: a crash of this daemon must show the same way.
