@@ -460,6 +460,10 @@ impl<'obj> BpfLoader<'obj> {
             .scratch
             .set_max_entries(cpus)
             .map_err(|e| LoadError::from_libbpf("sizing the scratch map", e))?;
+        open.maps
+            .progress
+            .set_max_entries(crate::progress::slots(cpus))
+            .map_err(|e| LoadError::from_libbpf("sizing the progress map", e))?;
         // CPU 0's ring is also the map's template; the others are made
         // only if the kept ones (if any) are not continued.
         let template = make_ring(ring_bytes)
@@ -626,6 +630,11 @@ impl<'obj> BpfLoader<'obj> {
 
     pub(crate) fn meta_map(&self) -> &libbpf_rs::Map<'obj> {
         &self.skel.maps.meta
+    }
+
+    /// The `progress` map (crate::progress), to map.
+    pub fn progress_map(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.skel.maps.progress.as_fd()
     }
 
     /// The kernel's counters (the `Source::Kernel` entries of the counter

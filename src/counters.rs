@@ -178,6 +178,9 @@ counters! {
     /// In a previous build's ring buffer of another record layout that
     /// could not be translated into this build's.
     lost_upgrade: Source::Daemon, Lost, "lost", "reason" = "upgrade";
+    /// Taken from the ring buffer by a daemon that died (SIGKILL, the
+    /// watchdog) before it delivered them or counted them.
+    lost_crash: Source::Daemon, Lost, "lost", "reason" = "crash";
     decode_errors: Source::Daemon, DecodeError, "decode_errors";
     decode_errors_before: Source::Daemon, Before, "decode_errors_before";
     /// Left in the kept ring buffer at stop: the next daemon delivers them.

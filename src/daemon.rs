@@ -25,7 +25,7 @@ use crate::exe_hash::{
     HashConfig, HashOutcome, HashRequest, HashResults, Hasher, OrderedHold, Requested,
 };
 use crate::fields::Exclusions;
-use crate::handover::{PrevDrain, PrevRead};
+use crate::handover::{Meta, PrevDrain, PrevRead};
 use crate::layout::Translation;
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
@@ -33,6 +33,7 @@ use crate::output::journald::Journal;
 use crate::output::table::Table;
 use crate::output::{EventSink, Format};
 use crate::process_table::{ExecRecord, Limits, ProcessTable, Related};
+use crate::progress::Progress;
 use crate::ring_reader::{Next, Rings};
 use crate::sd_notify::Notifier;
 use crate::writer_thread::{
@@ -164,6 +165,18 @@ struct Consumer<'a> {
     /// While a previous daemon's buffer is read: what becomes of its
     /// records, and how far it is read.
     previous: Option<(PrevRead, PrevDrain)>,
+    /// Kept objects: what this daemon took and counted, where its death
+    /// cannot take it.
+    progress: Option<ProgressLog>,
+}
+
+/// The `progress` map (crate::progress), with what this daemon started from.
+struct ProgressLog {
+    progress: Progress,
+    /// Records taken from the kept rings by the daemons before this one.
+    taken_before: u64,
+    /// Their daemon-side counts.
+    carried: Counts,
 }
 
 impl Consumer<'_> {
@@ -265,6 +278,27 @@ impl Consumer<'_> {
         };
         self.scratch = scratch;
         ret
+    }
+
+    /// Write what was taken and counted so far, before the rings' space up
+    /// to `rings`' positions is freed. Not while a previous buffer is read:
+    /// its positions are another buffer's.
+    fn log_progress(&self, rings: &Rings) {
+        let Some(log) = &self.progress else {
+            return;
+        };
+        if self.previous.is_some() {
+            return;
+        }
+        let mut counts = log.carried;
+        counts.merge(&self.counts);
+        counts.merge(&self.queue.counts());
+        let meta = crate::handover::Meta::of_counts(&counts, false);
+        log.progress.write(
+            log.taken_before + self.taken_here(),
+            &meta,
+            rings.positions(),
+        );
     }
 
     /// Records taken from this daemon's kept ring buffers (not another
@@ -533,6 +567,7 @@ fn take_records(
             }
         }
     }
+    c.log_progress(rings);
     rings.publish();
     // Queued once the buffer is drained (or the sink's own threshold is
     // reached), not after every turn: each chunk wakes the writer thread.
@@ -567,6 +602,67 @@ impl HashResults for NoHashes {
     fn abandon(&mut self, _: crate::exe_hash::Ticket) {}
 }
 
+/// The counts carried from earlier daemons, and the progress map to write.
+/// After a predecessor that died: what it had taken from the kept rings and
+/// never counted (its copy in the progress map, less what is still in the
+/// rings below its positions, less what it counted) is lost, reason crash.
+fn take_progress(loader: &BpfLoader<'_>, rings: &Rings) -> (Meta, Option<ProgressLog>) {
+    let handover = loader.handover();
+    let mut carried = handover.carried;
+    if !handover.keeps() {
+        return (carried, None);
+    }
+    let progress = match Progress::map(loader.progress_map(), rings.len()) {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(error = %e, "no progress map: if this daemon dies, what it holds will not be counted as lost");
+            return (carried, None);
+        }
+    };
+    if let Some(snap) = progress.read() {
+        if handover.predecessor_unclean {
+            let in_rings: Option<u64> = snap
+                .rings
+                .iter()
+                .enumerate()
+                .map(|(i, &to)| rings.records_up_to(i, to))
+                .sum();
+            match in_rings {
+                Some(in_rings) => {
+                    let lost = crate::progress::lost_in_crash(&snap, in_rings);
+                    // Its last counts, newer than its last `meta`; the loss
+                    // reports go on from what it last reported.
+                    carried = Meta {
+                        layout_version: carried.layout_version,
+                        flags: carried.flags,
+                        lost_ringbuf_full_reported: carried.lost_ringbuf_full_reported,
+                        lost_no_scratch_reported: carried.lost_no_scratch_reported,
+                        lost_crash: snap.meta.lost_crash + lost,
+                        ..snap.meta
+                    };
+                    warn!(
+                        lost,
+                        "the previous execwatch died holding records it had taken from the ring buffer (queued, held or being written): counted as lost (reason crash)"
+                    );
+                }
+                None => warn!(
+                    "the progress the previous execwatch left does not match the ring buffers: what it held when it died is not counted as lost (it stays in pending)"
+                ),
+            }
+        } else {
+            carried.lost_crash = snap.meta.lost_crash;
+        }
+    } else if handover.predecessor_unclean {
+        warn!("the previous execwatch kept no progress (a build from before the progress map): what it held when it died is not counted as lost (it stays in pending)");
+    }
+    let log = ProgressLog {
+        progress,
+        taken_before: carried.consumed(),
+        carried: carried.carried_counts(),
+    };
+    (carried, Some(log))
+}
+
 /// A record still being written, at most this long, before what follows
 /// it is left where it is.
 const BUSY_WAIT_MAX: Duration = Duration::from_millis(50);
@@ -589,6 +685,7 @@ fn take_all(rings: &mut Rings, consumer: &RefCell<Consumer<'_>>) {
             Next::Empty | Next::Busy | Next::Corrupt => break,
         }
     }
+    c.log_progress(rings);
     rings.publish();
 }
 
@@ -881,8 +978,12 @@ pub fn run(
         deadline: None,
         paused: false,
         previous: None,
+        progress: None,
     });
     let mut ring = Rings::new(loader.take_rings()).context("setting up the ring buffer reader")?;
+    // Before anything is read: what a predecessor that died left.
+    let (carried, progress) = take_progress(loader, &ring);
+    consumer.borrow_mut().progress = progress;
     let mut errors = Errors::default();
     // What the previous daemon left comes first.
     drain_previous_buffer(
@@ -906,7 +1007,6 @@ pub fn run(
 
     // Whatever was lost and not yet reported (since load, or since the
     // previous daemon's last report) is reported by the first check.
-    let carried = loader.handover().carried;
     let mut tally = Tally {
         kernel: Counts::default(),
         carried: carried.carried_counts(),
@@ -1038,6 +1138,8 @@ pub fn run(
             kernel_settled,
             || {},
         );
+        // The final counts, with the crash losses the next daemon carries on.
+        consumer.borrow().log_progress(&ring);
     } else {
         // Whatever is still in the ring buffer is lost: count it.
         consumer.borrow_mut().mode = Mode::Discard(if errors.output_failed {

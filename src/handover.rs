@@ -43,6 +43,7 @@ const RING_PREFIX: &str = "ring_";
 const STATS: &str = "stats";
 const SEQ: &str = "seq";
 const META: &str = "meta";
+const PROGRESS: &str = "progress";
 const CALLER_COMMS: &str = "caller_comms";
 const LAYOUT: &str = "layout";
 
@@ -292,6 +293,9 @@ pub struct Meta {
     pub lost_shutdown: u64,
     pub lost_upgrade: u64,
     pub seen_upgrade: u64,
+    /// Taken by daemons that died before counting them (not in `struct
+    /// handover_meta`: kept in the `progress` map, crate::progress).
+    pub lost_crash: u64,
 }
 
 const META_LEN: usize = std::mem::size_of::<types::handover_meta>();
@@ -362,6 +366,7 @@ impl Meta {
         c.set(Counter::lost_shutdown, self.lost_shutdown);
         c.set(Counter::lost_upgrade, self.lost_upgrade);
         c.set(Counter::seen_upgrade, self.seen_upgrade);
+        c.set(Counter::lost_crash, self.lost_crash);
         c
     }
 
@@ -378,8 +383,31 @@ impl Meta {
     /// took from any buffer, less those of another layout's buffer
     /// (`seen_upgrade`: delivered translated, or lost with reason upgrade).
     pub fn consumed(&self) -> u64 {
-        (self.delivered + self.decode_errors + self.lost_output + self.lost_shutdown)
+        (self.delivered
+            + self.decode_errors
+            + self.lost_output
+            + self.lost_shutdown
+            + self.lost_crash)
             .saturating_sub(self.seen_upgrade.saturating_sub(self.lost_upgrade))
+    }
+
+    /// All daemons' counts as of `counts` (this daemon's, which start from
+    /// the carried ones).
+    pub fn of_counts(counts: &Counts, clean_exit: bool) -> Meta {
+        Meta {
+            layout_version: LAYOUT_VERSION,
+            flags: if clean_exit { CLEAN_EXIT } else { 0 },
+            delivered: counts.get(Counter::events_before) + counts.delivered(),
+            decode_errors: counts.get(Counter::decode_errors_before)
+                + counts.get(Counter::decode_errors),
+            lost_ringbuf_full_reported: counts.get(Counter::lost_ringbuf_full),
+            lost_no_scratch_reported: counts.get(Counter::lost_no_scratch),
+            lost_output: counts.get(Counter::lost_output),
+            lost_shutdown: counts.get(Counter::lost_shutdown),
+            lost_upgrade: counts.get(Counter::lost_upgrade),
+            seen_upgrade: counts.get(Counter::seen_upgrade),
+            lost_crash: counts.get(Counter::lost_crash),
+        }
     }
 
     /// The daemon that wrote it exited and saved its final counts.
@@ -813,6 +841,8 @@ pub(crate) fn prepare(
             warn!(kept = ?shape, "the previous ring buffer cannot be read by this build: what it still holds is lost (reason upgrade), shown by the gap in sequence numbers");
         }
         found.take_over(EVENTS, &mut open.maps.events, continues)?;
+        // Its ring positions are those of the continued rings.
+        found.take_over(PROGRESS, &mut open.maps.progress, continues)?;
     }
 
     let mut wanted = BTreeSet::new();
@@ -1074,7 +1104,7 @@ impl Plan {
             Some(m) => {
                 if !m.clean_exit() {
                     warn!(
-                        "the previous execwatch did not exit cleanly: the records it took from the ring buffer and had not counted (delivered since its last count, or still queued or held) are not counted as lost, and stay in the `pending` count"
+                        "the previous execwatch did not exit cleanly: what it had taken from the ring buffer and not counted is counted from the progress it kept"
                     );
                 }
                 // Running: a crash of this daemon must show the same way.
@@ -1175,6 +1205,7 @@ impl Handover {
             (STATS, m.stats.as_fd()),
             (SEQ, m.seq.as_fd()),
             (META, m.meta.as_fd()),
+            (PROGRESS, m.progress.as_fd()),
             (CALLER_COMMS, m.caller_comms.as_fd()),
             (LAYOUT, m.layout.as_fd()),
         ];
@@ -1256,19 +1287,7 @@ pub fn save_progress(
     if !loader.handover().keeps() {
         return Ok(());
     }
-    let meta = Meta {
-        layout_version: LAYOUT_VERSION,
-        flags: if clean_exit { CLEAN_EXIT } else { 0 },
-        delivered: counts.get(Counter::events_before) + counts.delivered(),
-        decode_errors: counts.get(Counter::decode_errors_before)
-            + counts.get(Counter::decode_errors),
-        lost_ringbuf_full_reported: counts.get(Counter::lost_ringbuf_full),
-        lost_no_scratch_reported: counts.get(Counter::lost_no_scratch),
-        lost_output: counts.get(Counter::lost_output),
-        lost_shutdown: counts.get(Counter::lost_shutdown),
-        lost_upgrade: counts.get(Counter::lost_upgrade),
-        seen_upgrade: counts.get(Counter::seen_upgrade),
-    };
+    let meta = Meta::of_counts(counts, clean_exit);
     loader
         .meta_map()
         .update(&0u32.to_ne_bytes(), &meta.to_bytes(), MapFlags::ANY)
@@ -1579,6 +1598,7 @@ mod tests {
             lost_shutdown: 13,
             lost_upgrade: 17,
             seen_upgrade: 19,
+            lost_crash: 0, // kept in the progress map, not here
         };
         assert_eq!(Meta::from_bytes(&m.to_bytes()), Some(m));
         assert_eq!(Meta::from_bytes(&m.to_bytes()[..META_LEN - 1]), None);
@@ -1703,7 +1723,7 @@ mod tests {
         let mut names: Vec<&str> = HOOKS
             .iter()
             .flat_map(|h| [h.array_name(), h.link_name()])
-            .chain([EVENTS, STATS, SEQ, META, CALLER_COMMS, LAYOUT])
+            .chain([EVENTS, STATS, SEQ, META, PROGRESS, CALLER_COMMS, LAYOUT])
             .collect();
         let n = names.len();
         names.sort_unstable();

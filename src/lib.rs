@@ -20,6 +20,7 @@ pub mod mounts;
 pub mod output;
 pub mod preflight;
 pub mod process_table;
+pub mod progress;
 pub mod ring_reader;
 pub mod sd_notify;
 pub mod tracefs;

@@ -380,6 +380,54 @@ impl Rings {
         Next::Record(r)
     }
 
+    /// How many rings.
+    pub fn len(&self) -> usize {
+        self.rings.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rings.is_empty()
+    }
+
+    /// Each ring's position, consumed up to (published or not).
+    pub fn positions(&self) -> impl Iterator<Item = u64> + '_ {
+        self.rings.iter().map(|r| r.cons)
+    }
+
+    /// Records in ring `i` from where it is consumed up to `to`, discarded
+    /// ones not counted; `None` unless `to` is a record boundary at or after
+    /// it and below the producer position. For records a previous reader
+    /// took and never freed: they are committed.
+    pub fn records_up_to(&self, i: usize, to: u64) -> Option<u64> {
+        let ring = self.rings.get(i)?;
+        let mut pos = ring.cons;
+        if to < pos || to - pos > ring.mask + 1 || to > ring.producer_now() {
+            return None;
+        }
+        let mut n = 0;
+        while pos < to {
+            if pos % 8 != 0 {
+                return None;
+            }
+            // SAFETY: a record header below the producer position (checked
+            // above), so within the data mapping, and 8-byte aligned.
+            let word = unsafe { (*(ring.data(pos) as *const AtomicU32)).load(Ordering::Relaxed) };
+            fence(Ordering::Acquire);
+            if word & BUSY_BIT != 0 {
+                return None;
+            }
+            let len = word & !(BUSY_BIT | DISCARD_BIT);
+            if u64::from(len) + HEADER_LEN > ring.mask + 1 {
+                return None;
+            }
+            if word & DISCARD_BIT == 0 {
+                n += 1;
+            }
+            pos += (u64::from(len) + HEADER_LEN).next_multiple_of(8);
+        }
+        (pos == to).then_some(n)
+    }
+
     /// Free the space of what was consumed.
     pub fn publish(&self) {
         for ring in &self.rings {

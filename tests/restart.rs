@@ -341,6 +341,66 @@ fn a_takeover_after_a_crash_delivers_the_rest_once_and_says_the_count_may_be_off
     pins.detach_frees(&ids);
 }
 
+/// A daemon killed while its output is stalled dies holding what it took
+/// from the ring buffer (its queue, its buffer). The next one counts those
+/// as lost, reason crash, from the progress the dead one kept in the map:
+/// exactly the sequence numbers neither delivered, give or take the events
+/// of the one write the kill cut short (delivered, not yet counted).
+#[test]
+fn what_a_killed_daemon_held_is_counted_as_lost_by_the_next_one() {
+    let pins = PinDir::new("held");
+    let m = marker("held");
+    let (rd, wr) = nix::unistd::pipe().unwrap();
+    // Nobody reads a's output until it is dead: its writer blocks once the
+    // pipe is full, and its queue fills behind it.
+    let a = Daemon::start_with_stdout("json", &pins.args(&[]), Stdio::from(wr), &[]);
+    let execs = ExecLoop::start(&m);
+    execs.wait_for_more(150);
+    assert!(!a.kill().status.success(), "killed");
+    let mut a_out = Vec::new();
+    std::fs::File::from(rd).read_to_end(&mut a_out).unwrap();
+    let b = Daemon::start(&pins.args(&[]));
+    execs.wait_for_more(30);
+    let n = execs.stop();
+    b.wait_for(1, Duration::from_secs(20), |v| {
+        has_arg(v, &m) && loop_index(v) == Some(n - 1)
+    });
+    let b = b.stop();
+    assert!(b.status.success(), "{}", b.stderr);
+    let sb = b.summary();
+    assert_accounting(&sb);
+    assert_eq!(u(&sb, "lost_ringbuf_full"), 0, "{sb}");
+
+    let complete = &a_out[..a_out.iter().rposition(|&c| c == b'\n').map_or(0, |p| p + 1)];
+    let a_seqs: Vec<u64> = complete
+        .split(|&c| c == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| seq(&serde_json::from_slice(l).unwrap()))
+        .collect();
+    let first_a = *a_seqs
+        .iter()
+        .min()
+        .expect("a delivered before its output stalled");
+    let first_b = b.events.iter().map(seq).min().expect("b delivered");
+    // What a had taken and never delivered lies between the two.
+    let delivered_between = a_seqs.iter().filter(|&&s| s < first_b).count() as u64;
+    let missing = first_b - first_a - delivered_between;
+    assert!(missing > 100, "a held records when it died ({missing})");
+    let lost = u(&sb, "lost_crash");
+    // The write the kill cut short: at most one piece (64 KiB) of a's output.
+    let tail = &complete[complete.len().saturating_sub(64 << 10)..];
+    let in_last_piece = tail.iter().filter(|&&c| c == b'\n').count() as u64;
+    assert!(
+        missing <= lost && lost <= missing + in_last_piece,
+        "lost (crash) {lost}, missing {missing}, events in a's last piece {in_last_piece}: {sb}"
+    );
+    assert!(
+        b.stderr.contains("counted as lost (reason crash)"),
+        "{}",
+        b.stderr
+    );
+}
+
 #[test]
 fn detach_refuses_while_a_daemon_uses_the_directory() {
     let pins = PinDir::new("busy");

@@ -32,6 +32,7 @@ enum stat_index *unused_stat_index __attribute__((unused));
 enum event_layout *unused_event_layout __attribute__((unused));
 enum handover_flag *unused_handover_flag __attribute__((unused));
 enum event_layout_desc_limits *unused_event_layout_desc_limits __attribute__((unused));
+enum progress_slot *unused_progress_slot __attribute__((unused));
 
 /* Set by the loader before load(). */
 const volatile __u32 max_args_bytes = ARGS_DEFAULT_LIMIT;
@@ -187,6 +188,15 @@ struct {
 	__type(key, __u32);
 	__type(value, struct handover_meta);
 } meta SEC(".maps");
+
+/* Written by the daemon only, as it goes (enum progress_slot); sized at load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} progress SEC(".maps");
 
 /*
  * Written by the daemon only, at load: the layout of its records (struct

@@ -281,4 +281,34 @@ struct handover_meta {
 	__u64 seen_upgrade;
 };
 
+/*
+ * The `progress` map: an array of __u64 (BPF_F_MMAPABLE) that the running
+ * daemon writes as it goes, in memory the kernel keeps when the daemon dies.
+ * After a crash the next daemon reads from it what the crashed one had
+ * taken from the rings and never counted (delivered or lost), and counts
+ * that as lost (reason crash). Slot PROGRESS_SELECT says which of two copies
+ * is whole (1 or 2; 0: none yet); each copy is PROGRESS_RING + rings slots,
+ * the first at PROGRESS_COPY. A daemon writes the other copy, then the
+ * selector, then frees the rings' space up to the positions in it, so a
+ * crash at any point leaves a whole copy that is at or ahead of the rings.
+ * Taken over with the counters (same layout, same shape); a daemon from
+ * before it leaves crash losses uncounted. The BPF side never touches it.
+ */
+enum progress_slot {
+	PROGRESS_SELECT = 0,
+	PROGRESS_COPY = 1,
+	/* Within a copy: */
+	PROGRESS_TAKEN = 0,         /* records taken from the kept rings, all daemons */
+	PROGRESS_LOST_CRASH = 1,    /* of those, taken by a daemon that died: lost */
+	PROGRESS_DELIVERED = 2,     /* struct handover_meta's counts, as of this copy */
+	PROGRESS_DECODE_ERRORS = 3,
+	PROGRESS_LOST_RINGBUF_FULL_REPORTED = 4,
+	PROGRESS_LOST_NO_SCRATCH_REPORTED = 5,
+	PROGRESS_LOST_OUTPUT = 6,
+	PROGRESS_LOST_SHUTDOWN = 7,
+	PROGRESS_LOST_UPGRADE = 8,
+	PROGRESS_SEEN_UPGRADE = 9,
+	PROGRESS_RING = 10,         /* ring i's consumer position: slot PROGRESS_RING + i */
+};
+
 #endif /* EXECWATCH_EXECVE_H */
