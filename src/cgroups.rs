@@ -224,7 +224,9 @@ pub const RETRY_FIRST: Duration = Duration::from_millis(10);
 pub const RETRY_MAX: Duration = Duration::from_millis(250);
 /// Retries per second over all cgroups: many forged cgroups exec'ing in a
 /// loop cannot make the daemon spend more than a few percent of a CPU
-/// (a retry is ~0.1 ms). First lookups of new cgroups count too.
+/// (a retry is ~0.1 ms). First lookups of new cgroups count too. Claims in
+/// users' delegated subtrees have a budget of their own, the same size
+/// (and the bytes of users' state read are limited too: containers).
 pub const RETRIES_PER_SEC: u32 = 500;
 
 #[derive(Debug)]
@@ -265,6 +267,9 @@ pub struct CgroupCache {
     resolver: Resolver,
     /// Start of the current second of retries, and retries in it.
     retry_budget: Option<(Instant, u32)>,
+    /// The same for claims in users' delegated subtrees, which any user can
+    /// make: they cannot use up the system containers' budget.
+    user_retry_budget: Option<(Instant, u32)>,
 }
 
 /// Most cgroups remembered; past this the cache (and the kernel's set) is
@@ -324,8 +329,12 @@ impl CgroupCache {
                 // A first lookup shares the retries' budget: anyone may make
                 // cgroups named like containers in a delegated subtree, as
                 // fast as they like. Past it, the claim waits for a retry.
-                let looked =
-                    info.claims.is_empty() || take_retry(&mut self.retry_budget, Instant::now());
+                let budget = if info.delegated_uid.is_some() {
+                    &mut self.user_retry_budget
+                } else {
+                    &mut self.retry_budget
+                };
+                let looked = info.claims.is_empty() || take_retry(budget, Instant::now());
                 let container = if looked {
                     self.resolver.resolve(&info)
                 } else {
@@ -353,7 +362,12 @@ impl CgroupCache {
                 if let Some((at, wait)) = entry.retry {
                     let now = Instant::now();
                     let eager = event_ns > entry.looked_ns && entry.in_first_window(event_ns);
-                    if (now >= at || eager) && take_retry(&mut self.retry_budget, now) {
+                    let budget = if entry.info.delegated_uid.is_some() {
+                        &mut self.user_retry_budget
+                    } else {
+                        &mut self.retry_budget
+                    };
+                    if (now >= at || eager) && take_retry(budget, now) {
                         entry.looked_ns = boot_ns_now();
                         let container = self.resolver.resolve(&entry.info);
                         let confirmed = container.as_ref().is_some_and(|c| c.id.is_some());
@@ -878,6 +892,31 @@ mod tests {
         c.retry_budget = None;
         c.resolve(n - 1, None, false, now);
         assert_eq!(c.resolver.state_lookups, looked + 1);
+    }
+
+    #[test]
+    fn users_claims_cannot_use_up_the_system_containers_budget() {
+        let (mut c, system) = cache_without_state();
+        let user =
+            format!("/user.slice/user-1000.slice/user@1000.service/app.slice/libpod-{ID}.scope");
+        let now = boot_ns_now();
+        // More than two seconds' budget, should the flood straddle one.
+        let n = 2 * u64::from(RETRIES_PER_SEC) + 100;
+        for id in 0..n {
+            c.resolve(id, Some(user.as_bytes()), false, now);
+        }
+        let before = c.resolver.state_lookups;
+        c.resolve(n, Some(user.as_bytes()), false, now);
+        assert_eq!(
+            c.resolver.state_lookups, before,
+            "the users' budget is spent"
+        );
+        c.resolve(n + 1, Some(system.as_bytes()), false, now);
+        assert_eq!(
+            c.resolver.state_lookups,
+            before + 1,
+            "a system claim is still looked up"
+        );
     }
 
     #[test]

@@ -104,6 +104,13 @@ impl Default for Layout {
 /// Largest state file read (runc's state.json holds the whole libcontainer
 /// config: a few KiB, more with many mounts).
 pub const STATE_MAX: usize = 1 << 20;
+/// Largest state file read from a user's runtime directory: theirs to fill,
+/// and parsed on the event thread (a rootless runc's state is a few KiB).
+pub const USER_STATE_MAX: usize = 256 << 10;
+/// Bytes of users' state files read per second, all users together: what
+/// users can make the event thread parse. Past it, their claims wait for a
+/// retry; system containers are looked up as before.
+pub const USER_STATE_BYTES_PER_SEC: usize = 1 << 20;
 /// Largest `config.json` or docker `config.v2.json` read.
 pub const CONFIG_MAX: usize = 1 << 20;
 /// Largest podman `containers.json` read (one entry is ~500 bytes).
@@ -137,6 +144,8 @@ pub struct Resolver {
     missed: HashMap<InstanceKey, Instant>,
     /// State directories looked in, since start (what a lookup costs).
     pub(crate) state_lookups: u64,
+    /// Start of the current second, and users' state bytes read in it.
+    user_bytes: Option<(Instant, usize)>,
 }
 
 /// What a cgroup's path claims, before (or without) a lookup: its innermost
@@ -179,7 +188,30 @@ impl Resolver {
         path: &[u8],
     ) -> Option<Found> {
         self.state_lookups += 1;
-        find_state(dir, id, owners, claimed, path)
+        match owners {
+            Owners::Root => find_state(dir, id, owners, STATE_MAX, claimed, path).0,
+            Owners::RootOr(_) => {
+                let (found, read) = find_state(dir, id, owners, USER_STATE_MAX, claimed, path);
+                if let Some((_, n)) = &mut self.user_bytes {
+                    *n += read;
+                }
+                found
+            }
+        }
+    }
+
+    /// Whether users' state may be read now (the byte budget's second).
+    fn user_bytes_left(&mut self) -> bool {
+        let now = Instant::now();
+        match &self.user_bytes {
+            Some((start, n)) if now.duration_since(*start) < Duration::from_secs(1) => {
+                *n < USER_STATE_BYTES_PER_SEC
+            }
+            _ => {
+                self.user_bytes = Some((now, 0));
+                true
+            }
+        }
     }
 
     fn confirm(&mut self, cg: &CgroupInfo, claim: &ContainerClaim) -> Option<ContainerInfo> {
@@ -209,6 +241,9 @@ impl Resolver {
         // ($XDG_RUNTIME_DIR/runc, /crun); only a cgroup in that same user's
         // delegated subtree is looked up there.
         let uid = cg.delegated_uid?;
+        if !self.user_bytes_left() {
+            return None;
+        }
         let user_dir = self.layout.user_runtime_dirs.join(uid.to_string());
         for (sub, runtime) in [("runc", "runc"), ("crun", "crun")] {
             let dir = user_dir.join(sub);
@@ -388,31 +423,49 @@ fn log_unusable(e: &TrustError) {
     }
 }
 
-/// The state of container `id` under `dir`, if trusted, parseable, and its
-/// cgroup both lies within the claimed cgroup `claimed` and holds the
-/// process's cgroup `path`.
-fn find_state(dir: &Path, id: &str, owners: Owners, claimed: &[u8], path: &[u8]) -> Option<Found> {
+/// The state of container `id` under `dir` (a file of at most `cap`
+/// bytes), if trusted, parseable, and its cgroup both lies within the
+/// claimed cgroup `claimed` and holds the process's cgroup `path`; and the
+/// bytes read.
+fn find_state(
+    dir: &Path,
+    id: &str,
+    owners: Owners,
+    cap: usize,
+    claimed: &[u8],
+    path: &[u8],
+) -> (Option<Found>, usize) {
     let id_dir = match trust::TrustedDir::open(&dir.join(id), owners) {
         Ok(d) => d,
         Err(e) => {
             log_unusable(&e);
-            return None;
+            return (None, 0);
         }
     };
-    let parsed = match id_dir.read("state.json", STATE_MAX) {
-        Ok(b) => oci_state::parse_runc(&b, id).map(|s| (s, false)),
-        Err(e) if e.is_missing() => match id_dir.read("status", STATE_MAX) {
-            Ok(b) => oci_state::parse_crun(&b).map(|s| (s, true)),
+    let (parsed, read) = match id_dir.read("state.json", cap) {
+        Ok(b) => (oci_state::parse_runc(&b, id).map(|s| (s, false)), b.len()),
+        Err(e) if e.is_missing() => match id_dir.read("status", cap) {
+            Ok(b) => (oci_state::parse_crun(&b).map(|s| (s, true)), b.len()),
             Err(e) => {
                 log_unusable(&e);
-                return None;
+                return (None, 0);
             }
         },
         Err(e) => {
             log_unusable(&e);
-            return None;
+            return (None, 0);
         }
     };
+    (found_in(id_dir, parsed, claimed, path), read)
+}
+
+/// The parsed state, if its cgroup fits the claim and the process.
+fn found_in(
+    id_dir: trust::TrustedDir,
+    parsed: Result<(OciState, bool), oci_state::StateError>,
+    claimed: &[u8],
+    path: &[u8],
+) -> Option<Found> {
     let id_dir = id_dir.path().to_path_buf();
     let (state, crun) = match parsed {
         Ok(s) => s,
@@ -599,6 +652,39 @@ mod tests {
         let sys = r.resolve(&parse(cg.as_bytes())).unwrap();
         assert_eq!(sys.name.as_deref(), Some("poison"));
         assert_eq!(opened(&watch), ["containers.json"]);
+    }
+
+    #[test]
+    fn users_state_is_read_within_a_byte_budget_and_a_size_cap() {
+        require_root();
+        let f = Fixture::new("user-bytes");
+        let uid = 4343;
+        let user = format!("/user.slice/user-{uid}.slice/user@{uid}.service/user.slice");
+        let runc = f.0.join(format!("user/{uid}/runc"));
+        let state = |id: &str, pad: usize| {
+            let cg = format!("{user}/libpod-{id}.scope");
+            let doc = serde_json::json!({"id": id, "created": T1,
+                "cgroup_paths": {"": format!("/sys/fs/cgroup{cg}")}, "pad": "x".repeat(pad)});
+            f.write(&runc.join(id), "state.json", &doc.to_string());
+            cg
+        };
+        let cgroups: Vec<String> = (0..8)
+            .map(|i| state(&format!("{i:064x}"), 200 << 10))
+            .collect();
+        let mut r = Resolver::new(f.layout());
+        let mut confirm = |cg: &str| r.resolve(&parse(cg.as_bytes())).unwrap().id.is_some();
+        let first: Vec<bool> = cgroups.iter().map(|cg| confirm(cg)).collect();
+        // 1 MiB a second: six files of 200 KiB, not eight.
+        let n = first.iter().filter(|&&c| c).count();
+        assert!((5..8).contains(&n), "{first:?}");
+        // A second later the rest are read.
+        std::thread::sleep(Duration::from_millis(1100));
+        let rest = cgroups.iter().zip(&first).filter(|(_, &c)| !c);
+        assert!(rest.map(|(cg, _)| cg).all(|cg| confirm(cg)));
+        // A state file past the cap is not read at all.
+        let big = state(&format!("{:064x}", 9), USER_STATE_MAX);
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(!confirm(&big));
     }
 
     #[test]
