@@ -811,6 +811,11 @@ fn drain_previous_buffer(
             }
         }
         let stopped = stop.load(Ordering::Relaxed);
+        let gave_up = consumer
+            .borrow()
+            .previous
+            .as_ref()
+            .is_some_and(|(_, drain)| drain.gave_up());
         if stopped && !errors.is_set() {
             // The shutdown's drain, with the deadline the shutdown keeps.
             let deadline = Instant::now() + drain_timeout;
@@ -819,7 +824,18 @@ fn drain_previous_buffer(
                 !e.is_set()
             });
         }
-        if stopped || errors.is_set() {
+        if gave_up && !stopped && !errors.is_set() {
+            // Left to a writer this daemon did not replace: what it holds
+            // now is lost, counted; the writer may go on for ever, so the
+            // rings are read once, not until they are empty.
+            let mut c = consumer.borrow_mut();
+            let mode = c.mode;
+            c.mode = Mode::Discard(Counter::lost_upgrade);
+            ring.take_present(|record| {
+                c.on_released(record);
+            });
+            c.mode = mode;
+        } else if stopped || errors.is_set() {
             // Ended early: what the old buffer still holds is lost, counted.
             let mode = consumer.borrow().mode;
             consumer.borrow_mut().mode = Mode::Discard(if errors.output_failed {

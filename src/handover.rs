@@ -1400,6 +1400,8 @@ pub struct PrevDrain {
     last_seq: Option<u64>,
     /// Records read since the last [`PrevDrain::finished`].
     turn: u64,
+    /// Given up on: still written to past `PREV_MAX`.
+    gave_up: bool,
 }
 
 /// What [`PrevDrain`] reports, from [`PrevRead`].
@@ -1454,7 +1456,14 @@ impl PrevDrain {
             first_seq: None,
             last_seq: None,
             turn: 0,
+            gave_up: false,
         }
+    }
+
+    /// The buffer was left because a writer this daemon did not replace
+    /// still writes to it: what it holds is counted as lost.
+    pub fn gave_up(&self) -> bool {
+        self.gave_up
     }
 
     /// Note a record; whether it is an event (else a non-event record of
@@ -1498,7 +1507,8 @@ impl PrevDrain {
             .last_late_record
             .is_some_and(|t| now.duration_since(t) < PREV_QUIET);
         if late && now.duration_since(self.start) >= PREV_MAX {
-            warn!("the previous ring buffer is still being written to after 5 s: left behind, with what it still holds");
+            warn!("the previous ring buffer is still being written to after 5 s (by a writer this execwatch did not replace): left behind; what it holds now is counted as lost (reason upgrade), what is written to it later is not this execwatch's to count");
+            self.gave_up = true;
             return true;
         }
         false
@@ -1707,6 +1717,51 @@ mod tests {
             assert!(matches!(choose(&p), PrevRead::CountLost), "{p:?}");
         }
         assert!(matches!(PrevRead::choose(&good, None), PrevRead::CountLost));
+    }
+
+    fn drain_started(ago: Duration) -> PrevDrain {
+        let then = Instant::now() - ago;
+        PrevDrain {
+            layout_version: Some(LAYOUT_VERSION),
+            how: How::Decode,
+            attached_at: then,
+            seq_at_swap: 100,
+            start: then,
+            last_record: then,
+            last_late_record: None,
+            records: 0,
+            first_seq: None,
+            last_seq: None,
+            turn: 0,
+            gave_up: false,
+        }
+    }
+
+    fn record(seq: u64) -> Vec<u8> {
+        let mut r = vec![0u8; 16];
+        r[..8].copy_from_slice(&seq.to_ne_bytes());
+        r
+    }
+
+    #[test]
+    fn a_previous_buffer_still_written_past_the_limit_is_given_up_and_a_quiet_one_is_not() {
+        // Records numbered after the swap still coming after 5 s.
+        let mut d = drain_started(PREV_MAX + Duration::from_millis(10));
+        assert!(d.note(&record(150)));
+        assert!(d.finished());
+        assert!(d.gave_up(), "a writer this daemon did not replace");
+        // Records from before the swap, read to the end: done, not given up.
+        let mut d = drain_started(PREV_MAX + Duration::from_millis(10));
+        assert!(d.note(&record(50)));
+        assert!(!d.finished(), "it just read");
+        d.last_record = Instant::now() - PREV_QUIET;
+        assert!(d.finished());
+        assert!(!d.gave_up());
+        // Late records within the limit: read on.
+        let mut d = drain_started(PREV_SETTLE);
+        assert!(d.note(&record(150)));
+        assert!(!d.finished());
+        assert!(!d.gave_up());
     }
 
     #[test]

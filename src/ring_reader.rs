@@ -380,6 +380,30 @@ impl Rings {
         Next::Record(r)
     }
 
+    /// Hand every committed record the rings hold now to `f`, ring by ring
+    /// (not in sequence order), up to the first one still being written,
+    /// and free their space: for records that are only counted.
+    pub fn take_present(&mut self, mut f: impl FnMut(&[u8])) {
+        for ring in &mut self.rings {
+            ring.seen = ring.producer_now();
+            while ring.peek() == Peek::Record {
+                let head = ring.head.expect("peeked");
+                // SAFETY: as in `next`: a committed record below the
+                // producer position, not consumed until after `f`.
+                let record = unsafe {
+                    std::slice::from_raw_parts(
+                        ring.data(head.pos).add(HEADER_LEN as usize),
+                        head.len as usize,
+                    )
+                };
+                f(record);
+                ring.consume_to(head.next);
+            }
+            ring.publish();
+        }
+        self.active.clear();
+    }
+
     /// How many rings.
     pub fn len(&self) -> usize {
         self.rings.len()
