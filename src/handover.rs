@@ -1443,12 +1443,27 @@ impl PrevDrain {
                 How::CountLost
             }
         };
-        let now = Instant::now();
+        PrevDrain::new(
+            layout_version,
+            how,
+            handover.attached_at,
+            handover.seq_at_swap,
+            Instant::now(),
+        )
+    }
+
+    fn new(
+        layout_version: Option<u32>,
+        how: How,
+        attached_at: Instant,
+        seq_at_swap: u64,
+        now: Instant,
+    ) -> PrevDrain {
         PrevDrain {
             layout_version,
             how,
-            attached_at: handover.attached_at,
-            seq_at_swap: handover.seq_at_swap,
+            attached_at,
+            seq_at_swap,
             start: now,
             last_record: now,
             last_late_record: None,
@@ -1721,20 +1736,7 @@ mod tests {
 
     fn drain_started(ago: Duration) -> PrevDrain {
         let then = Instant::now() - ago;
-        PrevDrain {
-            layout_version: Some(LAYOUT_VERSION),
-            how: How::Decode,
-            attached_at: then,
-            seq_at_swap: 100,
-            start: then,
-            last_record: then,
-            last_late_record: None,
-            records: 0,
-            first_seq: None,
-            last_seq: None,
-            turn: 0,
-            gave_up: false,
-        }
+        PrevDrain::new(Some(LAYOUT_VERSION), How::Decode, then, 100, then)
     }
 
     fn record(seq: u64) -> Vec<u8> {
