@@ -7,10 +7,12 @@
 //! user may run its server, and one that never answers would hold the
 //! daemon in the first stat or lookup for good.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
@@ -100,9 +102,10 @@ fn check(fd: &OwnedFd, path: &Path, owners: Owners, want_dir: bool) -> Result<()
     Ok(())
 }
 
-/// The id of the mount `fd` is on, from the VFS alone: `AT_STATX_DONT_SYNC`
-/// lets FUSE answer from its cache instead of asking its server.
-fn mount_id(fd: BorrowedFd<'_>) -> Result<u64, Errno> {
+/// The mount `fd` is on (its id) and its device, from the VFS alone:
+/// `AT_STATX_DONT_SYNC` lets FUSE answer from its cache instead of asking
+/// its server.
+fn mount_of(fd: BorrowedFd<'_>) -> Result<(u64, u64), Errno> {
     // SAFETY: statx is plain old data, all zeroes valid.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: an open descriptor, a NUL-ended empty path with AT_EMPTY_PATH,
@@ -122,11 +125,13 @@ fn mount_id(fd: BorrowedFd<'_>) -> Result<u64, Errno> {
     if stx.stx_mask & libc::STATX_MNT_ID == 0 {
         return Err(Errno::ENOSYS); // before 5.8
     }
-    Ok(stx.stx_mnt_id)
+    let dev = libc::makedev(stx.stx_dev_major, stx.stx_dev_minor);
+    Ok((stx.stx_mnt_id, dev))
 }
 
 /// The file system type of mount `id` (`/proc/self/mountinfo`).
 fn mount_type(id: u64) -> Option<String> {
+    MOUNTINFO_READS.with(|n| n.set(n.get() + 1));
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let id = id.to_string();
     let line = info
@@ -134,6 +139,36 @@ fn mount_type(id: u64) -> Option<String> {
         .find(|l| l.split(' ').next() == Some(id.as_str()))?;
     let (_, after) = line.split_once(" - ")?;
     after.split(' ').next().map(str::to_string)
+}
+
+thread_local! {
+    /// Reads of the mount table by this thread (what the checks cost).
+    static MOUNTINFO_READS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether each mount (id and device) seen is FUSE: the mount table is read
+/// once per mount, not per walk (on a host with thousands of mounts it is
+/// large, and each of a user's forged cgroups asks for a walk). A user can
+/// mount only FUSE, and unmount only their own: a mount found not to be
+/// FUSE stays so until root unmounts it.
+static FUSE_MOUNTS: Mutex<Option<HashMap<(u64, u64), bool>>> = Mutex::new(None);
+const FUSE_MOUNTS_MAX: usize = 4096;
+
+/// Whether the mount is FUSE (`fuse`, `fuseblk`, `fuse.*`); `None` when the
+/// mount table does not have it.
+fn is_fuse(id: u64, dev: u64) -> Option<bool> {
+    let mut cache = FUSE_MOUNTS.lock().unwrap_or_else(|e| e.into_inner());
+    let cache = cache.get_or_insert_with(HashMap::new);
+    if let Some(&fuse) = cache.get(&(id, dev)) {
+        return Some(fuse);
+    }
+    let t = mount_type(id)?;
+    let fuse = t == "fuse" || t == "fuseblk" || t.starts_with("fuse.");
+    if cache.len() >= FUSE_MOUNTS_MAX {
+        cache.clear();
+    }
+    cache.insert((id, dev), fuse);
+    Some(fuse)
 }
 
 /// Where a walk is: the mount of the last directory it checked.
@@ -161,14 +196,12 @@ impl Mounts {
             path: path.to_path_buf(),
             why,
         };
-        let id =
-            mount_id(fd.as_fd()).map_err(|e| untrusted(format!("its mount is unknown ({e})")))?;
+        let (id, dev) =
+            mount_of(fd.as_fd()).map_err(|e| untrusted(format!("its mount is unknown ({e})")))?;
         if self.at.is_some_and(|at| at != id) {
-            match mount_type(id) {
-                Some(t) if t == "fuse" || t == "fuseblk" || t.starts_with("fuse.") => {
-                    return Err(untrusted(format!("on a FUSE mount ({t})")));
-                }
-                Some(_) => {}
+            match is_fuse(id, dev) {
+                Some(true) => return Err(untrusted("on a FUSE mount".into())),
+                Some(false) => {}
                 None => return Err(untrusted("a mount not in /proc/self/mountinfo".into())),
             }
         }
@@ -262,6 +295,11 @@ impl TrustedDir {
             openat(self.fd.as_fd(), name, flags, Mode::empty()).map_err(|e| io_err(&path, e))?
         };
         check(&fd, &path, self.owners, false)?;
+        // Too large: refused before a byte is read.
+        let size = fstat(fd.as_fd()).map_err(|e| io_err(&path, e))?.st_size;
+        if usize::try_from(size).map_or(true, |s| s > cap) {
+            return Err(TrustError::TooLarge { path, cap });
+        }
         let mut buf = Vec::new();
         File::from(fd)
             .take(cap as u64 + 1)
@@ -325,6 +363,21 @@ pub fn list_dirs(dir: &Path, owners: Owners, max: usize) -> Result<Vec<String>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_users_walk_reads_the_mount_table_once_per_mount() {
+        // `/proc` is a mount of its own, root's: crossed, and looked up once.
+        let reads_now = || MOUNTINFO_READS.with(|n| n.get());
+        let before = reads_now();
+        for _ in 0..3 {
+            open_dir(Path::new("/proc/sys"), Owners::RootOr(4242)).unwrap();
+        }
+        let reads = reads_now() - before;
+        assert!(reads <= 1, "{reads} reads of the mount table");
+        // Root's walks do not look.
+        open_dir(Path::new("/proc/sys"), Owners::Root).unwrap();
+        assert_eq!(reads_now() - before, reads);
+    }
 
     #[test]
     fn owners() {
