@@ -620,7 +620,11 @@ fn take_progress(loader: &BpfLoader<'_>, rings: &Rings) -> (Meta, Option<Progres
         }
     };
     if let Some(snap) = progress.read() {
-        if handover.predecessor_unclean {
+        // Counted by earlier daemons, whatever follows.
+        carried.lost_crash = snap.meta.lost_crash;
+        if handover.predecessor_unclean && !handover.continues_events {
+            warn!("the previous execwatch died, and its ring buffer is not continued (another size): what it held when it died is not counted as lost");
+        } else if handover.predecessor_unclean {
             let in_rings: Option<u64> = snap
                 .rings
                 .iter()
@@ -649,11 +653,9 @@ fn take_progress(loader: &BpfLoader<'_>, rings: &Rings) -> (Meta, Option<Progres
                     "the progress the previous execwatch left does not match the ring buffers: what it held when it died is not counted as lost (it stays in pending)"
                 ),
             }
-        } else {
-            carried.lost_crash = snap.meta.lost_crash;
         }
     } else if handover.predecessor_unclean {
-        warn!("the previous execwatch kept no progress (a build from before the progress map): what it held when it died is not counted as lost (it stays in pending)");
+        warn!("the previous execwatch kept no progress (a build from before the progress map, or it died before its first batch or while reading an older buffer): what it held when it died is not counted as lost (it stays in pending)");
     }
     let log = ProgressLog {
         progress,
@@ -824,7 +826,16 @@ fn drain_previous_buffer(
                 !e.is_set()
             });
         }
-        if gave_up && !stopped && !errors.is_set() {
+        // Only records of another layout: in `consumed` a loss with reason
+        // upgrade stands for a record counted by `seen_upgrade` too. A
+        // buffer of this layout (another size) keeps what it holds as
+        // pending (docs/design.md).
+        let foreign = consumer
+            .borrow()
+            .previous
+            .as_ref()
+            .is_some_and(|(read, _)| !matches!(read, PrevRead::Decode));
+        if gave_up && foreign && !stopped && !errors.is_set() {
             // Left to a writer this daemon did not replace: what it holds
             // now is lost, counted; the writer may go on for ever, so the
             // rings are read once, not until they are empty.

@@ -841,9 +841,10 @@ pub(crate) fn prepare(
             warn!(kept = ?shape, "the previous ring buffer cannot be read by this build: what it still holds is lost (reason upgrade), shown by the gap in sequence numbers");
         }
         found.take_over(EVENTS, &mut open.maps.events, continues)?;
-        // Its ring positions are those of the continued rings.
-        found.take_over(PROGRESS, &mut open.maps.progress, continues)?;
     }
+    // With the counters: its `lost_crash` is theirs. Its ring positions are
+    // used only when the rings are continued.
+    found.take_over(PROGRESS, &mut open.maps.progress, same_layout)?;
 
     let mut wanted = BTreeSet::new();
     let mut kept_links = BTreeMap::new();

@@ -41,7 +41,8 @@ pub enum ProgressError {
 pub struct Snapshot {
     /// Records taken from the kept rings, by all daemons on these maps.
     pub taken: u64,
-    /// Their counts (`lost_crash` included); layout and flags unset.
+    /// Their counts (`lost_crash` included); layout, flags and the loss
+    /// reports' positions unset.
     pub meta: Meta,
     /// Each ring's consumer position as of the counts.
     pub rings: Vec<u64>,
@@ -113,8 +114,6 @@ impl Progress {
         let meta = Meta {
             delivered: get(P::PROGRESS_DELIVERED),
             decode_errors: get(P::PROGRESS_DECODE_ERRORS),
-            lost_ringbuf_full_reported: get(P::PROGRESS_LOST_RINGBUF_FULL_REPORTED),
-            lost_no_scratch_reported: get(P::PROGRESS_LOST_NO_SCRATCH_REPORTED),
             lost_output: get(P::PROGRESS_LOST_OUTPUT),
             lost_shutdown: get(P::PROGRESS_LOST_SHUTDOWN),
             lost_upgrade: get(P::PROGRESS_LOST_UPGRADE),
@@ -145,14 +144,6 @@ impl Progress {
         set(P::PROGRESS_LOST_CRASH, meta.lost_crash);
         set(P::PROGRESS_DELIVERED, meta.delivered);
         set(P::PROGRESS_DECODE_ERRORS, meta.decode_errors);
-        set(
-            P::PROGRESS_LOST_RINGBUF_FULL_REPORTED,
-            meta.lost_ringbuf_full_reported,
-        );
-        set(
-            P::PROGRESS_LOST_NO_SCRATCH_REPORTED,
-            meta.lost_no_scratch_reported,
-        );
         set(P::PROGRESS_LOST_OUTPUT, meta.lost_output);
         set(P::PROGRESS_LOST_SHUTDOWN, meta.lost_shutdown);
         set(P::PROGRESS_LOST_UPGRADE, meta.lost_upgrade);

@@ -300,15 +300,15 @@ enum progress_slot {
 	/* Within a copy: */
 	PROGRESS_TAKEN = 0,         /* records taken from the kept rings, all daemons */
 	PROGRESS_LOST_CRASH = 1,    /* of those, taken by a daemon that died: lost */
-	PROGRESS_DELIVERED = 2,     /* struct handover_meta's counts, as of this copy */
+	/* struct handover_meta's daemon counts, as of this copy (the loss
+	 * reports' positions stay in `meta`) */
+	PROGRESS_DELIVERED = 2,
 	PROGRESS_DECODE_ERRORS = 3,
-	PROGRESS_LOST_RINGBUF_FULL_REPORTED = 4,
-	PROGRESS_LOST_NO_SCRATCH_REPORTED = 5,
-	PROGRESS_LOST_OUTPUT = 6,
-	PROGRESS_LOST_SHUTDOWN = 7,
-	PROGRESS_LOST_UPGRADE = 8,
-	PROGRESS_SEEN_UPGRADE = 9,
-	PROGRESS_RING = 10,         /* ring i's consumer position: slot PROGRESS_RING + i */
+	PROGRESS_LOST_OUTPUT = 4,
+	PROGRESS_LOST_SHUTDOWN = 5,
+	PROGRESS_LOST_UPGRADE = 6,
+	PROGRESS_SEEN_UPGRADE = 7,
+	PROGRESS_RING = 8,          /* ring i's consumer position: slot PROGRESS_RING + i */
 };
 
 #endif /* EXECWATCH_EXECVE_H */
