@@ -266,10 +266,10 @@ pub struct CgroupCache {
     new: Vec<u64>,
     resolver: Resolver,
     /// Start of the current second of retries, and retries in it.
-    retry_budget: Option<(Instant, u32)>,
+    retry_budget: PerSecond,
     /// The same for claims in users' delegated subtrees, which any user can
     /// make: they cannot use up the system containers' budget.
-    user_retry_budget: Option<(Instant, u32)>,
+    user_retry_budget: PerSecond,
 }
 
 /// Most cgroups remembered; past this the cache (and the kernel's set) is
@@ -510,18 +510,46 @@ fn unified_path(text: &[u8]) -> Option<&[u8]> {
         .filter(|p| !p.split(|&b| b == b'/').any(|c| c == b"." || c == b".."))
 }
 
-/// Whether the retry budget allows one more retry now.
-fn take_retry(budget: &mut Option<(Instant, u32)>, now: Instant) -> bool {
-    match budget {
-        Some((start, n)) if now.duration_since(*start) < Duration::from_secs(1) => {
-            if *n >= RETRIES_PER_SEC {
-                return false;
+/// An allowance per second: what the work of one second may use up.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PerSecond {
+    /// Start of the current second, and what was used in it.
+    start: Option<Instant>,
+    used: u64,
+}
+
+impl PerSecond {
+    /// Whether less than `limit` is used in the second `now` falls in (a new
+    /// second starts at the first look a second or more after the last).
+    pub fn has_room(&mut self, now: Instant, limit: u64) -> bool {
+        match self.start {
+            Some(start) if now.duration_since(start) < Duration::from_secs(1) => self.used < limit,
+            _ => {
+                self.start = Some(now);
+                self.used = 0;
+                true
             }
-            *n += 1;
         }
-        _ => *budget = Some((now, 1)),
     }
-    true
+
+    /// Count `n` more as used.
+    pub fn spend(&mut self, n: u64) {
+        self.used += n;
+    }
+
+    /// One more, if there is room for it.
+    pub fn take(&mut self, now: Instant, limit: u64) -> bool {
+        let room = self.has_room(now, limit);
+        if room {
+            self.spend(1);
+        }
+        room
+    }
+}
+
+/// Whether the retry budget allows one more retry now.
+fn take_retry(budget: &mut PerSecond, now: Instant) -> bool {
+    budget.take(now, u64::from(RETRIES_PER_SEC))
 }
 
 /// One debug line per container attribution (first sight, and a later
@@ -889,7 +917,7 @@ mod tests {
         // One skipped is looked up at its cgroup's next exec once the budget
         // allows, even an exec already waiting in the ring buffer (made
         // before the skip), as none has looked since.
-        c.retry_budget = None;
+        c.retry_budget = PerSecond::default();
         c.resolve(n - 1, None, false, now);
         assert_eq!(c.resolver.state_lookups, looked + 1);
     }
@@ -903,7 +931,10 @@ mod tests {
         c.resolve(1, Some(user.as_bytes()), false, now);
         assert!(c.resolver.state_lookups > 0, "a user's claim is looked up");
         // Users' claims spent their second's budget.
-        c.user_retry_budget = Some((Instant::now(), RETRIES_PER_SEC));
+        c.user_retry_budget = PerSecond {
+            start: Some(Instant::now()),
+            used: RETRIES_PER_SEC.into(),
+        };
         let before = c.resolver.state_lookups;
         c.resolve(2, Some(user.as_bytes()), false, now);
         assert_eq!(
@@ -992,7 +1023,7 @@ mod tests {
 
     #[test]
     fn retries_are_budgeted_per_second() {
-        let mut b = None;
+        let mut b = PerSecond::default();
         let t0 = Instant::now();
         let granted = (0..RETRIES_PER_SEC + 10)
             .filter(|_| take_retry(&mut b, t0))

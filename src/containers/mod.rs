@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use tracing::debug;
 
-use crate::cgroups::{CgroupInfo, ContainerClaim};
+use crate::cgroups::{CgroupInfo, ContainerClaim, PerSecond};
 pub use names::{ImageRef, Kubernetes, Names};
 use oci_state::OciState;
 use trust::{Owners, TrustError};
@@ -144,8 +144,8 @@ pub struct Resolver {
     missed: HashMap<InstanceKey, Instant>,
     /// State directories looked in, since start (what a lookup costs).
     pub(crate) state_lookups: u64,
-    /// Start of the current second, and users' state bytes read in it.
-    user_bytes: Option<(Instant, usize)>,
+    /// Users' state bytes read, per second.
+    user_bytes: PerSecond,
 }
 
 /// What a cgroup's path claims, before (or without) a lookup: its innermost
@@ -192,24 +192,8 @@ impl Resolver {
             Owners::Root => find_state(dir, id, owners, STATE_MAX, claimed, path).0,
             Owners::RootOr(_) => {
                 let (found, read) = find_state(dir, id, owners, USER_STATE_MAX, claimed, path);
-                if let Some((_, n)) = &mut self.user_bytes {
-                    *n += read;
-                }
+                self.user_bytes.spend(read as u64);
                 found
-            }
-        }
-    }
-
-    /// Whether users' state may be read now (the byte budget's second).
-    fn user_bytes_left(&mut self) -> bool {
-        let now = Instant::now();
-        match &self.user_bytes {
-            Some((start, n)) if now.duration_since(*start) < Duration::from_secs(1) => {
-                *n < USER_STATE_BYTES_PER_SEC
-            }
-            _ => {
-                self.user_bytes = Some((now, 0));
-                true
             }
         }
     }
@@ -241,7 +225,10 @@ impl Resolver {
         // ($XDG_RUNTIME_DIR/runc, /crun); only a cgroup in that same user's
         // delegated subtree is looked up there.
         let uid = cg.delegated_uid?;
-        if !self.user_bytes_left() {
+        if !self
+            .user_bytes
+            .has_room(Instant::now(), USER_STATE_BYTES_PER_SEC as u64)
+        {
             return None;
         }
         let user_dir = self.layout.user_runtime_dirs.join(uid.to_string());
