@@ -352,7 +352,9 @@ fn what_a_killed_daemon_held_is_counted_as_lost_by_the_next_one() {
     let m = marker("held");
     let (rd, wr) = nix::unistd::pipe().unwrap();
     // Nobody reads a's output until it is dead: its writer blocks once the
-    // pipe is full, and its queue fills behind it.
+    // pipe is full, and its queue fills behind it. A pipe of one page, so
+    // that what a holds does not depend on how many events fit in 64 KiB.
+    nix::fcntl::fcntl(&wr, nix::fcntl::FcntlArg::F_SETPIPE_SZ(4096)).unwrap();
     let a = Daemon::start_with_stdout("json", &pins.args(&[]), Stdio::from(wr), &[]);
     let execs = ExecLoop::start(&m);
     execs.wait_for_more(150);
