@@ -293,7 +293,7 @@ impl Consumer<'_> {
         let mut counts = log.carried;
         counts.merge(&self.counts);
         counts.merge(&self.queue.counts());
-        let meta = crate::handover::Meta::of_counts(&counts, false);
+        let meta = Meta::of_counts(&counts, false);
         log.progress.write(
             log.taken_before + self.taken_here(),
             &meta,

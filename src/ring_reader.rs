@@ -233,6 +233,20 @@ impl Ring {
         }
     }
 
+    /// The record `head` (peeked, so committed), lent until it is consumed.
+    #[inline(always)]
+    fn record(&self, head: &Head) -> &[u8] {
+        // SAFETY: a committed record of `len` bytes after its header,
+        // contiguous in the double mapping (a record never wraps in it), and
+        // not consumed (so not overwritten) while `self` is borrowed.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.data(head.pos).add(HEADER_LEN as usize),
+                head.len as usize,
+            )
+        }
+    }
+
     fn consume_to(&mut self, next: u64) {
         self.cons = next;
         self.head = None;
@@ -366,16 +380,7 @@ impl Rings {
             // Its causes may not be seen yet: the next batch.
             return Next::Later;
         }
-        // SAFETY: a committed record of `len` bytes after its header,
-        // contiguous in the double mapping, not consumed (so not
-        // overwritten) until `consume_to` below, after `f` returns.
-        let record = unsafe {
-            std::slice::from_raw_parts(
-                ring.data(head.pos).add(HEADER_LEN as usize),
-                head.len as usize,
-            )
-        };
-        let r = f(record);
+        let r = f(ring.record(&head));
         ring.consume_to(head.next);
         Next::Record(r)
     }
@@ -388,15 +393,7 @@ impl Rings {
             ring.seen = ring.producer_now();
             while ring.peek() == Peek::Record {
                 let head = ring.head.expect("peeked");
-                // SAFETY: as in `next`: a committed record below the
-                // producer position, not consumed until after `f`.
-                let record = unsafe {
-                    std::slice::from_raw_parts(
-                        ring.data(head.pos).add(HEADER_LEN as usize),
-                        head.len as usize,
-                    )
-                };
-                f(record);
+                f(ring.record(&head));
                 ring.consume_to(head.next);
             }
             ring.publish();
