@@ -8,7 +8,7 @@ the whole and per program. On a machine whose speed drifts, the ratio of two
 builds measured in the same round is steadier than either figure, and the
 programs a change does not touch show the drift between the builds' turns.
 
-usage: scripts/bench --ab [--rounds N] [--count N] NAME=BINARY[:ARGS] ...
+usage: scripts/bench --ab [--rounds N] [--count N] [--overlay] NAME=BINARY[:ARGS] ...
   e.g. scripts/bench --ab --rounds 16 old=/tmp/execwatch-old new=target/release/execwatch
 """
 import argparse
@@ -22,6 +22,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--count", type=int, default=2000, help="execs per storm worker (2 workers)")
+    ap.add_argument("--overlay", action="store_true",
+                    help="run the storm's program from an overlayfs lower layer, as in a container")
     ap.add_argument("builds", nargs="+", metavar="NAME=BINARY[:ARGS]",
                     help="a name, the binary, and optional arguments after a colon")
     args = ap.parse_args()
@@ -41,6 +43,9 @@ def main():
             raise SystemExit(f"bench/ab.py: the name {name!r} is given twice")
         tracers[name] = R.Tracer(f"ab-{name}", "execwatch", extra.split(), binary=binary)
     R.build()
+    unmount = None
+    if args.overlay:
+        R.NOOP, unmount = R.noop_on_overlay()
     stats_before = R.bpf_stats_on()
     results = {n: [] for n in tracers}
     try:
@@ -53,8 +58,11 @@ def main():
                       f" per exec; ns per run {progs}; delivered {x['delivered']}, lost {x['lost']}")
     finally:
         R.bpf_stats_restore(stats_before)
+        if unmount:
+            unmount()
 
-    print(f"{args.rounds} rounds of 2 x {args.count} execs, the builds in turn\n")
+    where = ", the program on an overlayfs lower layer" if args.overlay else ""
+    print(f"{args.rounds} rounds of 2 x {args.count} execs{where}, the builds in turn\n")
     print("| build | BPF per exec: mean / median | daemon CPU per exec: mean / median | delivered | lost |")
     print("|---|---|---|---|---|")
     for n, rows in results.items():

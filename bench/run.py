@@ -43,6 +43,20 @@ def build():
     subprocess.run(["gcc", "-O2", "-pthread", "-o", WAKE, os.path.join(ROOT, "bench", "wake.c")], check=True)
 
 
+def noop_on_overlay():
+    """Put the storm's program on an overlayfs lower layer, as a container
+    image's file, and return its path there and the unmount."""
+    base = os.path.join(WORK, "overlay")
+    lower, upper, work, merged = (os.path.join(base, n) for n in ("lower", "upper", "work", "merged"))
+    subprocess.run(["umount", merged], stderr=subprocess.DEVNULL, check=False)
+    for d in (lower, upper, work, merged):
+        os.makedirs(d, exist_ok=True)
+    shutil.copy2(NOOP, os.path.join(lower, "noop"))
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                    f"lowerdir={lower},upperdir={upper},workdir={work}", merged], check=True)
+    return os.path.join(merged, "noop"), lambda: subprocess.run(["umount", merged], check=False)
+
+
 def execsnoop_bt():
     for p in ("/usr/sbin/execsnoop.bt", "/usr/share/bpftrace/tools/execsnoop.bt"):
         if os.path.exists(p):

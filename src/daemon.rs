@@ -392,6 +392,10 @@ impl Consumer<'_> {
         if !ev.is_exec() || !ev.succeeded() {
             return None;
         }
+        if ev.exe_fuse {
+            ev.hash = Some(hasher.refuse_fuse());
+            return None;
+        }
         let identity = ev.file_identity()?;
         if let Some(d) = hasher.lookup(&identity) {
             ev.hash = Some(HashOutcome::Hash(d));

@@ -137,6 +137,7 @@ impl ExecEvent {
         assemble_path(&mut self.script, script, self.script_truncated);
         self.exe_pseudo = flag(F::EVENT_FLAG_EXE_PSEUDO);
         self.exe_upper_layer = flag(F::EVENT_FLAG_EXE_UPPER_LAYER);
+        self.exe_fuse = flag(F::EVENT_FLAG_EXE_FUSE);
         let ran = self.errno.is_none() && self.action == Action::Exec;
         self.exe_identity = ran.then_some(ExeIdentity {
             dev: h.exe_dev,
@@ -384,6 +385,16 @@ mod tests {
         assert_eq!(ev.executable, b"memfd:payload");
         assert!(ev.exe_memfd());
         assert!(!ev.exe_deleted());
+    }
+
+    #[test]
+    fn the_kernels_fuse_flag_is_its_own_fact() {
+        let mut r = Record::exec(&[b"x"]);
+        assert!(!ExecEvent::decode(&r.encode()).unwrap().exe_fuse);
+        r.flag(types::event_flag::EVENT_FLAG_EXE_FUSE);
+        let ev = ExecEvent::decode(&r.encode()).unwrap();
+        assert!(ev.exe_fuse);
+        assert!(!ev.exe_upper_layer && !ev.exe_pseudo);
     }
 
     #[test]

@@ -239,6 +239,9 @@ pub struct ExecEvent {
     pub exe_pseudo: bool,
     /// The executable is on an overlayfs upper (writable) layer.
     pub exe_upper_layer: bool,
+    /// A FUSE server gives the executable's bytes, or the kernel could not
+    /// tell what lies under its stacked file system.
+    pub exe_fuse: bool,
     /// The executable's inode, on successful execs.
     pub exe_identity: Option<ExeIdentity>,
     /// The caller's credentials before exec, when the kernel side kept them.

@@ -146,6 +146,10 @@ pub enum SkipReason {
     /// event went out without waiting longer. The job, if queued, still fills
     /// the cache for the next exec.
     Busy,
+    /// A FUSE server gives the file's bytes (the kernel says so at exec):
+    /// not read, since the server may answer the daemon with other bytes
+    /// than it gave the exec, or never answer.
+    Fuse,
 }
 
 impl SkipReason {
@@ -156,6 +160,7 @@ impl SkipReason {
             SkipReason::Changed => "changed",
             SkipReason::Unreadable => "unreadable",
             SkipReason::Busy => "busy",
+            SkipReason::Fuse => "fuse",
         }
     }
 }
@@ -250,6 +255,8 @@ pub struct HashStats {
     pub unreadable: u64,
     /// Requests refused because the queue was full.
     pub busy: u64,
+    /// Executables a FUSE server gives, not read.
+    pub fuse: u64,
 }
 
 struct Job {
@@ -368,6 +375,14 @@ impl Hasher {
         hit
     }
 
+    /// An executable whose bytes a FUSE server gives: neither read nor
+    /// looked up (its server chooses the identity it reports, so a cached
+    /// hash of a file that once had it would be believed).
+    pub fn refuse_fuse(&mut self) -> HashOutcome {
+        self.stats.fuse += 1;
+        HashOutcome::Skipped(SkipReason::Fuse)
+    }
+
     /// The hash if known now, else a ticket for a worker's answer.
     pub fn request(&mut self, req: HashRequest) -> Requested {
         if let Some(h) = self.lookup(&req.identity) {
@@ -426,6 +441,7 @@ impl Hasher {
                     SkipReason::Changed => self.stats.changed += 1,
                     SkipReason::Unreadable => self.stats.unreadable += 1,
                     SkipReason::Busy => self.stats.busy += 1,
+                    SkipReason::Fuse => self.stats.fuse += 1,
                 },
             }
             if self.by_identity.get(&d.identity) == Some(&d.ticket) {
@@ -1030,11 +1046,12 @@ mod tests {
             SkipReason::Changed,
             SkipReason::Unreadable,
             SkipReason::Busy,
+            SkipReason::Fuse,
         ];
         let names: Vec<_> = all.iter().map(|r| r.as_str()).collect();
         assert_eq!(
             names,
-            ["too_large", "gone", "changed", "unreadable", "busy"]
+            ["too_large", "gone", "changed", "unreadable", "busy", "fuse"]
         );
     }
 

@@ -1036,7 +1036,7 @@ pub static FIELDS: &[Field] = &[
         text: Text::Label("hash-skipped"),
         ty: Type::String,
         present: "success, not hashed",
-        doc: "Why `process.hash.sha256` is absent: `too_large` (over `--hash-max-size`), `gone` (no file to open), `changed` (the file opened is not the one that ran), `unreadable`, or `busy` (not hashed within 1 s; the next exec of the file gets it).",
+        doc: "Why `process.hash.sha256` is absent: `too_large` (over `--hash-max-size`), `gone` (no file to open), `changed` (the file opened is not the one that ran), `unreadable`, `busy` (not hashed within 1 s; the next exec of the file gets it), or `fuse` (a FUSE server gives the file, see `execwatch.executable.fuse`: it could answer the daemon's read with other bytes than the exec's, or never answer, so the file is not read).",
         value: |ev| match ev.hash { Some(crate::exe_hash::HashOutcome::Skipped(r)) => Some(Value::Text(Cow::Borrowed(r.as_str()))), _ => None },
     },
     Field {
@@ -1308,6 +1308,16 @@ pub static FIELDS: &[Field] = &[
         present: "when true",
         doc: "The file is on the writable upper layer of an overlayfs: written (or copied up) into the container after its image was built.",
         value: |ev| only_true(ev.exe_upper_layer),
+    },
+    Field {
+        json: "execwatch.executable.fuse",
+        on: On::Exec,
+        journald: Journald::Field("EXECWATCH_EXE_FUSE"),
+        text: Text::Label("fuse"),
+        ty: Type::Bool,
+        present: "when true",
+        doc: "A FUSE server, a user-space process, gives the file's bytes: the file is on a FUSE mount (an AppImage, sshfs), or on an overlayfs or other stacked file system whose layer under the file is FUSE, or whose layer the kernel could not find. Such a file is not hashed (`execwatch.hash.skipped` `fuse`).",
+        value: |ev| only_true(ev.exe_fuse),
     },
     Field {
         json: "execwatch.privileges_raised",
@@ -1768,6 +1778,7 @@ pub(crate) mod tests {
             script_outside_root: true,
             exe_pseudo: true,
             exe_upper_layer: true,
+            exe_fuse: true,
             exe_identity: Some(crate::event::ExeIdentity {
                 dev: 8 << 20 | 1,
                 ino: 12,

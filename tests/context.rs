@@ -275,6 +275,84 @@ fn exec_context_in_every_format() {
     f.stop();
 }
 
+/// A file whose bytes a FUSE server gives is flagged and never read by the
+/// daemon: on a FUSE mount (bindfs here), and through an overlayfs whose
+/// lower layer is that mount, which any user may build in a user
+/// namespace. A plain overlayfs file is neither flagged nor left unhashed.
+#[test]
+fn an_executable_a_fuse_server_gives_is_flagged_and_not_read() {
+    let bindfs = Path::new("/usr/bin/bindfs");
+    assert!(
+        bindfs.exists(),
+        "this test needs bindfs (a FUSE file system): run scripts/install-deps --test"
+    );
+    let f = Formats::start(&[]);
+    let dir = scratch_dir("fuse");
+    let [src, fuse, upper, work, merged, plain_lower, plain_upper, plain_work, plain] = [
+        "src", "fuse", "upper", "work", "merged", "plower", "pupper", "pwork", "plain",
+    ]
+    .map(|n| dir.0.join(n));
+    for p in [
+        &src,
+        &fuse,
+        &upper,
+        &work,
+        &merged,
+        &plain_lower,
+        &plain_upper,
+        &plain_work,
+        &plain,
+    ] {
+        std::fs::create_dir(p).unwrap();
+    }
+    copy_exe("/bin/true", &src.join("served"), 0o755);
+    copy_exe("/bin/true", &plain_lower.join("plain"), 0o755);
+    run(Command::new(bindfs).args([src.to_str().unwrap(), fuse.to_str().unwrap()]));
+    let _unmount_fuse = Unmount(fuse.clone());
+    let overlay = |lower: &Path, upper: &Path, work: &Path, at: &Path| {
+        run(Command::new("mount").args([
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            &format!(
+                "lowerdir={},upperdir={},workdir={}",
+                lower.display(),
+                upper.display(),
+                work.display()
+            ),
+            at.to_str().unwrap(),
+        ]));
+        Unmount(at.to_path_buf())
+    };
+    let _unmount_merged = overlay(&fuse, &upper, &work, &merged);
+    let _unmount_plain = overlay(&plain_lower, &plain_upper, &plain_work, &plain);
+
+    let m = marker("fuse");
+    run(Command::new(fuse.join("served")).arg(&m));
+    f.exec_with(&m)
+        .has("execwatch.executable.fuse", true.into())
+        .has("execwatch.hash.skipped", "fuse".into())
+        .lacks("process.hash.sha256");
+
+    let m = marker("overfuse");
+    run(Command::new(merged.join("served")).arg(&m));
+    f.exec_with(&m)
+        .has("execwatch.executable.fuse", true.into())
+        .has("execwatch.hash.skipped", "fuse".into())
+        .lacks("process.hash.sha256")
+        .lacks("execwatch.executable.upper_layer");
+
+    let m = marker("plainoverlay");
+    run(Command::new(plain.join("plain")).arg(&m));
+    f.exec_with(&m).lacks("execwatch.executable.fuse").has(
+        "process.hash.sha256",
+        common::sha256sum(Path::new("/bin/true")).into(),
+    );
+
+    f.stop();
+}
+
 /// journald drops, silently, an entry of more than 1024 fields: an exec
 /// with many arguments and many `--env` matches (an environment may name a
 /// variable again and again) still reaches the journal, each list cut and

@@ -13,6 +13,7 @@ use serde_json::Value;
 struct Boot {
     kernel: String,
     tracefs_at_boot: String,
+    overlay: String,
     exit: String,
     events: Vec<Value>,
     diag: Vec<Value>,
@@ -57,6 +58,7 @@ fn boot(package_pattern: &str, ew_args: &str) -> Boot {
     Boot {
         kernel: line_after("EW-KERNEL "),
         tracefs_at_boot: line_after("EW-TRACEFS "),
+        overlay: line_after("EW-OVERLAY "),
         exit: line_after("EW-EXIT "),
         events: section("EW-EVENTS-BEGIN", "EW-EVENTS-END"),
         diag: section("EW-DIAG-BEGIN", "EW-DIAG-END"),
@@ -132,6 +134,19 @@ fn check(b: &Boot, want_kernel: &str, want_hook: &str) {
         .unwrap()
         .starts_with("/dev/fd/"));
     assert_eq!(at["process"]["executable"], "/bin/busybox");
+    // A stacked file: the kernel finds the file it maps (not FUSE), and
+    // the overlay's upper layer through its module's types.
+    assert_eq!(b.overlay, "mounted", "the VM mounts an overlayfs");
+    let lower = has("ew-marker-lower", "true");
+    assert_eq!(lower["process"]["executable"], "/ovl/merged/true");
+    let exe = &lower["execwatch"]["executable"];
+    assert!(exe.get("fuse").is_none(), "{lower}");
+    assert!(exe.get("upper_layer").is_none(), "{lower}");
+    let upper = has("ew-marker-upper", "false");
+    assert_eq!(upper["process"]["executable"], "/ovl/merged/dropped");
+    let exe = &upper["execwatch"]["executable"];
+    assert_eq!(exe["upper_layer"], true, "{upper}");
+    assert!(exe.get("fuse").is_none(), "{upper}");
     let summary = b
         .diag
         .iter()

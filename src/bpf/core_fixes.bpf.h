@@ -114,6 +114,46 @@ static __always_inline int inode_on_upper_layer(struct inode *inode)
 	return BPF_CORE_READ(oi, __upperdentry) != NULL;
 }
 
+#define FUSE_SUPER_MAGIC 0x65735546
+
+struct exe_backing {
+	int found;
+	int fuse;
+};
+
+/* bpf_find_vma's callback: the file the kernel maps is the real one under
+ * any stacking (overlayfs maps its lower or upper file, nested or not). */
+static long mapped_file_on_fuse(struct task_struct *task, struct vm_area_struct *vma, void *data)
+{
+	struct exe_backing *b = data;
+	struct file *f = vma->vm_file;
+
+	if (f) {
+		b->found = 1;
+		b->fuse = BPF_CORE_READ(f, f_inode, i_sb, s_magic) == FUSE_SUPER_MAGIC;
+	}
+	return 0;
+}
+
+/* Whether the bytes of the file that runs may come from a FUSE server: its
+ * own file system is FUSE, or it is stacked (overlayfs, whose layers a user
+ * may put on FUSE in a user namespace) and the mapping of the new program's
+ * code is a FUSE file or cannot be found. Stacked file systems are rare
+ * outside containers, so most execs pay one load and two compares. */
+static __always_inline int exe_may_be_fuse(struct task_struct *task, struct inode *inode)
+{
+	struct super_block *sb = inode->i_sb;
+	struct exe_backing b = {};
+
+	if (sb->s_magic == FUSE_SUPER_MAGIC)
+		return 1;
+	if (!sb->s_stack_depth)
+		return 0;
+	if (bpf_find_vma(task, BPF_CORE_READ(task, mm, start_code), mapped_file_on_fuse, &b, 0))
+		return 1;
+	return !b.found || b.fuse;
+}
+
 /* kernel_cap_t: two u32 words before 6.3, one u64 since. */
 struct kernel_cap_t___new {
 	__u64 val;

@@ -97,6 +97,10 @@ enum event_flag {
 	EVENT_FLAG_EXE_OUTSIDE_ROOT = 1 << 17,
 	EVENT_FLAG_CWD_OUTSIDE_ROOT = 1 << 18,
 	EVENT_FLAG_SCRIPT_OUTSIDE_ROOT = 1 << 19,
+	/* The executable's bytes come from a FUSE server, directly or through
+	 * overlayfs (or another stacking file system), or where they come from
+	 * could not be told: the daemon does not read the file. */
+	EVENT_FLAG_EXE_FUSE = 1 << 20,
 };
 
 /* Indexes of the per-CPU `stats` counters. */
