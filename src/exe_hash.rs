@@ -645,8 +645,9 @@ pub fn hash_verified(
             Err(e) => {
                 match e.raw_os_error() {
                     Some(libc::ENOENT | libc::ESRCH | libc::ENOTDIR) => {}
-                    // A symlink now on the path: not the file that ran.
-                    Some(libc::ELOOP) => changed = true,
+                    // A symlink now on the path, or a user's FUSE mount:
+                    // not the file that ran.
+                    Some(libc::ELOOP | libc::EXDEV) => changed = true,
                     _ => unreadable = true,
                 }
                 continue;
@@ -683,26 +684,14 @@ enum Follow {
 /// the binary is never opened by the daemon, which runs as root. `Ok(None)`:
 /// something else is there.
 fn open_if_same(path: &Path, follow: Follow, identity: &FileIdentity) -> io::Result<Option<File>> {
-    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag, AT_FDCWD};
+    use nix::fcntl::OFlag;
     use std::os::fd::AsRawFd;
     let flags = OFlag::O_PATH | OFlag::O_CLOEXEC;
     let reference = match follow {
         Follow::MagicLink => nix::fcntl::open(path, flags, nix::sys::stat::Mode::empty()),
-        Follow::Nothing => {
-            let how = OpenHow::new()
-                .flags(flags)
-                .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
-            match openat2(AT_FDCWD, path, how) {
-                // No openat2 (before 5.6, or a seccomp filter): at least
-                // not through a symlink at the end.
-                Err(nix::errno::Errno::ENOSYS | nix::errno::Errno::EPERM) => nix::fcntl::open(
-                    path,
-                    flags | OFlag::O_NOFOLLOW,
-                    nix::sys::stat::Mode::empty(),
-                ),
-                r => r,
-            }
-        }
+        // A user's FUSE mount on the path (`EXDEV`) serves another file
+        // than the one that ran, which was not on FUSE (else not asked).
+        Follow::Nothing => crate::containers::trust::open_path_outside_users_fuse(path),
     }
     .map_err(io::Error::from)?;
     let reference = File::from(reference);

@@ -420,6 +420,50 @@ fn a_file_system_that_never_answers_holds_one_worker_not_the_hasher() {
     ));
 }
 
+/// The path of a file that ran, not on FUSE, may lead through a user's FUSE
+/// mount in the daemon's mount table (the process ran in a namespace of its
+/// own, with a file system over that mount, and has exited). The hasher
+/// stops at the mount, before its server is asked anything: `changed` at
+/// once, and the worker stays free. Over and over, as a user could.
+#[test]
+fn a_path_into_a_users_fuse_mount_is_not_entered() {
+    let dir = TempDir::new("user-fuse");
+    let on_dir = dir.0.join("mnt");
+    fs::create_dir(&on_dir).unwrap();
+    let on_file = dir.0.join("tool");
+    write_file(&on_file, b"");
+    let _d = SilentFuse::mount_on(&on_dir, 0o40000, 4242);
+    let _f = SilentFuse::mount_on(&on_file, 0o100644, 4242);
+    let elsewhere = dir.0.join("ran");
+    write_file(&elsewhere, b"the file that ran");
+    let ran = FileIdentity::of_path(&elsewhere).unwrap();
+    let mut h = Hasher::new(HashConfig {
+        stuck_after: Duration::from_millis(300),
+        ..HashConfig::default()
+    })
+    .unwrap();
+    let t0 = Instant::now();
+    for i in 0..40 {
+        for path in [on_dir.join(format!("bin/tool{i}")), on_file.clone()] {
+            let id = FileIdentity {
+                ino: ran.ino + i,
+                ..ran
+            };
+            assert_eq!(
+                hash_now(&mut h, req_for(0, &path, id)),
+                HashOutcome::Skipped(SkipReason::Changed),
+                "{path:?}"
+            );
+        }
+    }
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    // No worker is stuck: a file elsewhere is hashed.
+    assert_eq!(
+        hex(hash_now(&mut h, req_for(0, &elsewhere, ran))),
+        sha256sum(&elsewhere)
+    );
+}
+
 /// A path that now goes through a symlink is not the path that ran, even
 /// when the link leads to the same file: it is not followed (openat2, 5.6+;
 /// without it only a last component that is a link is refused).

@@ -343,3 +343,119 @@ fn a_shells_child_seeded_from_proc_has_the_shell_and_its_args_as_parent() {
     )
     .ok();
 }
+
+/// A process may map a FUSE file over its own arguments, and stop the
+/// server. Were `/proc/PID/cmdline` read through that mapping, the table
+/// (the event loop, the seeding before READY) would wait for good; the
+/// kernel reads it from anonymous memory only (since 4.18), so the process
+/// gets no args, at once, and the next one is read whole.
+#[test]
+fn a_process_whose_args_a_stalled_fuse_server_holds_does_not_hold_the_table() {
+    let _g = lock();
+    common::require_root();
+    assert!(
+        std::path::Path::new("/usr/bin/bindfs").exists(),
+        "this test needs bindfs (a FUSE file system): run scripts/install-deps --test"
+    );
+    let dir = common::tempdir::TempDir::new("args-fuse");
+    let (src, mnt) = (dir.0.join("src"), dir.0.join("mnt"));
+    std::fs::create_dir(&src).unwrap();
+    std::fs::create_dir(&mnt).unwrap();
+    std::fs::write(src.join("page"), vec![b'x'; 4096]).unwrap();
+    let mut server = Command::new("/usr/bin/bindfs")
+        .arg("-f")
+        .args([&src, &mnt])
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while !mnt.join("page").exists() {
+        assert!(Instant::now() < until, "bindfs did not mount");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    struct Cleanup(u32, std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0 as i32),
+                nix::sys::signal::Signal::SIGCONT,
+            );
+            let _ = Command::new("umount").arg("-l").arg(&self.1).status();
+        }
+    }
+    let _cleanup = Cleanup(server.id(), mnt.clone());
+    // The victim maps the FUSE file over the page of its arguments, then
+    // waits; the server stops before anyone touched that page.
+    let script = r#"
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+fields = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+page = int(fields[48 - 3]) & ~4095
+fd = os.open(sys.argv[1], os.O_RDONLY)
+got = libc.mmap(page, 4096, 1, 0x02 | 0x10, fd, 0)
+os.write(1, b"mapped\n" if got == page else b"failed\n")
+time.sleep(120)
+"#;
+    let mut victim = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .arg(mnt.join("page"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(victim.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "mapped\n");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.id() as i32),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (victim_pid, me) = (victim.id(), std::process::id());
+    std::thread::spawn(move || {
+        let mut t = ProcessTable::new(ids(), Limits::for_this_host());
+        let t0 = Instant::now();
+        let seeded = t.seed_pid(victim_pid);
+        let took = t0.elapsed();
+        let args = t
+            .get(victim_pid)
+            .and_then(|e| e.image.as_deref().map(|i| i.args().count()));
+        // The next process is read whole, by a new reader.
+        let next = t.seed_pid(me);
+        let my_args = t
+            .get(me)
+            .and_then(|e| e.image.as_deref().map(|i| i.args().count()));
+        let _ = tx.send((seeded, took, args, next, my_args));
+    });
+    let (seeded, took, args, next, my_args) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the table waited on the stalled FUSE server");
+    assert_eq!(seeded, SeedOne::Seeded);
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert_eq!(
+        args,
+        Some(0),
+        "the args that could not be read are left out"
+    );
+    assert_eq!(next, SeedOne::Seeded);
+    assert!(my_args.is_some_and(|n| n > 0), "{my_args:?}");
+
+    // The server answers again before the victim is killed: a killed
+    // process still finishes a FUSE request its server has taken.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.id() as i32),
+        nix::sys::signal::Signal::SIGCONT,
+    )
+    .unwrap();
+    let _ = victim.kill();
+    let _ = victim.wait();
+    drop(_cleanup);
+    let _ = server.kill();
+    let _ = server.wait();
+}

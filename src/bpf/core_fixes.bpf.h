@@ -116,42 +116,83 @@ static __always_inline int inode_on_upper_layer(struct inode *inode)
 
 #define FUSE_SUPER_MAGIC 0x65735546
 
-struct exe_backing {
-	int found;
-	int fuse;
-};
+/* overlayfs's layers (upper first, then lower and data-only ones): since
+ * 5.7 an array of `numlayer` struct ovl_layer, each starting with the
+ * layer's private mount. */
+struct ovl_layer___local {
+	struct vfsmount *mnt;
+} __attribute__((preserve_access_index));
 
-/* bpf_find_vma's callback: the file the kernel maps is the real one under
- * any stacking (overlayfs maps its lower or upper file, nested or not). */
-static long mapped_file_on_fuse(struct task_struct *task, struct vm_area_struct *vma, void *data)
-{
-	struct exe_backing *b = data;
-	struct file *f = vma->vm_file;
+struct ovl_fs___local {
+	unsigned int numlayer;
+	struct ovl_layer___local *layers;
+} __attribute__((preserve_access_index));
 
-	if (f) {
-		b->found = 1;
-		b->fuse = BPF_CORE_READ(f, f_inode, i_sb, s_magic) == FUSE_SUPER_MAGIC;
+/* Whether an overlayfs super block (by address) may give a FUSE server's
+ * bytes: a layer on FUSE, a layer stacked once more (checked by `inner`),
+ * more layers than checked, or a layout this kernel's BTF does not show.
+ * The whole file system is judged, not the layer the file sits on: no
+ * mapping or per-file state to be misled by, at the price of flagging
+ * every file of an overlay with any FUSE layer. */
+#define OVERLAY_ON_FUSE(name, inner)                                               \
+	__noinline int name(__u64 sb_addr)                                         \
+	{                                                                          \
+		struct super_block *sb = (void *)sb_addr;                          \
+		struct ovl_fs___local *ofs;                                        \
+		struct ovl_layer___local *layers;                                  \
+		__u32 n, i, stride = bpf_core_type_size(struct ovl_layer___local); \
+                                                                                   \
+		if (!bpf_core_type_exists(struct ovl_fs___local) ||                \
+		    !bpf_core_field_exists(struct ovl_fs___local, layers) ||       \
+		    BPF_CORE_READ(sb, s_magic) != OVERLAYFS_SUPER_MAGIC)           \
+			return 1;                                                  \
+		ofs = BPF_CORE_READ(sb, s_fs_info);                                \
+		n = BPF_CORE_READ(ofs, numlayer);                                  \
+		layers = BPF_CORE_READ(ofs, layers);                               \
+		if (!layers || n > OVERLAY_LAYERS_MAX)                             \
+			return 1;                                                  \
+		for (i = 0; i < OVERLAY_LAYERS_MAX; i++) {                         \
+			struct ovl_layer___local *l;                               \
+			struct super_block *lsb;                                   \
+                                                                                   \
+			if (i >= n)                                                \
+				break;                                             \
+			l = (void *)layers + i * stride;                           \
+			lsb = BPF_CORE_READ(l, mnt, mnt_sb);                       \
+			if (!lsb) /* no upper layer */                             \
+				continue;                                          \
+			if (BPF_CORE_READ(lsb, s_magic) == FUSE_SUPER_MAGIC)       \
+				return 1;                                          \
+			if (BPF_CORE_READ(lsb, s_stack_depth) && inner((__u64)lsb)) \
+				return 1;                                          \
+		}                                                                  \
+		return 0;                                                          \
 	}
-	return 0;
+
+/* The kernel stacks file systems at most two deep: a layer of a layer is
+ * not stacked again; were it, it would count as FUSE. */
+static __always_inline int stacked_too_deep(__u64 sb_addr)
+{
+	return 1;
 }
 
-/* Whether the bytes of the file that runs may come from a FUSE server: its
- * own file system is FUSE, or it is stacked (overlayfs, whose layers a user
- * may put on FUSE in a user namespace) and the mapping of the new program's
- * code is a FUSE file or cannot be found. Stacked file systems are rare
- * outside containers, so most execs pay one load and two compares. */
-static __always_inline int exe_may_be_fuse(struct task_struct *task, struct inode *inode)
+OVERLAY_ON_FUSE(lower_overlay_on_fuse, stacked_too_deep)
+OVERLAY_ON_FUSE(overlay_on_fuse, lower_overlay_on_fuse)
+
+/* Whether the bytes of the file that runs may come from a FUSE server. Most
+ * execs pay one load and two compares; a stacked file system (overlayfs:
+ * containers) a walk over its layers. Another stacking file system
+ * (ecryptfs) counts as FUSE: its lower file is not followed. */
+static __always_inline int exe_may_be_fuse(struct inode *inode)
 {
 	struct super_block *sb = inode->i_sb;
-	struct exe_backing b = {};
 
 	if (sb->s_magic == FUSE_SUPER_MAGIC)
 		return 1;
 	if (!sb->s_stack_depth)
 		return 0;
-	if (bpf_find_vma(task, BPF_CORE_READ(task, mm, start_code), mapped_file_on_fuse, &b, 0))
-		return 1;
-	return !b.found || b.fuse;
+	/* A global function takes numbers: the address, read as one. */
+	return overlay_on_fuse((__u64)BPF_CORE_READ(inode, i_sb));
 }
 
 /* kernel_cap_t: two u32 words before 6.3, one u64 since. */

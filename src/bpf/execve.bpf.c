@@ -431,7 +431,7 @@ static __always_inline __u32 write_cwd(struct event_buf *buf, __u32 base,
 
 /* The executable: path, inode identity, and where the file came from. */
 static __always_inline __u32 write_exe(struct event_buf *buf, __u32 base, struct file *file,
-				       struct fs_struct *fs, struct task_struct *task)
+				       struct fs_struct *fs)
 {
 	struct walk w = {
 		.base = base,
@@ -461,7 +461,7 @@ static __always_inline __u32 write_exe(struct event_buf *buf, __u32 base, struct
 	inode_ctime(inode, &ev->exe_ctime_sec, &ev->exe_ctime_nsec);
 	if (inode_on_upper_layer(inode))
 		ev->flags |= EVENT_FLAG_EXE_UPPER_LAYER;
-	if (exe_may_be_fuse(task, inode))
+	if (exe_may_be_fuse(inode))
 		ev->flags |= EVENT_FLAG_EXE_FUSE;
 	return len;
 }
@@ -648,7 +648,7 @@ int BPF_PROG(exec_success, struct task_struct *task, pid_t old_pid,
 	}
 	ev->filename_len = n;
 	off = clamp(n, FILENAME_MAX_LEN);
-	ev->exe_len = write_exe(buf, off, bprm->file, fs, task);
+	ev->exe_len = write_exe(buf, off, bprm->file, fs);
 	off = clamp(off + ev->exe_len, CGROUP_BASE_MAX);
 	ev->cgroup_len = write_cgroup(buf, off, task);
 	off = clamp(off + ev->cgroup_len, CWD_BASE_MAX);

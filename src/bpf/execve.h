@@ -24,6 +24,9 @@ enum event_limits {
 	ARGS_DEFAULT_LIMIT = 16 * 1024,
 	/* Failed execs read argv one pointer at a time; at most this many. */
 	FAILED_ARGV_MAX = 1024,
+	/* Layers of an overlayfs checked for FUSE; an executable on one with
+	 * more is flagged as served by FUSE (could not tell). */
+	OVERLAY_LAYERS_MAX = 128,
 	/* Bytes of the cgroup v2 path, components leaf first. */
 	CGROUP_PATH_MAX_LEN = 2048,
 	/* Deepest cgroup path walked. */
@@ -97,9 +100,9 @@ enum event_flag {
 	EVENT_FLAG_EXE_OUTSIDE_ROOT = 1 << 17,
 	EVENT_FLAG_CWD_OUTSIDE_ROOT = 1 << 18,
 	EVENT_FLAG_SCRIPT_OUTSIDE_ROOT = 1 << 19,
-	/* The executable's bytes come from a FUSE server, directly or through
-	 * overlayfs (or another stacking file system), or where they come from
-	 * could not be told: the daemon does not read the file. */
+	/* The executable's bytes may come from a FUSE server: its file system
+	 * is FUSE, or is an overlayfs with a FUSE layer, or is stacked in a way
+	 * the program cannot see through. The daemon does not read the file. */
 	EVENT_FLAG_EXE_FUSE = 1 << 20,
 };
 

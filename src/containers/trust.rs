@@ -12,7 +12,6 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
@@ -102,10 +101,10 @@ fn check(fd: &OwnedFd, path: &Path, owners: Owners, want_dir: bool) -> Result<()
     Ok(())
 }
 
-/// The mount `fd` is on (its id) and its device, from the VFS alone:
-/// `AT_STATX_DONT_SYNC` lets FUSE answer from its cache instead of asking
-/// its server.
-fn mount_of(fd: BorrowedFd<'_>) -> Result<(u64, u64), Errno> {
+/// The mount `fd` is on (its id), its device and its type and mode, from
+/// the VFS alone: `AT_STATX_DONT_SYNC` lets FUSE answer from its cache
+/// instead of asking its server.
+fn statx_of(fd: BorrowedFd<'_>) -> Result<(u64, u64, u16), Errno> {
     // SAFETY: statx is plain old data, all zeroes valid.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: an open descriptor, a NUL-ended empty path with AT_EMPTY_PATH,
@@ -115,7 +114,7 @@ fn mount_of(fd: BorrowedFd<'_>) -> Result<(u64, u64), Errno> {
             fd.as_raw_fd(),
             c"".as_ptr(),
             libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
-            libc::STATX_MNT_ID,
+            libc::STATX_MNT_ID | libc::STATX_TYPE,
             &mut stx,
         )
     };
@@ -126,11 +125,23 @@ fn mount_of(fd: BorrowedFd<'_>) -> Result<(u64, u64), Errno> {
         return Err(Errno::ENOSYS); // before 5.8
     }
     let dev = libc::makedev(stx.stx_dev_major, stx.stx_dev_minor);
-    Ok((stx.stx_mnt_id, dev))
+    Ok((stx.stx_mnt_id, dev, stx.stx_mode))
 }
 
-/// The file system type of mount `id` (`/proc/self/mountinfo`).
-fn mount_type(id: u64) -> Option<String> {
+/// What a mount is, for a walk that must not ask a user's server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MountKind {
+    /// Not FUSE.
+    Other,
+    /// FUSE mounted with `user_id=0`: in the daemon's own mount table only
+    /// root can have made it (fusermount gives the caller's uid, and a user
+    /// namespace's mounts are in a table of its own).
+    RootsFuse,
+    UsersFuse,
+}
+
+/// What mount `id` is (`/proc/self/mountinfo`: type and super options).
+fn mount_kind(id: u64) -> Option<MountKind> {
     MOUNTINFO_READS.with(|n| n.set(n.get() + 1));
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let id = id.to_string();
@@ -138,7 +149,17 @@ fn mount_type(id: u64) -> Option<String> {
         .lines()
         .find(|l| l.split(' ').next() == Some(id.as_str()))?;
     let (_, after) = line.split_once(" - ")?;
-    after.split(' ').next().map(str::to_string)
+    let mut fields = after.split(' ');
+    let fstype = fields.next()?;
+    let options = fields.nth(1).unwrap_or("");
+    if !(fstype == "fuse" || fstype == "fuseblk" || fstype.starts_with("fuse.")) {
+        return Some(MountKind::Other);
+    }
+    Some(if options.split(',').any(|o| o == "user_id=0") {
+        MountKind::RootsFuse
+    } else {
+        MountKind::UsersFuse
+    })
 }
 
 thread_local! {
@@ -146,29 +167,101 @@ thread_local! {
     static MOUNTINFO_READS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
-/// Whether each mount (id and device) seen is FUSE: the mount table is read
-/// once per mount, not per walk (on a host with thousands of mounts it is
-/// large, and each of a user's forged cgroups asks for a walk). A user can
-/// mount only FUSE, and unmount only their own: a mount found not to be
-/// FUSE stays so until root unmounts it.
-static FUSE_MOUNTS: Mutex<Option<HashMap<(u64, u64), bool>>> = Mutex::new(None);
-const FUSE_MOUNTS_MAX: usize = 4096;
+/// What each mount (id and device) seen is, per thread: the mount table is
+/// read once per mount, not per walk (on a host with thousands of mounts it
+/// is large, and each of a user's forged cgroups asks for a walk), and again
+/// after any mount or unmount, since both numbers are reused, lowest free
+/// first: a user's new mount may take those of one known to be root's.
+struct MountKinds {
+    /// `/proc/self/mountinfo`, polled for a change (`POLLPRI`).
+    table: Option<File>,
+    kinds: HashMap<(u64, u64), MountKind>,
+}
 
-/// Whether the mount is FUSE (`fuse`, `fuseblk`, `fuse.*`); `None` when the
-/// mount table does not have it.
-fn is_fuse(id: u64, dev: u64) -> Option<bool> {
-    let mut cache = FUSE_MOUNTS.lock().unwrap_or_else(|e| e.into_inner());
-    let cache = cache.get_or_insert_with(HashMap::new);
-    if let Some(&fuse) = cache.get(&(id, dev)) {
-        return Some(fuse);
+const MOUNT_KINDS_MAX: usize = 4096;
+
+thread_local! {
+    static MOUNT_KINDS: std::cell::RefCell<MountKinds> = std::cell::RefCell::new(MountKinds {
+        table: None,
+        kinds: HashMap::new(),
+    });
+}
+
+impl MountKinds {
+    /// Whether the mount table may have changed since this thread last
+    /// asked; the kernel keeps that per open file.
+    fn changed(&mut self) -> bool {
+        let Some(table) = &self.table else {
+            self.table = File::open("/proc/self/mountinfo").ok();
+            return true;
+        };
+        let mut p = libc::pollfd {
+            fd: table.as_raw_fd(),
+            events: libc::POLLPRI,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, for an open descriptor, no wait.
+        let r = unsafe { libc::poll(&mut p, 1, 0) };
+        // Changed: POLLPRI (with POLLERR); an error counts as a change.
+        r != 0
     }
-    let t = mount_type(id)?;
-    let fuse = t == "fuse" || t == "fuseblk" || t.starts_with("fuse.");
-    if cache.len() >= FUSE_MOUNTS_MAX {
-        cache.clear();
+}
+
+/// Whether the mount is FUSE (`fuse`, `fuseblk`, `fuse.*`), and whose;
+/// `None` when the mount table does not have it. Called after the mount's
+/// numbers were taken from an open file, so a change since is seen.
+fn kind_of(id: u64, dev: u64) -> Option<MountKind> {
+    MOUNT_KINDS.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.changed() || m.kinds.len() >= MOUNT_KINDS_MAX {
+            m.kinds.clear();
+        }
+        if let Some(&kind) = m.kinds.get(&(id, dev)) {
+            return Some(kind);
+        }
+        let kind = mount_kind(id)?;
+        m.kinds.insert((id, dev), kind);
+        Some(kind)
+    })
+}
+
+/// A bare reference (`O_PATH`) to the file at `path` (absolute), taken one
+/// component at a time from `/`: a symbolic link anywhere on it is `ELOOP`
+/// (as is `..`), and a step into a FUSE mount a user made is `EXDEV`,
+/// before anything is looked up in it: its server may never answer, and
+/// would hold the caller for good. Root's FUSE mounts are entered.
+pub fn open_path_outside_users_fuse(path: &Path) -> Result<OwnedFd, Errno> {
+    let mut comps = path.components().peekable();
+    if comps.next() != Some(Component::RootDir) {
+        return Err(Errno::EINVAL);
     }
-    cache.insert((id, dev), fuse);
-    Some(fuse)
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut fd = nix::fcntl::open("/", flags, Mode::empty())?;
+    let (mut at, _, _) = statx_of(fd.as_fd())?;
+    while let Some(c) = comps.next() {
+        let Component::Normal(name) = c else {
+            return Err(Errno::ELOOP);
+        };
+        fd = openat(fd.as_fd(), name, flags, Mode::empty())?;
+        // FUSE without `allow_other` refuses even root a stat: a user's.
+        let (id, dev, mode) = statx_of(fd.as_fd()).map_err(|e| match e {
+            Errno::EACCES => Errno::EXDEV,
+            e => e,
+        })?;
+        if u32::from(mode) & libc::S_IFMT == libc::S_IFLNK {
+            return Err(Errno::ELOOP);
+        }
+        if id != at {
+            match kind_of(id, dev) {
+                Some(MountKind::Other | MountKind::RootsFuse) => at = id,
+                Some(MountKind::UsersFuse) | None => return Err(Errno::EXDEV),
+            }
+        }
+        if comps.peek().is_some() && u32::from(mode) & libc::S_IFMT != libc::S_IFDIR {
+            return Err(Errno::ENOTDIR);
+        }
+    }
+    Ok(fd)
 }
 
 /// Where a walk is: the mount of the last directory it checked.
@@ -196,12 +289,14 @@ impl Mounts {
             path: path.to_path_buf(),
             why,
         };
-        let (id, dev) =
-            mount_of(fd.as_fd()).map_err(|e| untrusted(format!("its mount is unknown ({e})")))?;
+        let (id, dev, _) =
+            statx_of(fd.as_fd()).map_err(|e| untrusted(format!("its mount is unknown ({e})")))?;
         if self.at.is_some_and(|at| at != id) {
-            match is_fuse(id, dev) {
-                Some(true) => return Err(untrusted("on a FUSE mount".into())),
-                Some(false) => {}
+            match kind_of(id, dev) {
+                Some(MountKind::RootsFuse | MountKind::UsersFuse) => {
+                    return Err(untrusted("on a FUSE mount".into()))
+                }
+                Some(MountKind::Other) => {}
                 None => return Err(untrusted("a mount not in /proc/self/mountinfo".into())),
             }
         }
@@ -377,6 +472,59 @@ mod tests {
         // Root's walks do not look.
         open_dir(Path::new("/proc/sys"), Owners::Root).unwrap();
         assert_eq!(reads_now() - before, reads);
+    }
+
+    #[test]
+    fn the_mount_table_is_read_again_after_any_mount_or_unmount() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test mounts a tmpfs: run it as root"
+        );
+        let reads_now = || MOUNTINFO_READS.with(|n| n.get());
+        let walk = || open_path_outside_users_fuse(Path::new("/proc/sys")).unwrap();
+        walk();
+        let before = reads_now();
+        walk();
+        assert_eq!(
+            reads_now(),
+            before,
+            "the kinds are kept while nothing changes"
+        );
+        let dir = std::env::temp_dir().join(format!("execwatch-mounts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            &dir,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        nix::mount::umount(&dir).unwrap();
+        std::fs::remove_dir(&dir).unwrap();
+        walk();
+        assert_eq!(reads_now(), before + 1, "a mount since: read again");
+    }
+
+    #[test]
+    fn the_path_walk_follows_no_link_and_no_dots() {
+        assert_eq!(
+            open_path_outside_users_fuse(Path::new("proc")).unwrap_err(),
+            Errno::EINVAL
+        );
+        assert_eq!(
+            open_path_outside_users_fuse(Path::new("/proc/self/exe")).unwrap_err(),
+            Errno::ELOOP
+        );
+        assert_eq!(
+            open_path_outside_users_fuse(Path::new("/proc/../proc")).unwrap_err(),
+            Errno::ELOOP
+        );
+        assert_eq!(
+            open_path_outside_users_fuse(Path::new("/proc/version/x")).unwrap_err(),
+            Errno::ENOTDIR
+        );
+        open_path_outside_users_fuse(Path::new("/proc/version")).unwrap();
     }
 
     #[test]
