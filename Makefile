@@ -1,5 +1,6 @@
 # make install: build the release binary and install it with its systemd
-# unit, journal catalog, man pages and completions. Then:
+# unit, journal catalog, modules-load.d entry (overlay), man pages and
+# completions. Then:
 #   systemctl enable --now execwatch
 # make package: the Debian package instead (scripts/package), which does the
 # enabling, starting and the clean removal itself.
@@ -7,6 +8,7 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 UNITDIR ?= /etc/systemd/system
 CATALOGDIR ?= /usr/lib/systemd/catalog
+MODULESLOADDIR ?= /usr/lib/modules-load.d
 MANDIR ?= $(PREFIX)/share/man
 BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
@@ -30,6 +32,7 @@ install: build
 		deploy/systemd/execwatch.service > $(DESTDIR)$(UNITDIR)/execwatch.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/execwatch.service
 	install -D -m 0644 deploy/systemd/execwatch.catalog $(DESTDIR)$(CATALOGDIR)/execwatch.catalog
+	install -D -m 0644 deploy/systemd/execwatch-modules.conf $(DESTDIR)$(MODULESLOADDIR)/execwatch.conf
 	install -d $(DESTDIR)$(MANDIR)/man1
 	install -m 0644 $(FILES)/man/*.1 $(DESTDIR)$(MANDIR)/man1/
 	install -D -m 0644 $(FILES)/completions/execwatch.bash $(DESTDIR)$(BASHCOMPDIR)/execwatch
@@ -40,7 +43,7 @@ install: build
 uninstall:
 	@if [ -z "$(DESTDIR)" ]; then systemctl disable --now execwatch 2>/dev/null || true; fi
 	rm -f $(DESTDIR)$(PREFIX)/bin/execwatch $(DESTDIR)$(UNITDIR)/execwatch.service \
-		$(DESTDIR)$(CATALOGDIR)/execwatch.catalog \
+		$(DESTDIR)$(CATALOGDIR)/execwatch.catalog $(DESTDIR)$(MODULESLOADDIR)/execwatch.conf \
 		$(DESTDIR)$(MANDIR)/man1/execwatch.1 $(DESTDIR)$(MANDIR)/man1/execwatch-*.1 \
 		$(DESTDIR)$(BASHCOMPDIR)/execwatch $(DESTDIR)$(ZSHCOMPDIR)/_execwatch \
 		$(DESTDIR)$(FISHCOMPDIR)/execwatch.fish

@@ -690,7 +690,8 @@ fn open_if_same(path: &Path, follow: Follow, identity: &FileIdentity) -> io::Res
     let reference = match follow {
         Follow::MagicLink => nix::fcntl::open(path, flags, nix::sys::stat::Mode::empty()),
         // A user's FUSE mount on the path (`EXDEV`) serves another file
-        // than the one that ran, which was not on FUSE (else not asked).
+        // than the one that ran, which was not on FUSE (else not asked); a
+        // mount table that cannot be read is `EIO`: unreadable.
         Follow::Nothing => crate::containers::trust::open_path_outside_users_fuse(path),
     }
     .map_err(io::Error::from)?;

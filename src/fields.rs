@@ -1316,7 +1316,7 @@ pub static FIELDS: &[Field] = &[
         text: Text::Label("fuse"),
         ty: Type::Bool,
         present: "when true",
-        doc: "A FUSE server, a user-space process, may give the file's bytes: the file is on a FUSE mount (an AppImage, sshfs, virtiofs), or on an overlayfs any of whose layers is on FUSE (or has more than 128 layers), or on another stacked file system (ecryptfs). Such a file is not hashed (`execwatch.hash.skipped` `fuse`).",
+        doc: "A FUSE server, a user-space process, may give the file's bytes: the file is on a FUSE mount (an AppImage, sshfs, virtiofs), or on an overlayfs any of whose layers is on FUSE (or has more than 128 layers), or on another stacked file system (ecryptfs), or on an overlayfs while overlayfs's types were unknown to execwatch (its module loaded after execwatch started; a warning says so at start). Such a file is not hashed (`execwatch.hash.skipped` `fuse`).",
         value: |ev| only_true(ev.exe_fuse),
     },
     Field {

@@ -17,7 +17,7 @@ use execwatch::metrics::{self, Metrics};
 use execwatch::output::{journald, Format};
 use execwatch::preflight;
 use execwatch::sd_notify::Notifier;
-use tracing::info;
+use tracing::{info, warn};
 
 /// `0.1.0 (git 1a2b3c4)`; build.rs finds the commit ("unknown" outside git).
 const VERSION: &str = concat!(
@@ -464,6 +464,11 @@ fn run(args: &RunArgs, format: Format) -> Result<()> {
         failed_execs = loader.failed_execs().name(),
         "execwatch attached"
     );
+    if !execwatch::preflight::overlayfs_known() {
+        warn!(
+            "overlayfs was not loaded when execwatch started: until execwatch restarts, every file on an overlayfs counts as served by FUSE (not hashed) and none is marked upper_layer; load it before execwatch (modprobe overlay; the package and make install list it in modules-load.d)"
+        );
+    }
     if !excluded.is_empty() {
         info!(
             fields = %args.exclude_fields.join(","),

@@ -79,6 +79,13 @@ pub enum PreflightError {
 }
 
 /// Parse `major.minor` from a kernel release string like `6.18.44-foo`.
+/// Whether overlayfs is in the kernel now (built in, or its module loaded):
+/// the BPF program reads its types only if they exist when it loads.
+pub fn overlayfs_known() -> bool {
+    std::fs::read_to_string("/proc/filesystems")
+        .is_ok_and(|f| f.lines().any(|l| l.split('\t').nth(1) == Some("overlay")))
+}
+
 pub fn parse_release(release: &str) -> Option<(u32, u32)> {
     let mut it = release.split(|c: char| !c.is_ascii_digit());
     let major = it.next()?.parse().ok()?;

@@ -327,6 +327,30 @@ fn an_executable_a_fuse_server_gives_is_flagged_and_not_read() {
     };
     let _unmount_merged = overlay(&fuse, &upper, &work, &merged);
     let _unmount_plain = overlay(&plain_lower, &plain_upper, &plain_work, &plain);
+    // FUSE as the second of two lower layers: the file comes from the
+    // first, yet the overlayfs as a whole may give a FUSE server's bytes.
+    let [up2, work2, mixed, up3, work3, nested, up4, work4, nested_plain] = [
+        "up2", "work2", "mixed", "up3", "work3", "nested", "up4", "work4", "nplain",
+    ]
+    .map(|n| dir.0.join(n));
+    for p in [
+        &up2,
+        &work2,
+        &mixed,
+        &up3,
+        &work3,
+        &nested,
+        &up4,
+        &work4,
+        &nested_plain,
+    ] {
+        std::fs::create_dir(p).unwrap();
+    }
+    let two_lowers = PathBuf::from(format!("{}:{}", plain_lower.display(), fuse.display()));
+    let _unmount_mixed = overlay(&two_lowers, &up2, &work2, &mixed);
+    // An overlayfs over an overlayfs: its layer's own layers are checked.
+    let _unmount_nested = overlay(&merged, &up3, &work3, &nested);
+    let _unmount_nested_plain = overlay(&plain, &up4, &work4, &nested_plain);
 
     let m = marker("fuse");
     run(Command::new(fuse.join("served")).arg(&m));
@@ -342,6 +366,20 @@ fn an_executable_a_fuse_server_gives_is_flagged_and_not_read() {
         .has("execwatch.hash.skipped", "fuse".into())
         .lacks("process.hash.sha256")
         .lacks("execwatch.executable.upper_layer");
+
+    for (name, exe) in [
+        ("mixed", mixed.join("plain")),
+        ("nested", nested.join("served")),
+    ] {
+        let m = marker(name);
+        run(Command::new(exe).arg(&m));
+        f.exec_with(&m)
+            .has("execwatch.executable.fuse", true.into())
+            .has("execwatch.hash.skipped", "fuse".into());
+    }
+    let m = marker("nestedplain");
+    run(Command::new(nested_plain.join("plain")).arg(&m));
+    f.exec_with(&m).lacks("execwatch.executable.fuse");
 
     let m = marker("plainoverlay");
     run(Command::new(plain.join("plain")).arg(&m));

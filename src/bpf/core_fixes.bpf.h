@@ -130,7 +130,9 @@ struct ovl_fs___local {
 
 /* Whether an overlayfs super block (by address) may give a FUSE server's
  * bytes: a layer on FUSE, a layer stacked once more (checked by `inner`),
- * more layers than checked, or a layout this kernel's BTF does not show.
+ * more layers than checked, a read that fails (an overlayfs has the upper
+ * slot and at least one lower layer), or a layout this kernel's BTF does
+ * not show (overlay loaded as a module after the program).
  * The whole file system is judged, not the layer the file sits on: no
  * mapping or per-file state to be misled by, at the price of flagging
  * every file of an overlay with any FUSE layer. */
@@ -149,7 +151,7 @@ struct ovl_fs___local {
 		ofs = BPF_CORE_READ(sb, s_fs_info);                                \
 		n = BPF_CORE_READ(ofs, numlayer);                                  \
 		layers = BPF_CORE_READ(ofs, layers);                               \
-		if (!layers || n > OVERLAY_LAYERS_MAX)                             \
+		if (!layers || n < 2 || n > OVERLAY_LAYERS_MAX)                    \
 			return 1;                                                  \
 		for (i = 0; i < OVERLAY_LAYERS_MAX; i++) {                         \
 			struct ovl_layer___local *l;                               \
@@ -159,8 +161,11 @@ struct ovl_fs___local {
 				break;                                             \
 			l = (void *)layers + i * stride;                           \
 			lsb = BPF_CORE_READ(l, mnt, mnt_sb);                       \
-			if (!lsb) /* no upper layer */                             \
-				continue;                                          \
+			if (!lsb) {                                                \
+				if (i == 0) /* no upper layer */                   \
+					continue;                                  \
+				return 1; /* unreadable: cannot tell */            \
+			}                                                          \
 			if (BPF_CORE_READ(lsb, s_magic) == FUSE_SUPER_MAGIC)       \
 				return 1;                                          \
 			if (BPF_CORE_READ(lsb, s_stack_depth) && inner((__u64)lsb)) \

@@ -140,26 +140,45 @@ enum MountKind {
     UsersFuse,
 }
 
-/// What mount `id` is (`/proc/self/mountinfo`: type and super options).
-fn mount_kind(id: u64) -> Option<MountKind> {
-    MOUNTINFO_READS.with(|n| n.set(n.get() + 1));
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let id = id.to_string();
-    let line = info
-        .lines()
-        .find(|l| l.split(' ').next() == Some(id.as_str()))?;
-    let (_, after) = line.split_once(" - ")?;
-    let mut fields = after.split(' ');
-    let fstype = fields.next()?;
-    let options = fields.nth(1).unwrap_or("");
-    if !(fstype == "fuse" || fstype == "fuseblk" || fstype.starts_with("fuse.")) {
-        return Some(MountKind::Other);
-    }
-    Some(if options.split(',').any(|o| o == "user_id=0") {
+/// One line of `/proc/self/mountinfo`: the mount's id and device, and what
+/// it is (type, and for FUSE the `user_id` among the super options).
+fn parse_mount_line(line: &[u8]) -> Option<((u64, u64), MountKind)> {
+    let num = |b: &[u8]| std::str::from_utf8(b).ok()?.parse::<u64>().ok();
+    let mut fields = line.split(|&b| b == b' ');
+    let id = num(fields.next()?)?;
+    let _parent = fields.next()?;
+    let (major, minor) = {
+        let d = fields.next()?;
+        let colon = d.iter().position(|&b| b == b':')?;
+        (num(&d[..colon])?, num(&d[colon + 1..])?)
+    };
+    let dev = libc::makedev(major.try_into().ok()?, minor.try_into().ok()?);
+    // Root and mount point escape spaces, so the lone `-` ends the optional
+    // fields; then type, source, super options.
+    let mut after = fields.skip_while(|f| *f != b"-").skip(1);
+    let fstype = after.next()?;
+    let options = after.nth(1).unwrap_or(b"");
+    let fuse = fstype == b"fuse" || fstype == b"fuseblk" || fstype.starts_with(b"fuse.");
+    let kind = if !fuse {
+        MountKind::Other
+    } else if options.split(|&b| b == b',').any(|o| o == b"user_id=0") {
         MountKind::RootsFuse
     } else {
         MountKind::UsersFuse
-    })
+    };
+    Some(((id, dev), kind))
+}
+
+/// Every mount of `/proc/self/mountinfo`, by id and device. Read as bytes:
+/// a user names mount points and FUSE sources as they like.
+fn read_mount_kinds() -> Option<HashMap<(u64, u64), MountKind>> {
+    MOUNTINFO_READS.with(|n| n.set(n.get() + 1));
+    let info = std::fs::read("/proc/self/mountinfo").ok()?;
+    Some(
+        info.split(|&b| b == b'\n')
+            .filter_map(parse_mount_line)
+            .collect(),
+    )
 }
 
 thread_local! {
@@ -167,18 +186,17 @@ thread_local! {
     static MOUNTINFO_READS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
-/// What each mount (id and device) seen is, per thread: the mount table is
-/// read once per mount, not per walk (on a host with thousands of mounts it
-/// is large, and each of a user's forged cgroups asks for a walk), and again
-/// after any mount or unmount, since both numbers are reused, lowest free
-/// first: a user's new mount may take those of one known to be root's.
+/// What each mount (id and device) is, per thread: the whole mount table,
+/// read when a mount is not in it yet, and again after any mount or
+/// unmount, since both numbers are reused, lowest free first: a user's new
+/// mount may take those of one known to be root's. Not per walk: on a host
+/// with thousands of mounts the table is large, and each of a user's forged
+/// cgroups asks for a walk.
 struct MountKinds {
     /// `/proc/self/mountinfo`, polled for a change (`POLLPRI`).
     table: Option<File>,
     kinds: HashMap<(u64, u64), MountKind>,
 }
-
-const MOUNT_KINDS_MAX: usize = 4096;
 
 thread_local! {
     static MOUNT_KINDS: std::cell::RefCell<MountKinds> = std::cell::RefCell::new(MountKinds {
@@ -207,21 +225,32 @@ impl MountKinds {
     }
 }
 
-/// Whether the mount is FUSE (`fuse`, `fuseblk`, `fuse.*`), and whose;
-/// `None` when the mount table does not have it. Called after the mount's
-/// numbers were taken from an open file, so a change since is seen.
-fn kind_of(id: u64, dev: u64) -> Option<MountKind> {
+/// Why a mount's kind is not known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KindUnknown {
+    /// Not in the mount table (unmounted since it was opened).
+    NotMounted,
+    /// The mount table could not be read.
+    TableUnreadable,
+}
+
+/// Whether the mount is FUSE (`fuse`, `fuseblk`, `fuse.*`), and whose.
+/// Called after the mount's numbers were taken from an open file, so a
+/// change of the table since then is seen.
+fn kind_of(id: u64, dev: u64) -> Result<MountKind, KindUnknown> {
     MOUNT_KINDS.with(|m| {
         let mut m = m.borrow_mut();
-        if m.changed() || m.kinds.len() >= MOUNT_KINDS_MAX {
+        if m.changed() {
             m.kinds.clear();
         }
         if let Some(&kind) = m.kinds.get(&(id, dev)) {
-            return Some(kind);
+            return Ok(kind);
         }
-        let kind = mount_kind(id)?;
-        m.kinds.insert((id, dev), kind);
-        Some(kind)
+        m.kinds = read_mount_kinds().ok_or(KindUnknown::TableUnreadable)?;
+        m.kinds
+            .get(&(id, dev))
+            .copied()
+            .ok_or(KindUnknown::NotMounted)
     })
 }
 
@@ -253,8 +282,11 @@ pub fn open_path_outside_users_fuse(path: &Path) -> Result<OwnedFd, Errno> {
         }
         if id != at {
             match kind_of(id, dev) {
-                Some(MountKind::Other | MountKind::RootsFuse) => at = id,
-                Some(MountKind::UsersFuse) | None => return Err(Errno::EXDEV),
+                Ok(MountKind::Other | MountKind::RootsFuse) => at = id,
+                Ok(MountKind::UsersFuse) | Err(KindUnknown::NotMounted) => {
+                    return Err(Errno::EXDEV)
+                }
+                Err(KindUnknown::TableUnreadable) => return Err(Errno::EIO),
             }
         }
         if comps.peek().is_some() && u32::from(mode) & libc::S_IFMT != libc::S_IFDIR {
@@ -293,11 +325,16 @@ impl Mounts {
             statx_of(fd.as_fd()).map_err(|e| untrusted(format!("its mount is unknown ({e})")))?;
         if self.at.is_some_and(|at| at != id) {
             match kind_of(id, dev) {
-                Some(MountKind::RootsFuse | MountKind::UsersFuse) => {
+                Ok(MountKind::RootsFuse | MountKind::UsersFuse) => {
                     return Err(untrusted("on a FUSE mount".into()))
                 }
-                Some(MountKind::Other) => {}
-                None => return Err(untrusted("a mount not in /proc/self/mountinfo".into())),
+                Ok(MountKind::Other) => {}
+                Err(KindUnknown::NotMounted) => {
+                    return Err(untrusted("a mount not in /proc/self/mountinfo".into()))
+                }
+                Err(KindUnknown::TableUnreadable) => {
+                    return Err(untrusted("/proc/self/mountinfo could not be read".into()))
+                }
             }
         }
         self.at = Some(id);
@@ -503,7 +540,32 @@ mod tests {
         nix::mount::umount(&dir).unwrap();
         std::fs::remove_dir(&dir).unwrap();
         walk();
-        assert_eq!(reads_now(), before + 1, "a mount since: read again");
+        assert!(reads_now() > before, "a mount since: read again");
+    }
+
+    #[test]
+    fn mount_lines_are_read_as_bytes_and_fuse_is_told_by_its_user_id() {
+        let line = parse_mount_line;
+        let dev = |a, b| libc::makedev(a, b);
+        assert_eq!(
+            line(b"36 35 98:0 / /mnt\\040x rw,noatime master:1 - ext4 /dev/root rw"),
+            Some(((36, dev(98, 0)), MountKind::Other))
+        );
+        assert_eq!(
+            line(b"40 1 0:50 / /home/u/\xff\xfe rw shared:9 - fuse.sshfs \xffsrc rw,user_id=1000,group_id=1000"),
+            Some(((40, dev(0, 50)), MountKind::UsersFuse))
+        );
+        assert_eq!(
+            line(b"41 1 0:51 / /srv rw - fuse /src rw,user_id=0,group_id=0,allow_other"),
+            Some(((41, dev(0, 51)), MountKind::RootsFuse))
+        );
+        // user_id=0 only as a whole option, not as the end of another.
+        assert_eq!(
+            line(b"42 1 0:52 / /x rw - fuseblk /dev/sdb rw,xuser_id=0"),
+            Some(((42, dev(0, 52)), MountKind::UsersFuse))
+        );
+        assert_eq!(line(b"garbage"), None);
+        assert_eq!(line(b"43 1 0:53 / /y rw"), None);
     }
 
     #[test]
