@@ -464,7 +464,7 @@ fn run(args: &RunArgs, format: Format) -> Result<()> {
         failed_execs = loader.failed_execs().name(),
         "execwatch attached"
     );
-    if !execwatch::preflight::overlayfs_known() {
+    if !preflight::overlayfs_known() {
         warn!(
             "overlayfs was not loaded when execwatch started: until execwatch restarts, every file on an overlayfs counts as served by FUSE (not hashed) and none is marked upper_layer; load it before execwatch (modprobe overlay; the package and make install list it in modules-load.d)"
         );

@@ -167,20 +167,7 @@ fn exec_context_in_every_format() {
         std::fs::create_dir(p).unwrap();
     }
     copy_exe("/bin/true", &lower.join("from_image"), 0o755);
-    run(Command::new("mount").args([
-        "-t",
-        "overlay",
-        "overlay",
-        "-o",
-        &format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.display(),
-            upper.display(),
-            work.display()
-        ),
-        merged.to_str().unwrap(),
-    ]));
-    let _unmount = Unmount(merged.clone());
+    let _unmount = mount_overlay(&lower, &upper, &work, &merged);
     copy_exe("/bin/true", &merged.join("dropped"), 0o755);
     let m_lower = marker("lower");
     let m_upper = marker("upper");
@@ -309,24 +296,8 @@ fn an_executable_a_fuse_server_gives_is_flagged_and_not_read() {
     copy_exe("/bin/true", &plain_lower.join("plain"), 0o755);
     run(Command::new(bindfs).args([src.to_str().unwrap(), fuse.to_str().unwrap()]));
     let _unmount_fuse = Unmount(fuse.clone());
-    let overlay = |lower: &Path, upper: &Path, work: &Path, at: &Path| {
-        run(Command::new("mount").args([
-            "-t",
-            "overlay",
-            "overlay",
-            "-o",
-            &format!(
-                "lowerdir={},upperdir={},workdir={}",
-                lower.display(),
-                upper.display(),
-                work.display()
-            ),
-            at.to_str().unwrap(),
-        ]));
-        Unmount(at.to_path_buf())
-    };
-    let _unmount_merged = overlay(&fuse, &upper, &work, &merged);
-    let _unmount_plain = overlay(&plain_lower, &plain_upper, &plain_work, &plain);
+    let _unmount_merged = mount_overlay(&fuse, &upper, &work, &merged);
+    let _unmount_plain = mount_overlay(&plain_lower, &plain_upper, &plain_work, &plain);
     // FUSE as the second of two lower layers: the file comes from the
     // first, yet the overlayfs as a whole may give a FUSE server's bytes.
     let [up2, work2, mixed, up3, work3, nested, up4, work4, nested_plain] = [
@@ -347,10 +318,10 @@ fn an_executable_a_fuse_server_gives_is_flagged_and_not_read() {
         std::fs::create_dir(p).unwrap();
     }
     let two_lowers = PathBuf::from(format!("{}:{}", plain_lower.display(), fuse.display()));
-    let _unmount_mixed = overlay(&two_lowers, &up2, &work2, &mixed);
+    let _unmount_mixed = mount_overlay(&two_lowers, &up2, &work2, &mixed);
     // An overlayfs over an overlayfs: its layer's own layers are checked.
-    let _unmount_nested = overlay(&merged, &up3, &work3, &nested);
-    let _unmount_nested_plain = overlay(&plain, &up4, &work4, &nested_plain);
+    let _unmount_nested = mount_overlay(&merged, &up3, &work3, &nested);
+    let _unmount_nested_plain = mount_overlay(&plain, &up4, &work4, &nested_plain);
 
     let m = marker("fuse");
     run(Command::new(fuse.join("served")).arg(&m));
@@ -463,6 +434,24 @@ fn an_exec_with_more_fields_than_journald_takes_still_reaches_it() {
 
 /// Unmounts its path when dropped.
 struct Unmount(PathBuf);
+
+/// An overlayfs at `at`, unmounted when the guard goes.
+fn mount_overlay(lower: &Path, upper: &Path, work: &Path, at: &Path) -> Unmount {
+    run(Command::new("mount").args([
+        "-t",
+        "overlay",
+        "overlay",
+        "-o",
+        &format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            upper.display(),
+            work.display()
+        ),
+        at.to_str().unwrap(),
+    ]));
+    Unmount(at.to_path_buf())
+}
 
 impl Drop for Unmount {
     fn drop(&mut self) {
