@@ -23,6 +23,15 @@ fn scratch_dir(name: &str) -> common::tempdir::TempDir {
     d
 }
 
+/// Directories `names` made in `dir`, in that order.
+fn new_dirs<const N: usize>(dir: &Path, names: [&str; N]) -> [PathBuf; N] {
+    names.map(|n| {
+        let p = dir.join(n);
+        std::fs::create_dir(&p).unwrap();
+        p
+    })
+}
+
 fn copy_exe(from: &str, to: &Path, mode: u32) {
     std::fs::copy(from, to).unwrap();
     std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -157,15 +166,7 @@ fn exec_context_in_every_format() {
         .lacks("execwatch.executable.memfd");
 
     // overlayfs: a file from the lower layer, and one written into the mount.
-    let (lower, upper, work, merged) = (
-        dir.0.join("lower"),
-        dir.0.join("upper"),
-        dir.0.join("work"),
-        dir.0.join("merged"),
-    );
-    for p in [&lower, &upper, &work, &merged] {
-        std::fs::create_dir(p).unwrap();
-    }
+    let [lower, upper, work, merged] = new_dirs(&dir.0, ["lower", "upper", "work", "merged"]);
     copy_exe("/bin/true", &lower.join("from_image"), 0o755);
     let _unmount = mount_overlay(&lower, &upper, &work, &merged);
     copy_exe("/bin/true", &merged.join("dropped"), 0o755);
@@ -275,23 +276,12 @@ fn an_executable_a_fuse_server_gives_is_flagged_and_not_read() {
     );
     let f = Formats::start(&[]);
     let dir = scratch_dir("fuse");
-    let [src, fuse, upper, work, merged, plain_lower, plain_upper, plain_work, plain] = [
-        "src", "fuse", "upper", "work", "merged", "plower", "pupper", "pwork", "plain",
-    ]
-    .map(|n| dir.0.join(n));
-    for p in [
-        &src,
-        &fuse,
-        &upper,
-        &work,
-        &merged,
-        &plain_lower,
-        &plain_upper,
-        &plain_work,
-        &plain,
-    ] {
-        std::fs::create_dir(p).unwrap();
-    }
+    let [src, fuse, upper, work, merged, plain_lower, plain_upper, plain_work, plain] = new_dirs(
+        &dir.0,
+        [
+            "src", "fuse", "upper", "work", "merged", "plower", "pupper", "pwork", "plain",
+        ],
+    );
     copy_exe("/bin/true", &src.join("served"), 0o755);
     copy_exe("/bin/true", &plain_lower.join("plain"), 0o755);
     run(Command::new(bindfs).args([src.to_str().unwrap(), fuse.to_str().unwrap()]));
@@ -300,23 +290,12 @@ fn an_executable_a_fuse_server_gives_is_flagged_and_not_read() {
     let _unmount_plain = mount_overlay(&plain_lower, &plain_upper, &plain_work, &plain);
     // FUSE as the second of two lower layers: the file comes from the
     // first, yet the overlayfs as a whole may give a FUSE server's bytes.
-    let [up2, work2, mixed, up3, work3, nested, up4, work4, nested_plain] = [
-        "up2", "work2", "mixed", "up3", "work3", "nested", "up4", "work4", "nplain",
-    ]
-    .map(|n| dir.0.join(n));
-    for p in [
-        &up2,
-        &work2,
-        &mixed,
-        &up3,
-        &work3,
-        &nested,
-        &up4,
-        &work4,
-        &nested_plain,
-    ] {
-        std::fs::create_dir(p).unwrap();
-    }
+    let [up2, work2, mixed, up3, work3, nested, up4, work4, nested_plain] = new_dirs(
+        &dir.0,
+        [
+            "up2", "work2", "mixed", "up3", "work3", "nested", "up4", "work4", "nplain",
+        ],
+    );
     let two_lowers = PathBuf::from(format!("{}:{}", plain_lower.display(), fuse.display()));
     let _unmount_mixed = mount_overlay(&two_lowers, &up2, &work2, &mixed);
     // An overlayfs over an overlayfs: its layer's own layers are checked.
